@@ -1,0 +1,206 @@
+"""Study database commands: create, select, info, server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from motoko.cli.format import colour_state, render
+from motoko.config import WorkflowConfig, load_config
+from motoko.errors import QueryError
+from motoko.study.records import STATES
+
+FORMATS = click.Choice(["table", "json", "csv"])
+
+
+def config_of(ctx: click.Context) -> WorkflowConfig:
+    """The workflow configuration for the command's directory."""
+    return load_config(ctx.obj.directory if ctx.obj else None)
+
+
+def open_workflow(ctx: click.Context, **kwargs: Any) -> Any:
+    """Open the Workflow of the command's directory."""
+    from motoko.flow.workflow import Workflow
+
+    return Workflow(load_config(ctx.obj.directory if ctx.obj else None).path, **kwargs)
+
+
+@click.command()
+@click.option("--yes", "-y", is_flag=True, help="Drop existing runs without asking.")
+@click.option("--keep", is_flag=True, help="Keep existing runs; only update the studies' schemas.")
+@click.pass_context
+def create(ctx: click.Context, yes: bool, keep: bool) -> None:
+    """Create the study databases from each study's bd.yaml.
+
+    Every bd.yaml is validated first; then studies are created. A study that
+    already holds runs is emptied only after confirmation (or --yes), unless
+    --keep is given.
+    """
+    workflow = open_workflow(ctx, create=False)
+    try:
+        existing = {}
+        for name in workflow.task_managers:
+            db = workflow.db_for(name)
+            if name in db.studies():
+                existing[name] = len(db.study(name).runs)
+        with_runs = {n: c for n, c in existing.items() if c}
+        drop = bool(with_runs) and not keep
+        if drop and not yes:
+            listing = ", ".join(f"{n} ({c} runs)" for n, c in with_runs.items())
+            click.confirm(f"Drop every run of {listing}?", abort=True, err=True)
+        workflow.create(drop=drop)
+        for name in workflow.task_managers:
+            state = "emptied" if drop and name in with_runs else ("updated" if name in existing else "created")
+            click.echo(f"study {name}: {state}")
+    finally:
+        workflow.close()
+
+
+def _select_rows(workflow: Any, study: str, constraints: list[str], fields: list[str] | None) -> tuple[list[str], list[list[Any]]]:
+    manager = workflow[study]
+    runs = workflow.db_for(study).select(manager.name, constraints or None)
+    job_fields = list(manager.schema.job_fields)
+    columns = fields or ["id", "job_id", "state", "run_name", *job_fields, "progress", "machine_name"]
+    rows = []
+    for run in runs:
+        job = run.job
+        row = []
+        for column in columns:
+            name = column.split(".", 1)[1] if column.startswith(("runs.", "jobs.")) else column
+            if column.startswith("jobs.") or (name in job_fields and not column.startswith("runs.")):
+                row.append(job.get(name))
+            else:
+                row.append(getattr(run, name, None))
+        rows.append(row)
+    return columns, rows
+
+
+@click.command()
+@click.argument("constraints", nargs=-1)
+@click.option("--study", "-s", help="Only this study (default: every study).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--fields", help="Comma-separated columns (run fields, job fields, runs.X / jobs.X).")
+@click.pass_context
+def select(ctx: click.Context, constraints: tuple[str, ...], study: str | None, fmt: str, fields: str | None) -> None:
+    """Print the runs matching CONSTRAINTS, e.g. "state = FINISHED, x > 2"."""
+    workflow = open_workflow(ctx)
+    try:
+        studies = [workflow.config.resolve(study)] if study else list(workflow.task_managers)
+        field_list = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+        outputs, errors = [], []
+        for name in studies:
+            try:
+                columns, rows = _select_rows(workflow, name, list(constraints), field_list)
+            except QueryError as exc:
+                if study:
+                    raise
+                errors.append(exc)
+                continue
+            outputs.append((name, columns, rows))
+        if not outputs and errors:
+            raise errors[0]
+        _print_selection(outputs, fmt)
+    finally:
+        workflow.close()
+
+
+def _print_selection(outputs: list[tuple[str, list[str], list[list[Any]]]], fmt: str) -> None:
+    if fmt == "table":
+        blocks = []
+        for name, columns, rows in outputs:
+            header = click.style(f"{name}: {len(rows)} run(s)", bold=True)
+            blocks.append(header + ("\n" + render(columns, rows, fmt) if rows else ""))
+        click.echo("\n\n".join(blocks))
+        return
+    all_columns = ["study"]
+    for _, columns, _ in outputs:
+        all_columns += [c for c in columns if c not in all_columns]
+    merged = []
+    for name, columns, rows in outputs:
+        for row in rows:
+            values = dict(zip(columns, row, strict=True))
+            merged.append([name, *(values.get(c) for c in all_columns[1:])])
+    click.echo(render(all_columns, merged, fmt))
+
+
+@click.command()
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def info(ctx: click.Context, fmt: str) -> None:
+    """Per study: the number of runs in each state."""
+    workflow = open_workflow(ctx)
+    try:
+        rows = []
+        states: list[str] = list(STATES)
+        counts_by_study = {}
+        for name in workflow.task_managers:
+            db = workflow.db_for(name)
+            counts = db.study(name).counts()
+            counts_by_study[name] = (counts, str(db.address))
+            states += [s for s in counts if s not in states]
+        for name, (counts, address) in counts_by_study.items():
+            rows.append([name, sum(counts.values()), *(counts.get(s, 0) for s in states), address])
+        columns = ["study", "total", *states, "database"]
+        if fmt == "table":
+            text = render(columns, rows, fmt)
+            for state in states:
+                text = text.replace(state, colour_state(state, state), 1)
+            click.echo(text)
+        else:
+            click.echo(render(columns, rows, fmt))
+    finally:
+        workflow.close()
+
+
+@click.group()
+def server() -> None:
+    """Start, stop or inspect the workflow's database server."""
+
+
+@server.command("start")
+@click.pass_context
+def server_start(ctx: click.Context) -> None:
+    """Start the server (does nothing if it already runs)."""
+    from motoko.study.server import ensure_server
+
+    config = config_of(ctx)
+    address = ensure_server(config.directory)
+    click.echo(f"server running at {address}")
+
+
+@server.command("stop")
+@click.pass_context
+def server_stop(ctx: click.Context) -> None:
+    """Stop the server (does nothing if it is not running)."""
+    from motoko.study.server import stop_server
+
+    config = config_of(ctx)
+    stopped = stop_server(config.directory)
+    click.echo("server stopped" if stopped else "server was not running")
+
+
+@server.command("status")
+@click.pass_context
+def server_status(ctx: click.Context) -> None:
+    """Say whether the server runs, where, and how big its data file is."""
+    from motoko.study.server import server_status as status
+
+    config = config_of(ctx)
+    st = status(config.directory)
+    if st.running:
+        click.echo(f"running at {st.address} (pid {st.pid}), data {_size(st.size)} in {st.data_file}")
+    else:
+        click.echo(f"not running (data {_size(st.size)} in {st.data_file})")
+        ctx.exit(3)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n //= 1024
+    return f"{n} TiB"
+
+
+COMMANDS = [create, select, info, server]

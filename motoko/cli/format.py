@@ -1,0 +1,92 @@
+"""Rendering rows for the terminal: aligned tables, JSON, CSV.
+
+Tables are coloured only when stdout is a terminal (click strips styles when
+piped), so scripts reading ``motoko select`` output see plain text.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+STATE_COLOURS = {
+    "CREATED": "blue",
+    "LAUNCHED": "cyan",
+    "RUNNING": "yellow",
+    "FINISHED": "green",
+    "FAILED": "red",
+    "LOST": "magenta",
+    "CANCELLED": "bright_black",
+}
+
+
+def cell(value: Any) -> str:
+    """Text of one value: dates without microseconds, floats short, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, _dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)
+    text = str(value)
+    return text.replace("\n", "⏎")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy of ``value``."""
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def colour_state(text: str, state: str) -> str:
+    """Style a state name by its meaning."""
+    colour = STATE_COLOURS.get(state)
+    return click.style(text, fg=colour) if colour else text
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, state_column: str | None = "state") -> str:
+    """An aligned text table with a bold header; states coloured."""
+    texts = [[cell(v) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in texts:
+        for i, text in enumerate(row):
+            widths[i] = min(max(widths[i], len(text)), 60)
+    lines = ["  ".join(click.style(c.ljust(w), bold=True) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    state_index = columns.index(state_column) if state_column in columns else -1
+    for row in texts:
+        parts = []
+        for i, (text, width) in enumerate(zip(row, widths, strict=True)):
+            shown = text if len(text) <= width else text[: width - 1] + "…"
+            padded = shown.ljust(width)
+            parts.append(colour_state(padded, text) if i == state_index else padded)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
+    """Rows as ``table``, ``json`` (a list of objects) or ``csv``."""
+    if fmt == "json":
+        return json.dumps([{c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows], indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([cell(v) for v in row])
+        return out.getvalue().rstrip("\n")
+    return table(columns, rows)

@@ -1,0 +1,120 @@
+"""``motoko launcher start|stop|status``."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from motoko.cli.db_commands import config_of
+from motoko.cli.format import render
+
+
+class PositiveFloat(click.ParamType):
+    """A number of seconds > 0."""
+
+    name = "seconds"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if number <= 0:
+            self.fail(f"{value!r} must be greater than 0", param, ctx)
+        return number
+
+
+SECONDS = PositiveFloat()
+
+
+@click.group()
+def launcher() -> None:
+    """Start, stop or inspect launcher daemons (they execute CREATED runs)."""
+
+
+@launcher.command("start")
+@click.option("--study", "-s", help="Only execute this study's runs.")
+@click.option("--executor", type=click.Choice(["local", "slurm", "dask"]), help="Default: motoko.yaml's launcher.executor.")
+@click.option("--max-parallel", "-j", type=click.IntRange(min=1), help="Runs executing at once (default: cores).")
+@click.option("--detach", "-d", is_flag=True, help="Run in the background.")
+@click.option("--once", is_flag=True, help="Execute the runs waiting now, then exit.")
+@click.option("--max-runs", type=click.IntRange(min=1), help="Exit after executing this many runs.")
+@click.option("--idle-exit", type=SECONDS, help="Exit after this many seconds with nothing to do.")
+@click.option("--machine-name", help="Name recorded on the runs (default: host name).")
+@click.pass_context
+def launcher_start(
+    ctx: click.Context,
+    study: str | None,
+    executor: str | None,
+    max_parallel: int | None,
+    detach: bool,
+    once: bool,
+    max_runs: int | None,
+    idle_exit: float | None,
+    machine_name: str | None,
+) -> None:
+    """Start a launcher for the workflow's studies (foreground unless --detach)."""
+    from motoko.launch.service import build_launcher, register_self, start_daemon
+
+    config = config_of(ctx)
+    if study:
+        config.resolve(study)
+    kind = executor or config.launcher.executor
+    if detach:
+        args = []
+        for flag, value in (("--study", study), ("--executor", executor), ("--max-parallel", max_parallel),
+                            ("--max-runs", max_runs), ("--idle-exit", idle_exit), ("--machine-name", machine_name)):
+            if value is not None:
+                args += [flag, str(value)]
+        if once:
+            args.append("--once")
+        info = start_daemon(config, args, study=study, executor=kind)
+        click.echo(f"launcher started in the background (pid {info.pid}, log {info.log})")
+        return
+    launcher_ = build_launcher(
+        config, study=study, executor=executor, max_parallel=max_parallel,
+        once=once or None, max_runs=max_runs, idle_exit=idle_exit, machine_name=machine_name,
+    )
+    record = register_self(config, study=study, executor=kind)
+    import asyncio
+
+    try:
+        report = asyncio.run(launcher_.serve_async(install_signals=True))
+    finally:
+        record.unlink(missing_ok=True)
+        launcher_.db.close()
+    click.echo(
+        f"launcher exited: {report.executed} run(s) executed, {report.finished} finished, "
+        f"{report.failed} failed, {report.cancelled} cancelled, {report.lost_detected} lost detected",
+        err=True,
+    )
+
+
+@launcher.command("stop")
+@click.option("--timeout", type=SECONDS, default=60.0, show_default=True, help="Seconds to wait for running runs.")
+@click.pass_context
+def launcher_stop(ctx: click.Context, timeout: float) -> None:
+    """Stop every launcher of the workflow once its running runs ended."""
+    from motoko.launch.service import stop_daemons
+
+    stopped = stop_daemons(config_of(ctx), timeout=timeout)
+    click.echo(f"{stopped} launcher(s) stopped" if stopped else "no launcher was running")
+
+
+@launcher.command("status")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def launcher_status(ctx: click.Context, fmt: str) -> None:
+    """List the workflow's running launchers."""
+    from motoko.launch.service import daemon_status
+
+    infos = daemon_status(config_of(ctx))
+    if not infos and fmt == "table":
+        click.echo("no launcher running")
+        return
+    rows = [[i.pid, i.study or "all", i.executor, time.strftime("%H:%M:%S", time.localtime(i.started)), str(i.log)] for i in infos]
+    click.echo(render(["pid", "studies", "executor", "since", "log"], rows, fmt))
+
+
+COMMANDS = [launcher]

@@ -1,0 +1,90 @@
+"""The ``motoko`` command: one entry point that maps errors to exit codes.
+
+Commands raise; only :func:`main` turns exceptions into output: a user error
+(:class:`~motoko.errors.MotokoError`, a click usage error) prints one line
+``motoko: error: ...`` to stderr and exits 2; failed work (runs that failed)
+exits 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from motoko import __version__
+from motoko.errors import MotokoError
+
+
+class Context:
+    """Options shared by every command (passed explicitly, not thread-local)."""
+
+    def __init__(self, debug: bool, directory: str | None):
+        self.debug = debug
+        self.directory = directory
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "-C", "--directory", type=click.Path(file_okay=False), default=None,
+    help="Workflow directory (default: search upward from the current directory).",
+)
+@click.version_option(__version__, prog_name="motoko")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
+    """motoko: workflows over parametric studies."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    ctx.obj = Context(debug, directory)
+
+
+def _register() -> None:
+    from motoko.cli import db_commands, launcher_commands, run_commands
+
+    for module in (db_commands, launcher_commands, run_commands):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; the only place that turns exceptions into exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return cli.main(args=argv, prog_name="motoko", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("motoko: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        if debug:
+            raise
+        message = exc.format_message()
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            message += f" (see `{exc.ctx.command_path} --help`)"
+        click.echo(f"motoko: error: {message}", err=True)
+        sys.exit(exc.exit_code)
+    except MotokoError as exc:
+        if debug:
+            raise
+        click.echo(f"motoko: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("motoko: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        # `motoko select ... | head`: the reader went away; not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""``motoko run``, ``motoko graph`` and ``motoko cancel``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from motoko.cli.db_commands import open_workflow
+from motoko.cli.format import colour_state
+from motoko.errors import ParameterError
+
+
+class KeyValue(click.ParamType):
+    """``name=value`` with the value parsed as YAML (``x=[1, 2]``, ``flag=true``)."""
+
+    name = "name=value"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, Any]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, raw = str(value).partition("=")
+        if not sep or not name.strip().isidentifier():
+            self.fail(f"{value!r} is not name=value (e.g. -p x=1.5)", param, ctx)
+        try:
+            parsed = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            self.fail(f"the value of {name!r} is not valid YAML: {exc}", param, ctx)
+        return name.strip(), parsed
+
+
+def _status_line(workflow: Any) -> str:
+    parts = []
+    for name in workflow.task_managers:
+        scoped = workflow[name].select().runs()
+        counts: dict[str, int] = {}
+        for run in scoped:
+            counts[run.state] = counts.get(run.state, 0) + 1
+        if counts:
+            parts.append(f"{name}: " + " ".join(colour_state(f"{n} {s}", s) for s, n in sorted(counts.items())))
+    return " | ".join(parts)
+
+
+async def _monitor(workflow: Any) -> None:
+    """Redraw a one-line status (per study, counts by state) on every change."""
+    if not sys.stderr.isatty():
+        return
+    waiter = workflow.change_waiter()
+    try:
+        while True:
+            line = _status_line(workflow)
+            click.echo("\r\033[K" + line, nl=False, err=True)
+            await waiter.wait(1.0)
+    finally:
+        click.echo("\r\033[K", nl=False, err=True)
+        waiter.close()
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@click.option("--run-name", "-n", help="Scope of the runs (default: resume the file's current one).")
+@click.option("--fresh", is_flag=True, help="Start a new run name instead of resuming.")
+@click.option("-p", "--param", "params", multiple=True, type=KeyValue(), help="Step parameter name=value (YAML).")
+@click.option("--executor", type=click.Choice(["local", "slurm", "dask"]), help="Override motoko.yaml's executor.")
+@click.option("--max-parallel", "-j", type=click.IntRange(min=1), help="Runs executing at once.")
+@click.option("--no-launcher", is_flag=True, help="Do not start a launcher (one runs elsewhere).")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    file: Path | None,
+    extra: tuple[str, ...],
+    run_name: str | None,
+    fresh: bool,
+    params: tuple[tuple[str, Any], ...],
+    executor: str | None,
+    max_parallel: int | None,
+    no_launcher: bool,
+) -> None:
+    """Run a workflow file (steps, or a motoko 0.1.4 orchestrator) to completion.
+
+    Without FILE, runs motoko.yaml's orchestrator. Exit status: 0 on success,
+    1 when runs failed, 2 on bad input. Arguments after `--` go to the
+    orchestrator's populate_arg_parser.
+    """
+    from motoko.flow.runner import orchestrator_file, run_file
+
+    if file is None:
+        from motoko.cli.db_commands import config_of
+
+        config = config_of(ctx)
+        if config.orchestrator is None:
+            raise click.UsageError("give a workflow FILE (motoko.yaml names no orchestrator)")
+        file, _ = orchestrator_file(config.directory, config.orchestrator)
+    names = [n for n, _ in params]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ParameterError(f"parameter {duplicates[0]!r} given twice", field=duplicates[0], hint="give each -p once")
+    overrides = {k: v for k, v in (("executor", executor), ("max_parallel", max_parallel)) if v is not None}
+    outcome = run_file(
+        file,
+        dict(params),
+        run_name=run_name,
+        fresh=fresh,
+        extra_args=extra,
+        launcher=not no_launcher,
+        launcher_overrides=overrides,
+        monitor=_monitor,
+    )
+    click.echo(f"workflow {file} finished (run name {outcome.run_name}) in {outcome.elapsed:.2f} s", err=True)
+    for name, result in outcome.results.items():
+        if result is not None and not hasattr(result, "ids"):
+            click.echo(f"{name}: {result}")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
+def graph(file: Path, fmt: str) -> None:
+    """Print the step DAG of a workflow file."""
+    from motoko.flow.dag import build_graph, describe
+    from motoko.flow.runner import load_workflow_file
+
+    wf = load_workflow_file(file)
+    if not wf.steps:
+        raise click.UsageError(f"{file} declares no @step (a 0.1.4 orchestrator has no static graph)")
+    click.echo(describe(build_graph(wf.steps, str(file)), fmt))
+
+
+@click.command()
+@click.argument("constraints", nargs=-1)
+@click.option("--study", "-s", help="Only this study.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def cancel(ctx: click.Context, constraints: tuple[str, ...], study: str | None, yes: bool) -> None:
+    """Cancel the runs matching CONSTRAINTS (CREATED at once, running ones stopped)."""
+    workflow = open_workflow(ctx)
+    try:
+        studies = [workflow.config.resolve(study)] if study else list(workflow.task_managers)
+        targets = []
+        for name in studies:
+            db = workflow.db_for(name)
+            runs = [r for r in db.select(name, list(constraints) or None) if not r.is_terminal]
+            targets.append((name, db, [r.id for r in runs]))
+        total = sum(len(ids) for _, _, ids in targets)
+        if total == 0:
+            click.echo("no unfinished run matches")
+            return
+        if not yes:
+            click.confirm(f"Cancel {total} run(s)?", abort=True, err=True)
+        for name, db, ids in targets:
+            def change(db: Any = db, name: str = name, ids: list[int] = ids) -> None:
+                study_ = db.study(name)
+                for rid in ids:
+                    study_.cancel(study_.runs[rid])
+
+            db.transact(change, what="cancel runs")
+        click.echo(f"cancel requested for {total} run(s)")
+    finally:
+        workflow.close()
+
+
+COMMANDS = [run, graph, cancel]

@@ -1,0 +1,323 @@
+"""motoko.yaml → a validated :class:`WorkflowConfig`.
+
+Example::
+
+    task_managers:          # each key: a study folder (studies/<key>, or <key>, or path:)
+      mult:
+      add:
+      norm:
+        host: zeo://127.0.0.1:8100
+    aliases: {post: norm}
+    orchestrator: orchestrator.main
+    launcher: {executor: local, max_parallel: 2}
+
+Every mistake is reported with the file, line, what was expected and the
+possible keys, before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from motoko.errors import ConfigError, UnknownNameError, did_you_mean
+from motoko.study.server import Address, parse_address
+
+CONFIG_NAME = "motoko.yaml"
+_TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir")
+_LAUNCHER_KEYS = (
+    "executor", "max_parallel", "slurm_options", "scheduler", "bundle_size",
+    "heartbeat", "cancel_grace", "claim_ahead", "machine_name", "poll",
+)
+_EXECUTORS = ("local", "slurm", "dask")
+
+
+@dataclass
+class StudyRef:
+    """Where a task manager's study lives.
+
+    Attributes:
+        name: The task manager's (and study's) name.
+        folder: The study folder (holds bd.yaml).
+        host: The database address when the study lives on another server.
+    """
+
+    name: str
+    folder: Path
+    host: Address | None = None
+
+
+@dataclass
+class LauncherSettings:
+    """How launchers execute runs (motoko.yaml ``launcher:``)."""
+
+    executor: str = "local"
+    max_parallel: int | None = None
+    slurm_options: list[str] = field(default_factory=list)
+    scheduler: str | None = None
+    bundle_size: int = 1
+    heartbeat: float | None = None
+    cancel_grace: float = 10.0
+    claim_ahead: int = 16
+    machine_name: str | None = None
+    poll: float = 5.0
+
+
+@dataclass
+class PollSettings:
+    """The safety-net poll of awaiting workflows (seconds)."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 5.0
+
+
+@dataclass
+class WorkflowConfig:
+    """A validated motoko.yaml."""
+
+    path: Path
+    studies: dict[str, StudyRef]
+    aliases: dict[str, str] = field(default_factory=dict)
+    orchestrator: str | None = None
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)
+    poll: PollSettings = field(default_factory=PollSettings)
+    lost_after: float = 60.0
+    database: Address | None = None
+    runs_dir: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        """The workflow directory (where motoko.yaml is)."""
+        return self.path.parent
+
+    def resolve(self, name: str) -> str:
+        """Return the study name for a task-manager name or alias.
+
+        Raises:
+            UnknownNameError: suggesting close names.
+        """
+        if name in self.studies:
+            return name
+        if name in self.aliases:
+            return self.aliases[name]
+        raise UnknownNameError("study", name, [*self.studies, *self.aliases], where=str(self.path))
+
+
+def find_config(start: Path | str | None = None) -> Path:
+    """Return the motoko.yaml found by searching upward from ``start`` (or cwd).
+
+    Raises:
+        ConfigError: if there is none, saying how to make one.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    if here.is_file():
+        return here
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_NAME} in {here} or any directory above it",
+        hint="run motoko inside a workflow directory, or create one with `motoko init DIR`",
+    )
+
+
+def load_config(path: Path | str | None = None) -> WorkflowConfig:
+    """Load and validate a motoko.yaml (found upward from cwd when ``path`` is None)."""
+    file = find_config(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {problem}", where=where, hint="check indentation and colons") from None
+    return _build(file, data, _Lines(node, str(file)))
+
+
+class _Lines:
+    """Maps key paths of a YAML document to 'file:line' for messages."""
+
+    def __init__(self, node: Any, source: str):
+        self.node = node
+        self.source = source
+
+    def at(self, *keys: str) -> str:
+        node = self.node
+        line = 1
+        for key in keys:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            for k, v in node.value:
+                if k.value == key:
+                    line = k.start_mark.line + 1
+                    node = v
+                    break
+            else:
+                break
+        return f"{self.source}:{line}"
+
+
+def _build(file: Path, data: Any, lines: _Lines) -> WorkflowConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of settings", where=lines.at(), hint="start with `task_managers:`")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"unknown setting {key!r}", where=lines.at(str(key)), hint=did_you_mean(str(key), _TOP_KEYS))
+    base = file.parent
+    studies = _studies(base, data.get("task_managers"), lines)
+    aliases = _aliases(data.get("aliases"), studies, lines)
+    orchestrator = data.get("orchestrator")
+    if orchestrator is not None and not isinstance(orchestrator, str):
+        raise ConfigError("orchestrator must be a 'module.function' string", where=lines.at("orchestrator"))
+    config = WorkflowConfig(file, studies, aliases, orchestrator)
+    config.launcher = _launcher(data.get("launcher"), lines)
+    config.poll = _poll(data.get("poll"), lines)
+    if "lost_after" in data:
+        config.lost_after = _positive(data["lost_after"], "lost_after", lines.at("lost_after"))
+    if data.get("database") is not None:
+        config.database = _address(data["database"], base, lines.at("database"))
+    if data.get("runs_dir") is not None:
+        config.runs_dir = base / str(data["runs_dir"])
+    return config
+
+
+def _studies(base: Path, raw: Any, lines: _Lines) -> dict[str, StudyRef]:
+    if raw is None:
+        raise ConfigError("no task_managers: a workflow needs at least one study", where=lines.at(), hint="add `task_managers: {mystudy: }`")
+    if isinstance(raw, list):
+        raw = {str(name): None for name in raw}
+    if not isinstance(raw, dict):
+        raise ConfigError("task_managers must be a mapping of study names", where=lines.at("task_managers"))
+    studies = {}
+    for name, spec in raw.items():
+        where = lines.at("task_managers", str(name))
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"task manager {name!r} must be a mapping (path:, host:) or empty", where=where)
+        unknown = set(spec) - {"path", "host"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"unknown setting {key!r} for task manager {name!r}", where=where, hint=did_you_mean(key, ["path", "host"]))
+        folder = _study_folder(base, str(name), spec.get("path"), where)
+        host = _address(spec["host"], base, where) if spec.get("host") is not None else None
+        studies[str(name)] = StudyRef(str(name), folder, host)
+    return studies
+
+
+def _study_folder(base: Path, name: str, path: Any, where: str) -> Path:
+    candidates = [base / str(path)] if path is not None else [base / "studies" / name, base / name]
+    for folder in candidates:
+        if (folder / "bd.yaml").is_file():
+            return folder
+    shown = " or ".join(str(c.relative_to(base)) if c.is_relative_to(base) else str(c) for c in candidates)
+    raise ConfigError(
+        f"study {name!r} has no bd.yaml (looked in {shown})",
+        where=where,
+        hint="create the study folder with a bd.yaml, or give its location with `path:`",
+    )
+
+
+def _aliases(raw: Any, studies: dict[str, StudyRef], lines: _Lines) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("aliases must map alias names to study names", where=lines.at("aliases"))
+    out = {}
+    for alias, target in raw.items():
+        if str(target) not in studies:
+            raise UnknownNameError("study", str(target), studies, where=lines.at("aliases", str(alias)))
+        out[str(alias)] = str(target)
+    return out
+
+
+def _launcher(raw: Any, lines: _Lines) -> LauncherSettings:
+    settings = LauncherSettings()
+    if raw is None:
+        return settings
+    if not isinstance(raw, dict):
+        raise ConfigError("launcher must be a mapping", where=lines.at("launcher"), hint="e.g. `launcher: {executor: local, max_parallel: 2}`")
+    for key, value in raw.items():
+        where = lines.at("launcher", str(key))
+        if key not in _LAUNCHER_KEYS:
+            raise ConfigError(f"unknown launcher setting {key!r}", where=where, hint=did_you_mean(str(key), _LAUNCHER_KEYS))
+        setattr(settings, key, _launcher_value(str(key), value, where))
+    return settings
+
+
+def _launcher_value(key: str, value: Any, where: str) -> Any:
+    if key == "executor":
+        if value not in _EXECUTORS:
+            raise ConfigError(f"unknown executor {value!r}", where=where, hint=did_you_mean(str(value), _EXECUTORS))
+        return value
+    if key in ("max_parallel", "bundle_size", "claim_ahead"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"launcher {key} must be a positive integer, got {value!r}", where=where)
+        return value
+    if key in ("heartbeat", "cancel_grace", "poll"):
+        return _positive(value, f"launcher {key}", where)
+    if key == "slurm_options":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("slurm_options must be a list of strings, e.g. ['--time=00:10:00']", where=where)
+        return list(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"launcher {key} must be a string, got {value!r}", where=where)
+    return value
+
+
+def _poll(raw: Any, lines: _Lines) -> PollSettings:
+    poll = PollSettings()
+    if raw is None:
+        return poll
+    if not isinstance(raw, dict):
+        raise ConfigError("poll must be a mapping (initial, factor, maximum)", where=lines.at("poll"))
+    for key, value in raw.items():
+        if key not in ("initial", "factor", "maximum"):
+            raise ConfigError(f"unknown poll setting {key!r}", where=lines.at("poll", str(key)), hint=did_you_mean(str(key), ["initial", "factor", "maximum"]))
+        setattr(poll, key, _positive(value, f"poll {key}", lines.at("poll", str(key))))
+    if poll.factor < 1:
+        raise ConfigError("poll factor must be >= 1", where=lines.at("poll", "factor"))
+    return poll
+
+
+def _positive(value: Any, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}", where=where)
+    return float(value)
+
+
+def _address(value: Any, base: Path, where: str) -> Address:
+    from motoko.errors import AddressError
+
+    try:
+        return parse_address(str(value), base)
+    except AddressError as exc:
+        exc.where = where
+        exc.args = (str(exc),)
+        raise
+
+
+def database_address(config: WorkflowConfig, study: str | None = None) -> Address | None:
+    """The explicit address of a study's database, or None for the embedded server.
+
+    Order: the study's ``host:``, ``MOTOKO_DB`` in the environment, the
+    config's ``database:``; None means the workflow's own server.
+    """
+    if study is not None and study in config.studies and config.studies[study].host is not None:
+        return config.studies[study].host
+    env = os.environ.get("MOTOKO_DB")
+    if env:
+        return parse_address(env, config.directory)
+    return config.database

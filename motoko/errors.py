@@ -1,0 +1,230 @@
+"""One exception hierarchy for everything motoko reports.
+
+Every error a user can cause is a :class:`MotokoError`. Each one carries what
+went wrong, *where* (a file and line, a field, a column of a constraint string)
+and a *hint* saying how to fix it, so that the CLI can print a single useful
+line and exit 2. Subclasses also inherit the builtin exception a Python caller
+would naturally catch (``KeyError``, ``ValueError``, ``TimeoutError``...), so
+``except ValueError`` keeps working around motoko calls.
+
+Failed *work* (runs that ended FAILED) is not a user error: it is reported by
+:class:`RunsFailed`, which the CLI maps to exit code 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+def suggest(name: str, possible: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` close matches of ``name`` among ``possible``.
+
+    Used for every "unknown name" message so that typos get a "did you
+    mean ...?" instead of a bare refusal.
+    """
+    return difflib.get_close_matches(str(name), [str(p) for p in possible], n=n, cutoff=0.6)
+
+
+def did_you_mean(name: str, possible: Iterable[str]) -> str:
+    """Return a hint sentence suggesting close matches, or listing what exists."""
+    possible = sorted({str(p) for p in possible})
+    close = suggest(name, possible)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if not possible:
+        return "there is none defined"
+    shown = ", ".join(possible[:12]) + (", ..." if len(possible) > 12 else "")
+    return f"possible: {shown}"
+
+
+class MotokoError(Exception):
+    """Base of every error motoko raises on purpose.
+
+    Attributes:
+        message: What went wrong, in one sentence.
+        where: The place it comes from (``bd.yaml:3``, ``column 7``...), or None.
+        hint: How to fix it, or None.
+        exit_code: The CLI's exit status for this error (2: user error).
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        self.message = message
+        self.where = where
+        self.hint = hint
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    # KeyError's __str__ quotes its argument; keep our sentence readable.
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class ConfigError(MotokoError, ValueError):
+    """A configuration file (motoko.yaml, bd.yaml) is invalid."""
+
+
+class SchemaError(ConfigError):
+    """A study's bd.yaml is invalid (unknown key or type, wrong value, missing file)."""
+
+
+class ParameterError(MotokoError, ValueError):
+    """A job or run parameter has the wrong type or an impossible value.
+
+    Attributes:
+        field: The parameter's name.
+        value: The offending value.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, value: Any = None, **kw: Any):
+        self.field = field
+        self.value = value
+        super().__init__(message, **kw)
+
+
+class UnknownNameError(MotokoError, KeyError):
+    """A name (field, study, state, step, command) that does not exist.
+
+    Attributes:
+        name: The unknown name.
+        possible: The names that exist.
+    """
+
+    def __init__(self, kind: str, name: str, possible: Iterable[str], *, where: str | None = None):
+        self.name = name
+        self.possible = sorted({str(p) for p in possible})
+        super().__init__(f"unknown {kind} {name!r}", where=where, hint=did_you_mean(name, self.possible))
+
+
+class QueryError(MotokoError, ValueError):
+    """A constraint string is malformed or names an unknown or ambiguous field.
+
+    Attributes:
+        text: The whole constraint string.
+        column: 1-based column of the problem, or None.
+    """
+
+    def __init__(self, message: str, *, text: str = "", column: int | None = None, hint: str | None = None):
+        self.text = text
+        self.column = column
+        where = f"constraint {text!r}" + (f", column {column}" if column is not None else "")
+        super().__init__(message, where=where, hint=hint)
+
+
+class DatabaseError(MotokoError, RuntimeError):
+    """The study database is missing, of another schema version, or inconsistent."""
+
+
+class StudyNotFound(UnknownNameError):
+    """A study that is not in the database or the workflow."""
+
+    def __init__(self, name: str, possible: Iterable[str], *, where: str | None = None):
+        super().__init__("study", name, possible, where=where)
+        self.hint = (self.hint or "") + "; run `motoko create` after adding it to motoko.yaml"
+        self.args = (str(self),)
+
+
+class RunNotFound(MotokoError, KeyError):
+    """A run id that does not exist in a study.
+
+    Attributes:
+        study: The study searched.
+        ids: The missing run ids.
+    """
+
+    def __init__(self, study: str, ids: Iterable[int], *, hint: str | None = None):
+        self.study = study
+        self.ids = sorted(ids)
+        shown = ", ".join(str(i) for i in self.ids[:10]) + (", ..." if len(self.ids) > 10 else "")
+        super().__init__(
+            f"no run with id {shown} in study {study!r}",
+            hint=hint or "list existing runs with `motoko runs list --study " + study + "`",
+        )
+
+
+class ServerError(MotokoError, ConnectionError):
+    """The ZEO server cannot be started, reached or stopped."""
+
+
+class AddressError(ConfigError):
+    """A malformed database address (expected ``zeo://PATH`` or ``zeo://HOST:PORT``)."""
+
+
+class ConflictRetriesExhausted(MotokoError, RuntimeError):
+    """A change kept conflicting with other processes' changes and was given up.
+
+    The change was not written; nothing half-done remains.
+    """
+
+    exit_code = 1
+
+
+class TransitionError(MotokoError, ValueError):
+    """A run state change that the life cycle does not allow (e.g. FINISHED → RUNNING)."""
+
+
+class StagingError(MotokoError, ValueError):
+    """A run directory cannot be prepared safely (unsafe value or path)."""
+
+
+class NotInRunError(MotokoError, RuntimeError):
+    """``current_run()`` was called outside a run launched by motoko."""
+
+
+class WorkflowError(MotokoError, ValueError):
+    """A workflow file or step graph is invalid (cycle, unknown dependency...)."""
+
+
+class WaitTimeout(MotokoError, TimeoutError):
+    """Waiting for runs took longer than the timeout given.
+
+    Attributes:
+        pending: ``(study, run id, state)`` of each run not yet done.
+    """
+
+    exit_code = 1
+
+    def __init__(self, timeout: float, pending: list[tuple[str, int, str]]):
+        self.timeout = timeout
+        self.pending = pending
+        shown = ", ".join(f"{s}.{i} ({st})" for s, i, st in pending[:10])
+        more = f" and {len(pending) - 10} more" if len(pending) > 10 else ""
+        super().__init__(
+            f"{len(pending)} run(s) not done after {timeout:g} s: {shown}{more}",
+            hint="wait longer, or inspect them with `motoko runs show ID`",
+        )
+
+
+class RunsFailed(MotokoError, RuntimeError):
+    """Runs a workflow waited for ended FAILED, LOST or CANCELLED.
+
+    Attributes:
+        failures: ``(study, run id, state, exit code, error text)`` per failed run.
+    """
+
+    exit_code = 1
+
+    def __init__(self, failures: list[tuple[str, int, str, int | None, str | None]]):
+        self.failures = failures
+        parts = []
+        for study, rid, state, code, err in failures[:5]:
+            text = f"{study}.{rid} {state}"
+            if code is not None:
+                text += f" (exit code {code})"
+            if err:
+                last = err.strip().splitlines()[-1] if err.strip() else ""
+                text += f": {last[:200]}"
+            parts.append(text)
+        more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(
+            f"{len(failures)} run(s) failed: " + "; ".join(parts) + more,
+            hint="see the run's stderr with `motoko runs tail ID --file stderr`",
+        )

@@ -1,0 +1,250 @@
+"""Event-driven actions (motoko 0.1.4 orchestrators) and ``@event``.
+
+``workflow.add_action(name, task=, event=, f=)`` registers an action fired
+whenever its event holds. Event forms, as in motoko 0.1.4:
+
+* a constraint string (``"state = FINISHED"``; split on ``,`` and ``and``),
+* a list of constraint strings,
+* ``f(run, job)``: holds for the runs it returns True for,
+* ``f(workflow, task_manager)``: holds when it returns something truthy,
+* a callable without arguments.
+
+Unlike motoko 0.1.4, events are re-checked on every database change (not
+every 2 s), each action runs as its own task so one slow action never blocks
+the others, an action is not fired again while it is still running, and an
+exception in an action or in ``main`` ends the workflow with that error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from motoko.errors import WorkflowError
+from motoko.flow.task_manager import current_event, current_parents
+
+if TYPE_CHECKING:
+    from motoko.flow.task_manager import TaskManager
+
+log = logging.getLogger(__name__)
+
+ALL = "__all__"
+
+
+def event(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Mark an async action; logs its firing (motoko 0.1.4 decorator).
+
+    Transactions need no decorator any more: changes commit at the next
+    await of a motoko awaitable and when the action returns.
+    """
+
+    @functools.wraps(func)
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        log.info("fire %s", func.__name__)
+        return await func(*args, **kwargs)
+
+    return wrapped
+
+
+def _param_names(f: Any) -> list[str] | None:
+    if not callable(f):
+        return None
+    try:
+        return list(inspect.signature(f).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def event_kind(condition: Any) -> str:
+    """Classify an event condition: constraints, run, workflow or plain."""
+    if isinstance(condition, str | list | tuple):
+        return "constraints"
+    names = _param_names(condition)
+    if names == ["run", "job"]:
+        return "run"
+    if names == ["workflow", "task_manager"]:
+        return "workflow"
+    if names == []:
+        return "plain"
+    return "unknown"
+
+
+@dataclass
+class Action:
+    """A registered action."""
+
+    name: str
+    task: str
+    condition: Any
+    f: Callable[..., Any] | None
+    get_params: Callable[[], Any] | None
+    kind: str
+    error_handler: bool = False
+
+
+class WorkflowAborted(WorkflowError):
+    """An error handler fired: the workflow ends with an error."""
+
+    exit_code = 1
+
+
+class EventsMixin:
+    """The action registry and event loop of :class:`~motoko.flow.workflow.Workflow`."""
+
+    task_managers: dict[str, TaskManager]
+    finished: bool
+
+    def __init__(self) -> None:
+        self.actions: dict[str, Action] = {}
+        self._in_flight: set[str] = set()
+        self.params: dict[str, Any] = {}
+
+    def add_action(
+        self,
+        event_name: str,
+        task: str = ALL,
+        event: Any = None,
+        get_params: Callable[[], Any] | None = None,
+        f: Callable[..., Any] | None = None,
+    ) -> None:
+        """Register ``f`` to be fired whenever ``event`` holds for ``task``.
+
+        Registering the same name again replaces the action.
+
+        Raises:
+            WorkflowError: for an event of no known form or an unknown task.
+        """
+        kind = event_kind(event)
+        if kind == "unknown":
+            raise WorkflowError(
+                f"action {event_name!r}: cannot tell what event {event!r} is",
+                hint="use a constraint string, a list of them, f(run, job), f(workflow, task_manager) or f()",
+            )
+        if task != ALL:
+            self[task]  # type: ignore[index]  # raises a did-you-mean error
+        self.actions[event_name] = Action(event_name, task, event, f, get_params, kind)
+
+    def add_error_handler(self, event: Any = "state = FAILED", f: Callable[..., Any] | None = None, **kwargs: Any) -> None:
+        """Register a handler for failed runs: ``f`` is called, then the workflow ends with an error."""
+        self.add_action("error_handler", event=event, f=f, **kwargs)
+        self.actions["error_handler"].error_handler = True
+
+    # -- checking -------------------------------------------------------------------
+
+    def _managers_for(self, action: Action) -> list[TaskManager]:
+        if action.task == ALL:
+            return list(self.task_managers.values())
+        return [self[action.task]]  # type: ignore[index]
+
+    def _evaluate(self, action: Action, manager: TaskManager) -> Any:
+        """The event's value for one task manager: falsy, True, or runs."""
+        if action.kind == "constraints":
+            condition = action.condition
+            if isinstance(condition, str):
+                condition = [c.strip() for c in re.split(r",|\band\b", condition) if c.strip()]
+            pairs = manager.select(list(condition)).exec()
+            return pairs or False
+        if action.kind == "run":
+            pairs = [(r, j) for r, j in manager.select() if action.condition(r, j)]
+            return pairs or False
+        if action.kind == "workflow":
+            return action.condition(self, task_manager=manager)
+        return action.condition()
+
+    async def check_events(self) -> list[asyncio.Task[Any]]:
+        """Evaluate every action once; start a task for each that fires."""
+        started = []
+        for action in list(self.actions.values()):
+            if action.name in self._in_flight:
+                continue
+            for manager in self._managers_for(action):
+                value = self._evaluate(action, manager)
+                if value:
+                    self._in_flight.add(action.name)
+                    started.append(asyncio.ensure_future(self._fire(action, manager, value)))
+                    break
+        return started
+
+    async def _fire(self, action: Action, manager: TaskManager, value: Any) -> None:
+        params = action.get_params() if callable(action.get_params) else action.get_params
+        kwargs: dict[str, Any] = {"workflow": self, "params": params, **self.params}
+        parents: tuple[tuple[str, int], ...] = ()
+        if value is not True and isinstance(value, list):
+            kwargs["runs"] = value
+            parents = tuple((manager.name, r.id) for r, _ in value)
+        log.info("fire %s on %s", action.name, manager.name)
+        token_event = current_event.set(action.name)
+        token_parents = current_parents.set(parents)
+        try:
+            if action.f is not None:
+                result = action.f(**kwargs)
+                if inspect.isawaitable(result):
+                    await result
+            if action.error_handler:
+                raise WorkflowAborted(
+                    f"error handler fired for {manager.name}: the workflow ends",
+                    hint="inspect failed runs with `motoko select 'state = FAILED'`",
+                )
+        finally:
+            current_event.reset(token_event)
+            current_parents.reset(token_parents)
+            self.refresh()  # type: ignore[attr-defined]
+            self._in_flight.discard(action.name)
+
+    async def run_events(self) -> None:
+        """Fire actions on every change until ``workflow.finished`` is set.
+
+        Raises:
+            Exception: the first exception raised by an action.
+        """
+        waiter = self.change_waiter()  # type: ignore[attr-defined]
+        tasks: set[asyncio.Task[Any]] = set()
+        poll = self.config.poll  # type: ignore[attr-defined]
+        delay = poll.initial
+        try:
+            while not self.finished:
+                self.refresh()  # type: ignore[attr-defined]
+                for task in await self.check_events():
+                    tasks.add(task)
+                    task.add_done_callback(lambda _t: waiter_kick(waiter))
+                for task in [t for t in tasks if t.done()]:
+                    tasks.discard(task)
+                    task.result()  # re-raise an action's exception
+                if self.finished:
+                    break
+                fired = await waiter.wait(delay)
+                delay = poll.initial if fired else min(delay * poll.factor, poll.maximum)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            waiter.close()
+
+    def execute(self, **params: Any) -> None:
+        """Run the orchestrator's ``main`` and the actions (motoko 0.1.4 API)."""
+        from motoko.flow.runner import run_orchestrator
+
+        run_orchestrator(self, params)  # type: ignore[arg-type]
+
+    def start_launcher_daemons(self, args: Any = None) -> None:
+        """Start a detached launcher daemon for the workflow (motoko 0.1.4 API).
+
+        Idempotent: does nothing while a daemon is already running.
+        """
+        from motoko.launch.service import daemon_status, start_daemon
+
+        config = self.config  # type: ignore[attr-defined]
+        if not daemon_status(config):
+            start_daemon(config, [], study=None, executor=config.launcher.executor)
+
+
+def waiter_kick(waiter: Any) -> None:
+    """Wake the event loop's waiter when an action ends (it may have set finished)."""
+    for inner in getattr(waiter, "waiters", []):
+        inner._notify(None)

@@ -1,0 +1,300 @@
+"""Running a workflow file: steps or a motoko 0.1.4 orchestrator.
+
+:func:`run_file` loads a Python workflow file, finds its ``@step`` functions
+(or an orchestrator ``main(workflow, **params)``), opens the Workflow with the
+right run name, starts an embedded launcher unless a launcher daemon already
+serves the workflow, and runs everything on one event loop. Interrupting it
+(Ctrl-C) cancels the runs this execution created that have not ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from motoko.config import find_config
+from motoko.errors import MotokoError, WorkflowError
+from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
+from motoko.flow.workflow import Workflow
+from motoko.study.records import ACTIVE, CREATED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkflowFile:
+    """What a loaded workflow file offers."""
+
+    path: Path
+    module: ModuleType
+    steps: dict[str, Any] = field(default_factory=dict)
+    main: Callable[..., Awaitable[Any]] | None = None
+    populate_arg_parser: Callable[[argparse.ArgumentParser], Any] | None = None
+
+
+def load_module(path: Path, name: str | None = None) -> ModuleType:
+    """Import a Python file as a module (its directory on sys.path).
+
+    Raises:
+        WorkflowError: naming the file and line for syntax and import errors.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise WorkflowError(f"workflow file {path} does not exist", hint="give the path of a .py file")
+    module_name = name or f"motoko_workflow_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise WorkflowError(f"cannot load {path} as Python", hint="give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise WorkflowError(f"syntax error: {exc.msg}", where=f"{path}:{exc.lineno}", hint="fix the Python syntax") from None
+    except MotokoError:
+        raise
+    except Exception as exc:
+        line = _line_in(exc, path)
+        raise WorkflowError(
+            f"loading the workflow file failed: {type(exc).__name__}: {exc}",
+            where=f"{path}:{line}" if line else str(path),
+            hint="run it with --debug for the traceback",
+        ) from exc
+    return module
+
+
+def _line_in(exc: BaseException, path: Path) -> int | None:
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path:
+            line = frame.lineno
+    return line
+
+
+def load_workflow_file(path: Path | str) -> WorkflowFile:
+    """Load a workflow file and check its step graph (no database needed)."""
+    module = load_module(Path(path))
+    wf = WorkflowFile(Path(path).resolve(), module)
+    wf.steps = steps_of(vars(module))
+    if wf.steps:
+        build_graph(wf.steps, str(wf.path))
+    main = getattr(module, "main", None)
+    if callable(main):
+        wf.main = main
+    wf.populate_arg_parser = getattr(module, "populate_arg_parser", None)
+    if not wf.steps and wf.main is None:
+        raise WorkflowError(
+            "the file declares no @step function and no main(workflow, **params)",
+            where=str(wf.path),
+            hint="decorate async functions with @motoko.step",
+        )
+    return wf
+
+
+def orchestrator_file(workflow_dir: Path, spec: str) -> tuple[Path, str]:
+    """Resolve motoko.yaml's ``orchestrator: module.function`` to (file, function)."""
+    module, _, func = spec.rpartition(".")
+    if not module or not func:
+        raise WorkflowError(f"orchestrator {spec!r} is not 'module.function'", hint="e.g. orchestrator: orchestrator.main")
+    return workflow_dir / (module.replace(".", "/") + ".py"), func
+
+
+# -- run names ------------------------------------------------------------------------
+
+
+def resolve_run_name(workflow_dir: Path, file: Path, run_name: str | None, fresh: bool) -> str:
+    """The run name: given, else the file's current one (a new one with ``fresh``).
+
+    Running the same file again resumes its current run name, so finished runs
+    are reused; ``--fresh`` starts a new run name and makes it current.
+    """
+    record = workflow_dir / ".motoko" / "run-names.json"
+    names: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        names = json.loads(record.read_text())
+    key = str(file)
+    if run_name:
+        chosen = run_name
+    elif fresh or key not in names:
+        chosen = file.stem if key not in names and not fresh else f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    else:
+        chosen = names[key]
+    names[key] = chosen
+    record.parent.mkdir(mode=0o700, exist_ok=True)
+    record.write_text(json.dumps(names, indent=1))
+    return chosen
+
+
+# -- running -----------------------------------------------------------------------
+
+
+def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
+    """Parse ``-- args`` with the orchestrator's ``populate_arg_parser``."""
+    if not args and wf.populate_arg_parser is None:
+        return {}
+    parser = argparse.ArgumentParser(prog=f"motoko run {wf.path.name} --", exit_on_error=False)
+    if wf.populate_arg_parser is not None:
+        wf.populate_arg_parser(parser)
+    try:
+        namespace, unknown = parser.parse_known_args(list(args))
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise WorkflowError(f"bad workflow arguments {' '.join(args)!r}: {exc}", hint="see the orchestrator's populate_arg_parser") from None
+    if unknown:
+        raise WorkflowError(f"unknown workflow arguments: {' '.join(unknown)}", hint=parser.format_usage().strip())
+    return {k: v for k, v in vars(namespace).items() if v is not None}
+
+
+async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
+    """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
+    workflow.params = dict(params)
+    main_task = asyncio.ensure_future(main(workflow, **params))
+    events_task: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if events_task is None and workflow.actions:
+                events_task = asyncio.ensure_future(workflow.run_events())
+            waits: list[asyncio.Future[Any]] = [main_task] if not main_task.done() else []
+            if events_task is not None:
+                waits.append(events_task)
+            if not waits:
+                break
+            done, _ = await asyncio.wait(waits, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            if main_task.done() and (events_task is None and not workflow.actions or workflow.finished):
+                if events_task is not None:
+                    await events_task
+                break
+            if events_task is not None and events_task.done():
+                break
+    finally:
+        for task in (main_task, events_task):
+            if task is not None and not task.done():
+                task.cancel()
+        workflow.refresh()
+
+
+def run_orchestrator(workflow: Workflow, params: Mapping[str, Any]) -> None:
+    """Synchronous entry for ``workflow.execute(**params)`` (motoko 0.1.4 API)."""
+    spec = workflow.config.orchestrator
+    if spec is None:
+        raise WorkflowError("motoko.yaml names no orchestrator", hint="add `orchestrator: module.function`")
+    file, func = orchestrator_file(workflow.directory, spec)
+    module = load_module(file)
+    main = getattr(module, func, None)
+    if main is None:
+        raise WorkflowError(f"{file} has no function {func!r}", where=str(workflow.config.path))
+    asyncio.run(run_orchestrator_async(workflow, main, params))
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run_file` did."""
+
+    run_name: str
+    results: dict[str, Any]
+    elapsed: float
+
+
+def run_file(
+    path: Path | str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    run_name: str | None = None,
+    fresh: bool = False,
+    extra_args: Sequence[str] = (),
+    launcher: bool = True,
+    launcher_overrides: Mapping[str, Any] | None = None,
+    monitor: Callable[[Workflow], Awaitable[None]] | None = None,
+) -> RunOutcome:
+    """Run a workflow file to completion.
+
+    Raises:
+        WorkflowError, ConfigError...: bad input, before anything is created.
+        RunsFailed: when awaited runs failed.
+        KeyboardInterrupt: after cancelling this execution's unfinished runs.
+    """
+    started = time.monotonic()
+    wf_file = load_workflow_file(path)
+    params = dict(params or {})
+    params.update(parse_extra_args(wf_file, extra_args))
+    if wf_file.steps:
+        check_params(wf_file.steps, params, str(wf_file.path))
+    config_path = find_config(wf_file.path.parent)
+    name = resolve_run_name(config_path.parent, wf_file.path, run_name, fresh)
+    workflow = Workflow(config_path, run_name=name)
+    embedded = None
+    try:
+        embedded = _start_launcher(workflow, launcher, launcher_overrides or {})
+        results = asyncio.run(_main(workflow, wf_file, params, monitor))
+    except KeyboardInterrupt:
+        cancelled = cancel_unfinished(workflow)
+        log.warning("interrupted: cancelled %d unfinished run(s) of %s", cancelled, name)
+        raise
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        workflow.close()
+    return RunOutcome(name, results, time.monotonic() - started)
+
+
+def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, Any]) -> Any:
+    if not wanted:
+        return None
+    from motoko.launch.service import EmbeddedLauncher, daemon_status
+
+    if daemon_status(workflow.config) and not overrides:
+        return None
+    return EmbeddedLauncher(workflow.config, **overrides).start()
+
+
+async def _main(
+    workflow: Workflow, wf_file: WorkflowFile, params: Mapping[str, Any], monitor: Callable[[Workflow], Awaitable[None]] | None
+) -> dict[str, Any]:
+    monitor_task = asyncio.ensure_future(monitor(workflow)) if monitor else None
+    try:
+        if wf_file.steps:
+            graph = build_graph(wf_file.steps, str(wf_file.path))
+            return await run_steps(graph, workflow, params)
+        assert wf_file.main is not None
+        await run_orchestrator_async(workflow, wf_file.main, params)
+        return {}
+    finally:
+        if monitor_task is not None:
+            monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await monitor_task
+
+
+def cancel_unfinished(workflow: Workflow) -> int:
+    """Cancel the runs of the workflow's run name that have not ended."""
+    count = 0
+    for name, manager in workflow.task_managers.items():
+        db = workflow.db_for(name)
+
+        def change(manager: Any = manager, db: Any = db) -> int:
+            study = db.study(manager.name)
+            n = 0
+            for run in db.select(manager.name, [f"run_name = '{workflow.run_name}'"]):
+                if run.state == CREATED or run.state in ACTIVE:
+                    study.cancel(run)
+                    n += 1
+            return n
+
+        with contextlib.suppress(MotokoError):
+            count += db.transact(change, what="cancel unfinished runs")
+    return count

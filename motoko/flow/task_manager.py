@@ -1,0 +1,199 @@
+"""TaskManager: a workflow's handle on one study (createTask, select, runs).
+
+``workflow.mult.createTask(x=[1, 2])`` merges the study's ``job_space`` and
+``run_params`` defaults, expands the parameter space, and inserts the runs in
+one transaction, recording the workflow's ``run_name``, the step or action
+that created them (``event_name``) and the runs they were derived from
+(``parents``). It is idempotent: a resumed workflow calling it again gets the
+same runs back, already finished or not.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from motoko.errors import ParameterError, RunNotFound
+from motoko.flow.futures import RunList, TaskSelection
+from motoko.study.records import Job, Run
+from motoko.study.schema import StudySchema
+from motoko.study.space import Together, expand
+
+if TYPE_CHECKING:
+    from motoko.flow.workflow import Workflow
+    from motoko.study.database import StudyDB
+
+#: The step or action currently executing (recorded as runs' event_name).
+current_event: contextvars.ContextVar[str | None] = contextvars.ContextVar("motoko_event", default=None)
+#: The runs the current action was fired for (recorded as runs' parents).
+current_parents: contextvars.ContextVar[tuple[tuple[str, int], ...]] = contextvars.ContextVar(
+    "motoko_parents", default=()
+)
+
+
+class RunsById(Mapping[int, Run]):
+    """Runs of a study by id: ``workflow.mult.runs[3]`` (as in motoko 0.1.4)."""
+
+    def __init__(self, manager: TaskManager):
+        self._manager = manager
+
+    def __getitem__(self, run_id: int) -> Run:
+        return self._manager.db.run(self._manager.name, int(run_id))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._manager.db.study(self._manager.name).runs.keys()))
+
+    def __len__(self) -> int:
+        return len(self._manager.db.study(self._manager.name).runs)
+
+
+class TaskManager:
+    """Creates and selects the runs of one study within a workflow.
+
+    Attributes:
+        name: The study's name.
+        workflow: The owning workflow.
+        schema: The study's schema, read from its bd.yaml.
+    """
+
+    def __init__(self, workflow: Workflow, name: str, schema: StudySchema):
+        self.workflow = workflow
+        self.name = name
+        self.schema = schema
+
+    @property
+    def db(self) -> StudyDB:
+        """The database connection holding this study."""
+        return self.workflow.db_for(self.name)
+
+    @property
+    def study(self) -> str:
+        """The study's name (motoko 0.1.4 spelling)."""
+        return self.name
+
+    @property
+    def runs(self) -> RunsById:
+        """Every run of the study by id (not scoped to the run name)."""
+        return RunsById(self)
+
+    @property
+    def jobs(self) -> Mapping[int, Job]:
+        """Every job of the study by id."""
+        return self.db.study(self.name).jobs  # type: ignore[no-any-return]
+
+    # motoko 0.1.4: tm.base.runs[3] and tm.connect().runs[3]
+    @property
+    def base(self) -> TaskManager:
+        """Compatibility: ``tm.base.runs[3]`` as in motoko 0.1.4."""
+        return self
+
+    def connect(self) -> TaskManager:
+        """Compatibility: ``tm.connect().runs[3]`` as in motoko 0.1.4."""
+        return self
+
+    # -- creating ------------------------------------------------------------
+
+    def createTask(  # noqa: N802 (the 0.1.4 name users know)
+        self,
+        run_params: Mapping[str, Any] | None = None,
+        *groups: Together,
+        parents: Any = None,
+        **params: Any,
+    ) -> RunList:
+        """Create one run per point of the parameter space; return a RunList.
+
+        Args:
+            run_params: Run parameters, merged over the study's ``run_params``.
+            *groups: :func:`motoko.together` groups of fields varying together.
+            parents: Runs (or ``(study, id)`` pairs) these runs derive from;
+                defaults to the run an action was fired for.
+            **params: Job parameters, merged over the study's ``job_space``; a
+                list for a scalar field is a sweep.
+
+        Idempotent: the same parameters in the same ``run_name`` return the
+        existing runs. Validation happens before anything is written.
+
+        Raises:
+            ParameterError, UnknownNameError: for wrong or unknown parameters.
+        """
+        where = f"{self.name}.createTask"
+        points = expand(self.schema, params, groups, where=where)
+        merged = {**self.schema.run_params, **dict(run_params or {})}
+        coerced_run = self.schema.coerce_run(merged, where=where)
+        extra = {
+            "event_name": current_event.get() or _caller_name(),
+            "parents": _parent_keys(parents) if parents is not None else current_parents.get(),
+            "workflow": str(self.workflow.config.path),
+        }
+        pairs = self.db.insert(self.name, points, coerced_run, run_name=self.workflow.run_name, extra=extra)
+        return RunList(self.workflow, self.name, [run.id for run, _ in pairs])
+
+    create_task = createTask
+
+    # -- selecting -------------------------------------------------------------
+
+    def select(self, constraints: Any = None, *, run_name: str | None = "") -> TaskSelection:
+        """Return a lazy selection of this study's runs.
+
+        Args:
+            constraints: A constraint string (``"state = FINISHED, x > 2"``) or
+                a list of them; None selects everything.
+            run_name: Scope: "" (default) is the workflow's current run name,
+                None selects across every run name.
+        """
+        items: list[Any] = []
+        if isinstance(constraints, str | bytes):
+            items.append(constraints)
+        elif constraints is not None:
+            items.extend(constraints)
+        scope = self.workflow.run_name if run_name == "" else run_name
+        if scope is not None:
+            items.append(f"run_name = {_quote(scope)}")
+        return TaskSelection(self.workflow, self.name, items)
+
+    def __repr__(self) -> str:
+        return f"<TaskManager {self.name}>"
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _caller_name() -> str | None:
+    """The function that called createTask (motoko 0.1.4 recorded it so)."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(3):
+            if frame is None:
+                return None
+            frame = frame.f_back
+        return frame.f_code.co_name if frame is not None else None
+    finally:
+        del frame
+
+
+def _parent_keys(parents: Any) -> tuple[tuple[str, int], ...]:
+    """Normalise runs, (run, job) pairs or (study, id) pairs to (study, id)."""
+    if isinstance(parents, Run):
+        parents = [parents]
+    keys = []
+    for item in parents:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Run):
+            item = item[0]
+        if isinstance(item, Run) or hasattr(item, "study") and hasattr(item, "id"):
+            keys.append((str(item.study), int(item.id)))
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            keys.append((str(item[0]), int(item[1])))
+        else:
+            raise ParameterError(
+                f"cannot use {item!r} as a parent run",
+                field="parents",
+                value=item,
+                hint="pass runs, (run, job) pairs or (study, id) pairs",
+            )
+    return tuple(keys)
+
+
+__all__ = ["TaskManager", "RunNotFound", "current_event", "current_parents"]

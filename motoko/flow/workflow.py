@@ -1,0 +1,258 @@
+"""Workflow: motoko.yaml, its task managers, its database, its run name.
+
+``Workflow(path)`` opens (starting it if needed) the workflow's database
+server, makes sure every study of motoko.yaml exists in it, and exposes one
+:class:`~motoko.flow.task_manager.TaskManager` per study as an attribute
+(``workflow.mult``, or an alias). ``run_name`` scopes every created run and
+every selection to one execution of the workflow; by default it is derived
+from the workflow file, so running the same file again resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from BTrees.OOBTree import OOBTree
+
+from motoko.config import WorkflowConfig, database_address, load_config
+from motoko.errors import AddressError, UnknownNameError
+from motoko.flow.events import EventsMixin
+from motoko.flow.task_manager import TaskManager
+from motoko.study.database import StudyDB
+from motoko.study.feed import AsyncWaiter
+from motoko.study.records import Run
+from motoko.study.schema import load_schema
+from motoko.study.server import Address, ensure_server
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowVars:
+    """A persistent namespace: ``workflow.vars.best = 3`` survives restarts.
+
+    Values live in the workflow's database (one namespace per workflow
+    directory) and are committed when assigned.
+    """
+
+    def __init__(self, workflow: Workflow):
+        object.__setattr__(self, "_workflow", workflow)
+
+    def _tree(self) -> OOBTree:
+        db = self._workflow.main_db
+        root = db.conn.root()
+        if "motoko_vars" not in root:
+            db.transact(lambda: root.__setitem__("motoko_vars", OOBTree()), what="create workflow vars")
+        tree: OOBTree = db.conn.root()["motoko_vars"]
+        return tree
+
+    def __getattr__(self, name: str) -> Any:
+        tree = self._tree()
+        if name in tree:
+            return tree[name]
+        raise AttributeError(f"workflow.vars has no {name!r} (set it first: workflow.vars.{name} = ...)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        db = self._workflow.main_db
+        db.transact(lambda: self._tree().__setitem__(name, value), what=f"set workflow.vars.{name}")
+
+    def __delattr__(self, name: str) -> None:
+        db = self._workflow.main_db
+
+        def change() -> None:
+            tree = self._tree()
+            if name in tree:
+                del tree[name]
+
+        db.transact(change, what=f"delete workflow.vars.{name}")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tree()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return every variable."""
+        return dict(self._tree().items())
+
+
+class _MultiWaiter:
+    """Waits for a change on any of the workflow's databases."""
+
+    def __init__(self, waiters: list[AsyncWaiter]):
+        self.waiters = waiters
+
+    async def wait(self, timeout: float | None) -> bool:
+        if len(self.waiters) == 1:
+            return await self.waiters[0].wait(timeout)
+        tasks = [asyncio.ensure_future(w.wait(timeout)) for w in self.waiters]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        return any(t.result() for t in done)
+
+    def close(self) -> None:
+        for waiter in self.waiters:
+            waiter.close()
+
+
+class Workflow(EventsMixin):
+    """A workflow over the studies listed in a motoko.yaml.
+
+    Args:
+        path: motoko.yaml, or a directory to search upward from (default: cwd).
+        run_name: Scope of created runs and selections (default: "default").
+        start_server: Start the workflow's own database server if needed.
+        create: Create missing studies in the database (idempotent).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        run_name: str | None = None,
+        start_server: bool = True,
+        create: bool = True,
+    ):
+        super().__init__()
+        self.config: WorkflowConfig = load_config(path)
+        self.run_name: str | None = run_name or "default"
+        self.finished = False
+        self._start_server = start_server
+        self._dbs: dict[str, StudyDB] = {}
+        self._study_dbs: dict[str, StudyDB] = {}
+        self._thread = threading.get_ident()
+        self.task_managers: dict[str, TaskManager] = {
+            name: TaskManager(self, name, load_schema(ref.folder)) for name, ref in self.config.studies.items()
+        }
+        self.vars = WorkflowVars(self)
+        if create:
+            self.create()
+
+    # -- paths and names -----------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        """The workflow directory."""
+        return self.config.directory
+
+    @property
+    def config_path(self) -> str:
+        """motoko.yaml's absolute path (what runs see as ``run.workflow``)."""
+        return str(self.config.path)
+
+    def __getattr__(self, name: str) -> TaskManager:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        managers = self.__dict__.get("task_managers", {})
+        config = self.__dict__.get("config")
+        if name in managers:
+            return managers[name]  # type: ignore[no-any-return]
+        if config is not None and name in config.aliases:
+            return managers[config.aliases[name]]  # type: ignore[no-any-return]
+        raise AttributeError(
+            f"workflow has no study or attribute {name!r}"
+            + (f" ({UnknownNameError('study', name, [*managers, *config.aliases]).hint})" if config else "")
+        )
+
+    def __getitem__(self, name: str) -> TaskManager:
+        return self.task_managers[self.config.resolve(name)]
+
+    # -- databases ---------------------------------------------------------------------
+
+    def address_of(self, study: str) -> Address:
+        """The database address holding ``study`` (the workflow's own server by default)."""
+        explicit = database_address(self.config, study)
+        if explicit is not None:
+            return explicit
+        if not self._start_server:
+            from motoko.study.server import default_address
+
+            return default_address(self.directory)
+        return ensure_server(self.directory)
+
+    def db_for(self, study: str) -> StudyDB:
+        """The connection (opened on first use) to the database holding ``study``."""
+        db = self._study_dbs.get(study)
+        if db is not None:
+            return db
+        name = self.config.resolve(study)
+        address = self.address_of(name)
+        key = str(address)
+        db = self._dbs.get(key)
+        if db is None:
+            db = self._dbs[key] = StudyDB(address)
+        self._study_dbs[study] = self._study_dbs[name] = db
+        return db
+
+    @property
+    def main_db(self) -> StudyDB:
+        """The database of the first study (holds ``workflow.vars``)."""
+        return self.db_for(next(iter(self.config.studies)))
+
+    @property
+    def databases(self) -> list[StudyDB]:
+        """Every open database connection."""
+        for name in self.config.studies:
+            self.db_for(name)
+        return list(self._dbs.values())
+
+    def create(self, validated: bool | None = None, *, drop: bool = False) -> None:
+        """Create (or update) every study in its database; idempotent.
+
+        ``drop=True`` empties the studies first (every run is deleted).
+        ``validated`` is accepted for motoko 0.1.4 compatibility.
+        """
+        for name, manager in self.task_managers.items():
+            self.db_for(name).create_study(manager.schema, drop=drop)
+
+    def refresh(self) -> None:
+        """Commit this workflow's pending changes and see everybody else's."""
+        for db in self.databases:
+            db.refresh()
+
+    def change_waiter(self) -> _MultiWaiter:
+        """An awaitable that fires on the next commit to any workflow database."""
+        loop = asyncio.get_running_loop()
+        return _MultiWaiter([db.feed.async_waiter(loop) for db in self.databases])
+
+    def close(self) -> None:
+        """Commit pending changes and close every connection."""
+        for db in self._dbs.values():
+            with contextlib.suppress(Exception):
+                db.refresh()
+            db.close()
+        self._dbs.clear()
+        self._study_dbs.clear()
+
+    def __enter__(self) -> Workflow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs by name ----------------------------------------------------------------------
+
+    def get_runs(self, uris: Iterable[str]) -> dict[str, list[Run]]:
+        """Return runs named ``"study.id"`` grouped by study (motoko 0.1.4 API).
+
+        Raises:
+            AddressError: for a name that is not ``study.id``.
+        """
+        out: dict[str, list[Run]] = {}
+        for uri in uris:
+            study, _, rid = str(uri).rpartition(".")
+            if not study or not rid.isdigit():
+                raise AddressError(f"malformed run name {uri!r}", hint="write STUDY.ID, e.g. 'add.1'")
+            out.setdefault(study, []).append(self[study].runs[int(rid)])
+        return out
+
+    def is_empty(self) -> bool:
+        """True when no study has a run of the current run name."""
+        return all(len(tm.select()) == 0 for tm in self.task_managers.values())
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.config.path} run_name={self.run_name!r}>"

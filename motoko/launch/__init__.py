@@ -1,0 +1,1 @@
+"""Launching runs: staging run directories, executing them, reporting back."""

@@ -1,0 +1,1 @@
+"""motoko.launch.executors."""

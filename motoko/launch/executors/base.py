@@ -1,0 +1,168 @@
+"""The small interface every executor (local, SLURM, Dask) implements.
+
+A launcher hands an executor *staged* runs (a directory, a command, an
+environment) and later collects their *outcomes*. Executors know nothing of
+the database, workflows or states: turning an outcome into FINISHED, FAILED,
+CANCELLED or LOST is the launcher's job, in one place.
+
+All methods are coroutines run on the launcher's event loop; an executor that
+talks to a blocking API (sbatch, Dask's client) runs that in a thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Lines of stderr kept in ``run.error`` when a run fails.
+STDERR_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything needed to execute one staged run.
+
+    Attributes:
+        study: The study's name.
+        run_id: The run's id.
+        run_dir: The staged run directory (the working directory).
+        command: The argv to execute in ``run_dir``.
+        env: The complete environment of the run.
+        nproc: Cores the run asked for.
+        options: Scheduler options (sbatch flags), per study and per run.
+    """
+
+    study: str
+    run_id: int
+    run_dir: Path
+    command: tuple[str, ...]
+    env: dict[str, str]
+    nproc: int = 1
+    options: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(study, run id): how launcher and executor name a run."""
+        return (self.study, self.run_id)
+
+
+@dataclass
+class Outcome:
+    """How an execution ended.
+
+    Attributes:
+        study: The study's name.
+        run_id: The run's id.
+        exit_code: The process exit status, or None if it did not exit normally.
+        signal: The signal that killed it, if any.
+        cancelled: True when motoko cancelled it on request.
+        lost: True when the executor lost track of it (node died, job vanished).
+        reason: Human-readable explanation for failures and losses.
+        stderr_tail: The last lines of the run's stderr.
+    """
+
+    study: str
+    run_id: int
+    exit_code: int | None = None
+    signal: int | None = None
+    cancelled: bool = False
+    lost: bool = False
+    reason: str | None = None
+    stderr_tail: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(study, run id)."""
+        return (self.study, self.run_id)
+
+    @property
+    def succeeded(self) -> bool:
+        """True for a normal exit with status 0."""
+        return self.exit_code == 0 and not self.cancelled and not self.lost
+
+    def describe(self) -> str:
+        """One line saying why the run did not succeed."""
+        if self.reason:
+            return self.reason
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"killed by {name}"
+        code = self.exit_code
+        if code is not None and 128 < code < 128 + 65:
+            try:
+                name = signal.Signals(code - 128).name
+                return f"exit code {code} (a process was killed by {name})"
+            except ValueError:
+                pass
+        return f"exit code {code}"
+
+
+def tail(path: Path, lines: int = STDERR_TAIL_LINES, max_bytes: int = 16384) -> str:
+    """Return the last ``lines`` lines of a file ('' if it does not exist)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Executor(abc.ABC):
+    """Executes staged runs and reports their outcomes.
+
+    Subclasses set :attr:`name` and implement the abstract coroutines. The
+    launcher calls :meth:`submit` only while :meth:`free_slots` is positive,
+    collects outcomes from :attr:`outcomes`, and calls :meth:`cancel` for runs
+    whose cancellation was requested.
+    """
+
+    name = "executor"
+
+    def __init__(self, max_parallel: int):
+        self.max_parallel = max(1, int(max_parallel))
+        self.outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self.running: dict[tuple[str, int], str] = {}
+        #: Set by the launcher: an event to set whenever an outcome is queued.
+        self.wake: asyncio.Event | None = None
+
+    def report(self, outcome: Outcome) -> None:
+        """Queue an outcome and wake the launcher."""
+        self.running.pop(outcome.key, None)
+        self.outcomes.put_nowait(outcome)
+        if self.wake is not None:
+            self.wake.set()
+
+    def free_slots(self) -> int:
+        """How many more runs may be submitted now."""
+        return self.max_parallel - len(self.running)
+
+    async def start(self) -> None:  # noqa: B027 (optional hook)
+        """Prepare resources (connect to a scheduler...). Default: nothing."""
+
+    @abc.abstractmethod
+    async def submit(self, launch: Launch) -> str:
+        """Start executing ``launch``; return an executor-specific id (pid, job id)."""
+
+    @abc.abstractmethod
+    async def cancel(self, key: tuple[str, int], grace: float) -> None:
+        """Stop a submitted run: TERM (or scheduler equivalent), KILL after ``grace``.
+
+        Its outcome, with ``cancelled=True``, still arrives on :attr:`outcomes`.
+        """
+
+    async def reconcile(self) -> None:  # noqa: B027 (optional hook)
+        """Compare what is believed running with the engine's view (schedulers)."""
+
+    async def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release resources; running runs are left to the launcher's drain."""

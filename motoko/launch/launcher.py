@@ -1,0 +1,522 @@
+"""The launcher: claim → stage → execute → heartbeat → settle.
+
+A launcher serves some studies of one database. Each *cycle* is a single
+transaction that, together:
+
+* marks the runs it just started RUNNING,
+* settles the runs whose process ended (FINISHED / FAILED / CANCELLED / LOST),
+* refreshes the heartbeat of the runs it owns when one is due,
+* claims CREATED runs (CREATED → LAUNCHED) for its free slots.
+
+Claims are exactly-once because a claim changes the run's state, and two
+transactions changing a run's state always conflict (see
+``Run._p_resolveConflict``): the loser retries on fresh data and sees the run
+LAUNCHED. Between cycles the launcher sleeps until something happens: a
+commit anywhere (pushed by ZEO through the change feed), a process exiting, or
+a slow safety-net poll. An idle launcher therefore wakes only every ``poll``
+seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from motoko.errors import MotokoError
+from motoko.launch.executors.base import Executor, Launch, Outcome
+from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
+from motoko.study.database import Study, StudyDB
+from motoko.study.records import ACTIVE, CANCELLED, CREATED, FAILED, FINISHED, LAUNCHED, LOST, RUNNING, Run, now
+from motoko.study.schema import StudySchema
+
+log = logging.getLogger(__name__)
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass
+class LauncherOptions:
+    """Tunable behaviour of a launcher.
+
+    Attributes:
+        machine_name: Recorded on every run this launcher executes.
+        heartbeat: Seconds between heartbeats of owned runs.
+        lost_after: Default seconds without heartbeat before a run is LOST
+            (a study's bd.yaml ``lost_after`` wins).
+        cancel_grace: Seconds between TERM and KILL when cancelling.
+        claim_ahead: Runs claimed beyond the free slots, to batch claims.
+        poll: Safety-net poll interval when nothing wakes the launcher.
+        once: Execute what is claimable now, then exit when it is done.
+        max_runs: Exit after executing this many runs.
+        idle_exit: Exit after this many seconds with nothing to do.
+        runs_dir: Where run directories go (default: each study's folder).
+        workflow_file: The workflow's motoko.yaml, given to runs.
+        db_address: The database address given to runs (``MOTOKO_DB``).
+    """
+
+    machine_name: str = field(default_factory=socket.gethostname)
+    heartbeat: float = 10.0
+    lost_after: float = 60.0
+    cancel_grace: float = 10.0
+    claim_ahead: int = 16
+    poll: float = 5.0
+    once: bool = False
+    max_runs: int | None = None
+    idle_exit: float | None = None
+    runs_dir: Path | None = None
+    workflow_file: str | None = None
+    db_address: str | None = None
+
+
+@dataclass
+class Claimed:
+    """A run this launcher claimed, with what staging needs (read in the claim)."""
+
+    study: str
+    run_id: int
+    oid: bytes
+    values: dict[str, Any]
+    run_json: dict[str, Any]
+    nproc: int
+    options: tuple[str, ...]
+
+
+@dataclass
+class LauncherReport:
+    """What a launcher did before it exited."""
+
+    executed: int = 0
+    finished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    lost_detected: int = 0
+    claims_conflicts: int = 0
+
+
+class Launcher:
+    """Executes the CREATED runs of some studies through an executor.
+
+    Args:
+        db: The launcher's own database connection (not shared).
+        studies: Study name → schema read from its folder on this host.
+        executor: Where runs execute.
+        options: Behaviour (bounded modes, intervals).
+    """
+
+    def __init__(
+        self,
+        db: StudyDB,
+        studies: Mapping[str, StudySchema],
+        executor: Executor,
+        options: LauncherOptions | None = None,
+    ):
+        self.db = db
+        self.studies = dict(studies)
+        self.executor = executor
+        self.options = options or LauncherOptions()
+        self.id = f"{self.options.machine_name}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.report = LauncherReport()
+        self._queue: list[Claimed] = []  # claimed, not yet started
+        self._owned: dict[tuple[str, int], bytes] = {}  # claimed or running → oid
+        self._started: list[tuple[str, int]] = []  # started since the last cycle
+        self._stage_failures: list[Outcome] = []
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+        self._changed: set[bytes] = set()
+        self._last_heartbeat = 0.0
+        self._last_lost_check = 0.0
+        self._idle_since: float | None = None
+        self._cache = TemplateCache()
+        self._claimed_total = 0
+
+    # -- public ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the launcher to stop claiming and exit once its runs ended."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def serve(self) -> LauncherReport:
+        """Run the launcher on a new event loop until a bounded mode ends it."""
+        return asyncio.run(self.serve_async())
+
+    async def serve_async(self, install_signals: bool = False) -> LauncherReport:
+        """Run the launcher on the current event loop (see :meth:`serve`)."""
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.executor.wake = self._wake
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        unsubscribe = self.db.feed.subscribe(self._on_change(loop))
+        await self.executor.start()
+        try:
+            await self._loop()
+        finally:
+            unsubscribe()
+            await self.executor.close()
+        return self.report
+
+    # -- the loop ------------------------------------------------------------
+
+    def _on_change(self, loop: asyncio.AbstractEventLoop) -> Any:
+        wake = self._wake
+        assert wake is not None
+
+        def listener(oids: frozenset[bytes] | None) -> None:
+            if oids:
+                self._changed |= oids
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+        return listener
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            outcomes = self._drain_outcomes()
+            claimed = self._cycle(outcomes)
+            await self._start_queued()
+            await self._handle_cancels()
+            if self._should_exit():
+                break
+            if claimed or outcomes or self._started:
+                continue
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        assert self._wake is not None
+        timeout = self.options.poll
+        if self._owned:
+            timeout = min(timeout, self.options.heartbeat)
+        if self.options.idle_exit is not None:
+            timeout = min(timeout, self.options.idle_exit)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _should_exit(self) -> bool:
+        busy = bool(self._owned)
+        if self._stopping:
+            return not busy
+        opts = self.options
+        if opts.max_runs is not None and self.report.executed >= opts.max_runs and not busy:
+            return True
+        if opts.once and not busy and self._claimed_total > 0:
+            return True
+        if busy:
+            self._idle_since = None
+            return False
+        if opts.once and not self._claimable():
+            return True
+        if opts.idle_exit is not None:
+            now_ = time.monotonic()
+            if self._idle_since is None:
+                self._idle_since = now_
+            return now_ - self._idle_since >= opts.idle_exit
+        return False
+
+    def _claimable(self) -> bool:
+        for name in self.studies:
+            with contextlib.suppress(MotokoError):
+                if len(self.db.study(name).ids_in_state(CREATED)):
+                    return True
+        return False
+
+    def _drain_outcomes(self) -> list[Outcome]:
+        outcomes = list(self._stage_failures)
+        self._stage_failures.clear()
+        queue = self.executor.outcomes
+        while not queue.empty():
+            outcomes.append(queue.get_nowait())
+        return outcomes
+
+    # -- one transaction per cycle ----------------------------------------------
+
+    def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
+        """Settle, heartbeat and claim in one transaction; return new claims."""
+        started = list(self._started)
+        want = self._claim_room()
+        beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
+        check_lost = time.monotonic() - self._last_lost_check >= self._lost_check_interval()
+
+        def change() -> list[Claimed]:
+            self._mark_running(started)
+            self._settle(outcomes)
+            if beat:
+                self._heartbeat()
+            if check_lost:
+                self._detect_lost()
+            return self._claim(want) if want > 0 else []
+
+        try:
+            claimed = self.db.transact(change, what="record run states")
+        except MotokoError as exc:
+            log.error("launcher cycle failed: %s", exc)
+            return []
+        self._started = self._started[len(started) :]
+        self._account(outcomes)
+        if beat:
+            self._last_heartbeat = time.monotonic()
+        if check_lost:
+            self._last_lost_check = time.monotonic()
+        for item in claimed:
+            self._owned[(item.study, item.run_id)] = item.oid
+        self._queue.extend(claimed)
+        self._claimed_total += len(claimed)
+        return claimed
+
+    def _claim_room(self) -> int:
+        if self._stopping:
+            return 0
+        opts = self.options
+        room = self.executor.free_slots() - len(self._queue)
+        if room <= 0:
+            return 0
+        room += opts.claim_ahead if not opts.once else 0
+        room -= len(self._queue)
+        if opts.max_runs is not None:
+            room = min(room, opts.max_runs - self._claimed_total)
+        return max(0, room)
+
+    def _lost_check_interval(self) -> float:
+        return max(0.2, min(self.options.lost_after, *(s.lost_after or self.options.lost_after for s in self.studies.values())) / 4)
+
+    def _run_of(self, key: tuple[str, int]) -> tuple[Study, Run | None]:
+        study = self.db.study(key[0])
+        return study, study.runs.get(key[1])
+
+    def _mark_running(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            study, run = self._run_of(key)
+            if run is not None and run.state == LAUNCHED and run.launcher == self.id:
+                study.transition(run, RUNNING)
+
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            study, run = self._run_of(outcome.key)
+            if run is None or run.launcher != self.id:
+                continue  # deleted, or declared lost and retried elsewhere
+            run.exit_code = outcome.exit_code
+            if run.state not in ACTIVE:
+                continue  # the run set its own final or user state
+            if outcome.cancelled:
+                study.transition(run, CANCELLED, error="cancelled on request")
+            elif outcome.lost:
+                study.transition(run, LOST, error=outcome.describe())
+            elif outcome.succeeded:
+                study.transition(run, FINISHED)
+            else:
+                error = outcome.describe()
+                if outcome.stderr_tail:
+                    error += "\n" + outcome.stderr_tail
+                study.transition(run, FAILED, error=error)
+
+    def _heartbeat(self) -> None:
+        stamp = now()
+        for key in self._owned:
+            _, run = self._run_of(key)
+            if run is not None and run.state in ACTIVE and run.launcher == self.id:
+                run.heartbeat = stamp
+
+    def _detect_lost(self) -> None:
+        """Declare LOST the active runs whose launcher stopped heart-beating."""
+        stamp = now()
+        for name, schema in self.studies.items():
+            study = self.db.study(name)
+            limit = _dt.timedelta(seconds=schema.lost_after or self.options.lost_after)
+            for state in (LAUNCHED, RUNNING):
+                for rid in list(study.ids_in_state(state)):
+                    run = study.runs[rid]
+                    if run.launcher == self.id:
+                        continue
+                    last = run.heartbeat or run.launched or run.created
+                    if last is not None and stamp - last > limit:
+                        study.transition(
+                            run,
+                            LOST,
+                            error=f"launcher {run.launcher} on {run.machine_name} stopped heart-beating "
+                            f"(last heartbeat {last:%Y-%m-%d %H:%M:%S} UTC)",
+                        )
+                        self.report.lost_detected += 1
+
+    def _claim(self, want: int) -> list[Claimed]:
+        claimed: list[Claimed] = []
+        names = list(self.studies)
+        random.shuffle(names)  # fairness between studies
+        for name in names:
+            study = self.db.study(name)
+            created = study.ids_in_state(CREATED)
+            if not len(created):
+                continue
+            for rid in _spread(created, want - len(claimed)):
+                claimed.append(self._claim_one(study, rid))
+            if len(claimed) >= want:
+                break
+        return claimed
+
+    def _claim_one(self, study: Study, rid: int) -> Claimed:
+        run = study.runs[rid]
+        schema = self.studies[study.name]
+        run_dir = self._run_dir(schema, rid)
+        study.transition(
+            run,
+            LAUNCHED,
+            launcher=self.id,
+            machine_name=self.options.machine_name,
+            heartbeat=now(),
+            run_path=str(run_dir),
+            exec=schema.exec_file,
+        )
+        if self.options.workflow_file:
+            run.workflow = self.options.workflow_file
+        job = run.job
+        values = {**job.params, **{k: getattr(run, k, None) for k in schema.run_fields}}
+        values.update({"id": rid, "run_id": rid, "job_id": job.id})
+        run_json = {"study": study.name, "job": job.to_dict(), "run": _jsonable(run.fields())}
+        options = tuple(schema.slurm_options) + tuple(getattr(run, "slurm_options", None) or ())
+        assert run._p_oid is not None
+        return Claimed(study.name, rid, run._p_oid, values, run_json, int(run.nproc or 1), options)
+
+    def _run_dir(self, schema: StudySchema, rid: int) -> Path:
+        base = self.options.runs_dir or schema.folder or Path.cwd()
+        return Path(base) / f"BD-{schema.name}-runs" / f"run-{rid}"
+
+    def _account(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self._owned.pop(outcome.key, None)
+            self.report.executed += 1
+            if outcome.cancelled:
+                self.report.cancelled += 1
+            elif outcome.succeeded:
+                self.report.finished += 1
+            else:
+                self.report.failed += 1
+
+    # -- starting and cancelling ----------------------------------------------------
+
+    async def _start_queued(self) -> None:
+        while self._queue and self.executor.free_slots() > 0:
+            item = self._queue.pop(0)
+            try:
+                launch = self._prepare(item)
+                await self.executor.submit(launch)
+            except (MotokoError, OSError) as exc:
+                log.warning("run %s.%s could not start: %s", item.study, item.run_id, exc)
+                self._stage_failures.append(
+                    Outcome(item.study, item.run_id, exit_code=None, reason=f"could not start: {exc}")
+                )
+                if self._wake is not None:
+                    self._wake.set()
+                continue
+            self._started.append((item.study, item.run_id))
+
+    def _prepare(self, item: Claimed) -> Launch:
+        schema = self.studies[item.study]
+        run_dir = Path(item.run_json["run"]["run_path"])
+        folder = schema.folder or Path.cwd()
+        exec_path = stage(
+            run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
+        )
+        env = run_environment(item.values, self._base_env(item, run_dir))
+        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options)
+
+    def _base_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            MOTOKO_RUN_ID=str(item.run_id),
+            MOTOKO_JOB_ID=str(item.values["job_id"]),
+            MOTOKO_STUDY=item.study,
+            MOTOKO_RUN_DIR=str(run_dir),
+            MOTOKO_DB=self.options.db_address or str(self.db.address),
+            MOTOKO_WORKFLOW=self.options.workflow_file or "",
+            MOTOKO_LAUNCHER=self.id,
+            MOTOKO_PYTHON=sys.executable,
+        )
+        paths = [p for p in (env.get("PYTHONPATH"), _PACKAGE_ROOT) if p]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        return env
+
+    async def _handle_cancels(self) -> None:
+        """Cancel owned runs whose stop was requested (only changed ones are read)."""
+        changed, self._changed = self._changed, set()
+        if not changed or not self._owned:
+            return
+        for key, oid in list(self._owned.items()):
+            if oid not in changed:
+                continue
+            _, run = self._run_of(key)
+            if run is None or not run.stop_requested:
+                continue
+            if key in self.executor.running:
+                asyncio.get_running_loop().create_task(self.executor.cancel(key, self.options.cancel_grace))
+            else:
+                self._queue = [c for c in self._queue if (c.study, c.run_id) != key]
+                self._stage_failures.append(Outcome(key[0], key[1], cancelled=True))
+                if self._wake is not None:
+                    self._wake.set()
+
+
+def _spread(ids: Any, n: int) -> list[int]:
+    """Pick up to ``n`` ids from a set, starting at a random point.
+
+    Launchers that all took the lowest ids would all want the same runs and
+    conflict; starting at a random key keeps them apart.
+    """
+    if n <= 0:
+        return []
+    low, high = ids.minKey(), ids.maxKey()
+    start = random.randint(low, high) if high > low else low
+    picked = list(_take(ids.keys(min=start), n))
+    if len(picked) < n:
+        picked += list(_take(ids.keys(max=start, excludemax=True), n - len(picked)))
+    return picked
+
+
+def _take(iterable: Any, n: int) -> list[int]:
+    out = []
+    for item in iterable:
+        if len(out) >= n:
+            break
+        out.append(item)
+    return out
+
+
+def _command(exec_path: Path) -> tuple[str, ...]:
+    """How to execute a staged exec file: its shebang, else by kind."""
+    try:
+        head = exec_path.read_bytes()[:256]
+    except OSError:
+        head = b""
+    if head.startswith(b"#!"):
+        return (str(exec_path),)
+    kind = file_kind(exec_path.name, head.decode("utf-8", errors="replace"))
+    if kind == "python":
+        return (sys.executable, str(exec_path))
+    return ("bash", str(exec_path))
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, _dt.datetime):
+            out[key] = value.isoformat()
+        elif isinstance(value, str | int | float | bool | list | dict) or value is None:
+            out[key] = value
+        else:
+            out[key] = str(value)
+    return out

@@ -1,0 +1,225 @@
+"""Inside a run: ``current_run()`` and the run-side API.
+
+A run's own code (``doIt.py``) finds its run through the environment the
+launcher gave it (``MOTOKO_DB``, ``MOTOKO_STUDY``, ``MOTOKO_RUN_ID``)::
+
+    from motoko import current_run
+    run, job = current_run()
+    run.y = [2.0 * job.x]
+    run.push_quantity(0.5, step=0, name="energy")
+
+The returned ``run`` is a :class:`RunHandle`: it reads like the stored run and
+writes through to it, and it commits at every API call (``push_quantity``,
+``set_progress``, ``finish``...) and at process exit. Each change is kept in a
+journal until committed, so that a conflict with another writer (the
+launcher marking the run RUNNING, a workflow tagging it) is retried by
+replaying the change on fresh data instead of being lost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from motoko.errors import ConflictRetriesExhausted, NotInRunError
+
+if TYPE_CHECKING:
+    from motoko.study.database import StudyDB
+    from motoko.study.records import Job, Run
+
+_ENV = ("MOTOKO_DB", "MOTOKO_STUDY", "MOTOKO_RUN_ID")
+_session: RunSession | None = None
+
+Change = Callable[["Run"], None]
+
+
+class RunSession:
+    """The run process's connection to its own run, with a replayable journal."""
+
+    def __init__(self, db: StudyDB, study: str, run_id: int):
+        self.db = db
+        self.study = study
+        self.run_id = run_id
+        self.journal: list[Change] = []
+        atexit.register(self.close)
+
+    @property
+    def run(self) -> Run:
+        """The stored run (re-read after every transaction)."""
+        return self.db.run(self.study, self.run_id)
+
+    def apply(self, change: Change, *, commit: bool = True) -> None:
+        """Apply a change now and remember it until it is committed."""
+        change(self.run)
+        self.journal.append(change)
+        if commit:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit the journal, replaying it on fresh data after conflicts."""
+        if not self.journal:
+            return
+        journal = list(self.journal)
+        first = [True]
+
+        def replay() -> None:
+            if first[0]:
+                first[0] = False  # already applied to the current objects
+                return
+            run = self.run
+            for change in journal:
+                change(run)
+
+        try:
+            self.db.transact(replay, what=f"save run {self.study}.{self.run_id}")
+        finally:
+            self.journal.clear()
+
+    def refresh(self) -> None:
+        """Commit pending changes, then see others' (e.g. a stop request)."""
+        self.commit()
+        self.db.abort()
+
+    def close(self) -> None:
+        """Commit what is pending (called at exit)."""
+        try:
+            self.commit()
+        except ConflictRetriesExhausted:
+            pass
+        finally:
+            atexit.unregister(self.close)
+
+
+class RunHandle:
+    """The run as its own process sees it: reads through, writes journalled.
+
+    Attribute reads return the stored run's values; attribute writes
+    (``run.y = ...``) and API calls are recorded and committed (API calls
+    immediately, plain attributes at the next API call or at exit).
+    """
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: RunSession):
+        object.__setattr__(self, "_session", session)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._session.run, name)
+        if callable(value) and name in _API:
+            return _API[name](self._session)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._session.apply(lambda run: setattr(run, name, value), commit=False)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._session.run[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.__setattr__(name, value)
+
+    def __repr__(self) -> str:
+        return repr(self._session.run)
+
+    def commit(self) -> None:
+        """Commit pending attribute changes now."""
+        self._session.commit()
+
+    def start(self) -> None:
+        """Mark the run RUNNING (the launcher also does it when it starts the run)."""
+        from motoko.study.records import LAUNCHED, RUNNING
+
+        def change(run: Run) -> None:
+            if run.state == LAUNCHED:
+                run.state = RUNNING
+
+        self._session.apply(change)
+
+    def finish(self) -> None:
+        """Mark the run FINISHED now (exit status 0 would do it too)."""
+        self._session.apply(lambda run: setattr(run, "state", "FINISHED"))
+
+    def fail(self, message: str = "failed") -> None:
+        """Mark the run FAILED with ``message`` as its error."""
+
+        def change(run: Run) -> None:
+            run.error = str(message)
+            run.state = "FAILED"
+
+        self._session.apply(change)
+
+    def should_stop(self) -> bool:
+        """True once a cancel was requested: stop cleanly and soon."""
+        self._session.refresh()
+        return bool(self._session.run.stop_requested)
+
+
+def _journalled(method: str) -> Callable[[RunSession], Callable[..., Any]]:
+    def bind(session: RunSession) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> None:
+            session.apply(lambda run: getattr(run, method)(*args, **kwargs))
+
+        return call
+
+    return bind
+
+
+def _read(method: str) -> Callable[[RunSession], Callable[..., Any]]:
+    def bind(session: RunSession) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            session.commit()
+            return getattr(session.run, method)(*args, **kwargs)
+
+        return call
+
+    return bind
+
+
+_WRITE_METHODS = (
+    "push_quantity", "pushScalarQuantity", "pushVectorQuantity", "pushQuantity",
+    "set_progress", "set_status", "set_output", "set_metadata", "requeue",
+)
+_READ_METHODS = ("get_quantity", "getQuantity", "list_quantities", "getQuantities", "get_metadata", "fields", "get")
+_API: dict[str, Callable[[RunSession], Callable[..., Any]]] = {
+    **{name: _journalled(name) for name in _WRITE_METHODS},
+    **{name: _read(name) for name in _READ_METHODS},
+}
+
+
+def current_run() -> tuple[RunHandle, Job]:
+    """Return ``(run, job)`` for the run this process executes.
+
+    The run is found through the environment its launcher set
+    (``MOTOKO_DB``, ``MOTOKO_STUDY``, ``MOTOKO_RUN_ID``). Calling it again
+    returns the same run.
+
+    Raises:
+        NotInRunError: outside a run launched by motoko, saying how runs are found.
+    """
+    global _session
+    if _session is None:
+        missing = [name for name in _ENV if not os.environ.get(name)]
+        if missing:
+            raise NotInRunError(
+                "current_run() is only available inside a run launched by motoko "
+                f"({', '.join(missing)} not set)",
+                hint="runs find themselves through MOTOKO_DB, MOTOKO_STUDY and MOTOKO_RUN_ID, "
+                "which launchers set; to inspect runs from elsewhere use Workflow(...).STUDY.select(...)",
+            )
+        from motoko.study.database import StudyDB
+
+        try:
+            run_id = int(os.environ["MOTOKO_RUN_ID"])
+        except ValueError:
+            raise NotInRunError(f"MOTOKO_RUN_ID is not a run id: {os.environ['MOTOKO_RUN_ID']!r}") from None
+        db = StudyDB(os.environ["MOTOKO_DB"], cache_size=10_000)
+        _session = RunSession(db, os.environ["MOTOKO_STUDY"], run_id)
+    session = _session
+    return RunHandle(session), session.run.job
+
+
+def getRunFromScript() -> tuple[RunHandle, Job]:  # noqa: N802
+    """motoko 0.1.4 / BlackDynamite spelling of :func:`current_run`."""
+    return current_run()

@@ -1,0 +1,263 @@
+"""Launchers as services: built from motoko.yaml, embedded or daemonised.
+
+* :func:`build_launcher` turns a workflow's configuration into a
+  :class:`~motoko.launch.launcher.Launcher` with the configured executor.
+* :class:`EmbeddedLauncher` runs one in a thread of the current process: what
+  ``motoko run`` does when no launcher daemon is running, so that a fresh
+  checkout needs no set-up step.
+* :func:`start_daemon`, :func:`stop_daemons`, :func:`daemon_status` manage
+  detached launcher processes through pid files in ``.motoko/launchers/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from motoko.config import WorkflowConfig, database_address
+from motoko.errors import ConfigError, MotokoError
+from motoko.launch.executors.base import Executor
+from motoko.launch.launcher import Launcher, LauncherOptions, LauncherReport
+from motoko.study.database import StudyDB
+from motoko.study.schema import load_schema
+from motoko.study.server import Address, default_address, ensure_server, state_dir
+
+log = logging.getLogger(__name__)
+
+
+def make_executor(config: WorkflowConfig, kind: str | None = None, max_parallel: int | None = None) -> Executor:
+    """Create the executor named by ``kind`` or the configuration."""
+    settings = config.launcher
+    kind = kind or settings.executor
+    parallel = max_parallel or settings.max_parallel
+    if kind == "local":
+        from motoko.launch.executors.local import LocalExecutor
+
+        return LocalExecutor(parallel)
+    if kind == "slurm":
+        from motoko.launch.executors.slurm import SlurmExecutor  # type: ignore[import-not-found]
+
+        return SlurmExecutor(parallel, options=settings.slurm_options, bundle_size=settings.bundle_size)  # type: ignore[no-any-return]
+    if kind == "dask":
+        from motoko.launch.executors.dask import DaskExecutor  # type: ignore[import-not-found]
+
+        return DaskExecutor(parallel, scheduler=settings.scheduler)  # type: ignore[no-any-return]
+    raise ConfigError(f"unknown executor {kind!r}", hint="use local, slurm or dask")
+
+
+def served_studies(config: WorkflowConfig, study: str | None, address: Address) -> dict[str, Any]:
+    """The studies of ``config`` living at ``address`` (or just ``study``)."""
+    names = [config.resolve(study)] if study else list(config.studies)
+    out = {}
+    for name in names:
+        if str(_address_of(config, name)) == str(address):
+            out[name] = load_schema(config.studies[name].folder)
+    return out
+
+
+def _address_of(config: WorkflowConfig, study: str) -> Address:
+    return database_address(config, study) or default_address(config.directory)
+
+
+def launcher_options(config: WorkflowConfig, **overrides: Any) -> LauncherOptions:
+    """LauncherOptions from motoko.yaml, with explicit overrides winning."""
+    settings = config.launcher
+    options = LauncherOptions(
+        lost_after=config.lost_after,
+        cancel_grace=settings.cancel_grace,
+        claim_ahead=settings.claim_ahead,
+        poll=settings.poll,
+        runs_dir=config.runs_dir,
+        workflow_file=str(config.path),
+    )
+    options.heartbeat = settings.heartbeat or max(0.2, config.lost_after / 6)
+    if settings.machine_name:
+        options.machine_name = settings.machine_name
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(options, key, value)
+    return options
+
+
+def build_launcher(
+    config: WorkflowConfig,
+    *,
+    study: str | None = None,
+    executor: str | None = None,
+    max_parallel: int | None = None,
+    **overrides: Any,
+) -> Launcher:
+    """Open a connection and build a launcher for a workflow's studies."""
+    first = config.resolve(study) if study else next(iter(config.studies))
+    address = database_address(config, first) or ensure_server(config.directory)
+    studies = served_studies(config, study, address)
+    db = StudyDB(address)
+    for name, schema in studies.items():
+        db.create_study(schema)
+    options = launcher_options(config, db_address=str(address), **overrides)
+    return Launcher(db, studies, make_executor(config, executor, max_parallel), options)
+
+
+class EmbeddedLauncher:
+    """A launcher running in a background thread of this process."""
+
+    def __init__(self, config: WorkflowConfig, **kwargs: Any):
+        self.config = config
+        self.kwargs = kwargs
+        self.launcher: Launcher | None = None
+        self.report: LauncherReport | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="motoko-launcher", daemon=True)
+
+    def start(self) -> EmbeddedLauncher:
+        """Start the thread and wait until the launcher is serving."""
+        self._thread.start()
+        self._ready.wait(30)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def _main(self) -> None:
+        try:
+            self.launcher = build_launcher(self.config, **self.kwargs)
+        except BaseException as exc:  # reported to the starting thread
+            self.error = exc
+            self._ready.set()
+            return
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._ready.set()
+            self.report = loop.run_until_complete(self.launcher.serve_async())
+        except BaseException as exc:
+            self.error = exc
+            log.exception("embedded launcher failed")
+        finally:
+            loop.close()
+            self.launcher.db.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming, let running runs end (up to ``timeout``), join."""
+        if self.launcher is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.launcher.stop)
+        self._thread.join(timeout)
+
+
+# -- daemons ----------------------------------------------------------------------
+
+
+@dataclass
+class DaemonInfo:
+    """A launcher daemon found through its pid file."""
+
+    pid: int
+    alive: bool
+    study: str | None
+    executor: str
+    started: float
+    log: Path
+
+
+def _daemon_dir(config: WorkflowConfig) -> Path:
+    path = state_dir(config.directory) / "launchers"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def start_daemon(config: WorkflowConfig, args: list[str], *, study: str | None, executor: str) -> DaemonInfo:
+    """Start ``motoko launcher start`` detached; return its pid file info."""
+    directory = _daemon_dir(config)
+    log_path = directory / f"launcher-{int(time.time() * 1000)}.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "motoko.cli.main", "launcher", "start", *args],
+            cwd=config.directory,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    info = {"pid": proc.pid, "study": study, "executor": executor, "started": time.time(), "log": str(log_path)}
+    (directory / f"{proc.pid}.json").write_text(json.dumps(info))
+    return _info(directory / f"{proc.pid}.json")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def _info(path: Path) -> DaemonInfo:
+    data = json.loads(path.read_text())
+    pid = int(data["pid"])
+    return DaemonInfo(pid, _alive(pid), data.get("study"), data.get("executor", "local"), data.get("started", 0.0), Path(data["log"]))
+
+
+def daemon_status(config: WorkflowConfig) -> list[DaemonInfo]:
+    """Every recorded launcher daemon; stale records (dead pids) are removed."""
+    out = []
+    for path in sorted(_daemon_dir(config).glob("*.json")):
+        try:
+            info = _info(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        if not info.alive:
+            path.unlink(missing_ok=True)
+            continue
+        out.append(info)
+    return out
+
+
+def register_self(config: WorkflowConfig, *, study: str | None, executor: str) -> Path:
+    """Record the current (foreground) launcher process so that status/stop see it."""
+    directory = _daemon_dir(config)
+    path = directory / f"{os.getpid()}.json"
+    if not path.exists():
+        info = {"pid": os.getpid(), "study": study, "executor": executor, "started": time.time(), "log": ""}
+        path.write_text(json.dumps(info))
+    return path
+
+
+def stop_daemons(config: WorkflowConfig, *, timeout: float = 30.0) -> int:
+    """Ask every launcher daemon to stop (drain), wait; return how many stopped.
+
+    Idempotent: with no daemon running it returns 0.
+    """
+    infos = daemon_status(config)
+    for info in infos:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for info in infos:
+        while _alive(info.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(info.pid):
+            raise MotokoError(
+                f"launcher {info.pid} did not stop within {timeout:g} s (its runs are still running)",
+                hint="wait for them, or cancel them with `motoko cancel`",
+            )
+        (_daemon_dir(config) / f"{info.pid}.json").unlink(missing_ok=True)
+    return len(infos)

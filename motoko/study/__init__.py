@@ -1,0 +1,1 @@
+"""motoko.study."""

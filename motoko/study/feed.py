@@ -1,0 +1,149 @@
+"""The change feed: ZEO invalidations turned into wake-ups.
+
+ZEO pushes, to every connected client, the ids of the objects each committed
+transaction changed (invalidations), within milliseconds of the commit. ZODB
+offers no public per-connection callback for them, so :class:`FeedStorage`
+extends ``ClientStorage.invalidateTransaction`` (still calling the original)
+to notify a :class:`ChangeFeed`. Awaiting coroutines and idle launchers wait
+on the feed instead of sleeping a fixed interval; a slow poll remains only as
+a safety net (a missed notification, a reconnect).
+
+The feed lives in the study layer because the study database owns the
+connection; the workflow engine and launchers only subscribe to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ZEO.ClientStorage import ClientStorage
+
+#: Passed to listeners when everything may have changed (cache dropped on reconnect).
+EVERYTHING: frozenset[bytes] = frozenset()
+
+Listener = Callable[[frozenset[bytes] | None], None]
+
+
+class ChangeFeed:
+    """Fans invalidation notices out to listeners, from ZEO's I/O thread.
+
+    Listeners receive the set of changed object ids, or ``None`` when the
+    client reconnected and any object may have changed. They must be quick
+    and thread-safe: they run on ZEO's network thread.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+        self.commits_seen = 0
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener; return a function that removes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, oids: Iterable[bytes] | None) -> None:
+        """Notify every listener (called by :class:`FeedStorage`)."""
+        self.commits_seen += 1
+        changed = None if oids is None else frozenset(oids)
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(changed)
+
+    def waiter(self) -> ThreadWaiter:
+        """Return a thread-side waiter subscribed to this feed."""
+        return ThreadWaiter(self)
+
+    def async_waiter(self, loop: asyncio.AbstractEventLoop | None = None) -> AsyncWaiter:
+        """Return an asyncio waiter subscribed to this feed (call inside the loop)."""
+        return AsyncWaiter(self, loop or asyncio.get_running_loop())
+
+
+class ThreadWaiter:
+    """Blocks a thread until the next change (or a timeout)."""
+
+    def __init__(self, feed: ChangeFeed):
+        self._event = threading.Event()
+        self.changed: set[bytes] = set()
+        self.everything = False
+        self._unsubscribe = feed.subscribe(self._notify)
+
+    def _notify(self, oids: frozenset[bytes] | None) -> None:
+        if oids is None:
+            self.everything = True
+        else:
+            self.changed |= oids
+        self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait for a change; True if one arrived. Clears the event."""
+        fired = self._event.wait(timeout)
+        self._event.clear()
+        return fired
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._unsubscribe()
+
+
+class AsyncWaiter:
+    """Lets coroutines await the next change without blocking the event loop."""
+
+    def __init__(self, feed: ChangeFeed, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._unsubscribe = feed.subscribe(self._notify)
+
+    def _notify(self, oids: frozenset[bytes] | None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:  # loop closed: nobody is waiting any more
+            pass
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait for a change; True if one arrived, False on timeout."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+        return True
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._unsubscribe()
+
+
+class FeedStorage(ClientStorage):
+    """A ZEO ClientStorage that also reports invalidations to a ChangeFeed."""
+
+    def __init__(self, *args: Any, feed: ChangeFeed, **kw: Any):
+        self.feed = feed
+        super().__init__(*args, **kw)
+
+    def invalidateTransaction(self, tid: bytes, oids: Any) -> None:  # noqa: N802
+        """Server callback: let ZODB invalidate, then wake the feed's listeners."""
+        super().invalidateTransaction(tid, oids)
+        self.feed.publish(oids)
+
+    def invalidateCache(self) -> None:  # noqa: N802
+        """Server callback after a reconnect: anything may have changed."""
+        super().invalidateCache()
+        self.feed.publish(None)
+
+    def notify_connected(self, conn: Any, info: Any) -> None:
+        """Reconnected: wake everybody so that they re-read."""
+        super().notify_connected(conn, info)
+        self.feed.publish(None)

@@ -1,0 +1,427 @@
+"""Persistent jobs and runs, run states and the one place states change.
+
+A :class:`Job` is one point of a study's parameter space; a :class:`Run` is one
+execution of a job. Both live in the study database. A run's state only changes
+through :meth:`Study.transition <motoko.study.database.Study.transition>`
+(assigning ``run.state`` calls it), which checks the life cycle and keeps the
+state index exact.
+
+Concurrent writers (a launcher heart-beating, the run's own process writing a
+quantity, the workflow tagging it) would conflict constantly if every write to
+the same run were a conflict. :meth:`Run._p_resolveConflict` therefore merges
+changes to *different* attributes on the server; two writers changing the same
+attribute still conflict, and the state, the launcher claim and the attempt
+counter always conflict when both sides touched them, which is what makes a
+claim (CREATED → LAUNCHED) exactly-once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import persistent
+from BTrees.IOBTree import IOBTree
+from BTrees.OOBTree import OOBTree
+from ZODB.POSException import ConflictError
+
+if TYPE_CHECKING:
+    import pandas
+
+    from motoko.study.database import Study
+
+CREATED = "CREATED"
+LAUNCHED = "LAUNCHED"
+RUNNING = "RUNNING"
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+LOST = "LOST"
+
+#: The states motoko itself knows; any other string is a user state.
+STATES = (CREATED, LAUNCHED, RUNNING, FINISHED, FAILED, CANCELLED, LOST)
+#: States after which nothing executes any more.
+TERMINAL = frozenset({FINISHED, FAILED, CANCELLED, LOST})
+#: States in which a launcher owns the run (heartbeats, lost-run detection).
+ACTIVE = frozenset({LAUNCHED, RUNNING})
+#: States that make an awaiting RunList fail (unless a retry follows).
+FAILURE = frozenset({FAILED, CANCELLED, LOST})
+
+#: Allowed transitions between motoko's own states. User states may be
+#: entered from, and left to, any state: workflows use them as markers
+#: (``FINISHED → FORWARDED``), motoko attaches no meaning to them.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    CREATED: frozenset({LAUNCHED, CANCELLED, FAILED}),
+    LAUNCHED: frozenset({RUNNING, FINISHED, FAILED, CANCELLED, LOST, CREATED}),
+    RUNNING: frozenset({FINISHED, FAILED, CANCELLED, LOST}),
+    FINISHED: frozenset(),
+    FAILED: frozenset(),
+    CANCELLED: frozenset(),
+    LOST: frozenset({FINISHED, FAILED}),
+}
+
+# Attributes that two concurrent transactions may never both change, even to
+# the same value: a claim is exclusive, so two launchers writing LAUNCHED must
+# conflict for one of them.
+_EXCLUSIVE = frozenset({"_state", "launcher", "attempt", "history"})
+
+
+def now() -> _dt.datetime:
+    """Return the current time in UTC; every timestamp motoko stores is UTC."""
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # e.g. PersistentReference across databases
+        return False
+
+
+class Job(persistent.Persistent):
+    """One point of a study's parameter space.
+
+    Job parameters are read as attributes (``job.x``) or items (``job['x']``);
+    they are fixed once the job exists, because runs and dedupe depend on them.
+
+    Attributes:
+        id: Unique id within the study.
+        params: The typed parameters.
+    """
+
+    def __init__(self, id: int, params: dict[str, Any]):
+        self.id = id
+        self.params = dict(params)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "params":
+            raise AttributeError(name)
+        params = self.params
+        if name in params:
+            return params[name]
+        raise AttributeError(f"job has no field {name!r} (fields: {', '.join(params)})")
+
+    def __getitem__(self, name: str) -> Any:
+        if name == "id":
+            return self.id
+        try:
+            return self.params[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Return a field's value, or ``default`` when the job has no such field."""
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"id": ..., **params}``."""
+        return {"id": self.id, **self.params}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"<Job {self.id} {fields}>"
+
+
+class Quantity(persistent.Persistent):
+    """The values a run pushed for one named quantity, keyed by step."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.steps: IOBTree = IOBTree()
+
+
+class Run(persistent.Persistent):
+    """One execution of a job.
+
+    Besides its fields (see :data:`motoko.study.fields.BUILTIN_RUN_FIELDS` and
+    the study's ``run:`` fields), a run keeps any *free attribute* a workflow
+    or the run itself sets (``run.y = [...]``), persisted with the run.
+
+    Assigning ``run.state`` goes through the study's transition function,
+    which refuses transitions the life cycle does not allow.
+    """
+
+    # Class-level defaults: old records and new fields read as None, and a
+    # new run does not store what it has not set.
+    job_id: int = 0
+    run_name: str | None = None
+    event_name: str | None = None
+    machine_name: str | None = None
+    launcher: str | None = None
+    nproc: int = 1
+    run_path: str | None = None
+    exec: str | None = None
+    created: _dt.datetime | None = None
+    launched: _dt.datetime | None = None
+    started: _dt.datetime | None = None
+    finished: _dt.datetime | None = None
+    heartbeat: _dt.datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    progress: float | None = None
+    status: str | None = None
+    attempt: int = 1
+    history: tuple[dict[str, Any], ...] = ()
+    parents: tuple[tuple[str, int], ...] = ()
+    workflow: str | None = None
+    output: dict[str, Any] | None = None
+    stop_requested: bool = False
+    executor_id: str | None = None
+    _state: str = CREATED
+    _metadata: dict[str, str] | None = None
+    _quantities: OOBTree | None = None
+    _study: Study | None = None
+
+    def __init__(self, study: Study, id: int, job_id: int, fields: dict[str, Any]):
+        self._study = study
+        self.id = id
+        self.job_id = job_id
+        self.created = now()
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def study(self) -> str:
+        """The name of the study this run belongs to."""
+        assert self._study is not None
+        return self._study.name
+
+    @property
+    def job(self) -> Job:
+        """The job this run executes."""
+        assert self._study is not None
+        return self._study.jobs[self.job_id]
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The run's state; assigning it checks the transition and updates indexes."""
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        assert self._study is not None
+        self._study.transition(self, value)
+
+    def requeue(self, reason: str = "requeued") -> None:
+        """Put a finished, failed, lost or cancelled run back to CREATED.
+
+        The attempt counter grows and the ended attempt is kept in
+        ``run.history``. Requeueing a CREATED run does nothing.
+        """
+        assert self._study is not None
+        self._study.requeue(self, reason)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run is FINISHED, FAILED, CANCELLED or LOST."""
+        return self._state in TERMINAL
+
+    # -- dictionary-style access (BlackDynamite compatibility) -------------
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self, name, value)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Return a field or free attribute, or ``default`` when it is not set."""
+        return getattr(self, name, default)
+
+    # -- run-side information ----------------------------------------------
+
+    def set_progress(self, fraction: float) -> None:
+        """Record how far the run is, between 0.0 and 1.0."""
+        value = float(fraction)
+        if not 0.0 <= value <= 1.0:
+            from motoko.errors import ParameterError
+
+            raise ParameterError(
+                f"progress must be between 0.0 and 1.0, got {fraction!r}",
+                field="progress",
+                value=fraction,
+                hint="pass the finished fraction, e.g. run.set_progress(0.5)",
+            )
+        self.progress = value
+        self._changed()
+
+    def set_status(self, text: str) -> None:
+        """Record a short human-readable status line ("step 40/100")."""
+        self.status = str(text)
+        self._changed()
+
+    def set_output(self, output: dict[str, Any]) -> None:
+        """Record the run's result as a dictionary (merged into earlier output)."""
+        merged = dict(self.output or {})
+        merged.update(output)
+        self.output = merged
+        self._changed()
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Attach string key/value metadata, usable in constraints as ``meta.KEY``."""
+        merged = dict(self._metadata or {})
+        merged.update({str(k): str(v) for k, v in metadata.items()})
+        self._metadata = merged
+        self._changed()
+
+    def get_metadata(self) -> dict[str, str]:
+        """Return the run's metadata (a copy)."""
+        return dict(self._metadata or {})
+
+    def should_stop(self) -> bool:
+        """True once somebody asked this run to stop (cooperative cancelling)."""
+        self._refresh()
+        return bool(self.stop_requested)
+
+    # -- quantities -----------------------------------------------------------
+
+    def push_quantity(self, values: Any, step: int, name: str) -> None:
+        """Store a scalar or vector value of quantity ``name`` at ``step``.
+
+        Pushing the same step twice replaces the earlier value.
+        """
+        if self._quantities is None:
+            self._quantities = OOBTree()
+        quantities = self._quantities
+        quantity = quantities.get(name)
+        if quantity is None:
+            quantity = quantities[name] = Quantity(name)
+        quantity.steps[int(step)] = _plain(values)
+        self._changed()
+
+    def get_quantity(self, name: str) -> pandas.DataFrame:
+        """Return a DataFrame: column ``step``, then the value column(s).
+
+        Raises:
+            UnknownNameError: listing the quantities this run has.
+        """
+        import pandas as pd
+
+        from motoko.errors import UnknownNameError
+
+        quantities = self._quantities
+        if quantities is None or name not in quantities:
+            raise UnknownNameError("quantity", name, self.list_quantities())
+        rows = list(quantities[name].steps.items())
+        if rows and isinstance(rows[0][1], list):
+            width = max(len(v) for _, v in rows)
+            columns = [name] if width == 1 else [f"{name}[{i}]" for i in range(width)]
+            data = [[s, *v] for s, v in rows]
+            return pd.DataFrame(data, columns=["step", *columns])
+        return pd.DataFrame(rows, columns=["step", name])
+
+    def list_quantities(self) -> list[str]:
+        """Return the names of the quantities this run pushed."""
+        return list(self._quantities.keys()) if self._quantities is not None else []
+
+    # motoko 0.1.4 / BlackDynamite spellings
+    def pushScalarQuantity(self, value: Any, step: int, name: str, *_: Any) -> None:  # noqa: N802
+        """Alias of :meth:`push_quantity` (BlackDynamite)."""
+        self.push_quantity(value, step, name)
+
+    def pushVectorQuantity(self, value: Any, step: int, name: str, *_: Any) -> None:  # noqa: N802
+        """Alias of :meth:`push_quantity` (BlackDynamite)."""
+        self.push_quantity(value, step, name)
+
+    def pushQuantity(self, value: Any, step: int, name: str, *_: Any) -> None:  # noqa: N802
+        """Alias of :meth:`push_quantity` (BlackDynamite)."""
+        self.push_quantity(value, step, name)
+
+    def getQuantity(self, name: str) -> pandas.DataFrame:  # noqa: N802
+        """Alias of :meth:`get_quantity` (BlackDynamite)."""
+        return self.get_quantity(name)
+
+    def getQuantities(self) -> list[str]:  # noqa: N802
+        """Alias of :meth:`list_quantities` (BlackDynamite)."""
+        return self.list_quantities()
+
+    # -- export -------------------------------------------------------------
+
+    def fields(self) -> dict[str, Any]:
+        """Return every stored field and free attribute (not quantities)."""
+        from motoko.study.fields import BUILTIN_RUN_FIELDS
+
+        out: dict[str, Any] = {name: getattr(self, name, None) for name in BUILTIN_RUN_FIELDS}
+        out["state"] = self._state
+        for name, value in self.__dict__.items():
+            if not name.startswith("_") and name not in out:
+                out[name] = value
+        out["parents"] = [list(p) for p in self.parents]
+        out["metadata"] = self.get_metadata()
+        out["output"] = dict(self.output or {})
+        out["study"] = self.study
+        return out
+
+    def __repr__(self) -> str:
+        study = self._study.name if self._study is not None else "?"
+        return f"<Run {study}.{getattr(self, 'id', '?')} {self._state}>"
+
+    # -- persistence plumbing -------------------------------------------------
+
+    def _changed(self) -> None:
+        """Tell a run-side auto-committer (if any) that an API call changed the run."""
+        hook: Callable[[], None] | None = getattr(self, "_v_on_change", None)
+        if hook is not None:
+            hook()
+
+    def _refresh(self) -> None:
+        hook: Callable[[], None] | None = getattr(self, "_v_on_refresh", None)
+        if hook is not None:
+            hook()
+
+    def _p_resolveConflict(  # noqa: N802
+        self, old: dict[str, Any], committed: dict[str, Any], new: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge two concurrent changes of the same run, attribute by attribute.
+
+        Raises:
+            ConflictError: when both changed the same attribute differently, or
+                both touched an exclusive one (state, launcher, attempt).
+        """
+        merged = dict(committed)
+        for key in set(old) | set(committed) | set(new):
+            o, c, n = old.get(key, _MISSING), committed.get(key, _MISSING), new.get(key, _MISSING)
+            mine = not _same(n, o)
+            theirs = not _same(c, o)
+            if not mine:
+                continue
+            if theirs and (key in _EXCLUSIVE or not _same(n, c)):
+                raise ConflictError(f"both changed run attribute {key!r}")
+            if n is _MISSING:
+                merged.pop(key, None)
+            else:
+                merged[key] = n
+        return merged
+
+
+_MISSING = object()
+
+
+def _plain(values: Any) -> Any:
+    """Turn numpy scalars/arrays and tuples into floats and lists for storage."""
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, list | tuple):
+        return [_plain(v) for v in values]
+    if isinstance(values, bool | int | float | str) or values is None:
+        return values
+    try:
+        return float(values)
+    except (TypeError, ValueError):
+        return values
+
+
+def ids_of(runs: Iterable[Run]) -> list[int]:
+    """Return the ids of ``runs`` in order."""
+    return [r.id for r in runs]

@@ -1,0 +1,332 @@
+"""ZEO server addresses and life cycle.
+
+Addresses are written ``zeo://PATH`` (a unix socket; relative paths are taken
+from the workflow directory) or ``zeo://HOST:PORT`` (TCP).
+
+By default every workflow directory has its own server on a unix socket under
+``.motoko/``, started detached the first time anything needs the database
+(:func:`ensure_server`), so that a fresh checkout needs no set-up step. The
+directory and the database files are private to the user (0700 / 0600).
+Stale pid and socket files left by a killed server are detected and removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from motoko.errors import AddressError, ServerError
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".motoko"
+_TCP = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d+)$")
+# Unix socket paths are limited to 108 bytes by the kernel (sun_path).
+_MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a ZEO server listens.
+
+    Attributes:
+        path: The unix socket path, for ``zeo://PATH`` addresses.
+        host: The host, for ``zeo://HOST:PORT`` addresses.
+        port: The TCP port, for ``zeo://HOST:PORT`` addresses.
+    """
+
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def is_tcp(self) -> bool:
+        """True for a TCP address."""
+        return self.host is not None
+
+    def zeo(self) -> str | tuple[str, int]:
+        """Return the address in the form ZEO's client and server take."""
+        if self.host is not None and self.port is not None:
+            return (self.host.strip("[]"), self.port)
+        assert self.path is not None
+        return self.path
+
+    def __str__(self) -> str:
+        if self.host is not None:
+            return f"zeo://{self.host}:{self.port}"
+        return f"zeo://{self.path}"
+
+
+def parse_address(text: str, base: Path | None = None) -> Address:
+    """Parse ``zeo://PATH`` or ``zeo://HOST:PORT``.
+
+    Args:
+        text: The address.
+        base: Directory that relative socket paths are relative to.
+
+    Raises:
+        AddressError: for anything else, saying which forms are accepted.
+    """
+    raw = str(text).strip()
+    hint = "write zeo://HOST:PORT (TCP) or zeo://PATH (a unix socket), e.g. zeo://127.0.0.1:8100"
+    if not raw.startswith("zeo://"):
+        raise AddressError(f"malformed database address {raw!r}: it must start with zeo://", hint=hint)
+    rest = raw[len("zeo://") :]
+    if not rest or rest.isspace():
+        raise AddressError(f"malformed database address {raw!r}: nothing after zeo://", hint=hint)
+    match = _TCP.match(rest)
+    if match:
+        port = int(match.group("port"))
+        if not 0 < port < 65536:
+            raise AddressError(f"malformed database address {raw!r}: port {port} is out of range", hint="use a port between 1 and 65535")
+        return Address(host=match.group("host"), port=port)
+    if ":" in rest and not rest.startswith(("/", ".")):
+        raise AddressError(f"malformed database address {raw!r}: the port is not a number", hint=hint)
+    path = Path(rest)
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return Address(path=str(path))
+
+
+# -- the per-workflow server --------------------------------------------------
+
+
+def state_dir(workflow_dir: Path) -> Path:
+    """Return (creating it, private) the workflow's ``.motoko`` directory."""
+    path = Path(workflow_dir) / STATE_DIR
+    path.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    return path
+
+
+def socket_path(workflow_dir: Path) -> Path:
+    """Return the unix socket path of a workflow's own server.
+
+    ``.motoko/zeo.sock`` when short enough; otherwise a path under a private
+    directory in the temp dir, derived from the workflow directory so that
+    every process finds the same one.
+    """
+    preferred = Path(workflow_dir).resolve() / STATE_DIR / "zeo.sock"
+    if len(str(preferred)) <= _MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha1(str(preferred).encode()).hexdigest()[:16]
+    private = Path(tempfile.gettempdir()) / f"motoko-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    return private / f"{digest}.sock"
+
+
+def default_address(workflow_dir: Path) -> Address:
+    """Return the address of a workflow's own server."""
+    return Address(path=str(socket_path(workflow_dir)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def reachable(address: Address, timeout: float = 0.5) -> bool:
+    """True if something accepts connections at ``address``."""
+    family = socket.AF_INET6 if address.host and ":" in address.host.strip("[]") else socket.AF_INET
+    sock = socket.socket(socket.AF_UNIX if not address.is_tcp else family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address.zeo())
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+@contextlib.contextmanager
+def _lock(directory: Path) -> Iterator[None]:
+    """Serialise server start/stop between processes of the same workflow."""
+    with open(directory / "server.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _config(directory: Path, listen: str, ssl_block: str = "") -> str:
+    return f"""<zeo>
+  address {listen}
+  pid-filename {directory / "zeo.pid"}
+  invalidation-queue-size 10000
+{ssl_block}</zeo>
+<filestorage 1>
+  path {directory / "data.fs"}
+</filestorage>
+<eventlog>
+  level INFO
+  <logfile>
+    path {directory / "zeo.log"}
+  </logfile>
+</eventlog>
+"""
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What :func:`server_status` found."""
+
+    address: Address
+    running: bool
+    pid: int | None
+    data_file: Path
+    size: int
+
+
+def server_status(workflow_dir: Path) -> ServerStatus:
+    """Describe a workflow's own server (running or not, pid, data size)."""
+    directory = Path(workflow_dir) / STATE_DIR
+    address = default_address(workflow_dir)
+    pid = _read_pid(directory / "zeo.pid")
+    running = pid is not None and _alive(pid) and reachable(address)
+    data = directory / "data.fs"
+    return ServerStatus(address, running, pid if running else None, data, data.stat().st_size if data.exists() else 0)
+
+
+def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
+    """Start the workflow's own server unless it is running; return its address.
+
+    Idempotent: calling it while the server runs only returns the address.
+    Safe to call from several processes at once (a file lock serialises them).
+
+    Raises:
+        ServerError: when the server does not come up within ``timeout``,
+            quoting the end of its log.
+    """
+    workflow_dir = Path(workflow_dir).resolve()
+    address = default_address(workflow_dir)
+    if reachable(address):
+        return address
+    directory = state_dir(workflow_dir)
+    with _lock(directory):
+        if reachable(address):
+            return address
+        _clean_stale(directory, address)
+        _spawn(directory, address)
+        _wait_up(directory, address, timeout)
+    return address
+
+
+def _clean_stale(directory: Path, address: Address) -> None:
+    pid_file = directory / "zeo.pid"
+    pid = _read_pid(pid_file)
+    if pid is not None and _alive(pid):
+        # A live server that does not answer: it is starting or wedged. Stop it
+        # rather than start a second one on the same data file.
+        log.warning("server pid %s does not answer at %s; stopping it", pid, address)
+        _terminate(pid, 5.0)
+    for stale in (pid_file, Path(address.path or ""), directory / "data.fs.lock"):
+        if stale.name and stale.exists():
+            log.info("removing stale %s", stale)
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _spawn(directory: Path, address: Address, ssl_block: str = "") -> None:
+    listen = address.path if address.path else f"{address.host}:{address.port}"
+    conf = directory / "zeo.conf"
+    conf.write_text(_config(directory, str(listen), ssl_block))
+    os.chmod(conf, 0o600)
+    env = dict(os.environ)
+    # The server resolves run conflicts with motoko's own classes.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    old_umask = os.umask(0o077)  # data.fs, its index and the socket: owner only
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "ZEO.runzeo", "-C", str(conf)],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(directory / "zeo.stderr", "ab"),  # noqa: SIM115 (child owns it)
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.umask(old_umask)
+
+
+def _wait_up(directory: Path, address: Address, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if reachable(address):
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+    tail = ""
+    for name in ("zeo.stderr", "zeo.log"):
+        with contextlib.suppress(OSError):
+            lines = (directory / name).read_text(errors="replace").strip().splitlines()
+            if lines:
+                tail = lines[-1]
+    raise ServerError(
+        f"the database server did not start within {timeout:g} s at {address}",
+        hint=f"see {directory / 'zeo.log'}" + (f"; last line: {tail}" if tail else ""),
+    )
+
+
+def _terminate(pid: int, grace: float) -> bool:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return False
+
+
+def stop_server(workflow_dir: Path, *, grace: float = 10.0) -> bool:
+    """Stop a workflow's own server; return False if it was not running.
+
+    Idempotent: stopping a stopped server does nothing and returns False.
+    """
+    directory = Path(workflow_dir).resolve() / STATE_DIR
+    if not directory.exists():
+        return False
+    with _lock(directory):
+        pid = _read_pid(directory / "zeo.pid")
+        if pid is None or not _alive(pid):
+            _clean_stale(directory, default_address(workflow_dir))
+            return False
+        _terminate(pid, grace)
+        _clean_stale(directory, default_address(workflow_dir))
+        return True

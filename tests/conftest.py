@@ -1,0 +1,77 @@
+"""Shared fixtures: real workflow directories with real ZEO servers.
+
+Every test that needs a database gets its own workflow directory in a temp
+dir, whose server is started on first use (the embedded default) and stopped
+when the test ends, so tests never share state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_study(root: Path, name: str, job: str, doit: str, *, extra: str = "", launch: str | None = None) -> Path:
+    """Create studies/<name> with a bd.yaml, a launch.sh and a doIt.py."""
+    folder = root / "studies" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bd.yaml").write_text(f"study: {name}\njob: {job}\n{textwrap.dedent(extra)}")
+    (folder / "doIt.py").write_text(textwrap.dedent(doit))
+    script = launch or '#!/bin/bash\nset -e\nexec "${MOTOKO_PYTHON:-python3}" doIt.py\n'
+    (folder / "launch.sh").write_text(script)
+    (folder / "launch.sh").chmod(0o755)
+    return folder
+
+
+def write_config(root: Path, studies: list[str], extra: str = "") -> Path:
+    lines = ["task_managers:"] + [f"  {s}:" for s in studies]
+    path = root / "motoko.yaml"
+    path.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path):
+    """An empty workflow directory whose server (if any) is stopped afterwards."""
+    root = tmp_path / "wf"
+    root.mkdir()
+    yield root
+    from motoko.study.server import stop_server
+
+    stop_server(root, grace=5)
+
+
+@pytest.fixture
+def example(tmp_path: Path):
+    """A copy of the repository's example workflow (motoko.yaml, studies, workflows)."""
+    root = tmp_path / "example"
+    root.mkdir()
+    shutil.copy(REPO / "motoko.yaml", root)
+    shutil.copytree(REPO / "studies", root / "studies")
+    shutil.copytree(REPO / "workflows", root / "workflows")
+    yield root
+    from motoko.study.server import stop_server
+
+    stop_server(root, grace=5)
+
+
+def motoko(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `motoko` command line in a subprocess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "motoko.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )

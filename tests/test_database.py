@@ -1,0 +1,331 @@
+"""The study database against a real ZEO server: inserts, dedupe, indexes, states."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from motoko.errors import (
+    AddressError,
+    ConflictRetriesExhausted,
+    DatabaseError,
+    RunNotFound,
+    ServerError,
+    StudyNotFound,
+    TransitionError,
+    UnknownNameError,
+)
+from motoko.study.database import SCHEMA_VERSION, StudyDB
+from motoko.study.records import CANCELLED, CREATED, FAILED, FINISHED, LAUNCHED, LOST, RUNNING
+from motoko.study.schema import parse_schema
+from motoko.study.server import ensure_server, parse_address, server_status, stop_server
+from motoko.study.space import expand
+
+SCHEMA = """
+study: demo
+job: {x: float, name: str}
+run: {compiler: str}
+run_params: {compiler: gcc}
+"""
+
+
+def make_schema(text: str = SCHEMA):
+    return parse_schema(text, check_files=False)
+
+
+@pytest.fixture
+def address(workdir: Path):
+    return ensure_server(workdir)
+
+
+@pytest.fixture
+def db(address):
+    database = StudyDB(address)
+    database.create_study(make_schema())
+    yield database
+    database.close()
+
+
+def insert(db, n=None, run_name="r1", **params):
+    schema = db.study("demo").schema
+    points = expand(schema, params or {"x": list(range(n or 3)), "name": "a"})
+    return db.insert("demo", points, {"compiler": "gcc"}, run_name=run_name)
+
+
+def test_insert_returns_runs_and_jobs_with_typed_params(db):
+    pairs = insert(db, x=[1, 2], name="a")
+    assert [r.id for r, _ in pairs] == [1, 2]
+    assert [j.x for _, j in pairs] == [1.0, 2.0]
+    assert all(isinstance(j.x, float) for _, j in pairs)
+    run = pairs[0][0]
+    assert run.state == CREATED and run.run_name == "r1" and run.compiler == "gcc"
+    assert run.created is not None and run.job.id == pairs[0][1].id
+
+
+def test_insert_is_idempotent_and_dedupes_jobs(db):
+    first = insert(db, x=[1, 2], name="a")
+    again = insert(db, x=[1, 2], name="a")
+    assert [r.id for r, _ in again] == [r.id for r, _ in first]
+    other_name = insert(db, x=[1, 2], name="a", run_name="r2")
+    assert {j.id for _, j in other_name} == {j.id for _, j in first}  # same jobs
+    assert {r.id for r, _ in other_name}.isdisjoint({r.id for r, _ in first})  # new runs
+    assert len(db.study("demo").jobs) == 2 and len(db.study("demo").runs) == 4
+
+
+def test_state_index_stays_exact_through_transitions(db):
+    pairs = insert(db, n=5)
+    study = db.study("demo")
+
+    def change():
+        runs = [r for r, _ in pairs]
+        study.transition(runs[0], LAUNCHED)
+        study.transition(runs[0], RUNNING)
+        study.transition(runs[0], FINISHED)
+        study.transition(runs[1], LAUNCHED)
+        study.transition(runs[1], FAILED, exit_code=3)
+        runs[2].state = "FORWARDED"  # a user state, through the property
+        study.cancel(runs[3])
+
+    db.transact(change)
+    db.refresh()
+    study = db.study("demo")
+    assert study.counts() == {FINISHED: 1, FAILED: 1, "FORWARDED": 1, CANCELLED: 1, CREATED: 1}
+    assert study.check_indexes() == []
+    assert [r.id for r in db.select("demo", "state = FINISHED")] == [pairs[0][0].id]
+    run = db.run("demo", pairs[0][0].id)
+    assert run.launched and run.started and run.finished
+
+
+def test_forbidden_transition_is_refused_and_nothing_changes(db):
+    run = insert(db, n=1)[0][0]
+    study = db.study("demo")
+    db.transact(lambda: (study.transition(run, LAUNCHED), study.transition(run, FINISHED)))
+    with pytest.raises(TransitionError, match="cannot go from FINISHED to RUNNING"):
+        db.transact(lambda: study.transition(db.run("demo", run.id), RUNNING))
+    with pytest.raises(TransitionError, match="requeue"):
+        db.run("demo", run.id).state = CREATED
+    db.abort()
+    assert db.run("demo", run.id).state == FINISHED
+    assert db.study("demo").check_indexes() == []
+
+
+def test_requeue_keeps_history_and_counts_attempts(db):
+    run = insert(db, n=1)[0][0]
+    study = db.study("demo")
+    db.transact(lambda: (study.transition(run, LAUNCHED), study.transition(run, FAILED, exit_code=2)))
+    db.transact(lambda: db.run("demo", run.id).requeue("try again"))
+    run = db.run("demo", run.id)
+    assert run.state == CREATED and run.attempt == 2
+    assert run.history[0]["state"] == FAILED and run.history[0]["exit_code"] == 2
+    assert run.exit_code is None
+
+
+def test_retry_on_failure_requeues_until_attempts_exhausted(address):
+    db = StudyDB(address)
+    db.create_study(make_schema(SCHEMA + "retries: 1\nretry_on: [FAILED, LOST]\n"))
+    run = insert(db, n=1)[0][0]
+    study = db.study("demo")
+    db.transact(lambda: (study.transition(run, LAUNCHED), study.transition(run, FAILED)))
+    assert db.run("demo", run.id).state == CREATED  # retried
+    db.transact(lambda: (study.transition(run, LAUNCHED), study.transition(run, LOST)))
+    assert db.run("demo", run.id).state == LOST  # attempts exhausted
+    assert db.run("demo", run.id).attempt == 2
+    db.close()
+
+
+def test_free_attributes_persist(db, address):
+    run = insert(db, n=1)[0][0]
+    run.y = [1.5, 2.5]
+    run.dependencies = ["mult.1"]
+    db.refresh()
+    other = StudyDB(address)
+    again = other.run("demo", run.id)
+    assert again.y == [1.5, 2.5] and again["dependencies"] == ["mult.1"]
+    other.close()
+
+
+def test_quantities_roundtrip_as_dataframes(db, address):
+    run = insert(db, n=1)[0][0]
+    for step in range(3):
+        run.push_quantity(step * 0.5, step, "energy")
+        run.pushVectorQuantity([step, step + 1], step, "force")
+    db.commit()
+    other = StudyDB(address)
+    again = other.run("demo", run.id)
+    energy = again.get_quantity("energy")
+    assert list(energy.columns) == ["step", "energy"] and list(energy["energy"]) == [0.0, 0.5, 1.0]
+    force = again.getQuantity("force")
+    assert list(force.columns) == ["step", "force[0]", "force[1]"] and force.iloc[2].tolist() == [2, 2, 3]
+    assert sorted(again.list_quantities()) == ["energy", "force"]
+    with pytest.raises(UnknownNameError, match="did you mean 'energy'"):
+        again.get_quantity("enrgy")
+    other.close()
+
+
+def test_select_uses_indexes_and_filters(db):
+    insert(db, x=[0, 1, 2, 3, 4], name=["a", "b"])
+    assert len(db.select("demo")) == 10
+    assert len(db.select("demo", "x > 2")) == 4
+    assert len(db.select("demo", "x >= 1, x < 3, name = b")) == 2
+    assert len(db.select("demo", "name ~ '^[ab]$' and x in (0, 4)")) == 4
+    assert len(db.select("demo", "x = 1 or x = 3")) == 4
+    assert len(db.select("demo", "not x > 2")) == 6
+    assert len(db.select("demo", "state = CREATED, run_name = r1")) == 10
+    assert len(db.select("demo", "run_name = nope")) == 0
+    assert [r.id for r in db.select("demo", "id in (2, 3)")] == [2, 3]
+
+
+def test_select_filters_free_attributes_and_metadata(db):
+    pairs = insert(db, n=4)
+    for i, (run, _) in enumerate(pairs):
+        run.y = i * 10
+        run.set_metadata({"group": "even" if i % 2 == 0 else "odd"})
+    db.commit()
+    assert [r.y for r in db.select("demo", "runs.y >= 20")] == [20, 30]
+    assert len(db.select("demo", "meta.group = odd")) == 2
+
+
+def test_concurrent_inserters_get_unique_ids(address):
+    db = StudyDB(address)
+    db.create_study(make_schema())
+    db.close()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(_insert_worker, [(str(address), w) for w in range(4)])
+    ids = [i for chunk in results for i in chunk]
+    assert len(ids) == 4 * 50 and len(set(ids)) == len(ids)
+    db = StudyDB(address)
+    study = db.study("demo")
+    assert len(study.runs) == 200 and len(study.jobs) == 200
+    assert sorted(study.runs.keys()) == sorted(ids)
+    assert study.check_indexes() == []
+    db.close()
+
+
+def _insert_worker(address: str, worker: int) -> list[int]:
+    db = StudyDB(address)
+    ids = []
+    for i in range(10):
+        points = [{"x": float(worker * 1000 + i * 10 + k), "name": "w"} for k in range(5)]
+        ids += [r.id for r, _ in db.insert("demo", points, {"compiler": "gcc"}, run_name="c")]
+    db.close()
+    return ids
+
+
+def test_conflicting_claims_exactly_one_wins(address):
+    """Two connections change the same run's state: the second commit conflicts."""
+    a, b = StudyDB(address), StudyDB(address)
+    a.create_study(make_schema())
+    run_id = insert(a, n=1)[0][0].id
+    b.refresh()
+    run_a, run_b = a.run("demo", run_id), b.run("demo", run_id)
+    a.study("demo").transition(run_a, LAUNCHED, launcher="A")
+    b.study("demo").transition(run_b, LAUNCHED, launcher="B")
+    a.commit()
+    from ZODB.POSException import ConflictError
+
+    with pytest.raises(ConflictError):
+        b.commit()
+    b.abort()
+    assert b.run("demo", run_id).launcher == "A"
+    a.close(), b.close()
+
+
+def test_changes_to_different_attributes_merge(address):
+    a, b = StudyDB(address), StudyDB(address)
+    a.create_study(make_schema())
+    run_id = insert(a, n=1)[0][0].id
+    b.refresh()
+    a.run("demo", run_id).heartbeat = "beat"
+    b.run("demo", run_id).y = 42
+    a.commit()
+    b.commit()  # merged on the server, no conflict
+    a.refresh()
+    run = a.run("demo", run_id)
+    assert run.heartbeat == "beat" and run.y == 42
+    a.close(), b.close()
+
+
+def test_transact_gives_up_after_bounded_conflicts(db):
+    from ZODB.POSException import ConflictError
+
+    def always_conflicts():
+        raise ConflictError("synthetic")
+
+    with pytest.raises(ConflictRetriesExhausted, match="could not bump: other processes"):
+        db.transact(always_conflicts, attempts=3, what="bump")
+
+
+def test_unknown_study_and_run_have_helpful_errors(db):
+    with pytest.raises(StudyNotFound, match="did you mean 'demo'"):
+        db.study("dmeo")
+    with pytest.raises(RunNotFound, match="no run with id 99 in study 'demo'"):
+        db.run("demo", 99)
+
+
+def test_other_schema_version_is_refused(db, address):
+    db.transact(lambda: db.conn.root().__setitem__("motoko_version", SCHEMA_VERSION + 1))
+    with pytest.raises(DatabaseError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        StudyDB(address)
+
+
+def test_unreachable_server_is_a_clear_error_not_a_hang(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(ServerError, match="cannot reach the database server"):
+        StudyDB(f"zeo://{tmp_path}/nothing.sock", wait_timeout=0.5)
+    assert time.monotonic() - start < 10
+    port = _free_port()
+    with pytest.raises(ServerError):
+        StudyDB(f"zeo://127.0.0.1:{port}", wait_timeout=0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("127.0.0.1:8100", "must start with zeo://"),
+        ("zeo://", "nothing after zeo://"),
+        ("zeo://host:99999", "port 99999 is out of range"),
+        ("zeo://host:abc", "port is not a number"),
+        ("http://x", "must start with zeo://"),
+    ],
+)
+def test_malformed_addresses(text, message):
+    with pytest.raises(AddressError, match=message):
+        parse_address(text)
+
+
+def test_addresses_parse(tmp_path):
+    assert parse_address("zeo://127.0.0.1:8100").zeo() == ("127.0.0.1", 8100)
+    assert parse_address("zeo://db.sock", tmp_path).zeo() == str(tmp_path / "db.sock")
+    assert str(parse_address("zeo:///abs/x.sock")) == "zeo:///abs/x.sock"
+
+
+def test_server_lifecycle_is_idempotent_and_cleans_stale_files(workdir):
+    first = ensure_server(workdir)
+    assert ensure_server(workdir) == first
+    status = server_status(workdir)
+    assert status.running and status.pid
+    state = workdir / ".motoko"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert oct((state / "data.fs").stat().st_mode & 0o777) == "0o600"
+    # kill -9: pid and socket files stay behind, the next start cleans them
+    import os
+    import signal
+
+    os.kill(status.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    assert not server_status(workdir).running
+    again = ensure_server(workdir)
+    assert server_status(workdir).running and again == first
+    assert stop_server(workdir) is True
+    assert stop_server(workdir) is False
