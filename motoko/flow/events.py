@@ -179,7 +179,8 @@ class EventsMixin:
             kwargs["runs"] = value
             parents = tuple((manager.name, r.id) for r, _ in value)
         log.info("fire %s on %s", action.name, manager.name)
-        token_event = current_event.set(action.name)
+        # Like motoko 0.1.4, runs record the function that created them.
+        token_event = current_event.set(getattr(action.f, "__name__", None) or action.name)
         token_parents = current_parents.set(parents)
         try:
             if action.f is not None:
@@ -187,8 +188,10 @@ class EventsMixin:
                 if inspect.isawaitable(result):
                     await result
             if action.error_handler:
+                # Fix: name the runs and their error (exit code, last stderr
+                # line); "fired for calc" alone did not say what went wrong.
                 raise WorkflowAborted(
-                    f"error handler fired for {manager.name}: the workflow ends",
+                    f"error handler fired for {_describe_runs(manager.name, value)}: the workflow ends",
                     hint="inspect failed runs with `motoko select 'state = FAILED'`",
                 )
         finally:
@@ -242,6 +245,23 @@ class EventsMixin:
         config = self.config  # type: ignore[attr-defined]
         if not daemon_status(config):
             start_daemon(config, [], study=None, executor=config.launcher.executor)
+
+
+def _describe_runs(study: str, value: Any) -> str:
+    """``calc.1 FAILED (exit code 1): last error line; ...`` for the runs an event fired on."""
+    if not isinstance(value, list) or not value:
+        return study
+    parts = []
+    for run, _ in value[:5]:
+        text = f"{run.study}.{run.id} {run.state}"
+        if run.exit_code is not None:
+            text += f" (exit code {run.exit_code})"
+        error = (run.error or "").strip()
+        if error:
+            text += f": {error.splitlines()[-1][:200]}"
+        parts.append(text)
+    more = f"; and {len(value) - 5} more" if len(value) > 5 else ""
+    return "; ".join(parts) + more
 
 
 def waiter_kick(waiter: Any) -> None:

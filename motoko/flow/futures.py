@@ -169,6 +169,12 @@ class TaskSelection:
 
     def runs(self) -> list[Run]:
         """Return the selected runs now."""
+        # Fix: begin a new transaction first. A ZODB connection keeps the view
+        # of its current transaction, so without this a selection read outside
+        # an await (``while not sel: await asyncio.sleep(1)``, ``len(sel)``)
+        # never saw what other processes committed. Pending workflow changes
+        # are committed with it, which the house rules allow ("at the latest").
+        self.workflow.refresh()
         db = self.workflow.db_for(self.study)
         return db.select(self.study, self.constraints)
 

@@ -160,8 +160,14 @@ def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
 
 async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
+    from motoko.flow.task_manager import current_event
+
     workflow.params = dict(params)
-    main_task = asyncio.ensure_future(main(workflow, **params))
+    token = current_event.set(getattr(main, "__name__", "main"))
+    try:
+        main_task = asyncio.ensure_future(main(workflow, **params))
+    finally:
+        current_event.reset(token)
     events_task: asyncio.Task[Any] | None = None
     try:
         while True:

@@ -165,7 +165,10 @@ def _caller_name() -> str | None:
     """The function that called createTask (motoko 0.1.4 recorded it so)."""
     frame = inspect.currentframe()
     try:
-        for _ in range(3):
+        # Fix: two hops (this function → createTask → its caller). Three hops
+        # recorded the caller's caller, e.g. the test or module, not the
+        # function that created the runs.
+        for _ in range(2):
             if frame is None:
                 return None
             frame = frame.f_back

@@ -38,7 +38,7 @@ from typing import Any
 from motoko.errors import MotokoError
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
-from motoko.study.database import Study, StudyDB
+from motoko.study.database import LauncherRecord, Study, StudyDB
 from motoko.study.records import ACTIVE, CANCELLED, CREATED, FAILED, FINISHED, LAUNCHED, LOST, RUNNING, Run, now
 from motoko.study.schema import StudySchema
 
@@ -169,7 +169,17 @@ class Launcher:
         finally:
             unsubscribe()
             await self.executor.close()
+            self._unregister()
         return self.report
+
+    def _unregister(self) -> None:
+        def change() -> None:
+            record = self._record
+            if record is not None:
+                record.stopped = now()
+
+        with contextlib.suppress(Exception):
+            self.db.transact(change, what="record the launcher's stop", fresh=True)
 
     # -- the loop ------------------------------------------------------------
 
@@ -255,6 +265,8 @@ class Launcher:
         check_lost = time.monotonic() - self._last_lost_check >= self._lost_check_interval()
 
         def change() -> list[Claimed]:
+            if self._record is None:
+                self._register()
             self._mark_running(started)
             self._settle(outcomes)
             if beat:
@@ -264,7 +276,7 @@ class Launcher:
             return self._claim(want) if want > 0 else []
 
         try:
-            claimed = self.db.transact(change, what="record run states")
+            claimed = self.db.transact(change, what="record run states", fresh=True)
         except MotokoError as exc:
             log.error("launcher cycle failed: %s", exc)
             return []
@@ -312,6 +324,11 @@ class Launcher:
             if run is None or run.launcher != self.id:
                 continue  # deleted, or declared lost and retried elsewhere
             run.exit_code = outcome.exit_code
+            if run.state == LOST and run.launcher == self.id:
+                # Declared lost (e.g. this launcher was starved) but it came back:
+                # its real outcome wins.
+                study.transition(run, FINISHED if outcome.succeeded else FAILED, error=None if outcome.succeeded else outcome.describe())
+                continue
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
             if outcome.cancelled:
@@ -326,8 +343,20 @@ class Launcher:
                     error += "\n" + outcome.stderr_tail
                 study.transition(run, FAILED, error=error)
 
+    def _register(self) -> None:
+        record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
+        self.db.launchers()[self.id] = record
+
+    @property
+    def _record(self) -> LauncherRecord | None:
+        record: LauncherRecord | None = self.db.launchers().get(self.id)
+        return record
+
     def _heartbeat(self) -> None:
         stamp = now()
+        record = self._record
+        if record is not None:
+            record.heartbeat = stamp
         for key in self._owned:
             _, run = self._run_of(key)
             if run is not None and run.state in ACTIVE and run.launcher == self.id:
@@ -336,6 +365,7 @@ class Launcher:
     def _detect_lost(self) -> None:
         """Declare LOST the active runs whose launcher stopped heart-beating."""
         stamp = now()
+        launchers = self.db.launchers()
         for name, schema in self.studies.items():
             study = self.db.study(name)
             limit = _dt.timedelta(seconds=schema.lost_after or self.options.lost_after)
@@ -344,13 +374,14 @@ class Launcher:
                     run = study.runs[rid]
                     if run.launcher == self.id:
                         continue
-                    last = run.heartbeat or run.launched or run.created
-                    if last is not None and stamp - last > limit:
+                    last = _last_sign_of_life(run, launchers.get(run.launcher))
+                    if stamp - last > limit:
                         study.transition(
                             run,
                             LOST,
                             error=f"launcher {run.launcher} on {run.machine_name} stopped heart-beating "
-                            f"(last heartbeat {last:%Y-%m-%d %H:%M:%S} UTC)",
+                            f"(last heartbeat {last:%Y-%m-%d %H:%M:%S} UTC, "
+                            f"{(stamp - last).total_seconds():.0f} s before {self.id} noticed)",
                         )
                         self.report.lost_detected += 1
 
@@ -469,6 +500,14 @@ class Launcher:
                 self._stage_failures.append(Outcome(key[0], key[1], cancelled=True))
                 if self._wake is not None:
                     self._wake.set()
+
+
+def _last_sign_of_life(run: Run, record: LauncherRecord | None) -> _dt.datetime:
+    """The newest heartbeat of a run or of its launcher (a stopped launcher counts as dead)."""
+    stamps = [t for t in (run.heartbeat, run.launched, run.created) if t is not None]
+    if record is not None and record.stopped is None:
+        stamps.append(record.heartbeat)
+    return max(stamps)
 
 
 def _spread(ids: Any, n: int) -> list[int]:

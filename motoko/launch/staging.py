@@ -190,11 +190,18 @@ def render(text: str, kind: str, values: Mapping[str, Any], *, source: str = "")
         return text
     source = source or "<text>"
     _check_names(text, values, source)
-    spots = _analyse(text, kind)
+    try:
+        spots, heredocs = _analyse(text, kind)
+    except _Untokenizable as exc:
+        raise StagingError(
+            f"cannot tokenize this Python file to place markers safely: {exc.args[0]}",
+            where=f"{source}:{exc.args[1]}",
+            hint="fix the file's syntax",
+        ) from None
     replacements = [(s.start, s.end, _replacement(kind, s, values, text, source)) for s in spots]
     rendered = _splice(text, replacements)
-    if kind == "shell":
-        _check_heredocs(text, rendered, replacements, values, spots, source)
+    for heredoc in heredocs:
+        _check_heredoc(heredoc, text, replacements, spots, values, source)
     return rendered
 
 
@@ -212,6 +219,7 @@ class _Spot:
     context: str
     backticks: int = 0
     why: str = ""
+    in_heredoc: bool = False
 
 
 def _check_names(text: str, values: Mapping[str, Any], source: str) -> None:
@@ -236,15 +244,18 @@ def _check_names(text: str, values: Mapping[str, Any], source: str) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _analyse(text: str, kind: str) -> tuple[_Spot, ...]:
-    """Find every marker and its context; cached, since 1000 runs share one template."""
+def _analyse(text: str, kind: str) -> tuple[tuple[_Spot, ...], tuple[_Heredoc, ...]]:
+    """Return every marker with its context, and a shell file's here-documents.
+
+    Cached: 1000 runs staged from one template lex it once.
+    """
     if kind == "shell":
-        return tuple(_ShellLexer(text).run())
+        lexer = _ShellLexer(text)
+        return tuple(lexer.run()), tuple(lexer.heredocs)
     if kind == "python":
-        return tuple(_python_spots(text))
-    return tuple(
-        _Spot(m.start(), m.end(), m.group(1), "plain") for m in _MARKER_RE.finditer(text)
-    )
+        return tuple(_python_spots(text)), ()
+    spots = (_Spot(m.start(), m.end(), m.group(1), "plain") for m in _MARKER_RE.finditer(text))
+    return tuple(spots), ()
 
 
 def _splice(text: str, replacements: Sequence[tuple[int, int, str]]) -> str:
@@ -272,7 +283,7 @@ def _replacement(kind: str, spot: _Spot, values: Mapping[str, Any], text: str, s
     if kind == "python":
         return _python_replacement(spot, value, refuse)
     if kind == "shell":
-        return _shell_replacement(spot, value, refuse)
+        return _shell_replacement(spot, value, refuse, text)
     text_value = _as_text(value)
     if not _is_plain(text_value):
         raise refuse(
@@ -302,7 +313,7 @@ def _escape(text: str, chars: str) -> str:
     return "".join("\\" + c if c in chars else c for c in text)
 
 
-def _shell_replacement(spot: _Spot, value: Any, refuse: _Refuse) -> str:
+def _shell_replacement(spot: _Spot, value: Any, refuse: _Refuse, script: str) -> str:
     """Return the replacement of a marker in a shell file, for its lexical context."""
     text = _as_text(value)
     if "\0" in text:
@@ -334,10 +345,30 @@ def _shell_replacement(spot: _Spot, value: Any, refuse: _Refuse) -> str:
     for _ in range(spot.backticks):
         # Bash strips one level of \\ \$ \` inside `...` before parsing it.
         out = _escape(out, "\\$`")
+    if spot.in_heredoc and _joins_lines(script, spot, out):
+        raise refuse(
+            "ends a line with a backslash, which bash removes inside a here-document",
+            "use a quoted here-document delimiter (<<'EOF'), or read $MOTOKO_PARAM_" + spot.name,
+        )
     return out
 
 
 _CONTEXT_NAMES = {"param": "${...}"}
+_CONTINUATION_RE = re.compile(r"(?<!\\)(?:\\\\)*\\\n")
+
+
+def _joins_lines(script: str, spot: _Spot, out: str) -> bool:
+    """Tell whether ``out`` at ``spot`` would make a backslash-newline line continuation.
+
+    Bash joins such lines of an unquoted here-document body before parsing
+    anything in it, even inside quotes of a ``$(...)``; the backslashes right
+    before the marker and the character after it count too.
+    """
+    before = spot.start
+    while before > 0 and script[before - 1] == "\\":
+        before -= 1
+    around = script[before : spot.start] + out + script[spot.end : spot.end + 1]
+    return _CONTINUATION_RE.search(around) is not None
 
 
 def _shell_integer(text: str, refuse: _Refuse) -> str:
@@ -351,66 +382,71 @@ def _shell_integer(text: str, refuse: _Refuse) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
-def _check_heredocs(
+@dataclass(frozen=True)
+class _Heredoc:
+    """A here-document body in a template: ``[start, end)`` up to its delimiter line."""
+
+    start: int
+    end: int
+    delim: str
+    strip_tabs: bool
+    in_comsub: bool
+
+    def ended_by(self, line: str) -> bool:
+        """Tell whether bash would end the body at ``line``.
+
+        Bash reads the body as raw lines before parsing anything in it, and
+        (5.2) inside ``$(...)`` a line merely starting with the delimiter ends it.
+        """
+        body = line.lstrip("\t") if self.strip_tabs else line
+        return body == self.delim or (self.in_comsub and body.startswith(self.delim))
+
+
+def _check_heredoc(
+    heredoc: _Heredoc,
     text: str,
-    rendered: str,
     replacements: Sequence[tuple[int, int, str]],
-    values: Mapping[str, Any],
     spots: Sequence[_Spot],
+    values: Mapping[str, Any],
     source: str,
 ) -> None:
-    """Refuse a value that would end a here-document early (a line equal to its delimiter).
+    """Refuse a value that would end a here-document early, whatever its quoting.
 
-    Re-lexes the rendered script: every here-document must end on the same
-    line, shifted by the replacements, as in the template.
+    Renders the body alone and checks each of its lines against the
+    delimiter: this is how bash finds the end, before it parses quotes or
+    ``$(...)`` in the body.
     """
-    template_ends = _ShellLexer(text).heredoc_ends()
-    if not template_ends:
+    pieces: list[str] = []
+    owners: list[tuple[int, int, int]] = []  # rendered span of each replacement, its index
+    last, length = heredoc.start, 0
+    for index, (start, end, new) in enumerate(replacements):
+        if not heredoc.start <= start < heredoc.end:
+            continue
+        pieces.append(text[last:start])
+        length += start - last
+        owners.append((length, length + len(new), index))
+        pieces.append(new)
+        length += len(new)
+        last = end
+    if not owners:
         return
-    expected = [_shift(pos, replacements) for pos in template_ends]
-    actual = _ShellLexer(rendered).heredoc_ends()
-    if expected == actual:
-        return
-    spot = _guilty_heredoc_spot(spots, replacements, expected, actual)
-    raise UnsafeValueError(
-        spot.name,
-        values[spot.name],
-        source,
-        _line_of(text, spot.start),
-        "would end a here-document early: a line would equal its delimiter",
-        "use another here-document delimiter, or read the value from $MOTOKO_PARAM_"
-        + spot.name,
-    )
-
-
-def _shift(pos: int, replacements: Sequence[tuple[int, int, str]]) -> int:
-    """Map a template offset outside all replacements to the rendered text."""
-    delta = 0
-    for start, end, new in replacements:
-        if end > pos:
-            break
-        delta += len(new) - (end - start)
-    return pos + delta
-
-
-def _guilty_heredoc_spot(
-    spots: Sequence[_Spot],
-    replacements: Sequence[tuple[int, int, str]],
-    expected: list[int],
-    actual: list[int],
-) -> _Spot:
-    """Return the marker whose value moved the first here-document end."""
-    first_bad = next(
-        (min(e, a) for e, a in zip(expected, actual) if e != a),
-        min(expected[len(actual) :] + actual[len(expected) :]),
-    )
-    guilty = spots[0]
-    delta = 0
-    for spot, (start, end, new) in zip(spots, replacements):
-        if start + delta <= first_bad and spot.context in ("heredoc", "heredoc_lit"):
-            guilty = spot
-        delta += len(new) - (end - start)
-    return guilty
+    pieces.append(text[last : heredoc.end])
+    line_start = 0
+    for line in "".join(pieces).split("\n")[:-1]:
+        line_end = line_start + len(line)
+        if heredoc.ended_by(line):
+            index = next(i for a, b, i in owners if a <= line_end and b >= line_start)
+            spot = spots[index]
+            raise UnsafeValueError(
+                spot.name,
+                values[spot.name],
+                source,
+                _line_of(text, spot.start),
+                f"would end the here-document <<{heredoc.delim} early: a line would "
+                "equal its delimiter",
+                "use another delimiter, or read the value from $MOTOKO_PARAM_" + spot.name,
+            )
+        line_start = line_end + 1
 
 
 # --------------------------------------------------------------------------- shell lexer
@@ -436,6 +472,8 @@ class _Frame:
             markers in it are refused.
         literal_sq: In ``${...}`` inside double quotes, ``'`` is an ordinary character.
         cases: Open ``case`` statements (their ``)`` do not close a ``$(``).
+        first_spot: Index of the first marker found in a here-document body.
+        body_start: Where a here-document body starts.
     """
 
     kind: str
@@ -445,6 +483,8 @@ class _Frame:
     unsure: bool = False
     literal_sq: bool = False
     cases: int = 0
+    first_spot: int = 0
+    body_start: int = 0
 
 
 @dataclass
@@ -462,7 +502,8 @@ class _ShellLexer:
     stack: list[_Frame] = field(default_factory=lambda: [_Frame("code")])
     pending: list[tuple[str, bool, bool]] = field(default_factory=list)
     spots: list[_Spot] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
+    heredocs: list[_Heredoc] = field(default_factory=list)
+    pending_from: int = 0
 
     def run(self) -> list[_Spot]:
         """Lex the whole script; return its markers with their contexts."""
@@ -484,12 +525,24 @@ class _ShellLexer:
                 self._newline()
                 continue
             handlers[self.stack[-1].kind](c)
+        self._unterminated()
         return self.spots
 
-    def heredoc_ends(self) -> list[int]:
-        """Lex the script; return the offset of each here-document's delimiter line."""
-        self.run()
-        return self.ends
+    def _unterminated(self) -> None:
+        """Refuse markers after a here-document that never ends.
+
+        Bash would run to the end of the file too, but an unterminated body
+        more likely means this lexer misread the delimiter: do not guess.
+        """
+        opened = [f.first_spot for f in self.stack if f.kind in ("heredoc", "heredoc_lit")]
+        if self.pending:
+            opened.append(self.pending_from)
+        if not opened:
+            return
+        why = "sits after a here-document whose end was not found"
+        for index in range(min(opened), len(self.spots)):
+            spot = self.spots[index]
+            self.spots[index] = _Spot(spot.start, spot.end, spot.name, "refuse", 0, why)
 
     # -- markers -------------------------------------------------------------
 
@@ -507,7 +560,9 @@ class _ShellLexer:
         ticks = sum(f.kind == "backtick" for f in self.stack)
         if ticks > 1 and not why:
             context, why = "refuse", "sits in nested backticks"
-        self.spots.append(_Spot(match.start(), match.end(), match.group(1), context, ticks, why))
+        in_heredoc = any(f.kind == "heredoc" for f in self.stack)
+        spot = _Spot(match.start(), match.end(), match.group(1), context, ticks, why, in_heredoc)
+        self.spots.append(spot)
         self.pos = match.end()
         return True
 
@@ -540,9 +595,21 @@ class _ShellLexer:
         return False
 
     def _backtick_escape(self) -> bool:
-        """Inside backticks, ``\\$ \\` \\\\`` are unescaped before parsing: too subtle, give up."""
+        """Handle a backslash inside backticks, where bash gives it a meaning of its own.
+
+        Bash unescapes ``\\$ \\` \\\\`` (and ``\\"`` within double quotes)
+        before parsing the body: too subtle for this lexer, so it gives up on
+        the rest of that body. A backslash right before a marker would pair with
+        the replacement's first character, in any quoting: refused.
+        """
+        if not self._in_backtick():
+            return False
+        if self._after(1, "follows a backslash inside backticks, which would pair with it"):
+            return True
         nxt = self.text[self.pos + 1 : self.pos + 2]
-        if not self._in_backtick() or nxt not in ("$", "`", "\\"):
+        tick = max(i for i, f in enumerate(self.stack) if f.kind == "backtick")
+        in_dq = any(f.kind == "dq" for f in self.stack[:tick])
+        if nxt not in ("$", "`", "\\") and not (nxt == '"' and in_dq):
             return False
         if self.stack[-1].kind not in ("sq", "comment"):
             self.stack[-1].unsure = True
@@ -556,7 +623,9 @@ class _ShellLexer:
         Skipping the escaped character also makes a backslash-newline a line
         continuation: no comment end, no here-document line for bash either.
         """
-        if self._after(1, "follows a backslash, which would escape the replacement's first character"):
+        if self._after(
+            1, "follows a backslash, which would escape the replacement's first character"
+        ):
             return
         self.pos += 2
 
@@ -608,7 +677,9 @@ class _ShellLexer:
     def _start_heredoc(self) -> None:
         delim, strip_tabs, quoted = self.pending.pop(0)
         kind = "heredoc_lit" if quoted else "heredoc"
-        self.stack.append(_Frame(kind, delim=delim, strip_tabs=strip_tabs))
+        frame = _Frame(kind, delim=delim, strip_tabs=strip_tabs)
+        frame.first_spot, frame.body_start = len(self.spots), self.pos
+        self.stack.append(frame)
         self._line_start()
 
     def _line_start(self) -> None:
@@ -624,10 +695,19 @@ class _ShellLexer:
         end = self.text.find("\n", self.pos)
         end = len(self.text) if end < 0 else end
         line = self.text[self.pos : end]
-        if (line.lstrip("\t") if frame.strip_tabs else line) != frame.delim:
+        in_comsub = any(f.kind == "cmdsub" for f in self.stack[:index])
+        heredoc = _Heredoc(frame.body_start, self.pos, frame.delim, frame.strip_tabs, in_comsub)
+        if not heredoc.ended_by(line):
             return
-        self.ends.append(self.pos)
+        self.heredocs.append(heredoc)
         del self.stack[index:]
+        body = line.lstrip("\t") if frame.strip_tabs else line
+        if body != frame.delim:
+            # Inside $(...), bash parses the rest of such a line as code: odd
+            # enough that this lexer stops trusting itself.
+            self.pos += len(line) - len(body) + len(frame.delim)
+            self.stack[0].unsure = True
+            return
         self.pos = min(end + 1, len(self.text))
         if self.pending and self.stack[-1].kind in _CODE_KINDS:
             self._start_heredoc()
@@ -644,10 +724,18 @@ class _ShellLexer:
         for match in _MARKER_RE.finditer(self.text, start, pos):
             why = "is in a here-document delimiter"
             self.spots.append(_Spot(match.start(), match.end(), match.group(1), "refuse", 0, why))
-        if not word or self._heredoc_frame() is not None:
-            self.stack[0].unsure = True  # nested or malformed: give up on the rest
-        self.pending.append((word, strip_tabs, quoted))
+        raw = self.text[start:pos]
         self.pos = pos
+        if not word or "$" in raw or "`" in raw or self._heredoc_frame() is not None:
+            self.stack[0].unsure = True  # malformed, expanded-looking or nested: give up
+        if self._in_backtick():
+            # Bash cuts a backtick body at its first backtick before reading
+            # any here-document in it: give up rather than guess.
+            self.stack[0].unsure = True
+            return
+        if not self.pending:
+            self.pending_from = len(self.spots)
+        self.pending.append((word, strip_tabs, quoted))
 
     # -- frames ----------------------------------------------------------------
 
@@ -676,6 +764,8 @@ class _ShellLexer:
             self._close_paren(frame)
         elif c == "<" and self.text.startswith("<<<", self.pos):
             self.pos += 3
+        elif c in "<>" and self.text.startswith("(", self.pos + 1):
+            self._push("cmdsub", 2)  # process substitution: bash reads it like $(...)
         elif c == "<" and self.text.startswith("<<", self.pos):
             self._heredoc_operator()
         elif self._at_word_start() and self._word(frame):
@@ -823,6 +913,10 @@ def _heredoc_word(text: str, pos: int) -> tuple[str, bool, int]:
 # --------------------------------------------------------------------------- python
 
 
+class _Untokenizable(Exception):
+    """Python source that ``tokenize`` rejects: (message, line); render names the file."""
+
+
 def _python_spots(text: str) -> list[_Spot]:
     """Find markers in Python source with the token each one sits in."""
     starts = [0]
@@ -836,13 +930,10 @@ def _python_spots(text: str) -> list[_Spot]:
     try:
         for start, end, kind in _python_regions(text, offset):
             spots.extend(_region_spots(text, start, end, kind))
-    except (tokenize.TokenError, SyntaxError) as exc:
-        line = getattr(exc, "lineno", None) or (exc.args[1][0] if len(exc.args) > 1 else 0)
-        raise StagingError(
-            f"cannot tokenize this Python file to place markers safely: {exc.args[0]}",
-            where=f"line {line}",
-            hint="fix the file's syntax",
-        ) from exc
+    except SyntaxError as exc:  # IndentationError from tokenize
+        raise _Untokenizable(exc.msg, exc.lineno or 0) from None
+    except tokenize.TokenError as exc:
+        raise _Untokenizable(exc.args[0], exc.args[1][0]) from None
     covered = {s.start for s in spots}
     for match in _MARKER_RE.finditer(text):
         if match.start() not in covered:
@@ -890,7 +981,9 @@ def _region_spots(text: str, start: int, end: int, kind: str) -> list[_Spot]:
             context, why = "refuse", "is in the encoding declaration"
         elif any(a <= match.start() < b for a, b in expression_spans):
             context, why = "refuse", "is inside an f-string's {expression}"
-        spots.append(_Spot(start + match.start(), start + match.end(), match.group(1), context, 0, why))
+        spots.append(
+            _Spot(start + match.start(), start + match.end(), match.group(1), context, 0, why)
+        )
     return spots
 
 
@@ -976,7 +1069,9 @@ def _py_literal(value: Any, depth: int) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_py_literal(v, depth + 1) for v in value) + "]"
     if isinstance(value, dict):
-        items = (f"{_py_literal(k, depth + 1)}: {_py_literal(v, depth + 1)}" for k, v in value.items())
+        items = (
+            f"{_py_literal(k, depth + 1)}: {_py_literal(v, depth + 1)}" for k, v in value.items()
+        )
         return "{" + ", ".join(items) + "}"
     raise TypeError(f"{type(value).__name__} is not plain data")
 
@@ -997,7 +1092,7 @@ def safe_join(base: Path, name: str, *, what: str) -> Path:
 
     def refuse(why: str) -> StagingError:
         return StagingError(
-            f"{what} {name!r} {why}", hint="use a relative path inside the study folder"
+            f"{what} {name!r} {why}", hint="use a relative path to a file inside " + str(base)
         )
 
     if not isinstance(name, str) or not name.strip():
@@ -1005,15 +1100,17 @@ def safe_join(base: Path, name: str, *, what: str) -> Path:
     if "\0" in name:
         raise refuse("contains a NUL byte")
     path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith("\\") or re.match(r"[A-Za-z]:", name):
+    if path.is_absolute():
         raise refuse("is an absolute path")
-    if ".." in path.parts or ".." in name.replace("\\", "/").split("/"):
-        raise refuse("contains '..'")
+    if ".." in path.parts:
+        raise refuse("contains a '..' component")
+    if not path.parts:
+        raise refuse("names the folder itself, not a file")
     root = Path(base).resolve()
     target = (root / path).resolve()
     if target == root or not target.is_relative_to(root):
-        raise refuse(f"resolves to {str(target)!r}, outside {str(root)!r} (a symlink?)")
-    return Path(base) / path
+        raise refuse(f"resolves to {str(target)!r}, outside {str(root)!r} (through a symlink)")
+    return Path(base).joinpath(*path.parts)
 
 
 # --------------------------------------------------------------------------- template cache
@@ -1109,16 +1206,22 @@ def stage(
         StagingError: A missing file, a path leaving the study folder or the
             run directory, a symlink in the way, or an unsafe value.
     """
-    cache = cache or TemplateCache()
+    cache = cache if cache is not None else TemplateCache()
     names = list(dict.fromkeys([exec_file, *config_files]))
     files = [_prepare(study_folder, name, name == exec_file, values, cache) for name in names]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    targets = [_destination(run_dir, name) for name in names]
-    targets.append(_destination(run_dir, RUN_JSON))
-    for target, (data, mode) in zip(targets, files):
-        _write_atomic(target, data, mode)
-    text = json.dumps(dict(run_json), indent=1, default=str)
-    _write_atomic(targets[-1], text.encode("utf-8"), 0o644)
+    files.append((json.dumps(dict(run_json), indent=1, default=str).encode("utf-8"), 0o644))
+    names.append(RUN_JSON)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        targets = [_destination(run_dir, name) for name in names]
+        for target, (data, mode) in zip(targets, files, strict=True):
+            _write_atomic(target, data, mode)
+    except OSError as exc:
+        raise StagingError(
+            f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}",
+            where=exc.filename and str(exc.filename),
+            hint="check the directory's permissions and free space",
+        ) from exc
     return targets[0]
 
 
@@ -1133,12 +1236,19 @@ def _prepare(
         )
     source = safe_join(study_folder, name, what=what)
     if not source.is_file():
-        present = [p.name for p in Path(study_folder).iterdir()] if Path(study_folder).is_dir() else []
+        folder = Path(study_folder)
+        present = [p.name for p in folder.iterdir()] if folder.is_dir() else []
         raise StagingError(
             f"{what} {name!r} not found in study folder {str(study_folder)!r}",
             hint=did_you_mean(name, present),
         )
-    entry = cache.entry(source)
+    try:
+        entry = cache.entry(source)
+    except OSError as exc:
+        raise StagingError(
+            f"cannot read {what} {name!r} in study folder {str(study_folder)!r}: {exc.strerror}",
+            hint="check the file's permissions",
+        ) from exc
     mode = 0o755 if is_exec else (entry.mode | 0o600)
     if isinstance(entry.content, bytes):
         return entry.content, mode
@@ -1208,4 +1318,3 @@ def run_environment(values: Mapping[str, Any], base: Mapping[str, str]) -> dict[
             )
         env["MOTOKO_PARAM_" + name] = text
     return env
-

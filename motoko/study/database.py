@@ -79,6 +79,26 @@ class Counter(persistent.Persistent):
         return first
 
 
+class LauncherRecord(persistent.Persistent):
+    """A launcher's liveness, shared by every process (``root["motoko_launchers"]``).
+
+    Each launcher writes only its own record, so heartbeats never conflict.
+    Lost-run detection trusts the newest of a run's own heartbeat and its
+    launcher's, which keeps a busy launcher's runs from being declared lost
+    when one run's heartbeat write lost a conflict.
+    """
+
+    def __init__(self, launcher_id: str, machine_name: str, pid: int, executor: str, studies: list[str]):
+        self.id = launcher_id
+        self.machine_name = machine_name
+        self.pid = pid
+        self.executor = executor
+        self.studies = list(studies)
+        self.started = now()
+        self.heartbeat = self.started
+        self.stopped: Any = None
+
+
 def canonical(values: Mapping[str, Any]) -> str:
     """Return a stable text key for a parameter mapping (used for dedupe).
 
@@ -352,6 +372,10 @@ class StudyDB:
                 wait_timeout=wait_timeout,
                 ssl=ssl,
                 ssl_server_hostname=ssl_server_hostname,
+                # Every transaction begins with a round trip to the server, so a
+                # commit that finished before we begin is always visible to us
+                # (invalidations travel asynchronously otherwise).
+                server_sync=True,
             )
         except ClientDisconnected:
             raise ServerError(
@@ -401,18 +425,26 @@ class StudyDB:
 
     # -- transactions -------------------------------------------------------------
 
-    def transact(self, change: Callable[[], T], *, attempts: int = 20, what: str = "change") -> T:
+    def transact(
+        self, change: Callable[[], T], *, attempts: int = 20, what: str = "change", fresh: bool = False
+    ) -> T:
         """Run ``change`` and commit it as one transaction, retrying conflicts.
 
         ``change`` must be safe to run again: after a conflict everything it
         did is rolled back and it is called anew on fresh data. Anything
-        uncommitted before the call is committed with it.
+        uncommitted before the call is committed with it, unless ``fresh`` is
+        True: then pending changes are dropped and ``change`` first sees every
+        commit this client has been told of (ZODB fixes a connection's view
+        when a transaction begins, so a long-lived connection must begin anew
+        to see what changed since).
 
         Raises:
             ConflictRetriesExhausted: after ``attempts`` conflicts in a row.
             ServerError: if the server stays unreachable.
         """
         delay = 0.002
+        if fresh:
+            self.begin()
         for attempt in range(attempts):
             try:
                 result = change()
@@ -450,8 +482,18 @@ class StudyDB:
         self.tm.commit()
 
     def abort(self) -> None:
-        """Drop pending changes."""
-        self.tm.abort()
+        """Drop pending changes and see every commit finished before this call."""
+        self.begin()
+
+    def begin(self) -> None:
+        """Start a new transaction (dropping pending changes) synced with the server.
+
+        ZODB only asks the server for outstanding invalidations when a
+        transaction is *begun* explicitly; after a commit or abort the next
+        transaction's view may miss a commit that other processes finished
+        microseconds earlier. Beginning explicitly closes that window.
+        """
+        self.tm.begin()
 
     def refresh(self) -> None:
         """See what other processes committed since the last transaction.
@@ -467,6 +509,7 @@ class StudyDB:
         """
         try:
             self.tm.commit()
+            self.tm.begin()
         except ConflictError as exc:
             self.tm.abort()
             raise ConflictRetriesExhausted(
@@ -476,6 +519,16 @@ class StudyDB:
         except ClientDisconnected:
             self.tm.abort()
             raise
+
+    # -- launchers ------------------------------------------------------------------
+
+    def launchers(self) -> OOBTree:
+        """Launcher id → :class:`LauncherRecord` (created on first use, in a transaction)."""
+        root = self.conn.root()
+        tree: OOBTree | None = root.get("motoko_launchers")
+        if tree is None:
+            tree = root["motoko_launchers"] = OOBTree()
+        return tree
 
     # -- studies -------------------------------------------------------------------
 

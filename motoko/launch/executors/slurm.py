@@ -1,0 +1,584 @@
+"""Run staged runs as SLURM batch jobs: one job per run, or job arrays of many.
+
+Submitting
+    Each run gets a small bash script in its directory (``motoko-slurm.sh``)
+    that exports the run's variables (each value ``shlex``-quoted, so a value
+    is never shell-interpreted), runs the command with stdout and stderr in
+    the run's ``stdout``/``stderr`` files, and records the exit status in
+    ``exit_code``. With ``bundle_size`` > 1, runs submitted within a short
+    window and sharing sbatch options become *one* job array: 10,000 runs are
+    then a few hundred scheduler jobs, not 10,000.
+
+Tracking
+    A background task asks ``squeue`` (one call for all our jobs) every
+    ``poll`` seconds. ``--states=all`` keeps ended jobs visible for the
+    cluster's ``MinJobAge``, so their final state (COMPLETED, TIMEOUT,
+    CANCELLED, PREEMPTED, NODE_FAIL...) is known without accounting. The
+    ``exit_code`` file gives the exit status, so even a cluster without
+    ``sacct`` reports failures exactly. A job that left the queue unseen is
+    looked up with ``sacct`` (``sacct -c`` when only job completion logging
+    is configured); found nowhere and without an ``exit_code``, it is
+    reported LOST, never left RUNNING.
+
+Cancelling
+    ``scancel`` (``JOBID_TASK`` for an array task). SLURM sends TERM, then
+    KILL after the cluster's ``KillWait``: that is the grace period here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shlex
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from motoko.errors import ConfigError, MotokoError
+from motoko.launch.executors.base import Executor, Launch, Outcome, tail
+
+log = logging.getLogger(__name__)
+
+#: The per-run script, written into the run directory.
+RUN_SCRIPT = "motoko-slurm.sh"
+#: Where the run script records the command's exit status.
+EXIT_CODE_FILE = "exit_code"
+#: Where array scripts and their SLURM logs go, beside the run directories.
+ARRAYS_DIR = "slurm-arrays"
+#: Runs in flight when the configuration sets no ``max_parallel``: a cluster
+#: queues them, so this bounds the launcher's claims, not the cluster's load.
+DEFAULT_MAX_PARALLEL = 1000
+#: Seconds to wait for an ended job's ``exit_code`` file (shared file systems
+#: may show it late) before reporting the job without it.
+EXIT_FILE_GRACE = 5.0
+#: Job ids per squeue/sacct call (one argument must stay under 128 KiB).
+_IDS_PER_CALL = 2000
+
+_ENDED = {
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+    "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
+}
+#: Ended states that are no fault of the run: reported LOST (a retry may help).
+_LOSSES = {
+    "BOOT_FAIL": "its node failed to boot",
+    "NODE_FAIL": "its node failed",
+    "PREEMPTED": "was preempted",
+    "REVOKED": "was revoked (federation)",
+}
+#: Ended states in which SLURM killed the run: reported FAILED with the reason.
+_KILLS = {
+    "CANCELLED": "was cancelled outside motoko (scancel)",
+    "DEADLINE": "reached its deadline",
+    "OUT_OF_MEMORY": "ran out of memory",
+    "TIMEOUT": "was killed at its time limit",
+}
+# Not worth exporting into a job: set per process, per host, or read-only in bash.
+_NOT_EXPORTED = {
+    "_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "BASHOPTS", "SHELLOPTS", "BASHPID",
+    "BASH_VERSINFO", "EUID", "PPID", "UID", "GROUPS",
+}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class SlurmError(MotokoError, RuntimeError):
+    """A SLURM command failed (sbatch refused a job, squeue cannot reach the controller).
+
+    Attributes:
+        command: The command that failed.
+        stderr: What it printed on stderr.
+    """
+
+    def __init__(self, command: Sequence[str], stderr: str, *, hint: str | None = None):
+        self.command = list(command)
+        self.stderr = stderr.strip()
+        detail = self.stderr.splitlines()[-1] if self.stderr else "no message"
+        super().__init__(
+            f"{command[0]} failed: {detail}",
+            hint=hint or "check the sbatch options (slurm_options in motoko.yaml or bd.yaml) and `sinfo`",
+        )
+
+
+@dataclass
+class _Task:
+    """One run's life in SLURM: buffered, submitted, then reported."""
+
+    launch: Launch
+    job: str | None = None  # the job (or array) id once submitted
+    index: int | None = None  # the array task index; None for a plain job
+    log_file: Path | None = None  # SLURM's own output (slurmstepd's messages)
+    raw_id: str | None = None  # an array task's own job id (what sacct -c knows)
+    missing: int = 0  # consecutive polls without the job in squeue
+    ended_at: float | None = None  # when squeue said it ended without an exit_code
+
+    @property
+    def slurm_id(self) -> str:
+        """``123`` for a plain job, ``123_4`` for an array task."""
+        return f"{self.job}_{self.index}" if self.index is not None else str(self.job)
+
+
+@dataclass
+class _Queue:
+    """What one squeue call says: state and reason per job id, and pending arrays."""
+
+    rows: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    pending_arrays: set[str] = field(default_factory=set)
+
+
+class SlurmExecutor(Executor):
+    """Executes runs as SLURM batch jobs (see the module docstring).
+
+    Args:
+        max_parallel: Runs submitted at once (queued ones count); default 1000.
+        options: sbatch options for every run (motoko.yaml ``slurm_options``);
+            a run's own options come after them and so win.
+        bundle_size: Runs per job array; 1 submits one plain job per run.
+        poll: Seconds between squeue calls while jobs are tracked.
+        window: Seconds a partial bundle waits for more runs before submission.
+        submitters: sbatch commands allowed to run at once.
+
+    Raises:
+        ConfigError: if the SLURM commands are not installed here.
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        max_parallel: int | None = None,
+        *,
+        options: Iterable[str] = (),
+        bundle_size: int = 1,
+        poll: float = 0.5,
+        window: float = 0.05,
+        submitters: int = 4,
+    ):
+        super().__init__(max_parallel or DEFAULT_MAX_PARALLEL)
+        _require_commands()
+        self.options = tuple(options)
+        self.bundle_size = max(1, int(bundle_size))
+        self.poll = poll
+        self.window = window
+        self._tasks: dict[tuple[str, int], _Task] = {}
+        self._jobs: dict[str, list[_Task]] = {}
+        self._buffers: dict[tuple[tuple[str, ...], int], list[_Task]] = {}
+        self._timers: dict[tuple[tuple[str, ...], int], asyncio.TimerHandle] = {}
+        self._cancelled: set[tuple[str, int]] = set()
+        self._submitters = asyncio.Semaphore(max(1, submitters))
+        self._background: set[asyncio.Task[None]] = set()
+        self._poke = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- the Executor interface ------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background squeue poller."""
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+
+    async def submit(self, launch: Launch) -> str:
+        """Write the run's script and queue it for sbatch (alone or in an array).
+
+        Returns at once: sbatch runs in the background, and a refused
+        submission arrives as a failed outcome naming sbatch's complaint.
+        """
+        _write_run_script(launch)
+        task = _Task(launch)
+        self._tasks[launch.key] = task
+        self.running[launch.key] = "queued"
+        group = (launch.options, launch.nproc)
+        buffer = self._buffers.setdefault(group, [])
+        buffer.append(task)
+        if len(buffer) >= self.bundle_size:
+            self._flush(group)
+        elif group not in self._timers:
+            self._timers[group] = asyncio.get_running_loop().call_later(self.window, self._flush, group)
+        await self.start()
+        return "queued"
+
+    async def cancel(self, key: tuple[str, int], grace: float) -> None:
+        """scancel the run's job (or array task); the outcome says cancelled.
+
+        SLURM sends TERM then KILL after its ``KillWait``, which stands in for
+        ``grace``. A run still waiting for its bundle is dropped at once.
+        """
+        task = self._tasks.get(key)
+        if task is None:
+            return
+        self._cancelled.add(key)
+        if task.job is None:
+            for buffer in self._buffers.values():
+                if task in buffer:
+                    buffer.remove(task)
+                    self._settle(task, Outcome(key[0], key[1], cancelled=True))
+            return  # otherwise sbatch is under way: cancelled once it answers
+        await self._scancel(task)
+
+    async def reconcile(self) -> None:
+        """Ask squeue now instead of at the next poll."""
+        await self._poll_once()
+
+    async def close(self) -> None:
+        """Stop polling; jobs still in SLURM keep running (the launcher drains first)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        for group in list(self._buffers):
+            self._flush(group)
+        if self._background:
+            await asyncio.wait(self._background, timeout=30)
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+
+    # -- submission ---------------------------------------------------------------------
+
+    def _flush(self, group: tuple[tuple[str, ...], int]) -> None:
+        timer = self._timers.pop(group, None)
+        if timer is not None:
+            timer.cancel()
+        tasks = self._buffers.pop(group, [])
+        if not tasks:
+            return
+        job = asyncio.get_running_loop().create_task(self._submit(tasks))
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    async def _submit(self, tasks: list[_Task]) -> None:
+        """sbatch one bundle; report every run of it as failed if SLURM refuses."""
+        try:
+            command = _array_command(tasks, self.options) if len(tasks) > 1 else _job_command(tasks[0], self.options)
+            async with self._submitters:
+                out = await _call(command)
+        except (MotokoError, OSError) as exc:
+            for task in tasks:
+                reason = f"could not submit to SLURM: {exc}"
+                self._settle(task, Outcome(task.launch.study, task.launch.run_id, reason=reason))
+            return
+        job = out.strip().split(";")[0]
+        self._jobs[job] = list(tasks)
+        for index, task in enumerate(tasks):
+            task.job = job
+            if len(tasks) > 1:
+                task.index = index
+                assert task.log_file is not None
+                task.log_file = task.log_file.with_name(f"slurm-{job}_{index}.out")
+            else:
+                task.log_file = task.launch.run_dir / f"slurm-{job}.out"
+            self.running[task.launch.key] = task.slurm_id
+            if task.launch.key in self._cancelled:  # cancelled while sbatch ran
+                await self._scancel(task)
+        log.debug("submitted %d run(s) as SLURM job %s", len(tasks), job)
+
+    async def _scancel(self, task: _Task) -> None:
+        try:
+            await _call(["scancel", task.slurm_id])
+        except (MotokoError, OSError) as exc:
+            log.warning("scancel %s failed (the job may have ended): %s", task.slurm_id, exc)
+        self._poke.set()
+
+    # -- tracking ---------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            self._poke.clear()
+            if self._jobs:
+                try:
+                    await self._poll_once()
+                except Exception:  # the poller must survive anything one poll meets
+                    log.exception("polling SLURM failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.poll)
+
+    async def _poll_once(self) -> None:
+        """One squeue call for all our jobs; settle those that ended."""
+        if not self._jobs:
+            return
+        try:
+            queue = await _squeue(list(self._jobs))
+        except (MotokoError, OSError) as exc:
+            # The controller may be restarting: what exit_code files say is still true.
+            log.warning("squeue failed, reading exit_code files only: %s", exc)
+            for task in self._tracked():
+                code = _read_exit_code(task.launch.run_dir)
+                if code is not None:
+                    self._settle(task, self._outcome(task, "COMPLETED", "", code))
+            return
+        vanished = [task for task in self._tracked() if not self._update(task, queue)]
+        if vanished:
+            await self._settle_vanished(vanished)
+
+    def _tracked(self) -> list[_Task]:
+        return [task for tasks in self._jobs.values() for task in tasks]
+
+    def _update(self, task: _Task, queue: _Queue) -> bool:
+        """Apply squeue's view to one task; False when squeue no longer knows it."""
+        row = queue.rows.get(task.slurm_id)
+        if row is None and task.index is not None and task.job in queue.pending_arrays:
+            row = ("PENDING", "", "")
+        if row is None:
+            task.missing += 1
+            # Twice in a row, so that a job between sbatch and squeue is not judged.
+            return task.missing < 2
+        task.missing = 0
+        state, reason, raw_id = row
+        task.raw_id = raw_id or task.raw_id
+        if state in _ENDED:
+            self._ended(task, state, reason)
+        return True
+
+    def _ended(self, task: _Task, state: str, reason: str) -> None:
+        code = _read_exit_code(task.launch.run_dir)
+        if code is None and state in ("COMPLETED", "FAILED"):
+            # The script records its status before it exits: wait for the file a little.
+            now_ = time.monotonic()
+            task.ended_at = task.ended_at or now_
+            if now_ - task.ended_at < EXIT_FILE_GRACE:
+                return
+        self._settle(task, self._outcome(task, state, reason, code))
+
+    async def _settle_vanished(self, tasks: list[_Task]) -> None:
+        """Jobs squeue forgot: their exit_code file, else sacct, else LOST."""
+        unknown = []
+        for task in tasks:
+            code = _read_exit_code(task.launch.run_dir)
+            if code is not None:
+                self._settle(task, self._outcome(task, "COMPLETED", "", code))
+            else:
+                unknown.append(task)
+        if not unknown:
+            return
+        states = await _sacct([task.raw_id or task.slurm_id for task in unknown])
+        for task in unknown:
+            state = states.get(task.raw_id or task.slurm_id)
+            if state in _ENDED:
+                self._settle(task, self._outcome(task, state, "", None))
+                continue
+            reason = (
+                f"SLURM job {task.slurm_id} vanished from the queue without recording an exit code "
+                "(sacct knows nothing of it either)"
+            )
+            self._settle(task, Outcome(task.launch.study, task.launch.run_id, lost=True, reason=reason))
+
+    def _outcome(self, task: _Task, state: str, reason: str, code: int | None) -> Outcome:
+        launch = task.launch
+        cancelled = launch.key in self._cancelled
+        outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
+        why = f"{state}, {reason}" if reason and reason not in ("None", state) else state
+        if cancelled:
+            pass
+        elif state in _LOSSES and code is None:
+            outcome.lost = True
+            outcome.reason = f"SLURM job {task.slurm_id} {_LOSSES[state]} ({why})"
+        elif state in _KILLS:
+            outcome.reason = f"SLURM job {task.slurm_id} {_KILLS[state]} ({why})"
+        elif code is None:
+            outcome.lost = state == "COMPLETED"
+            outcome.reason = f"SLURM job {task.slurm_id} ended without recording an exit code ({why})"
+        if not outcome.succeeded and not cancelled:
+            outcome.stderr_tail = _failure_tail(task)
+        return outcome
+
+    def _settle(self, task: _Task, outcome: Outcome) -> None:
+        key = task.launch.key
+        if self._tasks.pop(key, None) is None:
+            return  # already reported
+        if task.job is not None:
+            tasks = self._jobs.get(task.job, [])
+            with contextlib.suppress(ValueError):
+                tasks.remove(task)
+            if not tasks:
+                self._jobs.pop(task.job, None)
+        self._cancelled.discard(key)
+        self.report(outcome)
+
+
+# -- scripts and commands ----------------------------------------------------------------------
+
+
+def _require_commands() -> None:
+    for command in ("sbatch", "squeue", "scancel"):
+        if shutil.which(command) is None:
+            raise ConfigError(
+                f"{command} not found: the slurm executor needs the SLURM client commands on PATH",
+                hint="install SLURM (or load its module), or use `executor: local`",
+            )
+
+
+def _exports(env: dict[str, str]) -> list[str]:
+    """``export``/``unset`` lines turning sbatch's environment into the run's.
+
+    sbatch hands the job the launcher's environment (``--export=ALL``), so
+    only what differs is written. SLURM's own variables are left alone: the
+    job's ``SLURM_JOB_ID`` must be the job's, not the launcher's.
+    """
+    lines = []
+    for name, value in sorted(env.items()):
+        if os.environ.get(name) != value and _NAME.match(name) and _exported(name):
+            lines.append(f"export {name}={shlex.quote(value)}")
+    for name in sorted(os.environ):
+        if name not in env and _NAME.match(name) and _exported(name):
+            lines.append(f"unset {name}")
+    return lines
+
+
+def _exported(name: str) -> bool:
+    return name not in _NOT_EXPORTED and not name.startswith("SLURM_")
+
+
+def run_script(launch: Launch) -> str:
+    """The bash script that runs one staged run in its directory on a node.
+
+    The command runs as a child, not ``exec``-ed, so that the script can
+    record its exit status; a job killed by SLURM records none, and its
+    SLURM state says why.
+    """
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        f"# Written by motoko's SLURM executor: runs {launch.study} run {launch.run_id}.",
+        *_exports(launch.env),
+        f"cd -- {q(str(launch.run_dir))} || exit 97",
+        f"rm -f {EXIT_CODE_FILE}",
+        f"{shlex.join(launch.command)} </dev/null >stdout 2>stderr",
+        "code=$?",
+        f'printf "%d\\n" "$code" > {EXIT_CODE_FILE}.tmp && mv -f {EXIT_CODE_FILE}.tmp {EXIT_CODE_FILE}',
+        'exit "$code"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_run_script(launch: Launch) -> None:
+    # A retried run reuses its directory: an old exit_code must not answer for the new attempt.
+    (launch.run_dir / EXIT_CODE_FILE).unlink(missing_ok=True)
+    path = launch.run_dir / RUN_SCRIPT
+    path.write_text(run_script(launch))
+    path.chmod(0o700)
+
+
+def _sbatch_base(name: str, directory: Path, output: str, nproc: int) -> list[str]:
+    base = ["sbatch", "--parsable", f"--job-name={name}", f"--chdir={directory}"]
+    base += [f"--output={directory / output}", "--export=ALL"]
+    if nproc > 1:
+        base.append(f"--ntasks={nproc}")
+    return base
+
+
+def _job_command(task: _Task, options: tuple[str, ...]) -> list[str]:
+    """sbatch of one run's script as a plain job (its options after the config's)."""
+    launch = task.launch
+    base = _sbatch_base(f"motoko-{launch.study}-{launch.run_id}", launch.run_dir, "slurm-%j.out", launch.nproc)
+    return [*base, *options, *launch.options, str(launch.run_dir / RUN_SCRIPT)]
+
+
+def _array_command(tasks: list[_Task], options: tuple[str, ...]) -> list[str]:
+    """Write the array script (its manifest of run directories); return its sbatch.
+
+    Task ``i`` of the array runs ``runs[i]``'s script: SLURM_ARRAY_TASK_ID
+    picks the run, so one sbatch and one scheduler job carry the bundle.
+    """
+    first = tasks[0].launch
+    directory = first.run_dir.parent / ARRAYS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    directory.mkdir(parents=True)
+    manifest = "\n".join(f"  {shlex.quote(str(t.launch.run_dir))}  # {t.launch.study} run {t.launch.run_id}" for t in tasks)
+    script = directory / "array.sh"
+    script.write_text(
+        "#!/bin/bash\n# Written by motoko's SLURM executor: task i of the array runs runs[i].\n"
+        f"runs=(\n{manifest}\n)\n"
+        f'exec bash "${{runs[$SLURM_ARRAY_TASK_ID]}}/{RUN_SCRIPT}"\n'
+    )
+    for task in tasks:
+        task.log_file = directory / "slurm.out"  # renamed per task once the job id is known
+    name = f"motoko-{first.study}-x{len(tasks)}"
+    base = _sbatch_base(name, directory, "slurm-%A_%a.out", first.nproc)
+    # The array range comes last: it is motoko's to set, whatever the options say.
+    return [*base, *options, *first.options, f"--array=0-{len(tasks) - 1}", str(script)]
+
+
+async def _call(command: Sequence[str], *, ok: Iterable[str] = ()) -> str:
+    """Run a SLURM command without blocking the loop; return its stdout.
+
+    Raises:
+        SlurmError: on a non-zero exit, unless its stderr contains one of ``ok``.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    stderr = err.decode(errors="replace")
+    if proc.returncode != 0 and not any(text in stderr for text in ok):
+        raise SlurmError(command, stderr)
+    return out.decode(errors="replace")
+
+
+async def _squeue(jobs: list[str]) -> _Queue:
+    """squeue's view of ``jobs``, ended ones included (for ``MinJobAge``)."""
+    queue = _Queue()
+    for start in range(0, len(jobs), _IDS_PER_CALL):
+        ids = ",".join(jobs[start : start + _IDS_PER_CALL])
+        # Only ids squeue has forgotten: it then says so and exits 1.
+        out = await _call(
+            ["squeue", "--states=all", "--noheader", "--format=%i|%F|%K|%A|%T|%r", f"--jobs={ids}"],
+            ok=("Invalid job id",),
+        )
+        _parse_squeue(out, queue)
+    return queue
+
+
+def _parse_squeue(out: str, queue: _Queue) -> None:
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 6:
+            continue
+        job_id, array_id, task_id, raw_id, state, reason = parts
+        state = state.split()[0] if state.strip() else "UNKNOWN"
+        if task_id not in ("N/A", "") and not task_id.isdigit():
+            queue.pending_arrays.add(array_id)  # "123_[4-9%2]": tasks not started yet
+            continue
+        queue.rows[job_id] = (state, reason, raw_id)
+
+
+async def _sacct(ids: list[str]) -> dict[str, str]:
+    """Final states from accounting (``sacct``), else job completion logs (``sacct -c``)."""
+    if shutil.which("sacct") is None or not ids:
+        return {}
+    joined = ",".join(ids[:_IDS_PER_CALL])
+    for command in (
+        ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={joined}", "--format=JobID,State"],
+        ["sacct", "-c", "--noheader", "--parsable2", f"--jobs={joined}", "--format=jobid,state"],
+    ):
+        try:
+            out = await _call(command)
+        except (MotokoError, OSError):
+            continue
+        states = {}
+        for line in out.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) >= 2 and parts[1].strip():
+                states[parts[0]] = parts[1].split()[0]
+        if states:
+            return states
+    return {}
+
+
+def _read_exit_code(run_dir: Path) -> int | None:
+    try:
+        return int((run_dir / EXIT_CODE_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _failure_tail(task: _Task) -> str:
+    """The run's stderr tail, and SLURM's own words (slurmstepd) when it killed the job."""
+    text = tail(task.launch.run_dir / "stderr")
+    if task.log_file is not None:
+        slurm = tail(task.log_file, lines=5)
+        if slurm:
+            text = f"{text}\n{slurm}" if text else slurm
+    return text
