@@ -329,3 +329,13 @@ def test_server_lifecycle_is_idempotent_and_cleans_stale_files(workdir):
     assert server_status(workdir).running and again == first
     assert stop_server(workdir) is True
     assert stop_server(workdir) is False
+
+
+def test_range_queries_on_job_fields_are_exact_at_the_bounds(db):
+    insert(db, x=[0, 1, 2, 3, 4], name="a")
+    cases = {
+        "x > 1, x < 3": [2.0], "x >= 1, x <= 3": [1.0, 2.0, 3.0], "x > 1, x >= 2, x < 4, x <= 3": [2.0, 3.0],
+        "x >= 2, x <= 2": [2.0], "x > 2, x < 2": [], "x < 1": [0.0], "x <= 0": [0.0], "x > 3": [4.0],
+    }
+    for query, expected in cases.items():
+        assert sorted(r.job.x for r in db.select("demo", query)) == expected, query

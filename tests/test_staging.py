@@ -82,6 +82,9 @@ HOSTILE: list[str] = [
     "if",
     "PATH=/nonexistent",
     "a[$(touch PWNED)]",
+    '"{,}',
+    "EOF)",
+    "EOFtouch PWNED)",
 ]
 
 
@@ -214,6 +217,8 @@ SHELL_CONTEXTS: dict[str, tuple[str, str]] = {
     "heredoc_in_cmdsub": (f'v="$(cat <<EOF\n{M}\nEOF\n)"\nprintf %s "$v" > out', "rstrip"),
     "heredoc_cmdsub": (f"cat > out <<EOF\n$(printf '%s' {M})\nEOF", "rstrip_newline"),
     "heredoc_string": (f"cat > out <<<{M}", "newline"),
+    "procsub": (f"cat <(printf '%s' {M}) > out", "exact"),
+    "heredoc_in_procsub": (f"cat > out < <(cat <<'EOF'\n{M}\nEOF\n)", "newline"),
 }
 
 
@@ -235,7 +240,8 @@ def _may_refuse(context: str, value: str) -> bool:
     if not context.startswith("heredoc") or context == "heredoc_string":
         return False
     lines = value.split("\n")
-    if context == "heredoc_in_cmdsub" and any(line.startswith("EOF") for line in lines):
+    in_comsub = context in ("heredoc_in_cmdsub", "heredoc_in_procsub")
+    if in_comsub and any(line.startswith("EOF") for line in lines):
         return True
     return "EOF" in lines or (context == "heredoc_cmdsub" and "\\\n" in value)
 
@@ -314,6 +320,21 @@ def test_shell_backslash_newline_in_heredoc_refused(inner: str) -> None:
     # parsing the body, even inside quotes of a $(...): the value would change.
     with pytest.raises(UnsafeValueError, match="backslash"):
         render(f"cat <<EOF\n{inner}\nEOF\n", "shell", {"x": "a\\\nb"}, source="launch.sh")
+
+
+def test_shell_marker_before_continuation_in_heredoc_refused() -> None:
+    text = f"cat <<EOF\n$(printf %s {M}\\\n)\nEOF\n"
+    with pytest.raises(UnsafeValueError, match="backslash"):
+        render(text, "shell", {"x": "a"}, source="launch.sh")
+
+
+def test_unsafe_value_error_survives_pickling() -> None:
+    import pickle
+
+    with pytest.raises(UnsafeValueError) as info:
+        render(f"x = '{M}'\n", "python", {"x": "a'b"}, source="doIt.py")
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert str(copy) == str(info.value) and copy.field == "x" and copy.line == 1
 
 
 def test_shell_backslash_newline_in_heredoc_backticks_is_exact(tmp_path: Path) -> None:

@@ -28,7 +28,12 @@ class KeyValue(click.ParamType):
         try:
             parsed = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            self.fail(f"the value of {name!r} is not valid YAML: {exc}", param, ctx)
+            # Fix: str(exc) spans several lines (context, a caret drawing);
+            # the CLI promises one line, so keep the problem and its column.
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            column = f" at column {mark.column + 1}" if mark is not None else ""
+            self.fail(f"the value of {name!r} is not valid YAML{column}: {problem}", param, ctx)
         return name.strip(), parsed
 
 
@@ -88,6 +93,12 @@ def run(
     """
     from motoko.flow.runner import orchestrator_file, run_file
 
+    if file is not None and str(file).startswith("-"):
+        # Fix: `motoko run -- --rescale 3` (no FILE: motoko.yaml's orchestrator)
+        # made click take "--rescale" for FILE. A workflow file never starts
+        # with "-", so it is the first orchestrator argument.
+        extra = (str(file), *extra)
+        file = None
     if file is None:
         from motoko.cli.db_commands import config_of
 

@@ -213,6 +213,7 @@ class EventsMixin:
         try:
             while not self.finished:
                 self.refresh()  # type: ignore[attr-defined]
+                pass  # TEMP
                 for task in await self.check_events():
                     tasks.add(task)
                     task.add_done_callback(lambda _t: waiter_kick(waiter))
@@ -228,6 +229,18 @@ class EventsMixin:
             for task in tasks:
                 task.cancel()
             waiter.close()
+
+    def _requeue_lost(self) -> None:
+        """Execute again the runs a killed earlier execution left behind.
+
+        Fix: an orchestrator awaits nothing, so RunList's resume handling never
+        saw its runs orphaned by a killed ``motoko run`` (found LOST only
+        after this execution started); the resumed workflow waited forever.
+        """
+        from motoko.flow.futures import requeue_left_over
+
+        for manager in self.task_managers.values():
+            requeue_left_over(self, manager.name, manager.select("state = LOST").runs())  # type: ignore[arg-type]
 
     def execute(self, **params: Any) -> None:
         """Run the orchestrator's ``main`` and the actions (motoko 0.1.4 API)."""

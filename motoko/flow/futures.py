@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from motoko.errors import RunNotFound, RunsFailed, WaitTimeout
-from motoko.study.records import FAILURE, FINISHED, STATES, TERMINAL, Job, Run
+from motoko.study.records import FAILURE, FINISHED, LOST, STATES, TERMINAL, Job, Run
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
@@ -28,6 +28,50 @@ def is_done(run: Run) -> bool:
     """FINISHED, or a user state entered after the run finished (FINISHED → FORWARDED)."""
     state = run.state
     return state == FINISHED or (state not in STATES and run.finished is not None)
+
+
+def left_over(run: Run, since: Any) -> bool:
+    """True for a run that an earlier execution of the workflow left unfinished.
+
+    That is a run that ended FAILED, LOST or CANCELLED before ``since`` (the
+    moment this Workflow was opened: e.g. cancelled by Ctrl-C, or failed last
+    time), or that was launched before ``since`` and then found LOST (its
+    launcher died with a killed ``motoko run``).
+    """
+    if run.state not in FAILURE:
+        return False
+    if run.finished is not None and run.finished < since:
+        return True
+    return run.state == LOST and run.launched is not None and run.launched < since
+
+
+def requeue_left_over(workflow: Workflow, study: str, runs: Sequence[Run]) -> list[int]:
+    """Requeue (back to CREATED, attempt + 1) the ``runs`` an earlier execution left over.
+
+    Fix: resuming a workflow (``motoko run`` again with the same run name)
+    reuses its runs through createTask's idempotency; without this, runs
+    cancelled by Ctrl-C or orphaned by a killed ``motoko run`` came back
+    CANCELLED or LOST and failed the resumed workflow at once instead of
+    being executed again. Runs that failed during *this* execution are left
+    alone, so failures are still reported. Returns the requeued ids.
+    """
+    since = workflow.opened_at
+    stale = [run.id for run in runs if left_over(run, since)]
+    if not stale:
+        return []
+    db = workflow.db_for(study)
+
+    def change() -> list[int]:
+        records = db.study(study)
+        done = []
+        for rid in stale:
+            run = records.runs.get(rid)
+            if run is not None and left_over(run, since):
+                records.requeue(run, "resumed by a new execution of the workflow")
+                done.append(rid)
+        return done
+
+    return db.transact(change, what=f"requeue left-over runs of {study!r}")
 
 
 async def wait_until(
@@ -133,6 +177,8 @@ class RunList(Sequence[Pair]):
     def _check(self) -> tuple[bool, RunList]:
         runs = self._runs()
         failures = [r for r in runs if r.state in FAILURE]
+        if failures and requeue_left_over(self.workflow, self.study, failures):
+            failures = [r for r in runs if r.state in FAILURE]
         if failures:
             raise RunsFailed([(self.study, r.id, r.state, r.exit_code, r.error) for r in failures])
         return all(is_done(r) for r in runs), self

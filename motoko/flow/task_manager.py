@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ParameterError, RunNotFound
-from motoko.flow.futures import RunList, TaskSelection
+from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.space import Together, expand
@@ -128,6 +128,9 @@ class TaskManager:
             "workflow": str(self.workflow.config.path),
         }
         pairs = self.db.insert(self.name, points, coerced_run, run_name=self.workflow.run_name, extra=extra)
+        # A resumed workflow executes again what an earlier execution left
+        # CANCELLED, LOST or FAILED (see requeue_left_over).
+        requeue_left_over(self.workflow, self.name, [run for run, _ in pairs])
         return RunList(self.workflow, self.name, [run.id for run, _ in pairs])
 
     create_task = createTask

@@ -26,7 +26,7 @@ from motoko.flow.events import EventsMixin
 from motoko.flow.task_manager import TaskManager
 from motoko.study.database import StudyDB
 from motoko.study.feed import AsyncWaiter
-from motoko.study.records import Run
+from motoko.study.records import Run, now
 from motoko.study.schema import load_schema
 from motoko.study.server import Address, ensure_server
 
@@ -121,6 +121,9 @@ class Workflow(EventsMixin):
         self.config: WorkflowConfig = load_config(path)
         self.run_name: str | None = run_name or "default"
         self.finished = False
+        #: When this execution began: runs ended or launched before it and
+        #: left CANCELLED/LOST/FAILED are executed again on resume.
+        self.opened_at = now()
         self._start_server = start_server
         self._dbs: dict[str, StudyDB] = {}
         self._study_dbs: dict[str, StudyDB] = {}

@@ -88,9 +88,15 @@ class UnsafeValueError(StagingError):
         self.value = value
         self.source = source
         self.line = line
+        self.why = why
         super().__init__(
             f"value {_short(value)} of {field!r} {why}", where=f"{source}:{line}", hint=hint
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the error intact across processes (executors may pickle it).
+        args = (self.field, self.value, self.source, self.line, self.why, self.hint or "")
+        return (type(self), args)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -211,13 +217,15 @@ class _Spot:
 
     ``context`` is a shell frame kind, a python place ("name", "string",
     "comment"), "plain" for other files, or "refuse" with ``why`` set.
+    ``unescaped`` lists the characters bash unescapes (after a backslash) in
+    the backtick substitution around a shell marker, if any.
     """
 
     start: int
     end: int
     name: str
     context: str
-    backticks: int = 0
+    unescaped: str = ""
     why: str = ""
     in_heredoc: bool = False
 
@@ -229,6 +237,8 @@ def _check_names(text: str, values: Mapping[str, Any], source: str) -> None:
         first_line_end = len(text)
     for match in _MARKER_RE.finditer(text):
         name = match.group(1)
+        if name in values and match.start() >= first_line_end:
+            continue
         where = f"{source}:{_line_of(text, match.start())}"
         if name not in values:
             hint = did_you_mean(name, values)
@@ -251,11 +261,23 @@ def _analyse(text: str, kind: str) -> tuple[tuple[_Spot, ...], tuple[_Heredoc, .
     """
     if kind == "shell":
         lexer = _ShellLexer(text)
-        return tuple(lexer.run()), tuple(lexer.heredocs)
+        return _covered(text, lexer.run()), tuple(lexer.heredocs)
     if kind == "python":
-        return tuple(_python_spots(text)), ()
-    spots = (_Spot(m.start(), m.end(), m.group(1), "plain") for m in _MARKER_RE.finditer(text))
+        return _covered(text, _python_spots(text)), ()
+    spots = [_Spot(m.start(), m.end(), m.group(1), "plain") for m in _MARKER_RE.finditer(text)]
     return tuple(spots), ()
+
+
+def _covered(text: str, spots: list[_Spot]) -> tuple[_Spot, ...]:
+    """Refuse every marker the analysis did not place: never leave one unexamined."""
+    placed = {s.start for s in spots}
+    why = "sits where the file's syntax could not be followed"
+    missed = [
+        _Spot(m.start(), m.end(), m.group(1), "refuse", why=why)
+        for m in _MARKER_RE.finditer(text)
+        if m.start() not in placed
+    ]
+    return tuple(sorted(spots + missed, key=lambda s: s.start))
 
 
 def _splice(text: str, replacements: Sequence[tuple[int, int, str]]) -> str:
@@ -272,14 +294,19 @@ def _splice(text: str, replacements: Sequence[tuple[int, int, str]]) -> str:
 
 def _replacement(kind: str, spot: _Spot, values: Mapping[str, Any], text: str, source: str) -> str:
     """Return the text that replaces one marker, or raise UnsafeValueError."""
+    if spot.name not in values:
+        raise StagingError(
+            f"unknown marker {text[spot.start : spot.end]!r}",
+            where=f"{source}:{_line_of(text, spot.start)}",
+            hint=did_you_mean(spot.name, values),
+        )
     value = values[spot.name]
-    line = _line_of(text, spot.start)
 
     def refuse(why: str, hint: str) -> UnsafeValueError:
-        return UnsafeValueError(spot.name, value, source, line, why, hint)
+        return UnsafeValueError(spot.name, value, source, _line_of(text, spot.start), why, hint)
 
     if spot.context == "refuse":
-        raise refuse(spot.why, "use the marker as a plain word or in double quotes")
+        raise refuse(spot.why, _REFUSAL_HINTS[kind].replace("NAME", spot.name))
     if kind == "python":
         return _python_replacement(spot, value, refuse)
     if kind == "shell":
@@ -292,6 +319,13 @@ def _replacement(kind: str, spot: _Spot, values: Mapping[str, Any], text: str, s
             "read the value from run.json or $MOTOKO_PARAM_" + spot.name + " instead",
         )
     return text_value
+
+
+_REFUSAL_HINTS = {
+    "shell": "use the marker as a plain word or inside double quotes, or read $MOTOKO_PARAM_NAME",
+    "python": "use the marker as a bare name (x = __BLACKDYNAMITE__NAME__), or read run.json",
+    "other": "read the value from run.json or $MOTOKO_PARAM_NAME",
+}
 
 
 # --------------------------------------------------------------------------- shell rendering
@@ -330,7 +364,7 @@ def _shell_replacement(spot: _Spot, value: Any, refuse: _Refuse, script: str) ->
     elif context == "ansi":
         out = _escape(text, "\\'")
     elif context == "heredoc_lit":
-        out = text  # literal body; _check_heredocs refuses a line equal to the delimiter
+        out = text  # literal body; _check_heredoc refuses a line equal to the delimiter
     elif context == "comment":
         out = json.dumps(text).replace("`", "\\u0060")  # no newline can end the comment
     elif context in ("arith", "subscript"):
@@ -342,9 +376,10 @@ def _shell_replacement(spot: _Spot, value: Any, refuse: _Refuse, script: str) ->
             + spot.name
             + "__) and use the variable there",
         )
-    for _ in range(spot.backticks):
-        # Bash strips one level of \\ \$ \` inside `...` before parsing it.
-        out = _escape(out, "\\$`")
+    # Bash unescapes \\ \$ \` (and \" within double quotes) in `...` before
+    # parsing it; escaping them also hides a " from brace expansion of the
+    # enclosing "...`...`" word, which misreads it.
+    out = _escape(out, spot.unescaped)
     if spot.in_heredoc and _joins_lines(script, spot, out):
         raise refuse(
             "ends a line with a backslash, which bash removes inside a here-document",
@@ -362,13 +397,21 @@ def _joins_lines(script: str, spot: _Spot, out: str) -> bool:
 
     Bash joins such lines of an unquoted here-document body before parsing
     anything in it, even inside quotes of a ``$(...)``; the backslashes right
-    before the marker and the character after it count too.
+    around the marker count too. A marker right before a continuation is
+    refused as well: the value's own trailing backslashes would change it.
     """
     before = spot.start
     while before > 0 and script[before - 1] == "\\":
         before -= 1
-    around = script[before : spot.start] + out + script[spot.end : spot.end + 1]
-    return _CONTINUATION_RE.search(around) is not None
+    after = spot.end
+    while after < len(script) and script[after] == "\\":
+        after += 1
+    prefix, suffix = script[before : spot.start], script[spot.end : after + 1]
+    # A backslash run right after the marker changes parity with the value's end.
+    return any(
+        _CONTINUATION_RE.search(prefix + middle + suffix) is not None
+        for middle in (out, script[spot.start : spot.end])
+    )
 
 
 def _shell_integer(text: str, refuse: _Refuse) -> str:
@@ -542,7 +585,7 @@ class _ShellLexer:
         why = "sits after a here-document whose end was not found"
         for index in range(min(opened), len(self.spots)):
             spot = self.spots[index]
-            self.spots[index] = _Spot(spot.start, spot.end, spot.name, "refuse", 0, why)
+            self.spots[index] = _Spot(spot.start, spot.end, spot.name, "refuse", why=why)
 
     # -- markers -------------------------------------------------------------
 
@@ -557,11 +600,17 @@ class _ShellLexer:
             context = "refuse"
         elif any(f.unsure for f in self.stack):
             context, why = "refuse", "sits where this lexer cannot be sure how bash reads it"
-        ticks = sum(f.kind == "backtick" for f in self.stack)
-        if ticks > 1 and not why:
+        ticks = [i for i, f in enumerate(self.stack) if f.kind == "backtick"]
+        if len(ticks) > 1 and not why:
             context, why = "refuse", "sits in nested backticks"
+        unescaped = ""
+        if ticks:
+            in_dq = any(f.kind == "dq" for f in self.stack[: ticks[0]])
+            unescaped = '\\$`"' if in_dq else "\\$`"
         in_heredoc = any(f.kind == "heredoc" for f in self.stack)
-        spot = _Spot(match.start(), match.end(), match.group(1), context, ticks, why, in_heredoc)
+        spot = _Spot(
+            match.start(), match.end(), match.group(1), context, unescaped, why, in_heredoc
+        )
         self.spots.append(spot)
         self.pos = match.end()
         return True
@@ -723,7 +772,7 @@ class _ShellLexer:
         word, quoted, pos = _heredoc_word(self.text, pos)
         for match in _MARKER_RE.finditer(self.text, start, pos):
             why = "is in a here-document delimiter"
-            self.spots.append(_Spot(match.start(), match.end(), match.group(1), "refuse", 0, why))
+            self.spots.append(_Spot(match.start(), match.end(), match.group(1), "refuse", why=why))
         raw = self.text[start:pos]
         self.pos = pos
         if not word or "$" in raw or "`" in raw or self._heredoc_frame() is not None:
@@ -783,7 +832,7 @@ class _ShellLexer:
             self.pos = keyword.end()
             return True
         subscript = _SUBSCRIPT_RE.match(self.text, self.pos)
-        if subscript:
+        if subscript and MARKER_PREFIX not in subscript.group(0):
             self.pos = subscript.end()
             self.stack.append(_Frame("subscript"))
             return True
@@ -934,12 +983,7 @@ def _python_spots(text: str) -> list[_Spot]:
         raise _Untokenizable(exc.msg, exc.lineno or 0) from None
     except tokenize.TokenError as exc:
         raise _Untokenizable(exc.args[0], exc.args[1][0]) from None
-    covered = {s.start for s in spots}
-    for match in _MARKER_RE.finditer(text):
-        if match.start() not in covered:
-            why = "sits where Python's tokenizer does not place it in a name, string or comment"
-            spots.append(_Spot(match.start(), match.end(), match.group(1), "refuse", 0, why))
-    return sorted(spots, key=lambda s: s.start)
+    return spots
 
 
 def _python_regions(
@@ -982,7 +1026,7 @@ def _region_spots(text: str, start: int, end: int, kind: str) -> list[_Spot]:
         elif any(a <= match.start() < b for a, b in expression_spans):
             context, why = "refuse", "is inside an f-string's {expression}"
         spots.append(
-            _Spot(start + match.start(), start + match.end(), match.group(1), context, 0, why)
+            _Spot(start + match.start(), start + match.end(), match.group(1), context, why=why)
         )
     return spots
 

@@ -32,9 +32,9 @@ import transaction
 import ZODB
 from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import ConflictError
-from BTrees.IIBTree import IITreeSet, multiunion
+from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
-from BTrees.OOBTree import OOBTree
+from BTrees.OOBTree import OOBTree, OOTreeSet
 
 from motoko.errors import (
     ConflictRetriesExhausted,
@@ -126,8 +126,11 @@ class Study(persistent.Persistent):
         self.run_keys: OOBTree = OOBTree()  # job id, run params, run_name → run id
         self.by_state: OOBTree = OOBTree()  # state → IITreeSet(run ids)
         self.by_run_name: OOBTree = OOBTree()  # run_name → IITreeSet(run ids)
-        self.job_runs: IOBTree = IOBTree()  # job id → IITreeSet(run ids)
-        self.job_values: OOBTree = OOBTree()  # field → OOBTree(value → IITreeSet(job ids))
+        # Indexes keyed per job keep their values inline (tuples in buckets)
+        # rather than one persistent set per key: a cold range query then
+        # loads a few buckets instead of one object per matching value.
+        self.job_runs: IOBTree = IOBTree()  # job id → tuple(run ids)
+        self.job_values: OOBTree = OOBTree()  # field → OOTreeSet((value, job id))
         self.job_counter = Counter()
         self.run_counter = Counter()
 
@@ -164,8 +167,8 @@ class Study(persistent.Persistent):
             if _indexable(value):
                 values = self.job_values.get(field)
                 if values is None:
-                    values = self.job_values[field] = OOBTree()
-                _add(values, value, jid)
+                    values = self.job_values[field] = OOTreeSet()
+                values.insert((value, jid))
         return job
 
     def add_run(
@@ -187,7 +190,7 @@ class Study(persistent.Persistent):
         _add(self.by_state, CREATED, rid)
         if run_name is not None:
             _add(self.by_run_name, run_name, rid)
-        _add(self.job_runs, job.id, rid)
+        self.job_runs[job.id] = (*self.job_runs.get(job.id, ()), rid)
         return run, True
 
     # -- state changes ----------------------------------------------------------
@@ -292,8 +295,8 @@ class Study(persistent.Persistent):
 
     def runs_of_jobs(self, job_ids: Iterable[int]) -> IITreeSet:
         """Return the ids of every run of the given jobs."""
-        sets = [self.job_runs[j] for j in job_ids if j in self.job_runs]
-        return multiunion(sets) if sets else IITreeSet()
+        job_runs = self.job_runs
+        return IITreeSet([rid for j in job_ids for rid in job_runs.get(j, ())])
 
     def check_indexes(self) -> list[str]:
         """Return inconsistencies between runs and the state index (none expected)."""

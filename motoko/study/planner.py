@@ -55,9 +55,10 @@ def select_runs(db: StudyDB, study: Study, constraints: Any) -> list[Run]:
         candidates: Iterable[int] = runs_tree.keys()
     else:
         candidates = plan.ids
+    found = [runs_tree.get(rid) for rid in candidates]
+    runs = [r for r in found if r is not None]
     if plan.exact:
-        return [runs_tree[rid] for rid in candidates if rid in runs_tree]
-    runs = [runs_tree[rid] for rid in candidates if rid in runs_tree]
+        return runs
     needs_jobs = any(f.table == "jobs" for f in query.fields())
     _prefetch(db, runs)
     if needs_jobs:
@@ -97,12 +98,54 @@ def plan_query(study: Study, node: Any) -> Plan:
 def _plan_and(study: Study, node: And) -> Plan:
     ids = None
     exact = True
-    for item in node.items:
+    items, merged = _merge_ranges(study, node.items)
+    for job_ids in merged:
+        runs = study.runs_of_jobs(job_ids)
+        ids = runs if ids is None else intersection(ids, runs)
+    for item in items:
         plan = plan_query(study, item)
         exact = exact and plan.exact
         if plan.ids is not None:
             ids = plan.ids if ids is None else intersection(ids, plan.ids)
     return Plan(ids, exact)
+
+
+def _merge_ranges(study: Study, items: tuple[Any, ...]) -> tuple[list[Any], list[Any]]:
+    """Answer ``x > a, x < b`` on a job field with one index scan, not two.
+
+    Returns the items left to plan and the job-id sets of merged ranges.
+    """
+    by_field: dict[str, list[Compare]] = {}
+    rest: list[Any] = []
+    for item in items:
+        if (
+            isinstance(item, Compare)
+            and item.field.table == "jobs"
+            and item.field.name != "id"
+            and item.op in (">", ">=", "<", "<=")
+            and item.field.name in study.job_values
+        ):
+            by_field.setdefault(item.field.name, []).append(item)
+        else:
+            rest.append(item)
+    merged = []
+    for name, nodes in by_field.items():
+        if len(nodes) == 1:
+            rest.append(nodes[0])
+            continue
+        bounds: dict[str, Any] = {}
+        for node in nodes:
+            for key, value in (_pair_bounds(node.op, node.value) or {}).items():
+                if key == "min" and "min" in bounds:
+                    value = max(value, bounds["min"])
+                elif key == "max" and "max" in bounds:
+                    value = min(value, bounds["max"])
+                bounds[key] = value
+        try:
+            merged.append(IITreeSet(j for _, j in study.job_values[name].keys(**bounds)))
+        except TypeError:
+            rest.extend(nodes)
+    return rest, merged
 
 
 def _index_lookup(study: Study, node: Compare) -> Any:
@@ -123,21 +166,31 @@ def _index_lookup(study: Study, node: Compare) -> Any:
         if field.name == "id":
             jobs = _from_keys(study.jobs, node)
         else:
-            values = study.job_values.get(field.name)
-            if values is None or field.type is None or not field.type.scalar:
+            pairs = study.job_values.get(field.name)
+            if pairs is None or field.type is None or not field.type.scalar:
                 return None
-            jobs = _from_value_index(values, node)
+            jobs = _from_pairs(pairs, node)
         return None if jobs is None else study.runs_of_jobs(jobs)
     return None
 
 
 def _from_mapping(index: Any, node: Compare) -> Any:
-    """state / run_name: mapping value → set of run ids."""
-    if node.op == "=":
-        return IITreeSet(index.get(node.value) or ())
-    if node.op == "in":
-        return multiunion([index[v] for v in node.value if v in index])
-    return _from_value_index(index, node)
+    """state / run_name: an OOBTree value → IITreeSet(run ids)."""
+    op, value = node.op, node.value
+    try:
+        if op == "=":
+            return IITreeSet(index.get(value) or ())
+        if op == "in":
+            return multiunion([index[v] for v in value if v in index])
+        bounds = _bounds(op, value)
+        if bounds is not None:
+            return multiunion(list(index.values(**bounds)))
+    except TypeError:  # incomparable key types: let the filter decide
+        return None
+    if op in _REGEX_OPS:
+        pattern = _pattern(op, value)
+        return multiunion([ids for key, ids in index.items() if pattern.search(str(key))])
+    return None
 
 
 def _from_keys(tree: Any, node: Compare) -> Any:
@@ -153,25 +206,53 @@ def _from_keys(tree: Any, node: Compare) -> Any:
     return IITreeSet(tree.keys(**bounds))
 
 
-def _from_value_index(index: Any, node: Compare) -> Any:
-    """An OOBTree value → IITreeSet index, for any comparison but negations."""
+# Sentinels around every job id, so (value, id) pairs can bound a value range.
+_LOW, _HIGH = -1, 2**31
+
+
+def _from_pairs(pairs: Any, node: Compare) -> Any:
+    """Job ids from an OOTreeSet of (value, job id), for any comparison but negations."""
     op, value = node.op, node.value
     try:
         if op == "=":
-            found = index.get(value)
-            return IITreeSet(found or ())
+            return IITreeSet(j for _, j in pairs.keys(min=(value, _LOW), max=(value, _HIGH)))
         if op == "in":
-            return multiunion([index[v] for v in value if v in index])
-        bounds = _bounds(op, value)
+            return IITreeSet(j for v in value for _, j in pairs.keys(min=(v, _LOW), max=(v, _HIGH)))
+        bounds = _pair_bounds(op, value)
         if bounds is not None:
-            return multiunion(list(index.values(**bounds)))
-    except TypeError:  # incomparable key types: let the filter decide
+            return IITreeSet(j for _, j in pairs.keys(**bounds))
+    except TypeError:
         return None
     if op in _REGEX_OPS:
-        flags = re.IGNORECASE if op == "~*" else 0
-        pattern = re.compile(str(value), flags)
-        return multiunion([ids for key, ids in index.items() if pattern.search(str(key))])
+        pattern = _pattern(op, value)
+        seen: dict[Any, bool] = {}
+        out = []
+        for key, j in pairs.keys():
+            hit = seen.get(key)
+            if hit is None:
+                hit = seen[key] = bool(pattern.search(str(key)))
+            if hit:
+                out.append(j)
+        return IITreeSet(out)
     return None
+
+
+def _pair_bounds(op: str, value: Any) -> dict[str, Any] | None:
+    # The sentinels make the bounds exclusive or inclusive by themselves: no
+    # job id is _LOW or _HIGH, so (v, _HIGH) as a minimum skips every (v, id).
+    if op == ">":
+        return {"min": (value, _HIGH)}
+    if op == ">=":
+        return {"min": (value, _LOW)}
+    if op == "<":
+        return {"max": (value, _LOW)}
+    if op == "<=":
+        return {"max": (value, _HIGH)}
+    return None
+
+
+def _pattern(op: str, value: Any) -> re.Pattern[str]:
+    return re.compile(str(value), re.IGNORECASE if op == "~*" else 0)
 
 
 def _bounds(op: str, value: Any) -> dict[str, Any] | None:

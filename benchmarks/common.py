@@ -1,0 +1,82 @@
+"""Helpers shared by the benchmark scripts: temporary workflows and facts.
+
+Benchmarks print JSON; they never assert. Machines here are noisy, so each
+script measures its reference (xargs, a bare commit) in the same run and
+reports ratios next to the raw figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """Facts a reader needs to judge the figures."""
+    return {
+        "cores": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+@contextlib.contextmanager
+def workflow(studies: dict[str, tuple[str, str, str]], config: str = "") -> Iterator[Path]:
+    """A temporary workflow directory; its server is stopped on exit.
+
+    Args:
+        studies: name → (job fields as YAML flow mapping, launch.sh text, doIt.py text).
+        config: Extra motoko.yaml text.
+    """
+    from motoko.study.server import stop_server
+
+    with tempfile.TemporaryDirectory(prefix="motoko-bench-") as tmp:
+        root = Path(tmp)
+        lines = ["task_managers:"]
+        for name, (job, launch, doit) in studies.items():
+            folder = root / "studies" / name
+            folder.mkdir(parents=True)
+            (folder / "bd.yaml").write_text(f"study: {name}\njob: {job}\nconfig_files: []\n" if not doit else f"study: {name}\njob: {job}\n")
+            (folder / "launch.sh").write_text(textwrap.dedent(launch))
+            (folder / "launch.sh").chmod(0o755)
+            if doit:
+                (folder / "doIt.py").write_text(textwrap.dedent(doit))
+            lines.append(f"  {name}:")
+        (root / "motoko.yaml").write_text("\n".join(lines) + "\n" + textwrap.dedent(config))
+        try:
+            yield root
+        finally:
+            stop_server(root)
+
+
+def timed(func: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    start = time.perf_counter()
+    result = func()
+    return time.perf_counter() - start, result
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, min, max and p90 of repeated measurements."""
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "p90": p90, "n": len(ordered)}
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the result as JSON (the benchmark's only output on stdout)."""
+    result.setdefault("machine", machine())
+    json.dump(result, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")

@@ -1,0 +1,101 @@
+"""Study database scale: inserts and selects at N = 10k and 100k runs.
+
+    python -m benchmarks.db_scale [--sizes 10000 100000] [--chunk 10000]
+
+For each N, in a fresh database: insert N runs in chunks of ``--chunk`` (one
+transaction each; per-chunk times must stay flat, showing O(N log N)), mark
+1 % of them FINISHED, then time from a *fresh connection* (cold cache) and
+again warm:
+
+* ``state = FINISHED`` (indexed, 1 % matching),
+* ``x > A, x < B`` on a job parameter (answered by the job-value index),
+* a full filter on a free run attribute (every run loaded and checked).
+
+Memory is the benchmark process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from typing import Any
+
+from benchmarks.common import emit, workflow
+
+
+def _select_times(address: str, query: str, repeat: int = 3) -> dict[str, Any]:
+    from motoko.study.database import StudyDB
+
+    db = StudyDB(address)
+    start = time.perf_counter()
+    count = len(db.select("scale", query))
+    cold = time.perf_counter() - start
+    warm = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        db.select("scale", query)
+        warm.append(time.perf_counter() - start)
+    db.close()
+    return {"query": query, "matches": count, "cold_s": cold, "warm_s": min(warm)}
+
+
+def measure(n: int, chunk: int) -> dict[str, Any]:
+    from motoko.flow.workflow import Workflow
+    from motoko.study.records import FINISHED, LAUNCHED
+
+    with workflow({"scale": ("{x: float, name: str}", "#!/bin/bash\nexit 0\n", "")}) as root:
+        wf = Workflow(root)
+        db = wf.db_for("scale")
+        chunks = []
+        start_all = time.perf_counter()
+        for first in range(0, n, chunk):
+            points = [{"x": float(i), "name": f"n{i % 100}"} for i in range(first, min(n, first + chunk))]
+            start = time.perf_counter()
+            db.insert("scale", points, {}, run_name="bench")
+            chunks.append(time.perf_counter() - start)
+        insert_s = time.perf_counter() - start_all
+
+        def finish_some() -> None:
+            study = db.study("scale")
+            for rid in range(1, n + 1, 100):
+                run = study.runs[rid]
+                study.transition(run, LAUNCHED)
+                study.transition(run, FINISHED)
+                run.score = rid
+
+        start = time.perf_counter()
+        db.transact(finish_some)
+        transition_s = time.perf_counter() - start
+        address = str(db.address)
+        result = {
+            "n": n,
+            "insert_s": insert_s,
+            "insert_runs_per_s": n / insert_s,
+            "chunk_s": chunks,
+            "chunk_ratio_last_to_first": chunks[-1] / chunks[0],
+            "transition_1pct_s": transition_s,
+            "select_state": _select_times(address, "state = FINISHED"),
+            "select_job_range": _select_times(address, f"x > {n * 0.2}, x < {n * 0.21}"),
+            "select_full_filter": _select_times(address, "runs.score > 0"),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        wf.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--chunk", type=int, default=10_000)
+    args = parser.parse_args()
+    results = [measure(n, min(args.chunk, n)) for n in args.sizes]
+    emit({
+        "benchmark": "db_scale",
+        "results": results,
+        "targets": {"insert_100k_s": 30, "indexed_select_s": 0.020, "full_filter_100k_s": 1.5},
+    })
+
+
+if __name__ == "__main__":
+    main()

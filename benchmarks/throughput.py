@@ -1,0 +1,109 @@
+"""Launcher throughput: N trivial runs from creation to all FINISHED.
+
+    python -m benchmarks.throughput [--runs 1000] [--parallel 2] [--repeat 3]
+
+Compares, in the same run, motoko's local launcher with ``xargs -P`` running
+the same number of the same ``launch.sh`` scripts (the physical floor), and
+measures runs whose ``doIt.py`` calls ``current_run()`` and pushes a quantity,
+plus the import cost of the run-side API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import emit, summary, timed, workflow
+
+TRIVIAL = "#!/bin/bash\nexit 0\n"
+PYTHON_RUN = '#!/bin/bash\nexec "${MOTOKO_PYTHON:-python3}" doIt.py\n'
+DOIT = """
+from motoko import current_run
+run, job = current_run()
+run.push_quantity(job.x * 2.0, step=0, name="double")
+"""
+
+
+def motoko_runs(n: int, parallel: int, launch: str, doit: str = "") -> dict[str, Any]:
+    """Create n runs and execute them with one local launcher; wall time and runs/s."""
+    from motoko.config import load_config
+    from motoko.flow.workflow import Workflow
+    from motoko.launch.service import build_launcher
+
+    with workflow({"bench": ("{x: int}", launch, doit)}) as root:
+        wf = Workflow(root)
+        start = time.perf_counter()
+        wf.bench.createTask(x=list(range(n)))
+        launcher = build_launcher(load_config(root), once=True, max_parallel=parallel)
+        report = launcher.serve()
+        wall = time.perf_counter() - start
+        launcher.db.close()
+        wf.refresh()
+        finished = wf.bench.select("state = FINISHED")
+        count = len(finished)
+        wf.close()
+    return {"runs": n, "finished": count, "wall_s": wall, "runs_per_s": n / wall, "executed": report.executed}
+
+
+def xargs_runs(n: int, parallel: int) -> dict[str, Any]:
+    """The same n scripts run by ``xargs -P`` (no bookkeeping at all)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(n):
+            folder = Path(tmp) / f"run-{i}"
+            folder.mkdir()
+            script = folder / "launch.sh"
+            script.write_text(TRIVIAL)
+            script.chmod(0o755)
+            paths.append(str(script))
+        listing = "\n".join(paths) + "\n"
+        wall, _ = timed(lambda: subprocess.run(["xargs", f"-P{parallel}", "-n1", "sh", "-c", 'cd "$(dirname "$0")" && exec "$0"'], input=listing, text=True, check=True))
+    return {"runs": n, "wall_s": wall, "runs_per_s": n / wall}
+
+
+def import_cost(repeat: int = 5) -> dict[str, Any]:
+    """Seconds to start Python and import the run-side API, minus bare Python."""
+
+    def run(code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - start
+
+    bare = [run("pass") for _ in range(repeat)]
+    api = [run("from motoko import current_run; import motoko.launch.runtime, motoko.study.database") for _ in range(repeat)]
+    bare_s, api_s = summary(bare)["median"], summary(api)["median"]
+    return {"python_start_s": bare_s, "with_run_api_s": api_s, "import_cost_s": api_s - bare_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--python-runs", type=int, default=100)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    trivial, reference = [], []
+    for _ in range(args.repeat):
+        trivial.append(motoko_runs(args.runs, args.parallel, TRIVIAL))
+        reference.append(xargs_runs(args.runs, args.parallel))
+    python_runs = motoko_runs(args.python_runs, args.parallel, PYTHON_RUN, DOIT)
+    motoko_rate = summary([r["runs_per_s"] for r in trivial])
+    xargs_rate = summary([r["runs_per_s"] for r in reference])
+    emit({
+        "benchmark": "throughput",
+        "parallel": args.parallel,
+        "trivial_runs": {"motoko": motoko_rate, "xargs": xargs_rate, "samples": trivial},
+        "ratio_motoko_to_xargs": motoko_rate["median"] / xargs_rate["median"],
+        "python_runs_with_quantity": python_runs,
+        "run_api_import": import_cost(),
+        "targets": {"runs_per_s": 100, "ratio_to_xargs": 0.3},
+    })
+
+
+if __name__ == "__main__":
+    main()
