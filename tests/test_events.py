@@ -13,8 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import motoko, write_config, write_study
+
 from motoko.errors import WorkflowError
 from motoko.flow.events import ALL, WorkflowAborted, event_kind
 from motoko.flow.runner import run_file

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import motoko
+
 from motoko import Workflow
 from motoko.study.database import StudyDB
 from motoko.study.server import ensure_server

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
-
 from conftest import REPO, motoko, write_config, write_study
+
 from motoko import Workflow
 from motoko.cli.run_commands import KeyValue
 from motoko.errors import WorkflowError

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import write_config, write_study
+
 from motoko import RunList, TaskSelection, Workflow
 from motoko.config import load_config
 from motoko.errors import (
@@ -133,7 +133,7 @@ def test_unknown_study_name_suggests_close_names(wf, wfdir):
     assert str(info.value) == f"{wfdir / 'motoko.yaml'}: unknown study 'clac' (did you mean 'calc'?)"
     assert isinstance(info.value, KeyError) and info.value.name == "clac"
     with pytest.raises(AttributeError) as attr:
-        wf.psot
+        _ = wf.psot
     assert str(attr.value) == "workflow has no study or attribute 'psot' (did you mean 'post'?)"
 
 
@@ -148,7 +148,7 @@ def test_vars_persist_across_two_workflow_objects(wfdir):
         assert "count" in second.vars and second.vars.to_dict() == {"best": {"x": 3, "label": "winner"}, "count": 7}
         del second.vars.count
         with pytest.raises(AttributeError) as info:
-            second.vars.count
+            _ = second.vars.count
         assert str(info.value) == "workflow.vars has no 'count' (set it first: workflow.vars.count = ...)"
     finally:
         second.close()

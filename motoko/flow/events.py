@@ -213,7 +213,7 @@ class EventsMixin:
         try:
             while not self.finished:
                 self.refresh()  # type: ignore[attr-defined]
-                pass  # TEMP
+                self._requeue_lost()
                 for task in await self.check_events():
                     tasks.add(task)
                     task.add_done_callback(lambda _t: waiter_kick(waiter))

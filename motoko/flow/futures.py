@@ -104,7 +104,14 @@ async def wait_until(
             if deadline is not None:
                 budget = min(budget, deadline - loop.time())
                 if budget <= 0:
-                    raise WaitTimeout(timeout or 0.0, pending() if pending else [])
+                    error = WaitTimeout(timeout or 0.0, pending() if pending else [])
+                    if not error.pending:
+                        # Fix: a selection has no pending runs to name; the
+                        # message read "0 run(s) not done after 0.2 s: ".
+                        error.message = f"nothing matched within {timeout:g} s"
+                        error.hint = "wait longer, or check the constraints with `motoko select`"
+                        error.args = (str(error),)
+                    raise error
             fired = await waiter.wait(budget)
             delay = poll.initial if fired else min(delay * poll.factor, poll.maximum)
     finally:
@@ -257,7 +264,15 @@ class TaskSelection:
             pairs = self.exec()
             return bool(pairs), pairs
 
-        return await wait_until(self.workflow, check, timeout=timeout)
+        try:
+            return await wait_until(self.workflow, check, timeout=timeout)
+        except WaitTimeout as error:
+            error.message = f"no run of {self.study!r} matched {self._describe()} within {timeout:g} s"
+            error.args = (str(error),)
+            raise
+
+    def _describe(self) -> str:
+        return " and ".join(str(c) for c in self.constraints) or "anything"
 
     def __await__(self) -> Any:
         return self.wait().__await__()
@@ -301,7 +316,26 @@ class AllCondition:
             result = self()
             return (result is not False), (result if isinstance(result, list) else [])
 
-        return await wait_until(self.selection.workflow, check, timeout=timeout)
+        try:
+            return await wait_until(self.selection.workflow, check, timeout=timeout, pending=self._pending)
+        except WaitTimeout as error:
+            if not error.pending:  # the selection stayed empty
+                selection = self.selection
+                error.message = f"no run of {selection.study!r} matched {selection._describe()} within {timeout:g} s"
+                error.args = (str(error),)
+            raise
+
+    def _pending(self) -> list[tuple[str, int, str]]:
+        """The selected runs that satisfy none of the constraint sets (named on timeout)."""
+        selection = self.selection
+        runs = selection.runs()
+        if not self.constraint_sets:
+            return [(selection.study, r.id, r.state) for r in runs if r.state not in TERMINAL]
+        db = selection.workflow.db_for(selection.study)
+        satisfied: set[int] = set()
+        for constraints in self.constraint_sets:
+            satisfied |= {r.id for r in db.select(selection.study, [*selection.constraints, constraints])}
+        return [(selection.study, r.id, r.state) for r in runs if r.id not in satisfied]
 
     def __await__(self) -> Any:
         return self.wait().__await__()

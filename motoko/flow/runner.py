@@ -188,9 +188,9 @@ async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitab
             if events_task is not None and events_task.done():
                 break
     finally:
-        for task in (main_task, events_task):
-            if task is not None and not task.done():
-                task.cancel()
+        for left in (main_task, events_task):  # (renamed: mypy typed `task` as a Future above)
+            if left is not None and not left.done():
+                left.cancel()
         workflow.refresh()
 
 
