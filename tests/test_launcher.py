@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import motoko, write_config, write_study
+
 from motoko.config import load_config
 from motoko.errors import NotInRunError
 from motoko.launch.service import build_launcher

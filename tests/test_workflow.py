@@ -359,8 +359,19 @@ def test_wait_timeout_is_a_timeout_error_naming_pending_runs(wf):
         "2 run(s) not done after 0.2 s: calc.1 (CREATED), calc.2 (CREATED) "
         "(wait longer, or inspect them with `motoko runs show ID`)"
     )
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as selection:
         asyncio.run(wf.calc.select("state = FINISHED").wait(timeout=0.2))
+    assert str(selection.value) == (
+        "no run of 'calc' matched state = FINISHED and run_name = 'r1' within 0.2 s "
+        "(wait longer, or check the constraints with `motoko select`)"
+    )
+    with pytest.raises(WaitTimeout) as condition:
+        asyncio.run(wf.calc.select("x > 1.5").all("state = FINISHED", "state = FAILED").wait(timeout=0.2))
+    assert condition.value.pending == [("calc", 2, CREATED)]
+    assert str(condition.value).startswith("1 run(s) not done after 0.2 s: calc.2 (CREATED) (")
+    with pytest.raises(WaitTimeout) as empty:
+        asyncio.run(wf.calc.select("x > 5").all().wait(timeout=0.2))
+    assert str(empty.value).startswith("no run of 'calc' matched x > 5 and run_name = 'r1' within 0.2 s (")
 
 
 def test_task_selection_is_lazy_iterable_sized_indexable_and_combinable(wf, launcher):

@@ -39,7 +39,18 @@ from motoko.errors import MotokoError
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
-from motoko.study.records import ACTIVE, CANCELLED, CREATED, FAILED, FINISHED, LAUNCHED, LOST, RUNNING, Run, now
+from motoko.study.records import (
+    ACTIVE,
+    CANCELLED,
+    CREATED,
+    FAILED,
+    FINISHED,
+    LAUNCHED,
+    LOST,
+    RUNNING,
+    Run,
+    now,
+)
 from motoko.study.schema import StudySchema
 
 log = logging.getLogger(__name__)
@@ -527,7 +538,7 @@ def _spread(ids: Any, n: int) -> list[int]:
 
 
 def _take(iterable: Any, n: int) -> list[int]:
-    out = []
+    out: list[int] = []
     for item in iterable:
         if len(out) >= n:
             break
@@ -550,7 +561,7 @@ def _command(exec_path: Path) -> tuple[str, ...]:
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, _dt.datetime):
             out[key] = value.isoformat()

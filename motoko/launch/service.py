@@ -103,7 +103,7 @@ def build_launcher(
     address = database_address(config, first) or ensure_server(config.directory)
     studies = served_studies(config, study, address)
     db = StudyDB(address)
-    for name, schema in studies.items():
+    for schema in studies.values():
         db.create_study(schema)
     options = launcher_options(config, db_address=str(address), **overrides)
     return Launcher(db, studies, make_executor(config, executor, max_parallel), options)

@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 import persistent
 import transaction
 import ZODB
-from ZEO.Exceptions import ClientDisconnected
-from ZODB.POSException import ConflictError
 from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree, OOTreeSet
+from ZEO.Exceptions import ClientDisconnected
+from ZODB.POSException import ConflictError
 
 from motoko.errors import (
     ConflictRetriesExhausted,
@@ -44,6 +44,7 @@ from motoko.errors import (
     StudyNotFound,
     TransitionError,
 )
+from motoko.study.feed import ChangeFeed, FeedStorage
 from motoko.study.records import (
     CREATED,
     FAILURE,
@@ -56,7 +57,6 @@ from motoko.study.records import (
     Run,
     now,
 )
-from motoko.study.feed import ChangeFeed, FeedStorage
 from motoko.study.schema import StudySchema
 from motoko.study.server import Address, parse_address
 

@@ -15,6 +15,7 @@ connection; the workflow engine and launchers only subscribe to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -106,10 +107,9 @@ class AsyncWaiter:
         self._unsubscribe = feed.subscribe(self._notify)
 
     def _notify(self, oids: frozenset[bytes] | None) -> None:
-        try:
+        # RuntimeError: the loop is closed, nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._event.set)
-        except RuntimeError:  # loop closed: nobody is waiting any more
-            pass
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait for a change; True if one arrived, False on timeout."""

@@ -137,10 +137,9 @@ class FieldType:
             result = self._convert(value)
         except (TypeError, ValueError, OverflowError):
             raise _fail(field, value, self.expected, where) from None
-        if isinstance(result, float) and not math.isfinite(result) and self.name == "float":
-            # NaN breaks equality and ordering (dedupe, indexes); inf is fine.
-            if math.isnan(result):
-                raise _fail(field, value, "a number that is not NaN", where)
+        # NaN breaks equality and ordering (dedupe, indexes); inf is fine.
+        if isinstance(result, float) and self.name == "float" and math.isnan(result):
+            raise _fail(field, value, "a number that is not NaN", where)
         return result
 
 

@@ -227,7 +227,7 @@ def _from_pairs(pairs: Any, node: Compare) -> Any:
         pattern = _pattern(op, value)
         seen: dict[Any, bool] = {}
         out = []
-        for key, j in pairs.keys():
+        for key, j in pairs:
             hit = seen.get(key)
             if hit is None:
                 hit = seen[key] = bool(pattern.search(str(key)))
