@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pathlib import Path
+
 import click
 
 from motoko.cli.format import colour_state, render
@@ -158,15 +160,51 @@ def server() -> None:
     """Start, stop or inspect the workflow's database server."""
 
 
+_PEM = click.Path(exists=True, dir_okay=False)
+
+
 @server.command("start")
+@click.option("--listen", metavar="HOST:PORT", help="Listen on TCP instead of the private unix socket.")
+@click.option("--tls-cert", type=_PEM, help="Server certificate (PEM).")
+@click.option("--tls-key", type=_PEM, help="Server private key (PEM).")
+@click.option("--tls-ca", type=_PEM, help="CA whose signed client certificates are accepted.")
+@click.option("--client-cert", type=_PEM, help="Certificate this workflow's own processes present.")
+@click.option("--client-key", type=_PEM, help="Key of --client-cert.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without TLS.")
 @click.pass_context
-def server_start(ctx: click.Context) -> None:
-    """Start the server (does nothing if it already runs)."""
-    from motoko.study.server import ensure_server
+def server_start(
+    ctx: click.Context,
+    listen: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    insecure: bool,
+) -> None:
+    """Start the server (does nothing if it already runs with these settings).
+
+    By default the server listens on a private unix socket under .motoko/.
+    With --listen it serves TCP; any address but loopback requires TLS with
+    client certificates (--tls-cert, --tls-key, --tls-ca) unless --insecure.
+    """
+    from motoko.study.server import configure_server, ensure_server
+    from motoko.study.tls import TLSFiles
 
     config = config_of(ctx)
+    tls_given = [v for v in (tls_cert, tls_key, tls_ca) if v]
+    if tls_given and len(tls_given) != 3:
+        raise click.UsageError("TLS needs all of --tls-cert, --tls-key and --tls-ca")
+    tls = TLSFiles(str(Path(tls_ca).resolve()), str(Path(tls_cert).resolve()), str(Path(tls_key).resolve())) if tls_cert and tls_key and tls_ca else None
+    client = None
+    if client_cert or client_key:
+        if not (client_cert and client_key and tls_ca):
+            raise click.UsageError("--client-cert needs --client-key and --tls-ca")
+        client = TLSFiles(str(Path(tls_ca).resolve()), str(Path(client_cert).resolve()), str(Path(client_key).resolve()))
+    if listen or tls or ctx.get_parameter_source("insecure") == click.core.ParameterSource.COMMANDLINE:
+        configure_server(config.directory, listen, tls, client, insecure)
     address = ensure_server(config.directory)
-    click.echo(f"server running at {address}")
+    click.echo(f"server running at {address}" + (" (TLS, client certificates required)" if tls else ""))
 
 
 @server.command("stop")

@@ -368,6 +368,11 @@ class StudyDB:
     ):
         self.address = address if isinstance(address, Address) else parse_address(address)
         self.feed = ChangeFeed()
+        if ssl is None and self.address.tls is not None:
+            from motoko.study.tls import client_context
+
+            ssl = client_context(self.address.tls)
+            ssl_server_hostname = ssl_server_hostname or self.address.host
         try:
             storage = FeedStorage(
                 self.address.zeo(),
@@ -382,9 +387,10 @@ class StudyDB:
             )
         except ClientDisconnected:
             raise ServerError(
-                f"cannot reach the database server at {self.address} within {wait_timeout:g} s",
-                hint="start it with `motoko server start`, check the address, "
-                "or for TLS check the client certificate and CA",
+                f"cannot reach the database server at {self.address} within {wait_timeout:g} s"
+                + self._why_refused(ssl, ssl_server_hostname),
+                hint="start it with `motoko server start`, check the address, or for TLS set "
+                "MOTOKO_TLS_CA, MOTOKO_TLS_CERT and MOTOKO_TLS_KEY to a certificate the server's CA signed",
             ) from None
         self.db = ZODB.DB(storage, cache_size=cache_size, large_record_size=1 << 26)
         self.tm = transaction.TransactionManager()
@@ -392,6 +398,15 @@ class StudyDB:
         self._check_version()
 
     # -- life cycle -------------------------------------------------------------
+
+    def _why_refused(self, context: Any, hostname: str | None) -> str:
+        """ZEO only times out on a refused TLS client; find out why ourselves."""
+        if not self.address.is_tcp or self.address.host is None or self.address.port is None:
+            return ""
+        from motoko.study.tls import probe
+
+        reason = probe(self.address.host.strip("[]"), self.address.port, context, hostname)
+        return f": {reason}" if reason else ""
 
     def _check_version(self) -> None:
         root = self.conn.root()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -25,10 +26,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from motoko.errors import AddressError, ServerError
+from motoko.errors import AddressError, ConfigError, ServerError
+from motoko.study.tls import TLSFiles, from_env, server_block
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class Address:
     path: str | None = None
     host: str | None = None
     port: int | None = None
+    tls: TLSFiles | None = field(default=None, compare=False)
 
     @property
     def is_tcp(self) -> bool:
@@ -92,7 +96,7 @@ def parse_address(text: str, base: Path | None = None) -> Address:
         port = int(match.group("port"))
         if not 0 < port < 65536:
             raise AddressError(f"malformed database address {raw!r}: port {port} is out of range", hint="use a port between 1 and 65535")
-        return Address(host=match.group("host"), port=port)
+        return Address(host=match.group("host"), port=port, tls=from_env())
     if ":" in rest and not rest.startswith(("/", ".")):
         raise AddressError(f"malformed database address {raw!r}: the port is not a number", hint=hint)
     path = Path(rest)
@@ -130,8 +134,73 @@ def socket_path(workflow_dir: Path) -> Path:
 
 
 def default_address(workflow_dir: Path) -> Address:
-    """Return the address of a workflow's own server."""
+    """Return the address of a workflow's own server (see :func:`configure_server`)."""
+    settings = read_settings(workflow_dir)
+    listen = settings.get("listen")
+    if listen:
+        host, _, port = str(listen).rpartition(":")
+        client = settings.get("client_tls")
+        tls = TLSFiles(**client) if client else from_env()
+        return Address(host=host, port=int(port), tls=tls)
     return Address(path=str(socket_path(workflow_dir)))
+
+
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def read_settings(workflow_dir: Path) -> dict[str, Any]:
+    """The server settings recorded by ``motoko server start --listen``."""
+    try:
+        data = json.loads((Path(workflow_dir) / STATE_DIR / "server.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def configure_server(
+    workflow_dir: Path,
+    listen: str | None,
+    tls: TLSFiles | None = None,
+    client_tls: TLSFiles | None = None,
+    insecure: bool = False,
+) -> None:
+    """Record how the workflow's server listens; applied at its next start.
+
+    ``listen`` is ``HOST:PORT`` (None: the private unix socket). Binding
+    anything but loopback requires TLS with client certificates unless
+    ``insecure`` is given explicitly.
+
+    Raises:
+        ConfigError: for a malformed address, missing certificate files, or a
+            non-loopback address without TLS.
+        ServerError: if the server runs with other settings (stop it first).
+    """
+    if listen is not None:
+        match = _TCP.match(listen)
+        if not match:
+            raise ConfigError(f"cannot listen on {listen!r}", hint="write HOST:PORT, e.g. 127.0.0.1:8100")
+        if not match.group("host").startswith(_LOOPBACK) and tls is None and not insecure:
+            raise ConfigError(
+                f"refusing to listen on {listen} without TLS: anyone who can reach it could change the database",
+                hint="give --tls-cert, --tls-key and --tls-ca (client certificates), or --insecure explicitly",
+            )
+    for files in (tls, client_tls):
+        if files is not None:
+            files.check()
+    settings = {
+        "listen": listen,
+        "tls": tls.to_dict() if tls else None,
+        "client_tls": client_tls.to_dict() if client_tls else None,
+    }
+    current = read_settings(workflow_dir)
+    if current != settings and server_status(workflow_dir).running:
+        raise ServerError(
+            f"the server already runs at {default_address(workflow_dir)} with other settings",
+            hint="stop it first with `motoko server stop`",
+        )
+    path = state_dir(workflow_dir) / "server.json"
+    path.write_text(json.dumps(settings, indent=1))
+    os.chmod(path, 0o600)
 
 
 def _alive(pid: int) -> bool:
@@ -234,7 +303,9 @@ def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
         if reachable(address):
             return address
         _clean_stale(directory, address)
-        _spawn(directory, address)
+        settings = read_settings(workflow_dir)
+        ssl_block = server_block(TLSFiles(**settings["tls"])) if settings.get("tls") else ""
+        _spawn(directory, address, ssl_block)
         _wait_up(directory, address, timeout)
     return address
 
@@ -247,7 +318,10 @@ def _clean_stale(directory: Path, address: Address) -> None:
         # rather than start a second one on the same data file.
         log.warning("server pid %s does not answer at %s; stopping it", pid, address)
         _terminate(pid, 5.0)
-    for stale in (pid_file, Path(address.path or ""), directory / "data.fs.lock"):
+    stale_files = [pid_file, directory / "data.fs.lock"]
+    if address.path:
+        stale_files.append(Path(address.path))
+    for stale in stale_files:
         if stale.name and stale.exists():
             log.info("removing stale %s", stale)
             with contextlib.suppress(OSError):

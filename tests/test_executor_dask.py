@@ -1,0 +1,249 @@
+"""The Dask executor against real Dask clusters: a LocalCluster it owns, and a
+separately started ``dask scheduler`` + ``dask worker`` on 127.0.0.1.
+
+Nothing is mocked: runs execute as subprocesses of real worker processes and
+reach the test's ZEO server themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import motoko, write_config, write_study
+
+from motoko.config import WorkflowConfig, load_config
+from motoko.launch.executors.dask import DaskError, DaskExecutor
+from motoko.launch.launcher import LauncherReport
+from motoko.launch.service import build_launcher
+from motoko.study.database import StudyDB
+from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST
+from motoko.study.schema import load_schema
+from motoko.study.server import ensure_server
+from motoko.study.space import expand
+
+pytestmark = pytest.mark.slow
+
+FAST = (
+    "poll: {initial: 0.05, factor: 2, maximum: 0.5}\n"
+    "launcher: {executor: dask, poll: 0.5, heartbeat: 1, cancel_grace: 1%s}\n"
+)
+#: Records the worker process (the command's parent), then sleeps.
+SLEEPER = "#!/bin/bash\necho $PPID > worker_pid\ntouch started\nexec sleep %d\n"
+DOIT = """
+from motoko import current_run
+run, job = current_run()
+run.y = 3 * job.x
+print("x is", job.x)
+"""
+
+
+def setup(root: Path, *, launch: str | None = None, doit: str = DOIT, launcher: str = "") -> tuple[WorkflowConfig, StudyDB]:
+    write_study(root, "s", "{x: int}", doit, launch=launch)
+    write_config(root, ["s"], FAST % launcher)
+    config = load_config(root)
+    db = StudyDB(ensure_server(root))
+    db.create_study(load_schema(root / "studies" / "s"))
+    return config, db
+
+
+def create_runs(db: StudyDB, **params: object) -> list[int]:
+    schema = db.study("s").schema
+    return [run.id for run, _ in db.insert("s", expand(schema, params), {}, run_name="t")]
+
+
+def serve(config: WorkflowConfig, **options: object) -> LauncherReport:
+    launcher = build_launcher(config, executor="dask", **options)
+    try:
+        return launcher.serve()
+    finally:
+        launcher.db.close()
+
+
+class Background:
+    """A launcher serving in a thread, so that a test can act while runs execute."""
+
+    def __init__(self, config: WorkflowConfig, **options: object):
+        self.report: LauncherReport | None = None
+        self.thread = threading.Thread(target=self._main, args=(config, options), daemon=True)
+        self.thread.start()
+
+    def _main(self, config: WorkflowConfig, options: dict[str, object]) -> None:
+        self.report = serve(config, **options)
+
+    def join(self, timeout: float) -> LauncherReport:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the launcher did not exit within {timeout} s"
+        assert self.report is not None
+        return self.report
+
+
+def run_of(db: StudyDB, rid: int):
+    db.abort()
+    return db.run("s", rid)
+
+
+def started(db: StudyDB, rid: int) -> Path | None:
+    path = run_of(db, rid).run_path
+    return Path(path) if path and (Path(path) / "started").exists() else None
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def dask_scheduler(tmp_path: Path) -> Iterator[str]:
+    """``dask scheduler`` and one ``dask worker --no-nanny`` on 127.0.0.1, stopped afterwards."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    procs = []
+    try:
+        procs.append(_spawn(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], logs / "scheduler.log"))
+        procs.append(
+            _spawn(["worker", address, "--nthreads", "2", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], logs / "worker.log")
+        )
+        _wait_for_workers(address, 1, timeout=30, logs=logs)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_" + args[0], *args[1:]],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+
+def _wait_for_workers(address: str, n: int, timeout: float, logs: Path) -> None:
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Client(address, timeout=2) as client:
+                client.wait_for_workers(n, timeout=max(1, deadline - time.monotonic()))
+                return
+        except (OSError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                text = "\n".join(p.read_text()[-1500:] for p in logs.iterdir())
+                pytest.fail(f"the Dask cluster did not start at {address}: {exc}\n{text}")
+            time.sleep(0.2)
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+def test_local_cluster_runs_finish_and_fail_with_exit_codes(workdir):
+    launch = '#!/bin/bash\nif [ "$MOTOKO_PARAM_x" = 3 ]; then echo "bad x" >&2; exit 4; fi\nexec "$MOTOKO_PYTHON" doIt.py\n'
+    config, db = setup(workdir, launch=launch, launcher=", max_parallel: 2")
+    ids = create_runs(db, x=[1, 2, 3, 4])
+    report = serve(config, once=True)
+    assert report.finished == 3 and report.failed == 1
+    for rid in ids:
+        run = run_of(db, rid)
+        if run.job.x == 3:
+            assert run.state == FAILED and run.exit_code == 4 and "bad x" in run.error
+            continue
+        assert run.state == FINISHED and run.exit_code == 0 and run.y == 3 * run.job.x
+        assert (Path(run.run_path) / "stdout").read_text() == f"x is {run.job.x}\n"
+
+
+def test_separate_scheduler_and_worker(workdir, dask_scheduler):
+    config, db = setup(workdir, launcher=f", scheduler: '{dask_scheduler}'")
+    ids = create_runs(db, x=list(range(6)))
+    report = serve(config, once=True)
+    assert report.finished == 6
+    assert {run_of(db, rid).state for rid in ids} == {FINISHED}
+
+
+def test_cancel_terminates_a_running_run(workdir):
+    config, db = setup(workdir, launch=SLEEPER % 30, launcher=", max_parallel: 1")
+    (rid,) = create_runs(db, x=1)
+    begun = time.monotonic()
+    background = Background(config, once=True)
+    wait_for(lambda: started(db, rid), 30, "the run to start")
+    run_dir = started(db, rid)
+    assert run_dir is not None
+    db.transact(lambda: db.study("s").cancel(db.run("s", rid)), fresh=True)
+    report = background.join(30)
+    assert report.cancelled == 1 and run_of(db, rid).state == CANCELLED
+    assert time.monotonic() - begun < 25, "the sleep 30 was not interrupted"
+
+
+def test_worker_killed_while_running_makes_the_run_lost(workdir, dask_scheduler):
+    config, db = setup(workdir, launch=SLEEPER % 30, launcher=f", scheduler: '{dask_scheduler}'")
+    (rid,) = create_runs(db, x=1)
+    background = Background(config, once=True)
+    wait_for(lambda: started(db, rid), 30, "the run to start")
+    run_dir = started(db, rid)
+    assert run_dir is not None
+    worker = int((run_dir / "worker_pid").read_text())
+    sleeper = int((run_dir / "dask-task.json").read_text().split('"pid": ')[1].rstrip("}"))
+    os.kill(worker, signal.SIGKILL)
+    background.join(30)
+    run = run_of(db, rid)
+    assert run.state == LOST and "Dask worker" in run.error and "died while running it" in run.error
+    wait_for(lambda: not alive(sleeper), 5, "the orphaned run process to be killed")
+
+
+def test_local_cluster_worker_killed_and_restarted_does_not_run_twice(workdir):
+    config, db = setup(workdir, launch=SLEEPER % 30, launcher=", max_parallel: 1")
+    (rid,) = create_runs(db, x=1)
+    background = Background(config, once=True)
+    wait_for(lambda: started(db, rid), 30, "the run to start")
+    run_dir = started(db, rid)
+    assert run_dir is not None
+    os.kill(int((run_dir / "worker_pid").read_text()), signal.SIGKILL)
+    background.join(30)
+    run = run_of(db, rid)
+    assert run.state == LOST and "died while running it" in run.error
+
+
+def test_example_pipeline_through_the_cli_on_dask(example):
+    result = motoko("run", "workflows/pipeline.py", "--executor", "dask", cwd=example, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "finished" in result.stderr
+
+
+def test_unreachable_scheduler_says_how_to_fix_it():
+    executor = DaskExecutor(2, scheduler=f"tcp://127.0.0.1:{free_port()}", connect_timeout=1)
+    with pytest.raises(DaskError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:.*dask scheduler"):
+        asyncio.run(executor.start())
