@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import motoko, write_config, write_study
+
 from motoko.errors import ServerError
 from motoko.study.database import StudyDB
 from motoko.study.server import default_address, stop_server

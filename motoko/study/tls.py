@@ -13,6 +13,7 @@ untrusted CA, a wrong host name, or plain TCP to a TLS server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -95,7 +96,7 @@ def probe(host: str, port: int, context: ssl.SSLContext | None, server_hostname:
                 try:
                     if not tls.recv(1):
                         return "the server refused our client certificate (it closed the connection)"
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     pass
         except ssl.SSLCertVerificationError as exc:
             return f"the server's certificate was rejected: {exc.verify_message}"
@@ -114,12 +115,9 @@ def _plain_to_tls(raw: socket.socket) -> str | None:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with context.wrap_socket(raw) as tls:
+        with context.wrap_socket(raw) as tls, contextlib.suppress(TimeoutError, ssl.SSLError):
             tls.settimeout(0.3)
-            try:
-                tls.recv(1)
-            except (TimeoutError, socket.timeout, ssl.SSLError):
-                pass
+            tls.recv(1)
     except ssl.SSLError as exc:
         if "CERTIFICATE_REQUIRED" in (exc.reason or ""):
             return "the server requires TLS with a client certificate"
