@@ -45,9 +45,9 @@ def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
 
 
 def _register() -> None:
-    from motoko.cli import db_commands, launcher_commands, run_commands
+    from motoko.cli import db_commands, launcher_commands, maintenance_commands, run_commands
 
-    for module in (db_commands, launcher_commands, run_commands):
+    for module in (db_commands, launcher_commands, run_commands, maintenance_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; the only place that turns exceptions into exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        return cli.main(args=argv, prog_name="motoko", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="motoko", standalone_mode=False)
+        # ctx.exit(code) comes back as the return value without standalone mode.
+        if isinstance(result, int) and not isinstance(result, bool) and result:
+            sys.exit(result)
+        return result
     except click.exceptions.Abort:
         click.echo("motoko: aborted", err=True)
         sys.exit(1)

@@ -143,7 +143,7 @@ class Launcher:
         self._queue: list[Claimed] = []  # claimed, not yet started
         self._owned: dict[tuple[str, int], bytes] = {}  # claimed or running → oid
         self._started: list[tuple[str, int]] = []  # started since the last cycle
-        self._stage_failures: list[Outcome] = []
+        self._unsettled: list[Outcome] = []  # ended, not yet recorded
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._changed: set[bytes] = set()
@@ -216,7 +216,7 @@ class Launcher:
             await self._handle_cancels()
             if self._should_exit():
                 break
-            if claimed or outcomes or self._started:
+            if claimed or (outcomes and not self._unsettled) or self._started:
                 continue
             await self._sleep()
 
@@ -259,12 +259,11 @@ class Launcher:
         return False
 
     def _drain_outcomes(self) -> list[Outcome]:
-        outcomes = list(self._stage_failures)
-        self._stage_failures.clear()
+        """Outcomes not yet recorded; they stay queued until a cycle commits them."""
         queue = self.executor.outcomes
         while not queue.empty():
-            outcomes.append(queue.get_nowait())
-        return outcomes
+            self._unsettled.append(queue.get_nowait())
+        return list(self._unsettled)
 
     # -- one transaction per cycle ----------------------------------------------
 
@@ -289,9 +288,11 @@ class Launcher:
         try:
             claimed = self.db.transact(change, what="record run states", fresh=True)
         except MotokoError as exc:
+            # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
             return []
         self._started = self._started[len(started) :]
+        self._unsettled = self._unsettled[len(outcomes) :]
         self._account(outcomes)
         if beat:
             self._last_heartbeat = time.monotonic()
@@ -459,7 +460,7 @@ class Launcher:
                 await self.executor.submit(launch)
             except (MotokoError, OSError) as exc:
                 log.warning("run %s.%s could not start: %s", item.study, item.run_id, exc)
-                self._stage_failures.append(
+                self._unsettled.append(
                     Outcome(item.study, item.run_id, exit_code=None, reason=f"could not start: {exc}")
                 )
                 if self._wake is not None:
@@ -508,7 +509,7 @@ class Launcher:
                 asyncio.get_running_loop().create_task(self.executor.cancel(key, self.options.cancel_grace))
             else:
                 self._queue = [c for c in self._queue if (c.study, c.run_id) != key]
-                self._stage_failures.append(Outcome(key[0], key[1], cancelled=True))
+                self._unsettled.append(Outcome(key[0], key[1], cancelled=True))
                 if self._wake is not None:
                     self._wake.set()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
 import time
@@ -61,6 +62,7 @@ from motoko.study.schema import StudySchema
 from motoko.study.server import Address, parse_address
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Version of the layout above; a database of another version is refused.
 SCHEMA_VERSION = 1
@@ -185,6 +187,7 @@ class Study(persistent.Persistent):
             return self.runs[rid], False
         rid = self.run_counter.take()
         run = Run(self, rid, job.id, {**run_params, "run_name": run_name, **extra})
+        run._key = key
         self.runs[rid] = run
         self.run_keys[key] = rid
         _add(self.by_state, CREATED, rid)
@@ -266,6 +269,23 @@ class Study(persistent.Persistent):
         for name in ("launched", "started", "finished", "exit_code", "error", "launcher"):
             setattr(run, name, None)
         run.stop_requested = False
+
+    def delete(self, run: Run) -> None:
+        """Remove a run and its index entries (its job stays, for dedupe)."""
+        rid = run.id
+        for index, key in ((self.by_state, run._state), (self.by_run_name, run.run_name)):
+            ids = index.get(key) if key is not None else None
+            if ids is not None and rid in ids:
+                ids.remove(rid)
+        remaining = tuple(r for r in self.job_runs.get(run.job_id, ()) if r != rid)
+        if remaining:
+            self.job_runs[run.job_id] = remaining
+        elif run.job_id in self.job_runs:
+            del self.job_runs[run.job_id]
+        key = getattr(run, "_key", None)
+        if key is not None and self.run_keys.get(key) == rid:
+            del self.run_keys[key]
+        del self.runs[rid]
 
     def cancel(self, run: Run) -> bool:
         """Cancel a run: CREATED ends CANCELLED at once; a launched one is asked to stop.
@@ -483,8 +503,14 @@ class StudyDB:
             hint="try again; if it persists, fewer concurrent writers on the same runs help",
         )
 
-    def _wait_reconnect(self, attempt: int, timeout: float = 60.0) -> None:
+    #: Seconds to wait for a lost server to come back before giving up.
+    reconnect_timeout = 120.0
+
+    def _wait_reconnect(self, attempt: int) -> None:
+        """Wait (bounded) for ZEO to reconnect after the server went away."""
         storage = self.db.storage
+        timeout = self.reconnect_timeout
+        log.warning("lost the database server at %s; waiting up to %g s for it", self.address, timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if storage.is_connected():
@@ -511,6 +537,12 @@ class StudyDB:
         transaction's view may miss a commit that other processes finished
         microseconds earlier. Beginning explicitly closes that window.
         """
+        for attempt in range(3):
+            try:
+                self.tm.begin()
+                return
+            except ClientDisconnected:
+                self._wait_reconnect(attempt)
         self.tm.begin()
 
     def refresh(self) -> None:
@@ -642,6 +674,10 @@ class StudyDB:
         if run is None:
             raise RunNotFound(study_name, [int(run_id)])
         return run
+
+    def pack(self, days: float = 0.0) -> None:
+        """Drop old object revisions and unreachable objects (reclaims disk space)."""
+        self.db.pack(days=days)
 
     def select(self, study_name: str, constraints: Any = None) -> list[Run]:
         """Return the runs of a study matching constraints, in id order.

@@ -172,6 +172,7 @@ class Run(persistent.Persistent):
     stop_requested: bool = False
     executor_id: str | None = None
     _state: str = CREATED
+    _key: str | None = None  # the study's dedupe key, to forget it on delete
     _metadata: dict[str, str] | None = None
     _quantities: OOBTree | None = None
     _study: Study | None = None

@@ -127,6 +127,7 @@ class _Task:
     launch: Launch
     key: str
     future: Any  # distributed.Future
+    started: dict[str, Any] | None = None  # the task's STARTED_FILE, once read
 
 
 class DaskExecutor(Executor):
@@ -290,30 +291,31 @@ class DaskExecutor(Executor):
 
     async def _watch_workers(self) -> None:
         """Report LOST the runs whose worker left the cluster."""
-        known: set[str] = set()
-        rounds = 0
         while True:
             await asyncio.sleep(self.check)
-            rounds += 1
+            if not self._tasks:
+                continue
             try:
                 workers = set(await self._client.nthreads())
             except Exception as exc:  # the scheduler may be restarting
                 log.warning("cannot list Dask workers: %s", exc)
                 continue
-            # Reading every started file costs a file per run: only when a worker left.
-            if (known - workers or rounds % 10 == 0) and self._tasks:
-                self._check_started(workers)
-            known = workers
+            self._check_started(workers)
 
     def _check_started(self, workers: set[str]) -> None:
         for key, task in list(self._tasks.items()):
-            info = _read_started(task.launch.run_dir / STARTED_FILE)
-            if info.get("key") != task.key or info.get("worker") in workers:
+            if task.started is None:
+                info = _read_started(task.launch.run_dir / STARTED_FILE)
+                if info.get("key") != task.key:
+                    continue  # not started yet: queued in Dask, nothing to lose
+                task.started = info
+            worker = task.started.get("worker")
+            if worker in workers or worker == "?":
                 continue
-            _kill_orphan(info, task.launch.run_dir)
+            _kill_orphan(task.started, task.launch.run_dir)
             self._spawn(self._client.cancel([task.future], force=True))
             launch = task.launch
-            reason = f"its Dask worker {info.get('worker')} died while running it"
+            reason = f"its Dask worker {worker} died while running it"
             self._settle(key, Outcome(launch.study, launch.run_id, lost=True, reason=reason))
 
 
