@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> Any:
         if isinstance(result, int) and not isinstance(result, bool) and result:
             sys.exit(result)
         return result
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort; a declined confirmation is one too.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            click.echo("motoko: interrupted", err=True)
+            sys.exit(130)
         click.echo("motoko: aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:

@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ZEO.Exceptions import ClientDisconnected
+
 from motoko.errors import RunNotFound, RunsFailed, WaitTimeout
 from motoko.study.records import FAILURE, FINISHED, LOST, STATES, TERMINAL, Job, Run
 
@@ -96,8 +98,14 @@ async def wait_until(
     waiter = workflow.change_waiter()
     try:
         while True:
-            workflow.refresh()
-            done, value = check()
+            try:
+                workflow.refresh()
+                done, value = check()
+            except ClientDisconnected:
+                # The server went away between the refresh and the reads; the
+                # next refresh waits (bounded) for ZEO to reconnect.
+                await asyncio.sleep(0.1)
+                continue
             if done:
                 return value
             budget = delay

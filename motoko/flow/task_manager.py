@@ -113,7 +113,9 @@ class TaskManager:
                 list for a scalar field is a sweep.
 
         Idempotent: the same parameters in the same ``run_name`` return the
-        existing runs. Validation happens before anything is written.
+        existing runs; those that an earlier execution left CANCELLED, LOST
+        or FAILED are requeued, so a resumed workflow executes them again.
+        Validation happens before anything is written.
 
         Raises:
             ParameterError, UnknownNameError: for wrong or unknown parameters.

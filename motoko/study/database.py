@@ -360,6 +360,20 @@ def expand_ids(ids: Sequence[int] | IITreeSet) -> list[int]:
 # -- the connection ---------------------------------------------------------------
 
 
+def _open_db(storage: Any, cache_size: int) -> ZODB.DB:
+    """ZODB.DB over ``storage``; several processes may be creating the root at once.
+
+    On a brand-new database, every client tries to create the root object;
+    the losers see a conflict and simply look again.
+    """
+    for attempt in range(20):
+        try:
+            return ZODB.DB(storage, cache_size=cache_size, large_record_size=1 << 26)
+        except ConflictError:  # includes ReadConflictError
+            time.sleep(0.01 * (attempt + 1))
+    return ZODB.DB(storage, cache_size=cache_size, large_record_size=1 << 26)
+
+
 class StudyDB:
     """A connection to a study database served by ZEO.
 
@@ -412,7 +426,7 @@ class StudyDB:
                 hint="start it with `motoko server start`, check the address, or for TLS set "
                 "MOTOKO_TLS_CA, MOTOKO_TLS_CERT and MOTOKO_TLS_KEY to a certificate the server's CA signed",
             ) from None
-        self.db = ZODB.DB(storage, cache_size=cache_size, large_record_size=1 << 26)
+        self.db = _open_db(storage, cache_size)
         self.tm = transaction.TransactionManager()
         self.conn = self.db.open(transaction_manager=self.tm)
         self._check_version()

@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +231,9 @@ class DaskExecutor(Executor):
             return
         # Started: the task stops the process itself and returns. Should its
         # worker be wedged, give up on it after the grace period and a margin.
-        await asyncio.sleep(grace + 10)
+        deadline = time.monotonic() + grace + 10
+        while key in self._tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         if key in self._tasks:
             await self._client.cancel([task.future], force=True)
 

@@ -172,6 +172,7 @@ class SlurmExecutor(Executor):
         self._submitters = asyncio.Semaphore(max(1, submitters))
         self._background: set[asyncio.Task[None]] = set()
         self._poke = asyncio.Event()
+        self._polling = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
     # -- the Executor interface ------------------------------------------------------
@@ -272,9 +273,10 @@ class SlurmExecutor(Executor):
             else:
                 task.log_file = task.launch.run_dir / f"slurm-{job}.out"
             self.running[task.launch.key] = task.slurm_id
+        log.debug("submitted %d run(s) as SLURM job %s", len(tasks), job)
+        for task in tasks:
             if task.launch.key in self._cancelled:  # cancelled while sbatch ran
                 await self._scancel(task)
-        log.debug("submitted %d run(s) as SLURM job %s", len(tasks), job)
 
     async def _scancel(self, task: _Task) -> None:
         try:
@@ -298,24 +300,27 @@ class SlurmExecutor(Executor):
 
     async def _poll_once(self) -> None:
         """One squeue call for all our jobs; settle those that ended."""
-        if not self._jobs:
-            return
-        try:
-            queue = await _squeue(list(self._jobs))
-        except (MotokoError, OSError) as exc:
-            # The controller may be restarting: what exit_code files say is still true.
-            log.warning("squeue failed, reading exit_code files only: %s", exc)
-            for task in self._tracked():
-                code = _read_exit_code(task.launch.run_dir)
-                if code is not None:
-                    self._settle(task, self._outcome(task, "COMPLETED", "", code))
-            return
-        vanished = [task for task in self._tracked() if not self._update(task, queue)]
-        if vanished:
-            await self._settle_vanished(vanished)
+        async with self._polling:  # the poller and reconcile() must not judge twice
+            jobs = list(self._jobs)
+            if not jobs:
+                return
+            try:
+                queue = await _squeue(jobs)
+            except (MotokoError, OSError) as exc:
+                # The controller may be restarting: what exit_code files say is still true.
+                log.warning("squeue failed, reading exit_code files only: %s", exc)
+                for task in self._tracked(jobs):
+                    code = _read_exit_code(task.launch.run_dir)
+                    if code is not None:
+                        self._settle(task, self._outcome(task, "COMPLETED", "", code))
+                return
+            # Only the jobs asked about: one submitted meanwhile is not "missing".
+            vanished = [task for task in self._tracked(jobs) if not self._update(task, queue)]
+            if vanished:
+                await self._settle_vanished(vanished)
 
-    def _tracked(self) -> list[_Task]:
-        return [task for tasks in self._jobs.values() for task in tasks]
+    def _tracked(self, jobs: list[str]) -> list[_Task]:
+        return [task for job in jobs for task in self._jobs.get(job, ())]
 
     def _update(self, task: _Task, queue: _Queue) -> bool:
         """Apply squeue's view to one task; False when squeue no longer knows it."""
