@@ -156,3 +156,38 @@ def test_killed_orchestrator_resumes_without_duplicates(workdir):
     assert all(states[rid] == "FINISHED" for rid in finished_before)  # reused, not redone
     lost = [rid for rid, state, _, _ in after if state != "FINISHED"]
     assert lost == [], after
+
+
+def test_killed_launcher_run_is_lost_then_retried_and_the_workflow_never_sticks(workdir):
+    """Every launcher dies: the awaiting workflow itself declares the run LOST; a retry finishes it."""
+    marker = workdir / "attempts"
+    launch = f'#!/bin/bash\necho x >> {marker}\nif [ $(wc -l < {marker}) -eq 1 ]; then sleep 60; fi\n'
+    write_study(workdir, "s", "{x: int}", "pass\n", extra="retries: 1\nretry_on: [LOST]\nlost_after: 2\n", launch=launch)
+    write_config(workdir, ["s"], FAST)
+    (workdir / "wf.py").write_text(textwrap.dedent("""
+        from motoko import step
+
+        @step
+        async def only(workflow):
+            runs = await workflow.s.createTask(x=1)
+            run = runs[0][0]
+            return [run.attempt, run.history[0]["state"]]
+    """))
+    assert motoko("server", "start", cwd=workdir).returncode == 0
+    launcher = _start(["launcher", "start"], workdir, workdir / "l1.log")
+    orchestrator = _start(["run", "wf.py", "--no-launcher"], workdir, workdir / "run.log")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not marker.exists():
+        time.sleep(0.1)
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and its run
+    launcher.wait()
+    start = time.monotonic()
+    time.sleep(4)  # the run is LOST now (found by the workflow) and re-queued
+    second = _start(["launcher", "start", "--idle-exit", "3"], workdir, workdir / "l2.log")
+    orchestrator.wait(timeout=60)
+    second.wait(timeout=60)
+    output = (workdir / "run.log").read_text()
+    assert orchestrator.returncode == 0, output
+    assert "only: [2, 'LOST']" in output
+    assert time.monotonic() - start < 30
+    assert marker.read_text().count("x") == 2

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class Workflow(EventsMixin):
         #: When this execution began: runs ended or launched before it and
         #: left CANCELLED/LOST/FAILED are executed again on resume.
         self.opened_at = now()
+        self._last_lost_check = time.monotonic()
         self._start_server = start_server
         self._dbs: dict[str, StudyDB] = {}
         self._study_dbs: dict[str, StudyDB] = {}
@@ -213,9 +215,33 @@ class Workflow(EventsMixin):
             self.db_for(name).create_study(manager.schema, drop=drop)
 
     def refresh(self) -> None:
-        """Commit this workflow's pending changes and see everybody else's."""
+        """Commit this workflow's pending changes and see everybody else's.
+
+        Every ``lost_after / 4`` seconds it also declares LOST the runs whose
+        launcher stopped heart-beating, so an awaiting workflow is never stuck
+        even when every launcher died.
+        """
         for db in self.databases:
             db.refresh()
+        if time.monotonic() - self._last_lost_check >= max(0.2, self.config.lost_after / 4):
+            self._last_lost_check = time.monotonic()
+            self._detect_lost()
+
+    def _detect_lost(self) -> None:
+        from motoko.study.liveness import declare_lost
+        from motoko.study.records import ACTIVE
+
+        for name, manager in self.task_managers.items():
+            db = self.db_for(name)
+            study = db.study(name)
+            if not any(len(study.ids_in_state(state)) for state in ACTIVE):
+                continue
+            lost_after = manager.schema.lost_after or self.config.lost_after
+
+            def change(db: StudyDB = db, name: str = name, lost_after: float = lost_after) -> int:
+                return declare_lost(db, db.study(name), lost_after, observer=f"workflow {self.run_name}")
+
+            db.transact(change, what="declare lost runs")
 
     def change_waiter(self) -> _MultiWaiter:
         """An awaitable that fires on the next commit to any workflow database."""

@@ -39,6 +39,7 @@ from motoko.errors import MotokoError
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
+from motoko.study.liveness import declare_lost
 from motoko.study.records import (
     ACTIVE,
     CANCELLED,
@@ -376,26 +377,11 @@ class Launcher:
 
     def _detect_lost(self) -> None:
         """Declare LOST the active runs whose launcher stopped heart-beating."""
-        stamp = now()
-        launchers = self.db.launchers()
         for name, schema in self.studies.items():
-            study = self.db.study(name)
-            limit = _dt.timedelta(seconds=schema.lost_after or self.options.lost_after)
-            for state in (LAUNCHED, RUNNING):
-                for rid in list(study.ids_in_state(state)):
-                    run = study.runs[rid]
-                    if run.launcher == self.id:
-                        continue
-                    last = _last_sign_of_life(run, launchers.get(run.launcher))
-                    if stamp - last > limit:
-                        study.transition(
-                            run,
-                            LOST,
-                            error=f"launcher {run.launcher} on {run.machine_name} stopped heart-beating "
-                            f"(last heartbeat {last:%Y-%m-%d %H:%M:%S} UTC, "
-                            f"{(stamp - last).total_seconds():.0f} s before {self.id} noticed)",
-                        )
-                        self.report.lost_detected += 1
+            self.report.lost_detected += declare_lost(
+                self.db, self.db.study(name), schema.lost_after or self.options.lost_after,
+                observer=self.id, skip_launcher=self.id,
+            )
 
     def _claim(self, want: int) -> list[Claimed]:
         claimed: list[Claimed] = []
@@ -512,14 +498,6 @@ class Launcher:
                 self._unsettled.append(Outcome(key[0], key[1], cancelled=True))
                 if self._wake is not None:
                     self._wake.set()
-
-
-def _last_sign_of_life(run: Run, record: LauncherRecord | None) -> _dt.datetime:
-    """The newest heartbeat of a run or of its launcher (a stopped launcher counts as dead)."""
-    stamps = [t for t in (run.heartbeat, run.launched, run.created) if t is not None]
-    if record is not None and record.stopped is None:
-        stamps.append(record.heartbeat)
-    return max(stamps)
 
 
 def _spread(ids: Any, n: int) -> list[int]:
