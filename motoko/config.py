@@ -123,7 +123,7 @@ def find_config(start: Path | str | None = None) -> Path:
             return candidate
     raise ConfigError(
         f"no {CONFIG_NAME} in {here} or any directory above it",
-        hint="run motoko inside a workflow directory, or create one with `motoko init DIR`",
+        hint="run motoko inside a workflow directory (one with a motoko.yaml), or name it with -C DIR",
     )
 
 
@@ -131,18 +131,47 @@ def load_config(path: Path | str | None = None) -> WorkflowConfig:
     """Load and validate a motoko.yaml (found upward from cwd when ``path`` is None)."""
     file = find_config(path)
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        # A ValueError, not an OSError: it used to escape as a traceback.
+        line = file.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"the file is not UTF-8 text (byte {exc.object[exc.start]:#x})",
+            where=f"{file}:{line}",
+            hint="save it as UTF-8",
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {file}: {exc.strerror}", hint="check the file's permissions") from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else str(file)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid YAML: {problem}", where=where, hint="check indentation and colons") from None
+    if node is not None:
+        _check_duplicates(node, str(file))
     return _build(file, data, _Lines(node, str(file)))
+
+
+def _check_duplicates(node: Any, source: str) -> None:
+    """Refuse a key written twice in one mapping (PyYAML silently keeps the last one)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen and key.value != "<<":
+                    raise ConfigError(
+                        f"setting {key.value!r} appears twice in the same mapping",
+                        where=f"{source}:{key.start_mark.line + 1}",
+                        hint="keep one of them",
+                    )
+                seen.add(key.value)
+            _check_duplicates(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicates(item, source)
 
 
 class _Lines:
@@ -181,7 +210,11 @@ def _build(file: Path, data: Any, lines: _Lines) -> WorkflowConfig:
     aliases = _aliases(data.get("aliases"), studies, lines)
     orchestrator = data.get("orchestrator")
     if orchestrator is not None and not isinstance(orchestrator, str):
-        raise ConfigError("orchestrator must be a 'module.function' string", where=lines.at("orchestrator"))
+        raise ConfigError(
+            f"orchestrator must be a 'module.function' string, got {orchestrator!r}",
+            where=lines.at("orchestrator"),
+            hint="e.g. `orchestrator: workflows.orchestrator.main`",
+        )
     config = WorkflowConfig(file, studies, aliases, orchestrator)
     config.launcher = _launcher(data.get("launcher"), lines)
     config.poll = _poll(data.get("poll"), lines)
@@ -190,7 +223,14 @@ def _build(file: Path, data: Any, lines: _Lines) -> WorkflowConfig:
     if data.get("database") is not None:
         config.database = _address(data["database"], base, lines.at("database"))
     if data.get("runs_dir") is not None:
-        config.runs_dir = base / str(data["runs_dir"])
+        if not isinstance(data["runs_dir"], str):
+            # str() of a list or mapping made a directory named "['a']".
+            raise ConfigError(
+                f"runs_dir must be a directory name, got {data['runs_dir']!r}",
+                where=lines.at("runs_dir"),
+                hint="e.g. `runs_dir: runs` (relative to the workflow directory)",
+            )
+        config.runs_dir = base / data["runs_dir"]
     return config
 
 
@@ -200,13 +240,21 @@ def _studies(base: Path, raw: Any, lines: _Lines) -> dict[str, StudyRef]:
     if isinstance(raw, list):
         raw = {str(name): None for name in raw}
     if not isinstance(raw, dict):
-        raise ConfigError("task_managers must be a mapping of study names", where=lines.at("task_managers"))
+        raise ConfigError(
+            f"task_managers must be a mapping of study names, got {raw!r}",
+            where=lines.at("task_managers"),
+            hint="write `task_managers: {mult: , add: }` or one study name per line",
+        )
     studies = {}
     for name, spec in raw.items():
         where = lines.at("task_managers", str(name))
         spec = spec or {}
         if not isinstance(spec, dict):
-            raise ConfigError(f"task manager {name!r} must be a mapping (path:, host:) or empty", where=where)
+            raise ConfigError(
+                f"task manager {name!r} must be a mapping (path:, host:) or empty, got {spec!r}",
+                where=where,
+                hint=f"write `{name}:` alone, or `{name}: {{path: studies/{name}}}`",
+            )
         unknown = set(spec) - {"path", "host"}
         if unknown:
             key = sorted(unknown)[0]
@@ -234,9 +282,20 @@ def _aliases(raw: Any, studies: dict[str, StudyRef], lines: _Lines) -> dict[str,
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError("aliases must map alias names to study names", where=lines.at("aliases"))
+        raise ConfigError(
+            "aliases must map alias names to study names",
+            where=lines.at("aliases"),
+            hint="e.g. `aliases: {post: norm}`",
+        )
     out = {}
     for alias, target in raw.items():
+        if str(alias) in studies:
+            # resolve() looks at studies first: such an alias would be ignored silently.
+            raise ConfigError(
+                f"alias {alias!r} is also a task manager's name",
+                where=lines.at("aliases", str(alias)),
+                hint="rename the alias",
+            )
         if str(target) not in studies:
             raise UnknownNameError("study", str(target), studies, where=lines.at("aliases", str(alias)))
         out[str(alias)] = str(target)
@@ -264,16 +323,24 @@ def _launcher_value(key: str, value: Any, where: str) -> Any:
         return value
     if key in ("max_parallel", "bundle_size", "claim_ahead"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"launcher {key} must be a positive integer, got {value!r}", where=where)
+            raise ConfigError(
+                f"launcher {key} must be a positive integer, got {value!r}",
+                where=where,
+                hint=f"e.g. `{key}: 2`" + (", or remove it to use every core" if key == "max_parallel" else ""),
+            )
         return value
     if key in ("heartbeat", "cancel_grace", "poll"):
         return _positive(value, f"launcher {key}", where)
     if key == "slurm_options":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError("slurm_options must be a list of strings, e.g. ['--time=00:10:00']", where=where)
+            raise ConfigError(
+                f"slurm_options must be a list of strings, got {value!r}",
+                where=where,
+                hint="e.g. `slurm_options: ['--time=00:10:00']`",
+            )
         return list(value)
     if not isinstance(value, str):
-        raise ConfigError(f"launcher {key} must be a string, got {value!r}", where=where)
+        raise ConfigError(f"launcher {key} must be a string, got {value!r}", where=where, hint="quote the value")
     return value
 
 
@@ -282,19 +349,31 @@ def _poll(raw: Any, lines: _Lines) -> PollSettings:
     if raw is None:
         return poll
     if not isinstance(raw, dict):
-        raise ConfigError("poll must be a mapping (initial, factor, maximum)", where=lines.at("poll"))
+        raise ConfigError(
+            "poll must be a mapping (initial, factor, maximum)",
+            where=lines.at("poll"),
+            hint="e.g. `poll: {initial: 0.5, factor: 2, maximum: 5}`",
+        )
     for key, value in raw.items():
         if key not in ("initial", "factor", "maximum"):
             raise ConfigError(f"unknown poll setting {key!r}", where=lines.at("poll", str(key)), hint=did_you_mean(str(key), ["initial", "factor", "maximum"]))
         setattr(poll, key, _positive(value, f"poll {key}", lines.at("poll", str(key))))
     if poll.factor < 1:
-        raise ConfigError("poll factor must be >= 1", where=lines.at("poll", "factor"))
+        raise ConfigError(
+            f"poll factor must be >= 1 (the poll must not get faster), got {poll.factor:g}",
+            where=lines.at("poll", "factor"),
+            hint="e.g. `factor: 2`, or 1 for a constant interval",
+        )
     return poll
 
 
 def _positive(value: Any, what: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}", where=where)
+        raise ConfigError(
+            f"{what} must be a positive number of seconds, got {value!r}",
+            where=where,
+            hint="give a number > 0, e.g. 60, or remove the setting to use the default",
+        )
     return float(value)
 
 

@@ -9,7 +9,7 @@ import click
 
 from motoko.cli.format import colour_state, render
 from motoko.config import WorkflowConfig, load_config
-from motoko.errors import QueryError
+from motoko.errors import QueryError, UnknownNameError
 from motoko.study.records import STATES
 
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -58,11 +58,29 @@ def create(ctx: click.Context, yes: bool, keep: bool) -> None:
         workflow.close()
 
 
-def _select_rows(workflow: Any, study: str, constraints: list[str], fields: list[str] | None) -> tuple[list[str], list[list[Any]]]:
+def _column_known(column: str, schema: Any, runs: list[Any]) -> bool:
+    """Whether a --fields column is a field of the study or an attribute of a selected run."""
+    prefix, dot, rest = column.partition(".")
+    if dot and prefix == "jobs":
+        return rest in schema.all_job_fields()
+    name = rest if dot and prefix == "runs" else column
+    if name in ("state", "study") or name in schema.all_run_fields():
+        return True
+    if not dot and name in schema.all_job_fields():
+        return True
+    # Free attributes (run.y = ...) exist only on the runs that set them.
+    return any(hasattr(run, name) and not callable(getattr(run, name)) for run in runs)
+
+
+def _select_rows(
+    workflow: Any, study: str, constraints: list[str], fields: list[str] | None
+) -> tuple[list[str], list[list[Any]], set[str]]:
+    """The selected runs of one study as rows, and the requested columns it knows."""
     manager = workflow[study]
     runs = workflow.db_for(study).select(manager.name, constraints or None)
     job_fields = list(manager.schema.job_fields)
     columns = fields or ["id", "job_id", "state", "run_name", *job_fields, "progress", "machine_name"]
+    known = {c for c in columns if _column_known(c, manager.schema, runs)}
     rows = []
     for run in runs:
         job = run.job
@@ -74,7 +92,22 @@ def _select_rows(workflow: Any, study: str, constraints: list[str], fields: list
             else:
                 row.append(getattr(run, name, None))
         rows.append(row)
-    return columns, rows
+    return columns, rows, known
+
+
+def _check_fields(workflow: Any, studies: list[str], fields: list[str], known: set[str], any_runs: bool) -> None:
+    """Refuse a --fields column that no selected study or run knows (it printed empty)."""
+    unknown = [c for c in fields if c not in known]
+    if not unknown or not any_runs:
+        return  # without runs, a free attribute cannot be told from a typo
+    column = unknown[0]
+    prefix = column.partition(".")[0] + "." if column.startswith(("jobs.", "runs.")) else ""
+    possible: set[str] = {"state", "study"} if prefix != "jobs." else set()
+    for name in studies:
+        schema = workflow[name].schema
+        possible |= set(schema.all_job_fields()) if prefix != "runs." else set()
+        possible |= set(schema.all_run_fields()) if prefix != "jobs." else set()
+    raise UnknownNameError("column", column, {prefix + p for p in possible}, where="--fields")
 
 
 @click.command()
@@ -90,17 +123,21 @@ def select(ctx: click.Context, constraints: tuple[str, ...], study: str | None, 
         studies = [workflow.config.resolve(study)] if study else list(workflow.task_managers)
         field_list = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
         outputs, errors = [], []
+        known: set[str] = set()
         for name in studies:
             try:
-                columns, rows = _select_rows(workflow, name, list(constraints), field_list)
+                columns, rows, known_here = _select_rows(workflow, name, list(constraints), field_list)
             except QueryError as exc:
                 if study:
                     raise
                 errors.append(exc)
                 continue
             outputs.append((name, columns, rows))
+            known |= known_here
         if not outputs and errors:
             raise errors[0]
+        if field_list:
+            _check_fields(workflow, studies, field_list, known, any(rows for _, _, rows in outputs))
         _print_selection(outputs, fmt)
     finally:
         workflow.close()

@@ -30,7 +30,9 @@ class Context:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option(
-    "-C", "--directory", type=click.Path(file_okay=False), default=None,
+    # exists=True: a missing directory used to fall back, silently, to the
+    # motoko.yaml found upward from the current directory.
+    "-C", "--directory", type=click.Path(exists=True, file_okay=False), default=None,
     help="Workflow directory (default: search upward from the current directory).",
 )
 @click.version_option(__version__, prog_name="motoko")

@@ -73,6 +73,8 @@ async def _monitor(workflow: Any) -> None:
 @click.option("--executor", type=click.Choice(["local", "slurm", "dask"]), help="Override motoko.yaml's executor.")
 @click.option("--max-parallel", "-j", type=click.IntRange(min=1), help="Runs executing at once.")
 @click.option("--no-launcher", is_flag=True, help="Do not start a launcher (one runs elsewhere).")
+@click.option("--detach", "-d", is_flag=True, help="Run in the background (see `motoko run status|stop|logs`).")
+@click.option("--follow", "-f", is_flag=True, hidden=True, help="With `run logs`: follow until the workflow ends.")
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -84,14 +86,26 @@ def run(
     executor: str | None,
     max_parallel: int | None,
     no_launcher: bool,
+    detach: bool,
+    follow: bool,
 ) -> None:
     """Run a workflow file (steps, or a motoko 0.1.4 orchestrator) to completion.
 
     Without FILE, runs motoko.yaml's orchestrator. Exit status: 0 on success,
     1 when runs failed, 2 on bad input. Arguments after `--` go to the
-    orchestrator's populate_arg_parser.
+    orchestrator's populate_arg_parser. `motoko run status|stop|logs [-f]`
+    manage workflows started with --detach.
     """
+    from motoko.cli import detach as detached
     from motoko.flow.runner import orchestrator_file, run_file
+
+    if file is not None and str(file) in detached.SUBCOMMANDS and not file.exists():
+        from motoko.cli.db_commands import config_of
+
+        directory = config_of(ctx).directory
+        {"status": lambda: detached.show_status(directory), "stop": lambda: detached.stop(directory),
+         "logs": lambda: detached.logs(directory, follow)}[str(file)]()
+        return
 
     if file is not None and str(file).startswith("-"):
         # Fix: `motoko run -- --rescale 3` (no FILE: motoko.yaml's orchestrator)
@@ -111,6 +125,16 @@ def run(
     if duplicates:
         raise ParameterError(f"parameter {duplicates[0]!r} given twice", field=duplicates[0], hint="give each -p once")
     overrides = {k: v for k, v in (("executor", executor), ("max_parallel", max_parallel)) if v is not None}
+    if detach:
+        from motoko.flow.runner import load_workflow_file
+
+        load_workflow_file(file)  # bad input is reported now, not in a log later
+        argv = [a for a in _own_argv() if a not in ("--detach", "-d")]
+        from motoko.config import find_config
+
+        record = detached.start(find_config(Path(file).resolve().parent).parent, argv, str(file))
+        click.echo(f"workflow started in the background (pid {record['pid']}); follow it with `motoko run logs -f`")
+        return
     outcome = run_file(
         file,
         dict(params),
@@ -123,8 +147,25 @@ def run(
     )
     click.echo(f"workflow {file} finished (run name {outcome.run_name}) in {outcome.elapsed:.2f} s", err=True)
     for name, result in outcome.results.items():
-        if result is not None and not hasattr(result, "ids"):
+        if _printable(result):
             click.echo(f"{name}: {result}")
+
+
+def _printable(result: Any) -> bool:
+    """Step results worth printing: plain values, not handles or lists of (run, job)."""
+    if result is None or hasattr(result, "ids") or hasattr(result, "constraints"):
+        return False
+    if isinstance(result, list | tuple) and result and isinstance(result[0], tuple) and len(result[0]) == 2:
+        from motoko.study.records import Run
+
+        return not isinstance(result[0][0], Run)
+    return True
+
+
+def _own_argv() -> list[str]:
+    """This command's arguments after `run` (to start the same run detached)."""
+    argv = sys.argv[1:]
+    return argv[argv.index("run") + 1 :] if "run" in argv else argv
 
 
 @click.command()

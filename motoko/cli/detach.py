@@ -1,0 +1,132 @@
+"""Workflows running in the background: ``motoko run --detach`` and ``run status|stop|logs``.
+
+A detached workflow is an ordinary ``motoko run`` in its own session whose
+output goes to a log under ``.motoko/workflows/``; a small record (pid, file,
+log, and the exit status once it ended) sits beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from motoko.cli.format import render
+from motoko.errors import MotokoError
+
+SUBCOMMANDS = ("status", "stop", "logs")
+
+
+def _records_dir(workflow_dir: Path) -> Path:
+    from motoko.study.server import state_dir
+
+    path = state_dir(workflow_dir) / "workflows"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def start(workflow_dir: Path, args: list[str], file: str) -> dict[str, Any]:
+    """Start ``motoko run ARGS`` detached; return its record."""
+    directory = _records_dir(workflow_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log = directory / f"{Path(file).stem}-{stamp}.log"
+    record_path = directory / f"{Path(file).stem}-{stamp}.json"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "motoko.cli.detach", str(record_path), "run", *args],
+            cwd=Path.cwd(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )
+    record = {"pid": proc.pid, "file": file, "log": str(log), "started": time.time(), "exit_code": None}
+    record_path.write_text(json.dumps(record))
+    return record
+
+
+def records(workflow_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every detached workflow of this directory, newest last."""
+    out = []
+    for path in sorted(_records_dir(workflow_dir).glob("*.json"), key=lambda p: p.stat().st_mtime):
+        with contextlib.suppress(OSError, ValueError):
+            out.append((path, json.loads(path.read_text())))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def show_status(workflow_dir: Path) -> None:
+    rows = []
+    for _, record in records(workflow_dir):
+        code = record.get("exit_code")
+        state = "running" if code is None and _alive(record["pid"]) else ("exited " + str(code) if code is not None else "killed")
+        rows.append([record["pid"], record["file"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"])), state, record["log"]])
+    if not rows:
+        click.echo("no detached workflow")
+        return
+    click.echo(render(["pid", "file", "started", "state", "log"], rows, "table"))
+
+
+def stop(workflow_dir: Path) -> None:
+    """Interrupt every running detached workflow (they cancel their unfinished runs)."""
+    running = [r for _, r in records(workflow_dir) if r.get("exit_code") is None and _alive(r["pid"])]
+    for record in running:
+        os.kill(record["pid"], signal.SIGINT)
+    click.echo(f"interrupted {len(running)} workflow(s)" if running else "no detached workflow is running")
+
+
+def logs(workflow_dir: Path, follow: bool) -> None:
+    found = records(workflow_dir)
+    if not found:
+        raise MotokoError("no detached workflow has run here", hint="start one with `motoko run FILE --detach`")
+    path, record = found[-1]
+    log = Path(record["log"])
+    with open(log, errors="replace") as handle:
+        click.echo(handle.read(), nl=False)
+        while follow:
+            line = handle.readline()
+            if line:
+                click.echo(line, nl=False)
+                continue
+            current = json.loads(path.read_text())
+            if current.get("exit_code") is not None or not _alive(record["pid"]):
+                return
+            time.sleep(0.2)
+
+
+def _main() -> None:
+    """Entry of the detached process: run the CLI and record its exit status."""
+    record_path = Path(sys.argv[1])
+    code = 0
+    try:
+        from motoko.cli.main import main
+
+        main(sys.argv[2:])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        code = 1
+        raise
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(record_path.read_text())
+            record["exit_code"] = code
+            record_path.write_text(json.dumps(record))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    _main()
