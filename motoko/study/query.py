@@ -562,14 +562,16 @@ class _Parser:
         if self.token.kind == "end":
             raise self.error("unclosed '('", opening.column, "add the matching ')'")
         if self.token.kind != ")":
-            raise self.expected("')', ',', 'and' or 'or'", self.token)
+            raise self.expected(
+                "')', ',', 'and' or 'or'", self.token, "join conditions with , and or"
+            )
         self.advance()
         return node
 
     def parse_comparison(self) -> Compare:
         name = self.token
         if name.kind != "word" or self.keyword():
-            raise self.expected("a field name", name)
+            raise self.expected("a field name", name, "write FIELD OP VALUE, e.g. state = FINISHED")
         self.advance()
         field = self.resolve(name)
         op = self.token
@@ -593,7 +595,11 @@ class _Parser:
         if self.token.kind == "end":
             raise self.error("unclosed '('", opening.column, "add the matching ')'")
         if self.token.kind != ")":
-            raise self.expected("',' or ')' in the list of values", self.token)
+            raise self.expected(
+                "',' or ')' in the list of values",
+                self.token,
+                "write x in (a, b, c); quote values with spaces",
+            )
         self.advance()
         return values
 
@@ -622,11 +628,17 @@ class _Parser:
         if table is None:
             return self.resolve_bare(name)
         if not rest:
-            raise self.error(f"missing field name after {name.text!r}", name.column)
+            raise self.error(
+                f"missing field name after {name.text!r}", name.column, f"write e.g. {name.text}x"
+            )
         if table == "meta":
             return Field(rest, "meta", None)
         if not _IDENTIFIER.match(rest):
-            raise self.error(f"invalid field name {rest!r}", name.column + len(prefix) + 1)
+            raise self.error(
+                f"invalid field name {rest!r}",
+                name.column + len(prefix) + 1,
+                "a field name is a letter or _ followed by letters, digits or _",
+            )
         if table == "runs":
             kind = self.runs.get(rest)
             return Field(rest, "runs", kind) if kind else Field(rest, "free", None)
@@ -686,7 +698,11 @@ class _Parser:
             )
         value = self.convert(name, field, raws[0])
         if value is None and op not in ("=", "!="):
-            raise self.error(f"null can only be compared with = or !=, not {op!r}", raws[0].column)
+            raise self.error(
+                f"null can only be compared with = or !=, not {op!r}",
+                raws[0].column,
+                f"write {name.text} = null or {name.text} != null",
+            )
         return Compare(field, op, value, name.column)
 
     def convert(self, name: _Token, field: Field, raw: _Raw) -> Any:
@@ -710,7 +726,7 @@ class _Parser:
             raise self.error(
                 f"field {name.text!r} expects {kind.expected}, got {raw.text!r}",
                 raw.column,
-                f"{name.text!r} is a {kind.name} field",
+                f"{name.text!r} is a {kind.name} field: compare it with {kind.expected}",
             ) from None
         if isinstance(value, _dt.datetime) and value.tzinfo is None:
             value = value.astimezone()  # naive means local time; runs store aware UTC times
@@ -737,6 +753,7 @@ def _texts(constraints: str | Sequence[str] | None) -> list[str]:
     raise QueryError(
         f"constraints must be a string or a list of strings, got {type(constraints).__name__}",
         text=repr(constraints),
+        hint='write e.g. "state = FINISHED, x > 2"',
     )
 
 

@@ -340,7 +340,11 @@ def _read_yaml(text: str, source: str) -> tuple[Any, _Lines]:
             hint="check the indentation, colons and quotes around that place",
         ) from None
     except yaml.YAMLError as err:
-        raise SchemaError(f"invalid YAML: {err}", where=source) from None
+        raise SchemaError(
+            f"invalid YAML: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            where=source,
+            hint="check the file's syntax",
+        ) from None
     except (ValueError, OverflowError) as err:  # an impossible date like 2024-13-01
         line = _failing_scalar_line(root) if root is not None else None
         raise SchemaError(
@@ -446,6 +450,7 @@ def _text(data: Mapping[str, Any], key: str, default: str, lines: _Lines) -> str
             field=key,
             value=value,
             where=lines(key),
+            hint="quote the value",
         )
     return value
 
@@ -464,6 +469,7 @@ def _text_list(data: Mapping[str, Any], key: str, default: list[str], lines: _Li
             field=key,
             value=value,
             where=lines(key),
+            hint=f"write e.g. `{key}: [a, b]`",
         )
     for i, item in enumerate(items):
         if not isinstance(item, str):
@@ -472,6 +478,7 @@ def _text_list(data: Mapping[str, Any], key: str, default: list[str], lines: _Li
                 field=key,
                 value=item,
                 where=lines(key, i),
+                hint="quote the item",
             )
     return list(items)
 
@@ -481,7 +488,11 @@ def _relative_name(key: str, name: str, where: str) -> str:
     text = name.replace("\\", "/")
     if not text.strip() or "\0" in text or posixpath.normpath(text) == ".":
         raise ParameterError(
-            f"{key!r} expects a file name, got {name!r}", field=key, value=name, where=where
+            f"{key!r} expects a file name, got {name!r}",
+            field=key,
+            value=name,
+            where=where,
+            hint="name a file of the study folder, e.g. doIt.py",
         )
     if text.startswith("/") or PureWindowsPath(name).drive:
         raise SchemaError(
@@ -514,6 +525,7 @@ def _files(data: Mapping[str, Any], lines: _Lines) -> tuple[str, list[str]]:
                 field="config_files",
                 value=name,
                 where=where,
+                hint="list it once",
             )
         config_files.append(clean)
     return exec_file, config_files
@@ -746,7 +758,13 @@ def load_schema(path: str | Path, *, check_files: bool = True) -> StudySchema:
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise SchemaError("the file is not UTF-8 text", where=str(file)) from None
+        raise SchemaError(
+            "the file is not UTF-8 text", where=str(file), hint="save it as UTF-8"
+        ) from None
     except OSError as err:
-        raise SchemaError(f"cannot read the file: {err.strerror}", where=str(file)) from None
+        raise SchemaError(
+            f"cannot read the file: {err.strerror}",
+            where=str(file),
+            hint="check the file's permissions",
+        ) from None
     return parse_schema(text, source=str(file), folder=file.parent, check_files=check_files)

@@ -1,0 +1,228 @@
+"""A run's directory seen from outside: its files and the tail of its logs.
+
+Launchers stage each run in ``run.run_path`` (``stdout`` and ``stderr`` are
+written there by the executor). :func:`list_files` and :func:`tail_lines`
+read that directory on the host they are called on; :func:`follow_lines`
+keeps reading a log until the run ends, waking on database commits (the
+change feed) and on a short file poll, never a fixed multi-second sleep.
+
+A run that has not been staged yet has no files: listing gives an empty
+list, tailing raises :class:`RunFileNotFound` saying so (and following waits
+for the file to appear).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from motoko.errors import MotokoError, did_you_mean
+
+if TYPE_CHECKING:
+    from motoko.study.records import Run
+
+#: Seconds between two reads of a followed file when no commit wakes us.
+FOLLOW_INTERVAL = 0.2
+#: Bytes read backwards at a time when looking for the last lines.
+_CHUNK = 8192
+
+
+class RunFileNotFound(MotokoError, FileNotFoundError):
+    """A run's directory or one of its files does not exist (yet, or on this host).
+
+    Attributes:
+        run: ``"study.id"`` of the run.
+        name: The file asked for, or None for the directory itself.
+    """
+
+    def __init__(self, run: str, name: str | None, message: str, *, hint: str | None = None):
+        self.run = run
+        self.name = name
+        super().__init__(message, hint=hint)
+
+
+class RunFile(NamedTuple):
+    """One file of a run directory.
+
+    Attributes:
+        name: Path relative to the run directory (``/``-separated).
+        size: Size in bytes.
+        modified: Last modification time (UTC).
+    """
+
+    name: str
+    size: int
+    modified: _dt.datetime
+
+
+def _label(run: Run) -> str:
+    return f"{run.study}.{run.id}"
+
+
+def run_directory(run: Run) -> Path | None:
+    """The run's directory on this host, or None while nothing was written yet.
+
+    Raises:
+        RunFileNotFound: the run started but its directory is not on this
+            host (it ran elsewhere, or was cleaned).
+    """
+    if not run.run_path:
+        return None
+    path = Path(run.run_path)
+    if path.is_dir():
+        return path
+    if run.started is None:
+        return None  # claimed, being staged, or cancelled before it started
+    where = f" (it ran on {run.machine_name})" if run.machine_name else ""
+    raise RunFileNotFound(
+        _label(run),
+        None,
+        f"the directory {path} of run {_label(run)} does not exist on this host{where}",
+        hint="look on the machine that ran it, or check whether `motoko clean` removed it",
+    )
+
+
+def list_files(run: Run) -> list[RunFile]:
+    """Every file under the run directory, sorted by name; [] before staging."""
+    directory = run_directory(run)
+    if directory is None:
+        return []
+    out = []
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in names:
+            path = Path(root) / name
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # removed while listing
+            modified = _dt.datetime.fromtimestamp(stat.st_mtime, _dt.timezone.utc)
+            out.append(RunFile(path.relative_to(directory).as_posix(), stat.st_size, modified))
+    return sorted(out, key=lambda f: f.name)
+
+
+def _missing(run: Run, name: str) -> RunFileNotFound:
+    label = _label(run)
+    directory = run_directory(run)
+    if directory is None:
+        if run.is_terminal:
+            return RunFileNotFound(label, name, f"run {label} has no files: it ended {run.state} before it started")
+        return RunFileNotFound(
+            label,
+            name,
+            f"run {label} has no files yet: it is {run.state} and has not started",
+            hint=f"follow it with `motoko runs tail {label} -f` to wait for its output",
+        )
+    names = [f.name for f in list_files(run)]
+    return RunFileNotFound(
+        label, name, f"run {label} has no file {name!r} in {directory}", hint=did_you_mean(name, names)
+    )
+
+
+def file_path(run: Run, name: str) -> Path:
+    """The path of ``name`` in the run directory.
+
+    Raises:
+        RunFileNotFound: when the run or the file does not exist yet, naming
+            the files that do.
+    """
+    directory = run_directory(run)
+    if directory is not None:
+        path = directory / name
+        if path.is_file():
+            return path
+    raise _missing(run, name)
+
+
+def last_lines(path: Path, lines: int, *, complete_only: bool = False) -> tuple[list[str], int]:
+    """The last ``lines`` lines of a file (without newlines), and the offset read up to.
+
+    Reads backwards in chunks, so a huge log costs only its end. With
+    ``complete_only`` an unterminated last line is left out, and the offset
+    points at its start, so that a follower reads it once it is complete.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        end = handle.tell()
+        data = b""
+        position = end
+        while position > 0 and data.count(b"\n") <= lines:
+            step = min(_CHUNK, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
+    if complete_only and data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1  # 0 when there is no complete line at all
+        end -= len(data) - cut
+        data = data[:cut]
+    parts = data.decode("utf-8", errors="replace").splitlines()
+    return (parts[-lines:] if lines > 0 else []), end
+
+
+def tail_lines(run: Run, name: str = "stdout", lines: int = 20) -> list[str]:
+    """The last ``lines`` lines of one file of the run (without newlines)."""
+    found, _ = last_lines(file_path(run, name), lines)
+    return found
+
+
+def follow_lines(
+    run: Run,
+    name: str,
+    lines: int,
+    see_changes: Callable[[], None],
+    wait: Callable[[float], None],
+) -> Iterator[str]:
+    """Yield the last ``lines`` lines, then each new line until the run ends.
+
+    ``see_changes`` begins a new transaction (so the run's state is current);
+    ``wait(seconds)`` blocks until a commit arrives or the time passed. The
+    state is read *before* the file, so once a terminal state is seen, the
+    read that follows gets everything the run wrote.
+
+    Raises:
+        RunFileNotFound: when the run ended without ever writing the file.
+    """
+    offset: int | None = None
+    partial = b""
+    while True:
+        see_changes()
+        ended = run.is_terminal
+        path = _existing(run, name)
+        if path is not None:
+            if offset is None:
+                first, offset = last_lines(path, lines, complete_only=True)
+                yield from first
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            offset += len(data)
+            chunks = (partial + data).split(b"\n")
+            partial = chunks.pop()
+            yield from (c.decode("utf-8", errors="replace") for c in chunks)
+        if ended:
+            if path is None:
+                raise _missing(run, name)
+            if partial:
+                yield partial.decode("utf-8", errors="replace")
+            return
+        wait(FOLLOW_INTERVAL)
+
+
+def _existing(run: Run, name: str) -> Path | None:
+    try:
+        directory = run_directory(run)
+    except RunFileNotFound:
+        return None
+    if directory is None:
+        return None
+    path = directory / name
+    return path if path.is_file() else None
+
+
+def sleep_wait(seconds: float) -> None:
+    """The fallback ``wait`` of :func:`follow_lines` when no change feed exists."""
+    time.sleep(seconds)
