@@ -62,7 +62,7 @@ class LauncherSettings:
     bundle_size: int = 1
     heartbeat: float | None = None
     cancel_grace: float = 10.0
-    claim_ahead: int = 16
+    claim_ahead: int | None = None
     machine_name: str | None = None
     poll: float = 5.0
 

@@ -42,6 +42,7 @@ def launcher() -> None:
 @click.option("--max-runs", type=click.IntRange(min=1), help="Exit after executing this many runs.")
 @click.option("--idle-exit", type=SECONDS, help="Exit after this many seconds with nothing to do.")
 @click.option("--machine-name", help="Name recorded on the runs (default: host name).")
+@click.option("--db", "db_address", metavar="ZEO_ADDRESS", help="Database to serve, e.g. zeo://HOST:PORT (a launcher on another host).")
 @click.pass_context
 def launcher_start(
     ctx: click.Context,
@@ -53,6 +54,7 @@ def launcher_start(
     max_runs: int | None,
     idle_exit: float | None,
     machine_name: str | None,
+    db_address: str | None,
 ) -> None:
     """Start a launcher for the workflow's studies (foreground unless --detach)."""
     from motoko.launch.service import build_launcher, register_self, start_daemon
@@ -60,11 +62,19 @@ def launcher_start(
     config = config_of(ctx)
     if study:
         config.resolve(study)
+    if db_address:
+        import os
+
+        from motoko.study.server import parse_address
+
+        parse_address(db_address, config.directory)  # a malformed address fails here, clearly
+        os.environ["MOTOKO_DB"] = db_address  # this launcher, its runs and its studies use it
     kind = executor or config.launcher.executor
     if detach:
         args = []
         for flag, value in (("--study", study), ("--executor", executor), ("--max-parallel", max_parallel),
-                            ("--max-runs", max_runs), ("--idle-exit", idle_exit), ("--machine-name", machine_name)):
+                            ("--max-runs", max_runs), ("--idle-exit", idle_exit), ("--machine-name", machine_name),
+                            ("--db", db_address)):
             if value is not None:
                 args += [flag, str(value)]
         if once:

@@ -47,9 +47,15 @@ def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
 
 
 def _register() -> None:
-    from motoko.cli import db_commands, launcher_commands, maintenance_commands, run_commands
+    from motoko.cli import (
+        db_commands,
+        launcher_commands,
+        maintenance_commands,
+        run_commands,
+        runs_commands,
+    )
 
-    for module in (db_commands, launcher_commands, run_commands, maintenance_commands):
+    for module in (db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

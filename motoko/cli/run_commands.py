@@ -12,6 +12,7 @@ import yaml
 from motoko.cli.db_commands import open_workflow
 from motoko.cli.format import colour_state
 from motoko.errors import ParameterError
+from motoko.study.records import CANCELLED, TERMINAL
 
 
 class KeyValue(click.ParamType):
@@ -186,33 +187,54 @@ def graph(file: Path, fmt: str) -> None:
 @click.argument("constraints", nargs=-1)
 @click.option("--study", "-s", help="Only this study.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Wait up to SECONDS for running runs to end (exit 1 if some have not).")
 @click.pass_context
-def cancel(ctx: click.Context, constraints: tuple[str, ...], study: str | None, yes: bool) -> None:
-    """Cancel the runs matching CONSTRAINTS (CREATED at once, running ones stopped)."""
+def cancel(ctx: click.Context, constraints: tuple[str, ...], study: str | None, yes: bool, wait: float | None) -> None:
+    """Cancel the runs matching CONSTRAINTS (CREATED at once, running ones stopped).
+
+    Running runs get a stop request (run.should_stop() turns True), then
+    their launcher sends TERM, and KILL after its cancel_grace.
+    """
+    from motoko.flow.futures import RunList
+
     workflow = open_workflow(ctx)
     try:
         studies = [workflow.config.resolve(study)] if study else list(workflow.task_managers)
-        targets = []
-        for name in studies:
-            db = workflow.db_for(name)
-            runs = [r for r in db.select(name, list(constraints) or None) if not r.is_terminal]
-            targets.append((name, db, [r.id for r in runs]))
-        total = sum(len(ids) for _, _, ids in targets)
+        handles = []
+        for name in studies:  # every constraint is checked before anything is cancelled
+            found = [r.id for r in workflow.db_for(name).select(name, list(constraints) or None) if not r.is_terminal]
+            if found:
+                handles.append(RunList(workflow, name, found, resume=False))
+        total = sum(len(h) for h in handles)
         if total == 0:
             click.echo("no unfinished run matches")
             return
         if not yes:
             click.confirm(f"Cancel {total} run(s)?", abort=True, err=True)
-        for name, db, ids in targets:
-            def change(db: Any = db, name: str = name, ids: list[int] = ids) -> None:
-                study_ = db.study(name)
-                for rid in ids:
-                    study_.cancel(study_.runs[rid])
-
-            db.transact(change, what="cancel runs")
-        click.echo(f"cancel requested for {total} run(s)")
+        for handle in handles:
+            handle.cancel()
+        if wait:
+            for handle in handles:
+                handle.cancel(wait_timeout=wait)
+        states = [(h.study, r.id, r.state) for h in handles for r in h.runs()]
+        click.echo(f"cancel requested for {total} run(s): {_cancel_summary(states)}")
+        stopping = [f"{s}.{i}" for s, i, state in states if state not in TERMINAL]
+        if wait is not None and stopping:
+            click.echo(f"still running after {wait:g} s: {', '.join(stopping)}", err=True)
+            ctx.exit(1)
     finally:
         workflow.close()
+
+
+def _cancel_summary(states: list[tuple[str, int, str]]) -> str:
+    """``2 cancelled, 1 stopping`` (a run may also have ended otherwise meanwhile)."""
+    counts: dict[str, int] = {}
+    for _, _, state in states:
+        key = "cancelled" if state == CANCELLED else ("stopping" if state not in TERMINAL else state)
+        counts[key] = counts.get(key, 0) + 1
+    order = ["cancelled", "stopping", *sorted(k for k in counts if k not in ("cancelled", "stopping"))]
+    return ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
 
 
 COMMANDS = [run, graph, cancel]

@@ -1,4 +1,4 @@
-"""Awaitable handles on runs: :class:`RunList` and :class:`TaskSelection`.
+"""Handles on runs: :class:`RunList` and :class:`TaskSelection`.
 
 ``await tm.createTask(x=[1, 2])`` resolves when every run is FINISHED and
 raises :class:`~motoko.errors.RunsFailed` as soon as one ends FAILED, LOST or
@@ -6,30 +6,43 @@ CANCELLED for good (a run that will be retried is still pending). Waiting is
 driven by the change feed: the condition is re-checked within milliseconds of
 the commit that may satisfy it, and a slow back-off poll is only a safety net.
 Awaiting never blocks the event loop, so independent steps progress together.
+
+A RunList is also a handle in the manner of compute SDKs: synchronous
+``result()``, ``as_completed()`` (``for`` and ``async for``), ``status()``,
+``progress()``, ``cancel()``, ``cancel_on_exit()``, and ``save()`` /
+``RunList.open()`` to reattach from another process later.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from ZEO.Exceptions import ClientDisconnected
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from motoko.errors import RunNotFound, RunsFailed, WaitTimeout
-from motoko.study.records import FAILURE, FINISHED, LOST, STATES, TERMINAL, Job, Run
+from motoko.flow.saved import read_saved, write_saved
+from motoko.flow.waiting import (
+    AsCompleted,
+    EventLoopError,
+    HandleError,
+    Pair,
+    Progress,
+    ProgressBar,
+    blocking,
+    is_done,
+    is_ended,
+    progress_of,
+    refuse_in_loop,
+    wait_until,
+)
+from motoko.study.records import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, Run
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
 
-T = TypeVar("T")
-Pair = tuple[Run, Job]
-
-
-def is_done(run: Run) -> bool:
-    """FINISHED, or a user state entered after the run finished (FINISHED → FORWARDED)."""
-    state = run.state
-    return state == FINISHED or (state not in STATES and run.finished is not None)
+log = logging.getLogger(__name__)
 
 
 def left_over(run: Run, since: Any) -> bool:
@@ -76,72 +89,29 @@ def requeue_left_over(workflow: Workflow, study: str, runs: Sequence[Run]) -> li
     return db.transact(change, what=f"requeue left-over runs of {study!r}")
 
 
-async def wait_until(
-    workflow: Workflow,
-    check: Callable[[], tuple[bool, T]],
-    *,
-    timeout: float | None = None,
-    pending: Callable[[], list[tuple[str, int, str]]] | None = None,
-) -> T:
-    """Re-check ``check`` on every database change until it says done.
-
-    ``check`` returns ``(done, value)`` and may raise to abort the wait.
-    Pending workflow changes are committed before each check.
-
-    Raises:
-        WaitTimeout: after ``timeout`` seconds, naming what ``pending`` returns.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    poll = workflow.config.poll
-    delay = poll.initial
-    waiter = workflow.change_waiter()
-    try:
-        while True:
-            try:
-                workflow.refresh()
-                done, value = check()
-            except ClientDisconnected:
-                # The server went away between the refresh and the reads; the
-                # next refresh waits (bounded) for ZEO to reconnect.
-                await asyncio.sleep(0.1)
-                continue
-            if done:
-                return value
-            budget = delay
-            if deadline is not None:
-                budget = min(budget, deadline - loop.time())
-                if budget <= 0:
-                    error = WaitTimeout(timeout or 0.0, pending() if pending else [])
-                    if not error.pending:
-                        # Fix: a selection has no pending runs to name; the
-                        # message read "0 run(s) not done after 0.2 s: ".
-                        error.message = f"nothing matched within {timeout:g} s"
-                        error.hint = "wait longer, or check the constraints with `motoko select`"
-                        error.args = (str(error),)
-                    raise error
-            fired = await waiter.wait(budget)
-            delay = poll.initial if fired else min(delay * poll.factor, poll.maximum)
-    finally:
-        waiter.close()
-
-
 class RunList(Sequence[Pair]):
     """The runs one ``createTask`` created (or reattached by id).
 
     Iterating gives ``(run, job)`` pairs; awaiting waits until every run is
-    FINISHED and returns the RunList itself.
+    FINISHED and returns the RunList itself. Every query (``status()``,
+    ``done()``, ``progress()``...) first commits the workflow's pending
+    changes and sees what other processes committed.
 
     Attributes:
         workflow: The workflow the runs belong to.
         study: The study's name.
-        ids: The run ids, in creation order.
+        ids: The run ids, in creation order (newest first from ``tm.runs()``).
     """
 
-    def __init__(self, workflow: Workflow, study: str, ids: Sequence[int]):
+    def __init__(self, workflow: Workflow, study: str, ids: Sequence[int], *, resume: bool = True):
         self.workflow = workflow
         self.study = study
         self.ids = list(ids)
+        # A RunList from createTask requeues what an earlier execution of the
+        # workflow left over (see requeue_left_over); a reattached one only
+        # observes: it reports those runs as they are.
+        self._resume = resume
+        self._owns_workflow = False
 
     # -- sequence of (run, job) ------------------------------------------------
 
@@ -153,6 +123,10 @@ class RunList(Sequence[Pair]):
         if missing:
             raise RunNotFound(self.study, missing)
         return found  # type: ignore[return-value]
+
+    def _fresh(self) -> list[Run]:
+        self.workflow.refresh()
+        return self._runs()
 
     def runs(self) -> list[Run]:
         """Return the runs (fresh objects of the current transaction)."""
@@ -171,47 +145,285 @@ class RunList(Sequence[Pair]):
     def __repr__(self) -> str:
         return f"<RunList {self.study} {self.ids[:10]}{'...' if len(self.ids) > 10 else ''}>"
 
-    # -- state ---------------------------------------------------------------------
+    def _subset(self, runs: list[Run]) -> RunList:
+        return RunList(self.workflow, self.study, [r.id for r in runs], resume=self._resume)
+
+    @property
+    def run(self) -> Run:
+        """The only run of a one-run task (``rl.run.y``).
+
+        Raises:
+            HandleError: when the RunList holds more or fewer than one run.
+        """
+        unique = list(dict.fromkeys(self.ids))
+        if len(unique) != 1:
+            shown = ", ".join(str(i) for i in unique[:10]) + (", ..." if len(unique) > 10 else "")
+            raise HandleError(
+                f"rl.run needs exactly one run; this RunList of {self.study!r} has {len(unique)}"
+                + (f" ({shown})" if unique else ""),
+                hint="iterate with `for run, job in rl`, or index with rl[0]",
+            )
+        return self._runs()[0]
+
+    # -- state -------------------------------------------------------------------
 
     def status(self) -> dict[str, int]:
-        """Return the number of runs per state."""
+        """Return the number of runs per state (each run counted once)."""
         counts: dict[str, int] = {}
-        for run in self._runs():
+        for run in {r.id: r for r in self._fresh()}.values():
             counts[run.state] = counts.get(run.state, 0) + 1
         return counts
 
     def done(self) -> bool:
-        """True when every run is FINISHED (does not wait)."""
-        self.workflow.refresh()
-        return all(is_done(r) for r in self._runs())
+        """True when every run has ended: FINISHED, FAILED, LOST or CANCELLED (does not wait).
+
+        ``done()`` and no ``failed()`` nor ``cancelled()`` means every run finished.
+        """
+        return all(is_ended(r) for r in self._fresh())
+
+    def progress(self) -> Progress:
+        """Counts by outcome, the finished fraction and each run's own ``set_progress``."""
+        return progress_of(self._fresh())
 
     def failed(self) -> list[Pair]:
-        """Return the runs that ended FAILED, LOST or CANCELLED."""
-        return [(r, r.job) for r in self._runs() if r.state in FAILURE]
+        """Return the runs that ended FAILED or LOST (``run.error`` says why)."""
+        return [(r, r.job) for r in self._fresh() if r.state in (FAILED, LOST)]
+
+    def cancelled(self) -> list[Pair]:
+        """Return the runs that ended CANCELLED."""
+        return [(r, r.job) for r in self._fresh() if r.state == CANCELLED]
+
+    def partial(self) -> RunList:
+        """The runs that have ended now (whatever the outcome), as a RunList; does not wait."""
+        return self._subset([r for r in self._fresh() if is_ended(r)])
+
+    # -- waiting ----------------------------------------------------------------
+
+    def _requeue(self, failures: list[Run]) -> list[int]:
+        if not self._resume:
+            return []
+        return requeue_left_over(self.workflow, self.study, failures)
 
     def _check(self) -> tuple[bool, RunList]:
-        runs = self._runs()
+        return self._check_runs(self._runs())
+
+    def _check_runs(self, runs: list[Run]) -> tuple[bool, RunList]:
         failures = [r for r in runs if r.state in FAILURE]
-        if failures and requeue_left_over(self.workflow, self.study, failures):
+        if failures and self._requeue(failures):
+            runs = self._runs()
             failures = [r for r in runs if r.state in FAILURE]
         if failures:
             raise RunsFailed([(self.study, r.id, r.state, r.exit_code, r.error) for r in failures])
         return all(is_done(r) for r in runs), self
 
     def _pending(self) -> list[tuple[str, int, str]]:
-        return [(self.study, r.id, r.state) for r in self._runs() if not is_done(r)]
+        unfinished = {r.id: r for r in self._runs() if not is_done(r)}
+        return [(self.study, rid, r.state) for rid, r in unfinished.items()]
 
-    async def wait(self, timeout: float | None = None) -> RunList:
-        """Wait until every run is FINISHED.
+    async def wait(self, timeout: float | None = None, progress: bool = False) -> RunList:
+        """Wait until every run is FINISHED; return the RunList.
+
+        Args:
+            timeout: Seconds to wait at most (None: no limit).
+            progress: Show a tqdm progress bar on stderr while waiting.
 
         Raises:
             RunsFailed: as soon as a run ends FAILED, LOST or CANCELLED for good.
-            WaitTimeout: (a ``TimeoutError``) after ``timeout`` seconds.
+            WaitTimeout: (a ``TimeoutError``) after ``timeout`` seconds, naming
+                the unfinished runs.
         """
-        return await wait_until(self.workflow, self._check, timeout=timeout, pending=self._pending)
+        if not progress:
+            return await wait_until(self.workflow, self._check, timeout=timeout, pending=self._pending)
+        bar = ProgressBar(self.study, len(set(self.ids)))
+
+        def check() -> tuple[bool, RunList]:
+            runs = self._runs()
+            bar.show(progress_of(runs))
+            return self._check_runs(runs)
+
+        try:
+            return await wait_until(self.workflow, check, timeout=timeout, pending=self._pending)
+        finally:
+            bar.close()
 
     def __await__(self) -> Any:
         return self.wait().__await__()
+
+    def result(self, timeout: float | None = None, progress: bool = False) -> RunList:
+        """Block until every run is FINISHED; return the RunList (the synchronous ``await``).
+
+        Runs the wait on a private event loop, so it works in plain scripts.
+
+        Raises:
+            RunsFailed, WaitTimeout: as :meth:`wait`.
+            EventLoopError: when called inside a running event loop (it would
+                block it); use ``await rl.wait()`` there.
+        """
+        return blocking("rl.result()", "await rl.wait()", lambda: self.wait(timeout, progress))
+
+    def as_completed(self, timeout: float | None = None) -> AsCompleted:
+        """Iterate ``(run, job)`` in the order the runs end: ``for`` or ``async for``.
+
+        Every run is yielded once, as soon as it is FINISHED, FAILED, LOST or
+        CANCELLED (``run.error`` tells why it failed); nothing is dropped and
+        nothing raises for a failed run. A run that will be retried is not
+        yielded until its last attempt ends.
+
+        Raises:
+            WaitTimeout: when ``timeout`` seconds pass before every run ended,
+                naming those not yielded yet.
+            EventLoopError: iterating with a plain ``for`` inside a running
+                event loop.
+        """
+        return AsCompleted(self.workflow, self.study, self._runs, timeout, before_check=self._requeue)
+
+    # -- cancelling ----------------------------------------------------------------
+
+    def _request_cancel(self) -> None:
+        self._fresh()  # unknown ids raise RunNotFound before anything is written
+        db = self.workflow.db_for(self.study)
+        ids = list(dict.fromkeys(self.ids))
+
+        def change() -> None:
+            study = db.study(self.study)
+            for rid in ids:
+                run = study.runs.get(rid)
+                if run is not None:
+                    study.cancel(run)
+
+        db.transact(change, what=f"cancel runs of {self.study!r}")
+
+    def _cancel_report(self) -> dict[int, bool]:
+        return {r.id: r.state == CANCELLED for r in self._fresh()}
+
+    async def _until_ended(self, timeout: float) -> dict[int, bool]:
+        def check() -> tuple[bool, None]:
+            return all(r.state in TERMINAL or is_done(r) for r in self._runs()), None
+
+        with contextlib.suppress(WaitTimeout):
+            await wait_until(self.workflow, check, timeout=timeout)
+        return self._cancel_report()
+
+    def cancel(self, wait_timeout: float | None = None) -> dict[int, bool]:
+        """Cancel the runs; return ``{run id: is it CANCELLED}``.
+
+        CREATED runs end CANCELLED at once. Launched and running ones get a
+        stop request (``run.should_stop()`` turns True inside them); their
+        launcher terminates them (TERM, then KILL after ``cancel_grace``) and
+        settles them CANCELLED. With ``wait_timeout``, waits up to that many
+        seconds for them to end. Idempotent and harmless on ended runs: a
+        FINISHED or FAILED run is left alone and reported False.
+
+        Raises:
+            RunNotFound: for ids that do not exist (nothing is cancelled).
+            EventLoopError: ``wait_timeout`` inside a running event loop; use
+                ``await rl.cancel_async(wait_timeout=...)`` there.
+        """
+        if wait_timeout is not None:
+            refuse_in_loop("rl.cancel(wait_timeout=...)", "await rl.cancel_async(wait_timeout=...)")
+        self._request_cancel()
+        if wait_timeout is None:
+            return self._cancel_report()
+        return blocking("rl.cancel(wait_timeout=...)", "await rl.cancel_async(wait_timeout=...)",
+                        lambda: self._until_ended(wait_timeout))
+
+    async def cancel_async(self, wait_timeout: float | None = None) -> dict[int, bool]:
+        """:meth:`cancel` for async code: the wait does not block the event loop."""
+        self._request_cancel()
+        if wait_timeout is None:
+            return self._cancel_report()
+        return await self._until_ended(wait_timeout)
+
+    @contextlib.contextmanager
+    def cancel_on_exit(self, wait_timeout: float | None = None) -> Iterator[RunList]:
+        """Cancel the runs if the ``with`` block raises or is interrupted (Ctrl-C).
+
+        Leaving the block normally changes nothing. ``wait_timeout`` is
+        honoured outside event loops only (inside one, the stop requests are
+        sent and the block's exception propagates at once).
+        """
+        try:
+            yield self
+        except BaseException:
+            try:
+                self._request_cancel()
+                if wait_timeout is not None:
+                    with contextlib.suppress(EventLoopError):
+                        self.cancel(wait_timeout)
+            except Exception as exc:  # never hide the exception that left the block
+                log.warning("could not cancel the runs of %r on exit: %s", self.study, exc)
+            raise
+
+    # -- persistence -----------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the handle as JSON (workflow file, run name, study, ids); return the path.
+
+        ``RunList.open(path)`` reattaches to the same runs from any process
+        that can reach the workflow's database. The file is replaced
+        atomically.
+        """
+        return write_saved(
+            path,
+            workflow=self.workflow.config_path,
+            run_name=self.workflow.run_name,
+            study=self.study,
+            ids=self.ids,
+        )
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunList:
+        """Reattach to the runs a :meth:`save` wrote; the RunList owns its Workflow (:meth:`close`).
+
+        Raises:
+            HandleError: the file is missing, not JSON, or not a saved RunList.
+            RunNotFound: naming saved ids that no longer exist.
+        """
+        data = read_saved(Path(path))
+        from motoko.flow.workflow import Workflow
+
+        workflow = Workflow(data["workflow"], run_name=data["run_name"])
+        try:
+            handle = cls.from_ids(workflow, data["study"], data["ids"])
+        except BaseException:
+            workflow.close()
+            raise
+        handle._owns_workflow = True
+        return handle
+
+    @classmethod
+    def from_ids(cls, workflow: Workflow | str | Path, study: str, ids: Sequence[int]) -> RunList:
+        """Reattach to existing runs by id (``workflow`` may be a motoko.yaml path).
+
+        A reattached RunList observes: runs an earlier execution left FAILED
+        or CANCELLED are reported as such, never requeued.
+
+        Raises:
+            RunNotFound: naming every id that does not exist in ``study``.
+            UnknownNameError: for a study the workflow does not have.
+        """
+        owned = not hasattr(workflow, "task_managers")
+        if owned:
+            from motoko.flow.workflow import Workflow
+
+            workflow = Workflow(workflow)  # type: ignore[arg-type]
+        assert not isinstance(workflow, str | Path)
+        try:
+            name = workflow[study].name
+            handle = cls(workflow, name, [int(i) for i in ids], resume=False)
+            handle._fresh()  # raises RunNotFound naming the missing ids
+        except BaseException:
+            if owned:
+                workflow.close()
+            raise
+        handle._owns_workflow = owned
+        return handle
+
+    def close(self) -> None:
+        """Close the Workflow that :meth:`open` or :meth:`from_ids` opened (else nothing)."""
+        if self._owns_workflow:
+            self.workflow.close()
+            self._owns_workflow = False
 
 
 class TaskSelection:
@@ -285,6 +497,39 @@ class TaskSelection:
     def __await__(self) -> Any:
         return self.wait().__await__()
 
+    def result(self, timeout: float | None = None) -> list[Pair]:
+        """Block until at least one run matches; return the pairs (the synchronous ``await``).
+
+        Raises:
+            WaitTimeout: after ``timeout`` seconds.
+            EventLoopError: inside a running event loop; ``await sel.wait()`` there.
+        """
+        return blocking("selection.result()", "await selection.wait()", lambda: self.wait(timeout))
+
+    def snapshot(self) -> RunList:
+        """The runs selected now, as a RunList (which observes; it never requeues)."""
+        return RunList(self.workflow, self.study, [r.id for r in self.runs()], resume=False)
+
+    def status(self) -> dict[str, int]:
+        """Return the number of selected runs per state."""
+        return self.snapshot().status()
+
+    def progress(self) -> Progress:
+        """The :class:`Progress` of the runs selected now."""
+        return self.snapshot().progress()
+
+    def as_completed(self, timeout: float | None = None) -> AsCompleted:
+        """``(run, job)`` of the runs selected now, in the order they end (see RunList)."""
+        return self.snapshot().as_completed(timeout)
+
+    def cancel(self, wait_timeout: float | None = None) -> dict[int, bool]:
+        """Cancel the runs selected now; see :meth:`RunList.cancel`."""
+        return self.snapshot().cancel(wait_timeout)
+
+    async def cancel_async(self, wait_timeout: float | None = None) -> dict[int, bool]:
+        """Cancel the runs selected now without blocking the event loop."""
+        return await self.snapshot().cancel_async(wait_timeout)
+
     def all(self, *constraint_sets: Any) -> AllCondition:
         """An awaitable: every selected run satisfies one of ``constraint_sets``.
 
@@ -333,6 +578,15 @@ class AllCondition:
                 error.args = (str(error),)
             raise
 
+    def result(self, timeout: float | None = None) -> list[Pair]:
+        """Block until the condition holds; return the selected pairs.
+
+        Raises:
+            WaitTimeout: after ``timeout`` seconds, naming the runs that do not satisfy it.
+            EventLoopError: inside a running event loop; ``await condition.wait()`` there.
+        """
+        return blocking("condition.result()", "await condition.wait()", lambda: self.wait(timeout))
+
     def _pending(self) -> list[tuple[str, int, str]]:
         """The selected runs that satisfy none of the constraint sets (named on timeout)."""
         selection = self.selection
@@ -362,3 +616,16 @@ class AllCondition:
                 return [*a, *b]  # type: ignore[misc]
 
         return _Both(self.selection, self.constraint_sets)
+
+
+__all__ = [
+    "AsCompleted",
+    "EventLoopError",
+    "HandleError",
+    "Progress",
+    "RunList",
+    "TaskSelection",
+    "is_done",
+    "requeue_left_over",
+    "wait_until",
+]

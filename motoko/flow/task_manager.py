@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import ParameterError, RunNotFound
+from motoko.errors import ParameterError, RunNotFound, UnknownNameError
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
+from motoko.study.database import known_states
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.space import Together, expand
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
-    from motoko.study.database import StudyDB
+    from motoko.study.database import Study, StudyDB
 
 #: The step or action currently executing (recorded as runs' event_name).
 current_event: contextvars.ContextVar[str | None] = contextvars.ContextVar("motoko_event", default=None)
@@ -34,10 +35,42 @@ current_parents: contextvars.ContextVar[tuple[tuple[str, int], ...]] = contextva
 
 
 class RunsById(Mapping[int, Run]):
-    """Runs of a study by id: ``workflow.mult.runs[3]`` (as in motoko 0.1.4)."""
+    """Runs of a study by id (``workflow.mult.runs[3]``, as in motoko 0.1.4), and a finder.
+
+    Calling it, ``workflow.mult.runs(last=5, state="FAILED")``, returns the
+    newest runs first as a :class:`RunList`.
+    """
 
     def __init__(self, manager: TaskManager):
         self._manager = manager
+
+    def __call__(
+        self,
+        last: int | None = None,
+        state: str | Iterable[str] | None = None,
+        run_name: str | None = None,
+    ) -> RunList:
+        """Return the study's runs, newest first, as a RunList that observes them.
+
+        Args:
+            last: At most this many runs (the newest).
+            state: Only runs in this state (or any of these states).
+            run_name: Only runs of this run name; None (default) means every
+                run name, "" the workflow's current one.
+
+        Raises:
+            UnknownNameError: for a state no run of the study has ever been
+                in and motoko does not know, suggesting close names.
+            ParameterError: for a negative ``last``.
+        """
+        manager = self._manager
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 0):
+            raise ParameterError(f"last must be a whole number >= 0, got {last!r}", field="last", value=last,
+                                 hint="e.g. tm.runs(last=10)")
+        manager.workflow.refresh()
+        study = manager.db.study(manager.name)
+        ids = _newest_first(study, _states(study, state), manager.workflow.run_name if run_name == "" else run_name)
+        return RunList(manager.workflow, manager.name, ids[:last] if last is not None else ids, resume=False)
 
     def __getitem__(self, run_id: int) -> Run:
         return self._manager.db.run(self._manager.name, int(run_id))
@@ -75,7 +108,11 @@ class TaskManager:
 
     @property
     def runs(self) -> RunsById:
-        """Every run of the study by id (not scoped to the run name)."""
+        """Every run of the study by id (not scoped to the run name): ``tm.runs[3]``.
+
+        Also callable: ``tm.runs(last=5, state="FAILED", run_name=...)``
+        returns the newest runs first as a RunList.
+        """
         return RunsById(self)
 
     @property
@@ -160,6 +197,35 @@ class TaskManager:
 
     def __repr__(self) -> str:
         return f"<TaskManager {self.name}>"
+
+
+def _states(study: Study, state: str | Iterable[str] | None) -> list[str] | None:
+    """The states asked for, each checked against the states the study knows."""
+    if state is None:
+        return None
+    wanted = [state] if isinstance(state, str) else [str(s) for s in state]
+    possible = known_states(study)
+    for name in wanted:
+        if name not in possible:
+            raise UnknownNameError("state", name, possible)
+    return wanted
+
+
+def _newest_first(study: Study, states: list[str] | None, run_name: str | None) -> list[int]:
+    """Run ids of ``study`` in the given states and run name, highest (newest) first.
+
+    Ids grow with creation, so the newest runs have the highest ids; the
+    state and run-name indexes keep this cheap on large studies.
+    """
+    candidates: set[int] | None = None
+    if states is not None:
+        candidates = {rid for name in states for rid in study.ids_in_state(name)}
+    if run_name is not None:
+        named = set(study.by_run_name.get(run_name) or ())
+        candidates = named if candidates is None else candidates & named
+    if candidates is None:
+        return list(reversed(list(study.runs.keys())))
+    return sorted(candidates, reverse=True)
 
 
 def _quote(value: str) -> str:

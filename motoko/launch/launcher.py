@@ -69,7 +69,10 @@ class LauncherOptions:
         lost_after: Default seconds without heartbeat before a run is LOST
             (a study's bd.yaml ``lost_after`` wins).
         cancel_grace: Seconds between TERM and KILL when cancelling.
-        claim_ahead: Runs claimed beyond the free slots, to batch claims.
+        claim_ahead: Runs claimed beyond the free slots, to batch claims
+            (default: as many as ``max_parallel``). More means fewer
+            transactions per run but an unfair share when several
+            launchers serve the same study.
         poll: Safety-net poll interval when nothing wakes the launcher.
         once: Execute what is claimable now, then exit when it is done.
         max_runs: Exit after executing this many runs.
@@ -83,7 +86,7 @@ class LauncherOptions:
     heartbeat: float = 10.0
     lost_after: float = 60.0
     cancel_grace: float = 10.0
-    claim_ahead: int = 16
+    claim_ahead: int | None = None
     poll: float = 5.0
     once: bool = False
     max_runs: int | None = None
@@ -312,7 +315,8 @@ class Launcher:
         room = self.executor.free_slots() - len(self._queue)
         if room <= 0:
             return 0
-        room += opts.claim_ahead if not opts.once else 0
+        ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
+        room += ahead if not opts.once else 0
         room -= len(self._queue)
         if opts.max_runs is not None:
             room = min(room, opts.max_runs - self._claimed_total)

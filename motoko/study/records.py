@@ -18,8 +18,10 @@ claim (CREATED → LAUNCHED) exactly-once.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import persistent
 from BTrees.IOBTree import IOBTree
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     import pandas
 
     from motoko.study.database import Study
+    from motoko.study.run_files import RunFile
 
 CREATED = "CREATED"
 LAUNCHED = "LAUNCHED"
@@ -285,6 +288,110 @@ class Run(persistent.Persistent):
         self._refresh()
         return bool(self.stop_requested)
 
+    # -- information for handles ------------------------------------------------
+
+    @property
+    def computation_time(self) -> float | None:
+        """Seconds from start to finish (to now while it runs); None before it started."""
+        if self.started is None:
+            return None
+        end = self.finished or now()
+        return max(0.0, (end - self.started).total_seconds())
+
+    @property
+    def total_time(self) -> float | None:
+        """Seconds from creation to finish (to now while it has not ended)."""
+        if self.created is None:
+            return None
+        end = self.finished or now()
+        return max(0.0, (end - self.created).total_seconds())
+
+    @property
+    def queue_position(self) -> int | None:
+        """1 for the oldest CREATED run of its study, 2 for the next...; None unless CREATED.
+
+        Launchers claim CREATED runs from a random starting point (so that
+        several launchers do not all want the same run), so the position is
+        the run's rank by age, a fair estimate of what is ahead of it.
+        """
+        if self._state != CREATED or self._study is None:
+            return None
+        waiting = self._study.ids_in_state(CREATED)
+        return sum(1 for _ in waiting.keys(max=self.id, excludemax=True)) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything known about the run, JSON-ready (dates as ISO 8601 text).
+
+        The stored fields and free attributes (see :meth:`fields`), plus
+        ``job`` (its parameters), ``computation_time``, ``total_time``,
+        ``queue_position`` and the names of its ``quantities``.
+        """
+        out = self.fields()
+        out["job"] = self.job.to_dict()
+        out["computation_time"] = self.computation_time
+        out["total_time"] = self.total_time
+        out["queue_position"] = self.queue_position
+        out["quantities"] = self.list_quantities()
+        return {str(k): _jsonable(v) for k, v in out.items()}
+
+    def cancel(self, wait_timeout: float | None = None) -> bool:
+        """Cancel this run and commit; return whether it is CANCELLED.
+
+        A CREATED run ends CANCELLED at once. A launched or running run gets a
+        stop request (``run.should_stop()`` turns True inside it); its
+        launcher then terminates it (TERM, then KILL after ``cancel_grace``)
+        and settles it CANCELLED. With ``wait_timeout``, waits up to that many
+        seconds for the run to end. Idempotent: cancelling an ended run
+        changes nothing and returns False (True if it was already CANCELLED).
+        Like every motoko wait, it commits pending changes of the connection.
+        """
+        study = self._study
+        assert study is not None
+        self._commit(lambda: study.cancel(self), what=f"cancel run {self.study}.{self.id}")
+        if wait_timeout is not None and not self.is_terminal:
+            deadline = time.monotonic() + wait_timeout
+            while not self.is_terminal and time.monotonic() < deadline:
+                self._wait_for_change(min(0.5, max(0.0, deadline - time.monotonic())))
+                self._see_changes()
+        return self._state == CANCELLED
+
+    def files(self) -> list[RunFile]:
+        """The files of the run directory: ``(name, size, modified)``, sorted by name.
+
+        An empty list while the run has no directory (not staged yet).
+
+        Raises:
+            RunFileNotFound: the run started but its directory is not on this host.
+        """
+        from motoko.study.run_files import list_files
+
+        return list_files(self)
+
+    @overload
+    def tail(self, name: str = ..., lines: int = ..., follow: Literal[False] = ...) -> list[str]: ...
+
+    @overload
+    def tail(self, name: str = ..., lines: int = ..., *, follow: Literal[True]) -> Iterator[str]: ...
+
+    def tail(self, name: str = "stdout", lines: int = 20, follow: bool = False) -> list[str] | Iterator[str]:
+        """The last ``lines`` lines of a file of the run directory (``stdout`` by default).
+
+        With ``follow=True``, returns an iterator that yields those lines,
+        then every new line as the run writes it, and stops once the run has
+        ended (FINISHED, FAILED, CANCELLED or LOST). Following a run that has
+        not started yet waits for its file to appear.
+
+        Raises:
+            RunFileNotFound: the run has no such file (yet), saying why and
+                naming the files it has; when following, only if the run
+                ended without writing it.
+        """
+        from motoko.study import run_files
+
+        if not follow:
+            return run_files.tail_lines(self, name, lines)
+        return run_files.follow_lines(self, name, lines, self._see_changes, self._wait_for_change)
+
     # -- quantities -----------------------------------------------------------
 
     def push_quantity(self, values: Any, step: int, name: str) -> None:
@@ -381,6 +488,56 @@ class Run(persistent.Persistent):
         if hook is not None:
             hook()
 
+    def _commit(self, change: Callable[[], Any], *, what: str) -> Any:
+        """Apply ``change`` and commit it on the run's connection, retrying conflicts."""
+        jar = self._p_jar
+        if jar is None:  # not stored (yet): nothing to commit
+            return change()
+        manager = jar.transaction_manager
+        delay = 0.002
+        for _ in range(20):
+            try:
+                result = change()
+                manager.commit()
+                return result
+            except ConflictError:
+                manager.abort()
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+            except BaseException:
+                manager.abort()
+                raise
+        from motoko.errors import ConflictRetriesExhausted
+
+        raise ConflictRetriesExhausted(
+            f"could not {what}: other processes kept changing the same run",
+            hint="try again; if it persists, fewer concurrent writers on the same runs help",
+        )
+
+    def _see_changes(self) -> None:
+        """Commit pending changes of the run's connection and see other processes' commits."""
+        hook: Callable[[], None] | None = getattr(self, "_v_on_refresh", None)
+        if hook is not None:
+            hook()
+            return
+        jar = self._p_jar
+        if jar is not None:
+            self._commit(lambda: None, what="save pending changes")
+            jar.transaction_manager.begin()
+
+    def _wait_for_change(self, seconds: float) -> None:
+        """Block until the database reports a commit, or ``seconds`` passed."""
+        feed = getattr(getattr(self._p_jar, "db", lambda: None)(), "storage", None)
+        feed = getattr(feed, "feed", None)
+        if feed is None:
+            time.sleep(seconds)
+            return
+        waiter = feed.waiter()
+        try:
+            waiter.wait(seconds)
+        finally:
+            waiter.close()
+
     def _p_resolveConflict(  # noqa: N802
         self, old: dict[str, Any], committed: dict[str, Any], new: dict[str, Any]
     ) -> dict[str, Any]:
@@ -421,6 +578,19 @@ def _plain(values: Any) -> Any:
         return float(values)
     except (TypeError, ValueError):
         return values
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-ready copy: dates as ISO text, tuples as lists, unknown objects as text."""
+    if isinstance(value, _dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
 
 
 def ids_of(runs: Iterable[Run]) -> list[int]:

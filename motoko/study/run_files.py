@@ -196,6 +196,8 @@ def follow_lines(
             if offset is None:
                 first, offset = last_lines(path, lines, complete_only=True)
                 yield from first
+            if path.stat().st_size < offset:  # restaged for another attempt: a new file
+                offset, partial = 0, b""
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 data = handle.read()

@@ -1,0 +1,250 @@
+"""Status of a workflow: counts by state, running runs, latest failures.
+
+:func:`collect_status` reads what ``motoko status`` shows from the state
+indexes (so it costs O(active + failed runs), not O(all runs));
+:func:`render_text` lays it out for a terminal and :func:`to_json` for
+scripts. Styling uses click styles, which ``click.echo`` strips when the
+output is not a terminal.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import click
+
+from motoko.study.records import ACTIVE, CREATED, STATES, TERMINAL, Run, now
+
+#: States reported as failures, newest first.
+FAILURE_STATES = ("FAILED", "LOST")
+
+#: Terminal colours of the states (user states are shown plain).
+STATE_COLOURS = {
+    "CREATED": "blue",
+    "LAUNCHED": "cyan",
+    "RUNNING": "yellow",
+    "FINISHED": "green",
+    "FAILED": "red",
+    "LOST": "magenta",
+    "CANCELLED": "bright_black",
+}
+
+
+@dataclass
+class RunLine:
+    """One run as the status shows it (a running run or a failure)."""
+
+    study: str
+    id: int
+    state: str
+    progress: float | None = None
+    machine_name: str | None = None
+    status: str | None = None
+    started: _dt.datetime | None = None
+    finished: _dt.datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, run: Run) -> RunLine:
+        """Describe ``run``; ``error`` is the last non-empty line of its error text."""
+        return cls(
+            study=run.study,
+            id=run.id,
+            state=run.state,
+            progress=run.progress,
+            machine_name=run.machine_name,
+            status=run.status,
+            started=run.started or run.launched,
+            finished=run.finished,
+            exit_code=run.exit_code,
+            error=error_line(run.error),
+        )
+
+
+@dataclass
+class StudyStatus:
+    """Counts of one study's runs by state."""
+
+    name: str
+    counts: dict[str, int]
+    database: str = ""
+
+    @property
+    def total(self) -> int:
+        """Number of runs in the study."""
+        return sum(self.counts.values())
+
+    @property
+    def unfinished(self) -> int:
+        """Runs not yet in a terminal or user state (CREATED, LAUNCHED, RUNNING)."""
+        return sum(n for s, n in self.counts.items() if s == CREATED or s in ACTIVE)
+
+
+@dataclass
+class Status:
+    """What ``motoko status`` shows, at one moment."""
+
+    studies: list[StudyStatus]
+    running: list[RunLine] = field(default_factory=list)
+    failures: list[RunLine] = field(default_factory=list)
+    taken: _dt.datetime = field(default_factory=now)
+    more_running: int = 0
+
+    @property
+    def states(self) -> list[str]:
+        """motoko's states, then any user state some study has, in first-seen order."""
+        out = list(STATES)
+        for study in self.studies:
+            out += [s for s in study.counts if s not in out]
+        return out
+
+    @property
+    def done(self) -> bool:
+        """True when there are runs and none waits or executes."""
+        return any(s.total for s in self.studies) and not any(s.unfinished for s in self.studies)
+
+
+def error_line(error: str | None) -> str | None:
+    """The last non-empty line of an error text (what usually names the problem)."""
+    if not error:
+        return None
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else None
+
+
+def collect_status(
+    workflow: Any, studies: Iterable[str] | None = None, *, running: int = 20, failures: int = 5
+) -> Status:
+    """Read the status of a workflow's studies now.
+
+    Args:
+        workflow: An open :class:`~motoko.flow.workflow.Workflow`.
+        studies: Study names (default: every study of motoko.yaml).
+        running: At most this many running runs are listed (the rest counted).
+        failures: The newest this many FAILED or LOST runs are listed.
+    """
+    names = [workflow.config.resolve(s) for s in studies] if studies else list(workflow.task_managers)
+    rows: list[StudyStatus] = []
+    active: list[RunLine] = []
+    failed: list[RunLine] = []
+    for name in names:
+        db = workflow.db_for(name)
+        study = db.study(name)
+        rows.append(StudyStatus(name, study.counts(), str(db.address)))
+        for state in ("RUNNING", "LAUNCHED"):
+            active += [RunLine.of(study.runs[rid]) for rid in study.ids_in_state(state)]
+        for state in FAILURE_STATES:
+            failed += [RunLine.of(study.runs[rid]) for rid in study.ids_in_state(state)]
+    oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
+    active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
+    failed.sort(key=lambda r: r.finished or oldest, reverse=True)
+    return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running))
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def style_state(text: str, state: str) -> str:
+    """``text`` in the colour of ``state`` (plain for user states)."""
+    colour = STATE_COLOURS.get(state)
+    return click.style(text, fg=colour, bold=state in ("FAILED", "LOST")) if colour else text
+
+
+def progress_bar(fraction: float | None, width: int = 12) -> str:
+    """A bar like ``███████░░░░░  58%``; blank when the run reports no progress."""
+    if fraction is None:
+        return " " * (width + 6)
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "█" * filled + "░" * (width - filled) + f" {fraction * 100:4.0f}%"
+
+
+def _ago(moment: _dt.datetime | None, reference: _dt.datetime) -> str:
+    if moment is None:
+        return ""
+    seconds = max(0, int((reference - moment).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _counts_table(status: Status) -> list[str]:
+    states = [s for s in status.states if s in STATES or any(st.counts.get(s) for st in status.studies)]
+    header = ["study", "total", *states]
+    body = [[st.name, str(st.total), *(str(st.counts.get(s, 0)) if st.counts.get(s) else "·" for s in states)] for st in status.studies]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(click.style(h.ljust(w) if i == 0 else h.rjust(w), bold=True) for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
+    for row in body:
+        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1])]
+        for state, text, width in zip(states, row[2:], widths[2:], strict=True):
+            padded = text.rjust(width)
+            cells.append(style_state(padded, state) if text != "·" else click.style(padded, dim=True))
+        lines.append("  ".join(cells))
+    return lines
+
+
+def render_text(status: Status, *, title: str | None = None) -> str:
+    """The status as aligned text with click styles (stripped when piped)."""
+    stamp = status.taken.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    lines = [click.style(title or "motoko status", bold=True) + click.style(f"  {stamp}", dim=True), ""]
+    if not status.studies:
+        return "\n".join([*lines, "no study"])
+    lines += _counts_table(status)
+    if status.running:
+        extra = f" (+{status.more_running} more)" if status.more_running else ""
+        lines += ["", click.style(f"running{extra}", bold=True)]
+        names = [f"{r.study}.{r.id}" for r in status.running]
+        width = max(len(n) for n in names)
+        for name, r in zip(names, status.running, strict=True):
+            parts = [
+                "  " + name.ljust(width),
+                style_state(r.state.ljust(8), r.state),
+                progress_bar(r.progress),
+                (r.machine_name or "").ljust(10),
+                click.style(_ago(r.started, status.taken).rjust(7), dim=True),
+            ]
+            if r.status:
+                parts.append(r.status)
+            lines.append("  ".join(parts).rstrip())
+    if status.failures:
+        lines += ["", click.style("latest failures", bold=True)]
+        names = [f"{r.study}.{r.id}" for r in status.failures]
+        width = max(len(n) for n in names)
+        for name, r in zip(names, status.failures, strict=True):
+            what = r.state + (f" (exit {r.exit_code})" if r.exit_code is not None else "")
+            when = _ago(r.finished, status.taken)
+            parts = ["  " + name.ljust(width), style_state(what.ljust(16), r.state), click.style((when + " ago").rjust(9), dim=True) if when else " " * 9]
+            parts.append(r.error or "")
+            lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def to_json(status: Status) -> dict[str, Any]:
+    """The status as JSON-serialisable data (datetimes as ISO strings)."""
+
+    def line(r: RunLine) -> dict[str, Any]:
+        data = asdict(r)
+        for key in ("started", "finished"):
+            data[key] = data[key].isoformat() if data[key] is not None else None
+        return data
+
+    return {
+        "time": status.taken.isoformat(),
+        "studies": [
+            {"study": s.name, "total": s.total, "counts": dict(s.counts), "database": s.database} for s in status.studies
+        ],
+        "running": [line(r) for r in status.running],
+        "more_running": status.more_running,
+        "failures": [line(r) for r in status.failures],
+        "done": status.done,
+    }
+
+
+__all__ = ["Status", "StudyStatus", "RunLine", "collect_status", "render_text", "to_json", "TERMINAL"]

@@ -1,0 +1,219 @@
+"""The dashboard's HTTP server: static page, JSON API, server-sent events.
+
+The standard library's ``ThreadingHTTPServer`` is enough for a page that a
+few people open on their own machine, and adds no dependency. One lock
+serialises the requests' use of the workflow's database connections (a ZODB
+connection is not thread-safe); each request begins a fresh transaction, so it
+sees every commit made before it.
+
+``GET /events`` is a server-sent-events stream: a ``change`` event follows
+every burst of commits (the change feed wakes the server within milliseconds),
+and a comment every few seconds keeps proxies and the browser's connection
+alive. The page re-reads what it shows on each ``change``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from motoko.errors import MotokoError
+from motoko.views.web import api
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+#: Seconds between keep-alive comments on an idle event stream.
+KEEPALIVE = 10.0
+#: Seconds to gather a burst of commits into one ``change`` event.
+SETTLE = 0.1
+
+
+class Dashboard:
+    """A running dashboard over one Workflow.
+
+    Args:
+        workflow: An open Workflow; the dashboard reads it, never writes.
+        host: Address to listen on (loopback by default: the data is yours).
+        port: TCP port; 0 picks a free one (see :attr:`url`).
+    """
+
+    def __init__(self, workflow: Any, host: str = "127.0.0.1", port: int = 8765):
+        self.workflow = workflow
+        self.lock = threading.Lock()
+        self.version = 0
+        self.stopping = False
+        self.changed = threading.Condition()
+        self.steps = api.StepGraphs()
+        handler = type("Handler", (_Handler,), {"dashboard": self})
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        with self.lock:
+            self._unsubscribe = [db.feed.subscribe(self._notify) for db in workflow.databases]
+
+    @property
+    def url(self) -> str:
+        """The page's address, e.g. ``http://127.0.0.1:8765/``."""
+        host, port = self.server.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else str(host)
+        return f"http://{shown}:{port}/"
+
+    def _notify(self, oids: frozenset[bytes] | None) -> None:
+        # ZEO's I/O thread: bump the version and wake the event streams.
+        with self.changed:
+            self.version += 1
+            self.changed.notify_all()
+
+    def read(self, what: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Call ``what(workflow, ...)`` alone, in a fresh transaction."""
+        with self.lock:
+            for db in self.workflow.databases:
+                db.begin()
+            return what(self.workflow, *args, **kw)
+
+    def serve_forever(self, exit_after: float | None = None) -> None:
+        """Serve until :meth:`shutdown` (or Ctrl-C), or for ``exit_after`` seconds."""
+        timer = None
+        if exit_after is not None:
+            timer = threading.Timer(exit_after, self.shutdown)
+            timer.daemon = True
+            timer.start()
+        try:
+            self.server.serve_forever(poll_interval=0.2)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def start(self) -> Dashboard:
+        """Serve from a background thread (for tests and embedding); return self."""
+        threading.Thread(target=self.serve_forever, name="motoko-ui", daemon=True).start()
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving and listening (idempotent); event streams end."""
+        if self.stopping:
+            return
+        self.stopping = True
+        with self.changed:
+            self.changed.notify_all()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        threading.Thread(target=self.server.shutdown, daemon=True).start()
+
+    def close(self) -> None:
+        """Shut down and release the listening socket."""
+        self.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    dashboard: Dashboard
+    server_version = "motoko-ui"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # -- routing -------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        path = parts.path
+        try:
+            if path in ("/", "/index.html"):
+                self._file(STATIC / "index.html")
+            elif path.startswith("/static/"):
+                self._static(path[len("/static/"):])
+            elif path == "/events":
+                self._events()
+            elif path.startswith("/api/"):
+                self._json(self._api(path[len("/api/"):], query))
+            else:
+                self._error(HTTPStatus.NOT_FOUND, f"no page {path}")
+        except MotokoError as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:  # the page shows it; the server keeps serving
+            log.exception("dashboard request %s failed", self.path)
+            self._json({"error": f"{type(exc).__name__}: {exc}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _api(self, name: str, query: dict[str, list[str]]) -> Any:
+        read = self.dashboard.read
+        arg = api.parse_query
+        if name == "overview":
+            return read(api.overview)
+        if name == "runs":
+            limit = min(1000, int(arg(query, "limit", "200") or 200))
+            offset = int(arg(query, "offset", "0") or 0)
+            return read(api.runs_table, arg(query, "study"), arg(query, "q"), limit=limit, offset=offset)
+        if name == "run":
+            return read(api.run_details, arg(query, "study"), int(arg(query, "id", "0") or 0))
+        if name == "dag":
+            return read(api.dag, self.dashboard.steps, arg(query, "run_name") or None)
+        raise MotokoError(f"unknown API endpoint {name!r}", hint="see motoko/views/web/api.py")
+
+    # -- responses -----------------------------------------------------------------------
+
+    def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self._send(json.dumps(data).encode(), "application/json", status)
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self._send(message.encode(), "text/plain; charset=utf-8", status)
+
+    def _file(self, path: Path) -> None:
+        self._send(path.read_bytes(), _TYPES.get(path.suffix, "application/octet-stream"))
+
+    def _static(self, name: str) -> None:
+        path = (STATIC / name).resolve()
+        if STATIC.resolve() not in path.parents or not path.is_file():
+            self._error(HTTPStatus.NOT_FOUND, f"no file {name}")
+            return
+        self._file(path)
+
+    def _events(self) -> None:
+        dashboard = self.dashboard
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        seen = dashboard.version
+        self._event("hello", seen)
+        while not dashboard.stopping:
+            with dashboard.changed:
+                dashboard.changed.wait_for(lambda: dashboard.version != seen or dashboard.stopping, KEEPALIVE)
+            if dashboard.stopping:
+                break
+            if dashboard.version == seen:
+                self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+                continue
+            time.sleep(SETTLE)
+            seen = dashboard.version
+            self._event("change", seen)
+
+    def _event(self, name: str, version: int) -> None:
+        self.wfile.write(f"event: {name}\ndata: {json.dumps({'version': version})}\n\n".encode())
+        self.wfile.flush()
