@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from conftest import write_config, write_study
 
-from motoko import RunList, Workflow
+from motoko import RunList, Workflow, together
 from motoko.config import load_config
 from motoko.errors import RunNotFound, RunsFailed, UnknownNameError, WaitTimeout
 from motoko.flow.futures import EventLoopError, HandleError, Progress
 from motoko.launch.service import EmbeddedLauncher
 from motoko.study.database import StudyDB
-from motoko.study.records import CANCELLED, CREATED, FAILED, FINISHED, RUNNING
+from motoko.study.records import CANCELLED, CREATED, FAILED, FINISHED, TERMINAL
 from motoko.study.run_files import RunFile, RunFileNotFound
 
 FAST = """\
@@ -176,8 +176,8 @@ def test_wait_with_progress_shows_a_bar(wf, launcher, capsys):
 
 
 def test_as_completed_yields_runs_in_finishing_order_with_failures(wf, launcher):
-    rl = wf.calc.createTask(x=[1.0, 2.0, 3.0], sleep=[2.7, 0.3, 1.5])
-    failing = wf.calc.createTask(x=4.0, sleep=0.9, mode="raise")
+    rl = wf.calc.createTask(None, together(x=[1.0, 2.0, 3.0], sleep=[4.0, 0.2, 2.6]))
+    failing = wf.calc.createTask(x=4.0, sleep=1.4, mode="raise")
     both = RunList(wf, "calc", rl.ids + failing.ids)
     seen = [(job.x, run.state) for run, job in both.as_completed(timeout=60)]
     assert seen == [(2.0, FINISHED), (4.0, FAILED), (3.0, FINISHED), (1.0, FINISHED)]
@@ -186,7 +186,7 @@ def test_as_completed_yields_runs_in_finishing_order_with_failures(wf, launcher)
 
 
 def test_async_as_completed_and_its_timeout(wf, launcher):
-    rl = wf.calc.createTask(x=[1.0, 2.0], sleep=[1.2, 0.1])
+    rl = wf.calc.createTask(None, together(x=[1.0, 2.0], sleep=[1.6, 0.1]))
 
     async def flow():
         order = []
@@ -199,14 +199,14 @@ def test_async_as_completed_and_its_timeout(wf, launcher):
     waiting = wf.calc.createTask(x=[7.0, 8.0])  # nobody executes these
     with pytest.raises(WaitTimeout) as info:
         list(waiting.as_completed(timeout=0.3))
-    assert info.value.pending == [("calc", 4, CREATED), ("calc", 5, CREATED)]
-    assert str(info.value).startswith("2 run(s) not done after 0.3 s: calc.4 (CREATED), calc.5 (CREATED)")
+    assert info.value.pending == [("calc", 3, CREATED), ("calc", 4, CREATED)]
+    assert str(info.value).startswith("2 run(s) not done after 0.3 s: calc.3 (CREATED), calc.4 (CREATED)")
 
 
 def test_as_completed_yields_a_cancelled_run_with_its_error(wf):
     rl = wf.calc.createTask(x=[1.0, 2.0])
     threading.Timer(0.3, cancel_elsewhere, (wf, 2)).start()
-    iterator = rl.as_completed(timeout=0.2 + 5)
+    iterator = rl.as_completed(timeout=30)
     run, job = next(iterator)
     assert (run.id, run.state, run.error, job.x) == (2, CANCELLED, "cancelled before it started", 2.0)
     iterator.close()
@@ -230,21 +230,22 @@ def test_cancel_created_runs_at_once_and_is_idempotent(wf):
 def test_cancelling_finished_runs_changes_nothing(wf, launcher):
     rl = wf.calc.createTask(x=[1.0, 2.0]).result(timeout=60)
     assert rl.cancel() == {1: False, 2: False}
-    assert rl.run if False else True
     run = rl[0][0]
     assert run.cancel() is False and run.cancel(wait_timeout=1) is False
     assert rl.status() == {FINISHED: 2}
 
 
-def test_cancel_a_running_run_requests_a_stop_then_terminates_it(wf, launcher):
-    rl = wf.calc.createTask(x=1.0, mode="stubborn")  # ignores TERM: KILLed after cancel_grace
-    wf.calc.select("state = RUNNING").result(timeout=60)
-    lines = []
-    for line in rl.run.tail(follow=True):
-        lines.append(line)
-        if line == "ignoring TERM":
-            break
-    assert rl.cancel(wait_timeout=30) == {1: True}
+def test_cancel_a_running_run_requests_a_stop_then_terminates_it(wf, wfdir):
+    # A grace of 3 s leaves the run time to see the stop request on a busy machine.
+    embedded = EmbeddedLauncher(load_config(wfdir / "motoko.yaml"), cancel_grace=3).start()
+    try:
+        rl = wf.calc.createTask(x=1.0, mode="stubborn")  # ignores TERM: KILLed after the grace
+        for line in rl.run.tail(follow=True):
+            if line == "ignoring TERM":
+                break
+        assert rl.cancel(wait_timeout=30) == {1: True}
+    finally:
+        embedded.stop()
     run = rl.run
     assert run.state == CANCELLED and run.error == "cancelled on request" and run.stop_requested
     assert run.tail() == ["ignoring TERM", "stop seen"]  # run.should_stop() turned True inside it
@@ -369,7 +370,7 @@ def test_tm_runs_lists_newest_first_and_stays_a_mapping(wfdir):
         assert a.calc.runs[3].id == 3 and sorted(a.calc.runs) == [1, 2, 3, 4, 5] and len(a.calc.runs) == 5
         with pytest.raises(UnknownNameError) as bad:
             a.calc.runs(state="FINSHED")
-        assert str(bad.value) == "unknown state 'FINSHED' (did you mean 'FINISHED'?)"
+        assert str(bad.value) == "study calc: unknown state 'FINSHED' (did you mean 'FINISHED' or 'FAILED'?)"
 
 
 # -- run information ----------------------------------------------------------------------------------
@@ -418,10 +419,8 @@ def test_files_and_tail_of_a_finished_run(wf, launcher):
     with pytest.raises(RunFileNotFound) as unknown:
         run.tail("stdot")
     assert str(unknown.value) == f"run calc.1 has no file 'stdot' in {run.run_path} (did you mean 'stdout'?)"
-    failed = wf.calc.createTask(x=2.0, mode="raise").wait
     with pytest.raises(RunsFailed):
-        asyncio.run(failed(timeout=60))
-    assert run.tail("stderr") == []
+        wf.calc.createTask(x=2.0, mode="raise").result(timeout=60)
     assert wf.calc.runs[2].tail("stderr", lines=1) == ["ValueError: x was 2.0"]
 
 
@@ -446,7 +445,7 @@ def test_tail_follow_yields_lines_while_the_run_runs(wf, launcher):
     run = wf.calc.createTask(x=1.0, sleep=1.5).run
     seen = [(line, run.state) for line in run.tail(follow=True)]
     assert [line for line, _ in seen] == ["start x=1.0", "step 0", "step 1", "step 2"]
-    assert seen[0][1] == RUNNING  # the first line came while the run was still running
+    assert seen[0][1] not in TERMINAL  # the first line came while the run was still running
     assert run.state == FINISHED
 
 
@@ -459,9 +458,9 @@ def test_task_selection_handle_methods(wf, launcher):
     assert [run.id for run, _ in big.all("state = FINISHED").result(timeout=60)] == [2, 3]
     assert big.status() == {FINISHED: 2}
     assert big.progress().finished == 2
-    assert [run.id for run, _ in big.as_completed(timeout=5)] == [2, 3] or True
+    assert sorted(run.id for run, _ in big.as_completed(timeout=5)) == [2, 3]
     assert big.cancel() == {2: False, 3: False}
-    queued = wf.calc.createTask(x=9.0)
     launcher.stop()
+    queued = wf.calc.createTask(x=9.0)
     assert wf.calc.select("x > 5").snapshot().ids == queued.ids
     assert wf.calc.select("x > 5").result(timeout=5)[0][0].id == queued.run.id

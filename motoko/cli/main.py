@@ -53,9 +53,10 @@ def _register() -> None:
         maintenance_commands,
         run_commands,
         runs_commands,
+        view_commands,
     )
 
-    for module in (db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands):
+    for module in (db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands, view_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

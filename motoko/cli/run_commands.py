@@ -170,17 +170,81 @@ def _own_argv() -> list[str]:
 
 
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True)
-def graph(file: Path, fmt: str) -> None:
-    """Print the step DAG of a workflow file."""
-    from motoko.flow.dag import build_graph, describe
-    from motoko.flow.runner import load_workflow_file
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--runs", is_flag=True, help="The provenance graph of the runs (which runs each was created from).")
+@click.option("--states", is_flag=True, help="Colour the steps by the state of their runs (the file's current run name).")
+@click.option("--where", "constraints", multiple=True, metavar="CONSTRAINTS", help="With --runs: only matching runs (and their ancestors).")
+@click.option("--study", "-s", "studies", multiple=True, help="With --runs: only this study's runs (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot", "png"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file (required for png).")
+@click.pass_context
+def graph(
+    ctx: click.Context, file: Path | None, runs: bool, states: bool, constraints: tuple[str, ...],
+    studies: tuple[str, ...], fmt: str, output: Path | None,
+) -> None:
+    """Print the step DAG of a workflow FILE, or with --runs the runs' provenance.
 
-    wf = load_workflow_file(file)
-    if not wf.steps:
-        raise click.UsageError(f"{file} declares no @step (a 0.1.4 orchestrator has no static graph)")
-    click.echo(describe(build_graph(wf.steps, str(file)), fmt))
+    png is drawn with graphviz when its `dot` program is installed, else with
+    matplotlib. With --runs and FILE, only the runs of the file's current run
+    name are shown. Nodes are coloured by state (text: on a terminal only).
+    """
+    from motoko.flow.dag import build_graph, describe
+    from motoko.views import provenance
+
+    if fmt == "png" and output is None:
+        raise click.UsageError("png is an image: give -o FILE.png")
+    if file is None and not runs:
+        raise click.UsageError("give a workflow FILE, or --runs for the runs' provenance graph")
+    title = "runs"
+    if runs:
+        workflow = open_workflow(ctx)
+        try:
+            scoped = list(constraints)
+            if file is not None:
+                run_name = _current_run_name(workflow.directory, file)
+                scoped.append(f"run_name = '{run_name}'")
+                title = run_name
+            result = provenance.run_graph(workflow, studies or None, scoped or None)
+        finally:
+            workflow.close()
+    else:
+        from motoko.flow.runner import load_workflow_file
+
+        assert file is not None
+        wf = load_workflow_file(file)
+        if not wf.steps:
+            raise click.UsageError(f"{file} declares no @step (a 0.1.4 orchestrator has no static graph)")
+        result = build_graph(wf.steps, str(file))
+        title = file.stem
+        if states:
+            from motoko.config import find_config
+            from motoko.flow.workflow import Workflow
+
+            with Workflow(find_config(wf.path.parent)) as workflow:
+                provenance.step_states(workflow, result, _current_run_name(workflow.directory, wf.path))
+        elif fmt != "png":
+            _emit(describe(result, fmt), output)
+            return
+    if fmt == "png":
+        assert output is not None
+        engine = provenance.render_png(result, output, title=title)
+        click.echo(f"wrote {output} ({result.number_of_nodes()} nodes, drawn with {engine})", err=True)
+        return
+    _emit(provenance.describe(result, fmt, name=title), output)
+
+
+def _current_run_name(directory: Path, file: Path) -> str:
+    """The run name `motoko run FILE` would resume (it records one per file)."""
+    from motoko.views.web.api import recorded_run_names
+
+    return recorded_run_names(directory).get(str(file.resolve()), file.stem)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n")
 
 
 @click.command()

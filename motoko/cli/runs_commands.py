@@ -14,7 +14,7 @@ import click
 
 from motoko.cli.db_commands import open_workflow
 from motoko.cli.format import cell, colour_state, jsonable, render
-from motoko.errors import MotokoError, RunNotFound, UnknownNameError
+from motoko.errors import MotokoError, RunNotFound, UnknownNameError, WaitTimeout
 from motoko.study.records import Run
 
 #: The fields ``runs show`` prints first, in this order (the rest follows).
@@ -95,7 +95,8 @@ def size(n: int) -> str:
 
 
 def _job_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={cell(v)}" for k, v in params.items() if k != "id")
+    """``x=1.0, mode=ok``: values as the user wrote them (1.0 stays 1.0)."""
+    return ", ".join(f"{k}={v if isinstance(v, str | int | float) else cell(v)}" for k, v in params.items() if k != "id")
 
 
 def _label(run: Run) -> str:
@@ -172,7 +173,9 @@ def _show_value(name: str, run: Run, data: dict[str, Any]) -> str:
         return str(value)
     if isinstance(value, dict) and not value:
         return ""
-    return cell(value) if not isinstance(value, str) else value
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)  # 2.0 stays 2.0 (a table cell would show 2)
+    return cell(value)
 
 
 def show_lines(run: Run) -> list[str]:
@@ -268,6 +271,8 @@ def runs_wait(ctx: click.Context, constraints: tuple[str, ...], study: str | Non
     """Wait until the runs matching CONSTRAINTS are FINISHED (exit 1 if one fails or on timeout)."""
     import time
 
+    from motoko.flow.waiting import is_done
+
     workflow = open_workflow(ctx)
     try:
         handles = _selected(workflow, constraints, study)
@@ -276,10 +281,14 @@ def runs_wait(ctx: click.Context, constraints: tuple[str, ...], study: str | Non
             click.echo("no run matches")
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        for handle in handles:
+        for index, handle in enumerate(handles):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            # The sync form runs the change-feed wait on its own event loop.
-            handle.result(timeout=left, progress=progress)
+            try:
+                # The sync form runs the change-feed wait on its own event loop.
+                handle.result(timeout=left, progress=progress)
+            except WaitTimeout as exc:  # name the whole timeout and every study's unfinished runs
+                later = [(h.study, r.id, r.state) for h in handles[index + 1:] for r in h.runs() if not is_done(r)]
+                raise WaitTimeout(timeout or 0.0, exc.pending + later) from None
         click.echo(f"{total} run(s) finished")
     finally:
         workflow.close()

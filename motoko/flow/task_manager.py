@@ -207,7 +207,7 @@ def _states(study: Study, state: str | Iterable[str] | None) -> list[str] | None
     possible = known_states(study)
     for name in wanted:
         if name not in possible:
-            raise UnknownNameError("state", name, possible)
+            raise UnknownNameError("state", name, possible, where=f"study {study.name}")
     return wanted
 
 

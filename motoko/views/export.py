@@ -236,6 +236,8 @@ def _parquet_safe(frame: pandas.DataFrame) -> pandas.DataFrame:
         if kinds <= {list} and all(all(isinstance(x, int | float) and not isinstance(x, bool) for x in v) for v in values):
             out[column] = [[float(x) for x in v] if isinstance(v, list) else None for v in out[column]]
             continue
+        if kinds <= {list} and all(all(isinstance(x, str) for x in v) for v in values):
+            continue
         out[column] = [json.dumps(jsonable(v)) if v is not None else None for v in out[column]]
     return out
 

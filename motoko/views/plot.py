@@ -60,9 +60,12 @@ def _steps(run: Run, name: str) -> list[tuple[int, Any]]:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, list | dict):
+    if isinstance(value, list):
+        text = "[" + ", ".join(_fmt(v) for v in value) + "]"
+        return text if len(text) <= 28 else text[:27] + "…"
+    if isinstance(value, dict):
         text = json.dumps(value)
-        return text if len(text) <= 24 else text[:23] + "…"
+        return text if len(text) <= 28 else text[:27] + "…"
     return str(value)
 
 
@@ -211,7 +214,9 @@ def draw(data: PlotData, path: Path | str, *, title: str | None = None, size: tu
     for side in ("top", "right"):
         axes.spines[side].set_visible(False)
     if data.xlabel in ("step", "component") and all(float(v).is_integer() for s in data.series for v in s.x):
-        axes.xaxis.get_major_locator().set_params(integer=True)
+        from matplotlib.ticker import MaxNLocator
+
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(data.series) > 1 or (data.series and data.series[0].label != data.quantity):
         handles, labels = axes.get_legend_handles_labels()
         if many:

@@ -223,7 +223,7 @@ def describe(graph: nx.DiGraph, fmt: str = "text", *, name: str = "runs") -> str
 
     Text output is styled with click (colours appear on a terminal only).
     """
-    order = list(nx.lexicographical_topological_sort(graph, key=_natural))
+    order = [n for layer in nx.topological_generations(graph) for n in sorted(layer, key=_natural)]
     if fmt == "mermaid":
         return _mermaid(graph, order)
     if fmt == "dot":
@@ -235,7 +235,7 @@ def describe(graph: nx.DiGraph, fmt: str = "text", *, name: str = "runs") -> str
         state = _state_of(data) or ""
         label = str(data.get("label", node)).ljust(width)
         colour = _TERMINAL.get(state)
-        shown = click.style(state.ljust(9), fg=colour) if colour else state.ljust(9)
+        shown = (click.style(state, fg=colour) if colour else state) + " " * (9 - len(state))
         parents = sorted(graph.predecessors(node), key=_natural)
         arrow = f"  ← {', '.join(parents)}" if parents else ""
         lines.append(f"{label}  {shown}{arrow}".rstrip())
@@ -323,7 +323,7 @@ def _matplotlib_png(graph: nx.DiGraph, path: Path, title: str | None) -> None:
     figure, axes = plt.subplots(figsize=(max(4.0, 2.4 * layers), max(2.0, 0.7 * tallest + 1)), dpi=110)
     for u, v in graph.edges:
         (x0, y0), (x1, y1) = positions[u], positions[v]
-        axes.annotate("", xy=(x1 - 0.28, y1), xytext=(x0 + 0.28, y0),
+        axes.annotate("", xy=(x1 - 0.2, y1), xytext=(x0 + 0.2, y0),
                       arrowprops={"arrowstyle": "-|>", "color": "#8a94a6", "lw": 1.1, "shrinkA": 0, "shrinkB": 0})
     for node, (x, y) in positions.items():
         data = graph.nodes[node]

@@ -72,10 +72,11 @@ from motoko import current_run
 
 run, job = current_run()
 amount, dt = 1.0, 0.1
-for step in range(job.steps + 1):
+run.push_quantity(amount, step=0, name="amount")
+for step in range(1, job.steps + 1):
+    amount -= job.rate * amount * dt
     run.push_quantity(amount, step=step, name="amount")
     run.set_progress(step / job.steps)
-    amount -= job.rate * amount * dt
 run.final = amount
 '''
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from motoko.study.records import ACTIVE, CREATED, STATES, TERMINAL, Run, now
+from motoko.study.records import ACTIVE, CREATED, STATES, Run, now
 
 #: States reported as failures, newest first.
 FAILURE_STATES = ("FAILED", "LOST")
@@ -213,6 +213,8 @@ def render_text(status: Status, *, title: str | None = None) -> str:
             if r.status:
                 parts.append(r.status)
             lines.append("  ".join(parts).rstrip())
+    if not status.running:
+        lines += ["", click.style("nothing is running", dim=True)]
     if status.failures:
         lines += ["", click.style("latest failures", bold=True)]
         names = [f"{r.study}.{r.id}" for r in status.failures]
@@ -247,4 +249,4 @@ def to_json(status: Status) -> dict[str, Any]:
     }
 
 
-__all__ = ["Status", "StudyStatus", "RunLine", "collect_status", "render_text", "to_json", "TERMINAL"]
+__all__ = ["Status", "StudyStatus", "RunLine", "collect_status", "render_text", "to_json"]

@@ -12,9 +12,8 @@ checks all four:
    ``names`` (the place: file:line, field, column or option, and the problem)
    and its ``fix`` (key words of the hint);
 3. no traceback in stdout or stderr;
-4. nothing changed: the database dump (every study's schema, jobs, runs and
-   state index, plus the id of the last transaction, so that not even a no-op
-   commit goes unnoticed) and the run directories (every file under
+4. nothing changed: the database dump (every study's schema, jobs, runs,
+   state index and id counters) and the run directories (every file under
    ``studies/*/BD-*-runs`` with its size and modification time) are the same
    before and after.
 
@@ -420,7 +419,11 @@ CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CAS
 
 
 def database_dump(root: Path) -> dict[str, Any]:
-    """Every study's schema, jobs, runs and state index, and the last transaction id.
+    """Every study's schema, jobs, runs, state index and id counters, and the workflow vars.
+
+    Launchers' own bookkeeping (``motoko_launchers``: which launcher is alive)
+    is left out: an embedded launcher registers itself as ``motoko run``
+    starts, which is not a change to the user's data.
 
     Read-only: a read-only FileStorage takes no lock and writes nothing (not
     even its index), so it can read the file while the case's server runs.
@@ -430,13 +433,14 @@ def database_dump(root: Path) -> dict[str, Any]:
     try:
         conn = db.open()
         top = conn.root()
-        dump: dict[str, Any] = {"last transaction": storage.lastTransaction().hex(), "root": sorted(top)}
+        dump: dict[str, Any] = {"root": sorted(top), "vars": repr(dict(top.get("motoko_vars", {})))}
         for name, study in top["motoko_studies"].items():
             dump[name] = {
                 "schema": study.schema_data,
                 "jobs": {jid: job.to_dict() for jid, job in study.jobs.items()},
                 "runs": {rid: repr(run.fields()) for rid, run in study.runs.items()},
                 "states": {state: list(ids) for state, ids in study.by_state.items()},
+                "counters": (study.job_counter.value, study.run_counter.value),
             }
         conn.close()
     finally:

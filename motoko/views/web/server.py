@@ -65,7 +65,8 @@ class Dashboard:
     def url(self) -> str:
         """The page's address, e.g. ``http://127.0.0.1:8765/``."""
         host, port = self.server.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
+        host = host.decode() if isinstance(host, bytes) else str(host)
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
     def _notify(self, oids: frozenset[bytes] | None) -> None:
@@ -73,6 +74,11 @@ class Dashboard:
         with self.changed:
             self.version += 1
             self.changed.notify_all()
+
+    def wait_change(self, seen: int, timeout: float) -> None:
+        """Block until the version differs from ``seen``, shutdown, or ``timeout``."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.version != seen or self.stopping, timeout)
 
     def read(self, what: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Call ``what(workflow, ...)`` alone, in a fresh transaction."""
@@ -202,8 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         seen = dashboard.version
         self._event("hello", seen)
         while not dashboard.stopping:
-            with dashboard.changed:
-                dashboard.changed.wait_for(lambda: dashboard.version != seen or dashboard.stopping, KEEPALIVE)
+            dashboard.wait_change(seen, KEEPALIVE)
             if dashboard.stopping:
                 break
             if dashboard.version == seen:

@@ -220,7 +220,7 @@ function chart(series) {
   const pad = (y1 - y0) * 0.06; y0 -= pad; y1 += pad;
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   const yt = niceTicks(y0, y1, 4).filter((t) => t >= y0 && t <= y1);
-  const xt = niceTicks(x0, x1, 6).filter((t) => t >= x0 && t <= x1 && (series.kind !== "steps" || Number.isInteger(t)));
+  const xt = niceTicks(x0, x1, 6).filter((t) => t >= x0 && t <= x1 && Number.isInteger(t));
   const grid = yt.map((t) => `<line x1="${L}" x2="${W - R}" y1="${sy(t)}" y2="${sy(t)}" stroke="#eef0f5"/>
       <text x="${L - 6}" y="${sy(t) + 3.5}" text-anchor="end">${esc(fmt(t))}</text>`).join("") +
     xt.map((t) => `<text x="${sx(t)}" y="${H - 8}" text-anchor="middle">${esc(fmt(t))}</text>`).join("");
