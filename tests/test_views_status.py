@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from conftest import motoko, write_config, write_study
 from views_support import FAST, copy_example
@@ -137,7 +138,7 @@ def test_render_text_of_a_status_in_memory():
         running=[RunLine("calc", 7, "RUNNING", progress=0.25, machine_name="hostA")],
         failures=[RunLine("calc", 3, "LOST", error="launcher stopped heart-beating")],
     )
-    text = render_text(status)
+    text = click.unstyle(render_text(status))
     assert "FORWARDED" in text.splitlines()[2]  # a user state gets its column
     assert "calc.7  RUNNING   ███░░░░░░░░░   25%  hostA" in text
     assert "calc.3  LOST" in text and "launcher stopped heart-beating" in text

@@ -21,6 +21,7 @@ import click
 
 from motoko.cli.format import render
 from motoko.errors import MotokoError
+from motoko.study.server import pid_alive
 
 SUBCOMMANDS = ("status", "stop", "logs")
 
@@ -58,21 +59,11 @@ def records(workflow_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def show_status(workflow_dir: Path) -> None:
     rows = []
     for _, record in records(workflow_dir):
         code = record.get("exit_code")
-        state = "running" if code is None and _alive(record["pid"]) else ("exited " + str(code) if code is not None else "killed")
+        state = "running" if code is None and pid_alive(record["pid"]) else ("exited " + str(code) if code is not None else "killed")
         rows.append([record["pid"], record["file"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"])), state, record["log"]])
     if not rows:
         click.echo("no detached workflow")
@@ -82,7 +73,7 @@ def show_status(workflow_dir: Path) -> None:
 
 def stop(workflow_dir: Path) -> None:
     """Interrupt every running detached workflow (they cancel their unfinished runs)."""
-    running = [r for _, r in records(workflow_dir) if r.get("exit_code") is None and _alive(r["pid"])]
+    running = [r for _, r in records(workflow_dir) if r.get("exit_code") is None and pid_alive(r["pid"])]
     for record in running:
         os.kill(record["pid"], signal.SIGINT)
     click.echo(f"interrupted {len(running)} workflow(s)" if running else "no detached workflow is running")
@@ -102,7 +93,7 @@ def logs(workflow_dir: Path, follow: bool) -> None:
                 click.echo(line, nl=False)
                 continue
             current = json.loads(path.read_text())
-            if current.get("exit_code") is not None or not _alive(record["pid"]):
+            if current.get("exit_code") is not None or not pid_alive(record["pid"]):
                 return
             time.sleep(0.2)
 

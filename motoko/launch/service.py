@@ -31,7 +31,7 @@ from motoko.launch.executors.base import Executor
 from motoko.launch.launcher import Launcher, LauncherOptions, LauncherReport
 from motoko.study.database import StudyDB
 from motoko.study.schema import load_schema
-from motoko.study.server import Address, default_address, ensure_server, state_dir
+from motoko.study.server import Address, default_address, ensure_server, pid_alive, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -196,24 +196,10 @@ def start_daemon(config: WorkflowConfig, args: list[str], *, study: str | None, 
     return _info(directory / f"{proc.pid}.json")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
-
-
 def _info(path: Path) -> DaemonInfo:
     data = json.loads(path.read_text())
     pid = int(data["pid"])
-    return DaemonInfo(pid, _alive(pid), data.get("study"), data.get("executor", "local"), data.get("started", 0.0), Path(data["log"]))
+    return DaemonInfo(pid, pid_alive(pid), data.get("study"), data.get("executor", "local"), data.get("started", 0.0), Path(data["log"]))
 
 
 def daemon_status(config: WorkflowConfig) -> list[DaemonInfo]:
@@ -252,9 +238,9 @@ def stop_daemons(config: WorkflowConfig, *, timeout: float = 30.0) -> int:
             os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for info in infos:
-        while _alive(info.pid) and time.monotonic() < deadline:
+        while pid_alive(info.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(info.pid):
+        if pid_alive(info.pid):
             raise MotokoError(
                 f"launcher {info.pid} did not stop within {timeout:g} s (its runs are still running)",
                 hint="wait for them, or cancel them with `motoko cancel`",

@@ -203,7 +203,12 @@ def configure_server(
     os.chmod(path, 0o600)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists (a zombie child is reaped, then False)."""
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -279,7 +284,7 @@ def server_status(workflow_dir: Path) -> ServerStatus:
     directory = Path(workflow_dir) / STATE_DIR
     address = default_address(workflow_dir)
     pid = _read_pid(directory / "zeo.pid")
-    running = pid is not None and _alive(pid) and reachable(address)
+    running = pid is not None and pid_alive(pid) and reachable(address)
     data = directory / "data.fs"
     return ServerStatus(address, running, pid if running else None, data, data.stat().st_size if data.exists() else 0)
 
@@ -313,7 +318,7 @@ def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
 def _clean_stale(directory: Path, address: Address) -> None:
     pid_file = directory / "zeo.pid"
     pid = _read_pid(pid_file)
-    if pid is not None and _alive(pid):
+    if pid is not None and pid_alive(pid):
         # A live server that does not answer: it is starting or wedged. Stop it
         # rather than start a second one on the same data file.
         log.warning("server pid %s does not answer at %s; stopping it", pid, address)
@@ -378,7 +383,7 @@ def _terminate(pid: int, grace: float) -> bool:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not pid_alive(pid):
             return True
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
@@ -398,7 +403,7 @@ def stop_server(workflow_dir: Path, *, grace: float = 10.0) -> bool:
         return False
     with _lock(directory):
         pid = _read_pid(directory / "zeo.pid")
-        if pid is None or not _alive(pid):
+        if pid is None or not pid_alive(pid):
             _clean_stale(directory, default_address(workflow_dir))
             return False
         _terminate(pid, grace)

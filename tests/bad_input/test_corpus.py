@@ -27,9 +27,12 @@ A case whose fix belongs to code owned elsewhere is marked
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -477,45 +480,77 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
 # -- fixtures ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def primed(tmp_path_factory: pytest.TempPathFactory):
-    """Where cases run, and a clean copy of it after one successful run of the example.
+class Slot:
+    """A place where cases run, primed once, with a clean copy of its primed state.
 
-    Every case runs at the same path as the priming did: the database holds
+    Every case runs at the path its slot was primed at: the database holds
     absolute paths (each study's folder, each run's directory), so a copy
     elsewhere would make motoko update the stored schemas on its first open,
     a legitimate write that would hide the ones this corpus looks for.
+
+    Stopping a ZEO server takes a second or two, so a case's server is
+    stopped in the background while the next cases use the other slots.
     """
-    base = tmp_path_factory.mktemp("bad_input")
-    work, store = base / "wf", base / "primed"
-    work.mkdir()
-    shutil.copytree(REPO / "studies", work / "studies")
-    shutil.copytree(REPO / "workflows", work / "workflows")
-    (work / YAML).write_text(CONFIG)
-    (work / BD).write_text(MULT_BD)
-    try:
-        result = motoko(*RUN, cwd=work)
+
+    def __init__(self, base: Path, index: int):
+        self.work = base / f"wf{index}"
+        self.store = base / f"primed{index}"
+        self.stopping: threading.Thread | None = None
+
+    def prime(self) -> None:
+        self.work.mkdir()
+        shutil.copytree(REPO / "studies", self.work / "studies")
+        shutil.copytree(REPO / "workflows", self.work / "workflows")
+        (self.work / YAML).write_text(CONFIG)
+        (self.work / BD).write_text(MULT_BD)
+        result = motoko(*RUN, cwd=self.work)
         assert result.returncode == 0, result.stderr
         # Copying .motoko/ while its server runs would not be a clean snapshot.
-        assert motoko("server", "stop", cwd=work).returncode == 0
-        state = snapshot(work)
+        assert motoko("server", "stop", cwd=self.work).returncode == 0
+        state = snapshot(self.work)
         assert all(state["database"][s]["runs"] for s in ("mult", "add", "norm")), "priming created no runs"
         assert any(k.endswith("run.json") for k in state["run directories"]), "priming staged no run"
-        shutil.copytree(work, store, symlinks=True)
-        yield work, store
+        shutil.copytree(self.work, self.store, symlinks=True)
+
+    def restore(self) -> Path:
+        """The primed state, afresh (after the previous case's server has stopped)."""
+        self.wait()
+        shutil.rmtree(self.work)
+        shutil.copytree(self.store, self.work, symlinks=True)
+        return self.work
+
+    def stop_in_background(self) -> None:
+        self.stopping = threading.Thread(target=stop_server, args=(self.work,), kwargs={"grace": 5})
+        self.stopping.start()
+
+    def wait(self) -> None:
+        if self.stopping is not None:
+            self.stopping.join()
+            self.stopping = None
+        stop_server(self.work, grace=5)  # returns at once when nothing runs
+
+
+@pytest.fixture(scope="module")
+def slots(tmp_path_factory: pytest.TempPathFactory):
+    """Three primed slots, used in turn by the cases."""
+    base = tmp_path_factory.mktemp("bad_input")
+    all_slots = [Slot(base, i) for i in range(3)]
+    try:
+        with ThreadPoolExecutor(len(all_slots)) as pool:
+            for done in [pool.submit(slot.prime) for slot in all_slots]:
+                done.result()
+        yield itertools.cycle(all_slots)
     finally:
-        stop_server(work, grace=5)
+        for slot in all_slots:
+            slot.wait()
 
 
 @pytest.fixture
-def workflow_dir(primed: tuple[Path, Path]):
-    """The primed workflow, restored afresh; its server, if the case starts one, stopped after."""
-    work, store = primed
-    stop_server(work, grace=5)
-    shutil.rmtree(work)
-    shutil.copytree(store, work, symlinks=True)
-    yield work
-    stop_server(work, grace=5)
+def workflow_dir(slots: Iterator[Slot]):
+    """A primed workflow directory; its server, if the case starts one, is stopped after."""
+    slot = next(slots)
+    yield slot.restore()
+    slot.stop_in_background()
 
 
 # -- the test ----------------------------------------------------------------------------

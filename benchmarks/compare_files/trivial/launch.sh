@@ -1,0 +1,3 @@
+#!/bin/bash
+# The trivial run: what motoko, Snakemake and xargs execute N times.
+exit 0
