@@ -72,3 +72,26 @@ def test_two_hosts_share_one_database_over_tcp(tmp_path: Path):
         assert bad.returncode == 2 and "port is not a number" in bad.stderr
     finally:
         stop_server(host_a)
+
+
+def test_a_study_on_another_server_with_host(example: Path, tmp_path: Path):
+    other = tmp_path / "other-server"
+    other.mkdir()
+    write_study(other, "unused", "{x: int}", "pass\n")
+    write_config(other, ["unused"])
+    port = _port()
+    try:
+        assert motoko("server", "start", "--listen", f"127.0.0.1:{port}", cwd=other).returncode == 0
+        config = (example / "motoko.yaml").read_text().replace("  norm:\n", f"  norm:\n    host: zeo://127.0.0.1:{port}\n")
+        (example / "motoko.yaml").write_text(config)
+        result = motoko("run", "workflows/pipeline.py", cwd=example, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "remult: [[18.038928" in result.stdout
+        remote = StudyDB(f"zeo://127.0.0.1:{port}")
+        assert {run.state for run in remote.study("norm").runs.values()} == {"FINISHED"}
+        assert len(remote.study("norm").runs) == 2 and "mult" not in remote.studies()
+        remote.close()
+        info = motoko("info", "--format", "json", cwd=example).stdout
+        assert f"zeo://127.0.0.1:{port}" in info
+    finally:
+        stop_server(other)

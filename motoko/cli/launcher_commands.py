@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import click
 
@@ -57,7 +59,7 @@ def launcher_start(
     db_address: str | None,
 ) -> None:
     """Start a launcher for the workflow's studies (foreground unless --detach)."""
-    from motoko.launch.service import build_launcher, register_self, start_daemon
+    from motoko.launch.service import build_launchers, register_self, start_daemon
 
     config = config_of(ctx)
     if study:
@@ -82,23 +84,36 @@ def launcher_start(
         info = start_daemon(config, args, study=study, executor=kind)
         click.echo(f"launcher started in the background (pid {info.pid}, log {info.log})")
         return
-    launcher_ = build_launcher(
+    launchers = build_launchers(
         config, study=study, executor=executor, max_parallel=max_parallel,
         once=once or None, max_runs=max_runs, idle_exit=idle_exit, machine_name=machine_name,
     )
     record = register_self(config, study=study, executor=kind)
-    import asyncio
-
     try:
-        report = asyncio.run(launcher_.serve_async(install_signals=True))
+        reports = asyncio.run(_serve_with_signals(launchers))
     finally:
         record.unlink(missing_ok=True)
-        launcher_.db.close()
+        for item in launchers:
+            item.db.close()
+    executed = sum(r.executed for r in reports)
     click.echo(
-        f"launcher exited: {report.executed} run(s) executed, {report.finished} finished, "
-        f"{report.failed} failed, {report.cancelled} cancelled, {report.lost_detected} lost detected",
+        f"launcher exited: {executed} run(s) executed, {sum(r.finished for r in reports)} finished, "
+        f"{sum(r.failed for r in reports)} failed, {sum(r.cancelled for r in reports)} cancelled, "
+        f"{sum(r.lost_detected for r in reports)} lost detected",
         err=True,
     )
+
+
+async def _serve_with_signals(launchers: list[Any]) -> list[Any]:
+    """Serve until done; SIGTERM/SIGINT make every launcher drain and exit."""
+    import signal
+
+    from motoko.launch.service import serve_all
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: [item.stop() for item in launchers])
+    return await serve_all(launchers)
 
 
 @launcher.command("stop")

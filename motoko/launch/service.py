@@ -90,16 +90,32 @@ def launcher_options(config: WorkflowConfig, **overrides: Any) -> LauncherOption
     return options
 
 
+def database_groups(config: WorkflowConfig) -> dict[str, list[str]]:
+    """Studies grouped by the database holding them (most workflows: one group)."""
+    groups: dict[str, list[str]] = {}
+    for name in config.studies:
+        groups.setdefault(str(_address_of(config, name)), []).append(name)
+    return groups
+
+
 def build_launcher(
     config: WorkflowConfig,
     *,
     study: str | None = None,
+    group: str | None = None,
     executor: str | None = None,
     max_parallel: int | None = None,
     **overrides: Any,
 ) -> Launcher:
-    """Open a connection and build a launcher for a workflow's studies."""
-    first = config.resolve(study) if study else next(iter(config.studies))
+    """Open a connection and build a launcher for a workflow's studies.
+
+    Args:
+        study: Serve only this study.
+        group: Serve every study in the same database as this one (default:
+            the first study's).
+    """
+    chosen = study or group
+    first = config.resolve(chosen) if chosen else next(iter(config.studies))
     address = database_address(config, first) or ensure_server(config.directory)
     studies = served_studies(config, study, address)
     db = StudyDB(address)
@@ -109,14 +125,26 @@ def build_launcher(
     return Launcher(db, studies, make_executor(config, executor, max_parallel), options)
 
 
+def build_launchers(config: WorkflowConfig, *, study: str | None = None, **kwargs: Any) -> list[Launcher]:
+    """One launcher per database holding the workflow's studies (or for ``study``)."""
+    if study:
+        return [build_launcher(config, study=study, **kwargs)]
+    return [build_launcher(config, group=names[0], **kwargs) for names in database_groups(config).values()]
+
+
+async def serve_all(launchers: list[Launcher]) -> list[LauncherReport]:
+    """Serve several launchers on this event loop until all have exited."""
+    return list(await asyncio.gather(*(launcher.serve_async() for launcher in launchers)))
+
+
 class EmbeddedLauncher:
-    """A launcher running in a background thread of this process."""
+    """Launchers (one per database) running in a background thread of this process."""
 
     def __init__(self, config: WorkflowConfig, **kwargs: Any):
         self.config = config
         self.kwargs = kwargs
-        self.launcher: Launcher | None = None
-        self.report: LauncherReport | None = None
+        self.launchers: list[Launcher] = []
+        self.reports: list[LauncherReport] = []
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,7 +160,7 @@ class EmbeddedLauncher:
 
     def _main(self) -> None:
         try:
-            self.launcher = build_launcher(self.config, **self.kwargs)
+            self.launchers = build_launchers(self.config, **self.kwargs)
         except BaseException as exc:  # reported to the starting thread
             self.error = exc
             self._ready.set()
@@ -141,19 +169,21 @@ class EmbeddedLauncher:
         self._loop = loop
         try:
             self._ready.set()
-            self.report = loop.run_until_complete(self.launcher.serve_async())
+            self.reports = loop.run_until_complete(serve_all(self.launchers))
         except BaseException as exc:
             self.error = exc
             log.exception("embedded launcher failed")
         finally:
             loop.close()
-            self.launcher.db.close()
+            for launcher in self.launchers:
+                launcher.db.close()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming, let running runs end (up to ``timeout``), join."""
-        if self.launcher is not None and self._loop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self.launcher.stop)
+        if self._loop is not None:
+            for launcher in self.launchers:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(launcher.stop)
         self._thread.join(timeout)
 
 

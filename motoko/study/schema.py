@@ -175,8 +175,14 @@ class StudySchema:
             if name not in known:
                 err = UnknownNameError("run field", str(name), known, where=where)
                 if not suggest(str(name), known):
-                    # Listing twenty built-ins would hide the study's own fields.
-                    err.hint = did_you_mean(str(name), self.run_fields)
+                    # Listing twenty built-ins would hide the study's own fields;
+                    # and "there is none defined" alone says nothing of the fix.
+                    own = (
+                        did_you_mean(str(name), self.run_fields)
+                        if self.run_fields
+                        else "the study declares no run field"
+                    )
+                    err.hint = f"{own}; declare it under `run:` in bd.yaml"
                     err.args = (str(err),)
                 raise err
             result[name] = known[name].coerce(value, field=name, where=where)

@@ -123,10 +123,6 @@ def unreachable_database(root: Path) -> None:
     append(YAML, f"database: zeo://127.0.0.1:{free_port()}\n")(root)
 
 
-def unreachable_host(root: Path) -> None:
-    replace(YAML, "  norm:\n", f"  norm:\n    host: zeo://127.0.0.1:{free_port()}\n")(root)
-
-
 # -- the cases -----------------------------------------------------------------------
 
 
@@ -242,9 +238,6 @@ ADDRESS_CASES = [
     case("database-unreachable", ["info"],
          ["cannot reach the database server at zeo://127.0.0.1:", "Connection refused"],
          ["motoko server start", "check the address"], unreachable_database, timeout=20),
-    case("host-unreachable", ["select", "--study", "norm"],
-         ["cannot reach the database server at zeo://127.0.0.1:"],
-         ["motoko server start", "check the address"], unreachable_host, timeout=20),
 ]
 
 BD_CASES = [
@@ -339,7 +332,8 @@ PARAMETER_CASES = [
          ["give 'a' a value"], step_creating("createTask(a=[1.0, 2.0, 'abc'])")),
     case("param-unknown-job-field", RUN_BAD, ["mult.createTask", "unknown job field 'b'"], ["possible: a, x"],
          step_creating("createTask(b=1.0)")),
-    case("param-unknown-run-field", RUN_BAD, ["mult.createTask", "unknown run field 'compiler'"], ["possible"],
+    case("param-unknown-run-field", RUN_BAD, ["mult.createTask", "unknown run field 'compiler'"],
+         ["declare it under `run:`"],
          step_creating("createTask(run_params={'compiler': 'gcc'}, a=1.0)")),
     # The three first steps resume (their runs are reused); the fourth refuses rescale.
     case("param-wrong-type-from-command-line", [*RUN, "-p", "rescale=abc"],

@@ -1,0 +1,452 @@
+"""motoko side by side with motoko 0.1.4, Snakemake and the machine's limits.
+
+    python -m benchmarks.compare [--quick] [--cache DIR] [--only NAME ...]
+
+Installs motoko 0.1.4 + BlackDynamite 1.3.9 and Snakemake into virtual
+environments under ``--cache`` (default ``~/.cache/motoko-bench``; reused when
+present), then runs the same work with each tool, on the same machine, in the
+same run (machines here are noisy: the ratios of one run are what count):
+
+1. ``pipeline``: the example mult → add → norm → mult, wall time from start
+   to the final result. Ours: ``motoko run workflows/pipeline.py`` in a fresh
+   copy (server start included). 0.1.4: ``compare_files/motoko014/pipeline.py``
+   (a 0.1.4 orchestrator) with BlackDynamite run scripts, its set-up
+   (``motoko create`` + ``motoko launcher``) timed apart. Snakemake:
+   ``compare_files/snakemake/pipeline.smk`` with small Python scripts.
+2. ``fan_out``: N trivial runs, runs/s, 2 at a time where the tool allows it;
+   ``xargs -P2`` running the same ``launch.sh`` is the physical reference.
+3. ``hop``: a chain of 10 dependent single-run steps; per hop =
+   (last hop's end - first hop's end) / (hops - 1). The floor, measured in
+   the same run, is one ZEO commit reaching another client.
+4. ``db_scale``: insert N runs and select from a fresh connection, ours up to
+   100k (``benchmarks/db_scale.py``), BlackDynamite's API at 1k and 10k.
+
+Every external step has a timeout and runs in its own directory; whatever it
+leaves running is stopped by process id afterwards. A tool that fails records
+its error in the JSON and the comparison goes on. Prints the JSON result,
+writes it to ``benchmarks/results/compare-<date>.json`` and the Markdown
+table next to it (``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine, summary
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = Path(__file__).resolve().parent / "compare_files"
+RESULTS = REPO / "benchmarks" / "results"
+TRIVIAL_LAUNCH = FILES / "trivial" / "launch.sh"
+PARALLEL = 2
+HOPS = 10
+# Pinned so that a figure can be traced to what produced it.
+VENVS = {
+    "motoko014": ["motoko==0.1.4", "blackdynamite==1.3.9"],
+    "snakemake": ["snakemake==9.27.1"],
+}
+EXPECTED_PIPELINE = [[18.038928, 6.006484495942697], [217.89364799999998, 20.875519059415026]]
+
+
+class StepFailed(RuntimeError):
+    """An external step exited non-zero, timed out, or printed no result."""
+
+
+@dataclass
+class Plan:
+    """What to measure, and how often; ``--quick`` trims the expensive parts."""
+
+    quick: bool
+    fan_sizes: list[int] = field(default_factory=lambda: [100, 1000])
+    old_fan_sizes: list[int] = field(default_factory=lambda: [100, 1000])
+    our_db_sizes: list[int] = field(default_factory=lambda: [1000, 10_000, 100_000])
+    old_db_sizes: list[int] = field(default_factory=lambda: [1000, 10_000])
+    repeat: int = 3
+    old_repeat: int = 3
+    big_repeat: int = 3
+    skipped: list[str] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        plan = cls(quick=quick)
+        if quick:
+            plan.old_fan_sizes = [100]
+            plan.old_db_sizes = [1000]
+            plan.old_repeat = 1
+            plan.big_repeat = 1
+            plan.skipped = [
+                "motoko 0.1.4 fan-out at N=1000 (~10 min: its launcher runs one run at a time, "
+                "each a Python + BlackDynamite start)",
+                "BlackDynamite insert at N=10k (~300 s, quadratic)",
+                "repeats of the 0.1.4 fan-out, hop chain and 1k insert (1 each; the pipeline keeps 3)",
+                "repeats of N=1000 fan-outs (Snakemake, motoko, xargs) and of the 100k database (1 each)",
+            ]
+        return plan
+
+
+# ---------------------------------------------------------------- processes
+
+
+def run_step(cmd: list[str], *, cwd: Path, timeout: float, env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run cmd in its own session; (seconds, stdout). Raises StepFailed.
+
+    On timeout the whole process group is killed, so that nothing it spawned
+    in the foreground survives the step.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise StepFailed(f"{' '.join(cmd[:4])} timed out after {timeout:.0f} s") from None
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (err or out).strip().splitlines()[-6:]
+        raise StepFailed(f"{' '.join(cmd[:4])} exited {proc.returncode}: " + " | ".join(tail))
+    return seconds, out
+
+
+def reap(directory: Path) -> list[int]:
+    """Kill (by pid) every process of ours whose cwd or command line is under directory.
+
+    ZEO servers, zdaemon and launch daemons started by a step are detached
+    from it; this is the safety net after each step's own stop command.
+    """
+    killed, mine, marker = [], os.getpid(), str(directory)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == mine:
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(marker) or marker in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
+
+
+@contextlib.contextmanager
+def sandbox(root: Path, name: str) -> Iterator[Path]:
+    """A fresh directory for one step; processes left in it are stopped on exit."""
+    directory = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+    try:
+        yield directory
+    finally:
+        reap(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def attempt(func: Callable[[], Any]) -> Any:
+    """func's result, or {"error": ...}: one tool failing never ends the comparison."""
+    try:
+        return func()
+    except Exception as exc:  # recorded in the JSON for the reader
+        message = f"{type(exc).__name__}: {exc}"
+        print(f"compare: {message}", file=sys.stderr)
+        if not isinstance(exc, StepFailed):
+            traceback.print_exc(file=sys.stderr)
+        return {"error": message}
+
+
+def median_of(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Summary of samples[*][key], with the samples kept for the reader."""
+    return {**summary([s[key] for s in samples]), "samples": samples}
+
+
+# ---------------------------------------------------------------- environments
+
+
+def venv_env(venv: Path) -> dict[str, str]:
+    """The environment of a tool's venv: its bin first in PATH (their launchers call their CLIs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(venv)
+    return env
+
+
+def ensure_venv(cache: Path, name: str, timeout: float = 600) -> dict[str, Any]:
+    """Create cache/venv-NAME with VENVS[name] pinned, or reuse it when it already has them."""
+    venv = cache / f"venv-{'0.1.4' if name == 'motoko014' else name}"
+    python = venv / "bin" / "python"
+    wanted = VENVS[name]
+    start = time.perf_counter()
+    created = False
+    if not _has_packages(python, wanted):
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        run_step([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent, timeout=120)
+        run_step([str(python), "-m", "pip", "install", "-q", *wanted], cwd=venv.parent, timeout=timeout)
+        created = True
+    return {"path": str(venv), "created": created, "seconds": time.perf_counter() - start, "packages": wanted}
+
+
+def _has_packages(python: Path, wanted: list[str]) -> bool:
+    if not python.exists():
+        return False
+    try:
+        _, out = run_step([str(python), "-m", "pip", "freeze"], cwd=python.parent, timeout=60)
+    except StepFailed:
+        return False
+    have = {line.strip().lower() for line in out.splitlines()}
+    return all(w.lower() in have for w in wanted)
+
+
+def versions(venvs: dict[str, Any]) -> dict[str, Any]:
+    """Versions of everything compared, as the tools report them."""
+    import importlib.metadata
+
+    found: dict[str, Any] = {"motoko": importlib.metadata.version("motoko"), "python": sys.version.split()[0]}
+    with contextlib.suppress(Exception):
+        found["xargs"] = subprocess.run(["xargs", "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
+    for name, info in venvs.items():
+        if "error" in info:
+            continue
+        python = Path(info["path"]) / "bin" / "python"
+        with contextlib.suppress(Exception):
+            out = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, timeout=60).stdout
+            keep = ("motoko", "blackdynamite", "zodb", "zeo", "snakemake")
+            found[name] = sorted(line for line in out.splitlines() if line.lower().split("==")[0] in keep)
+    return found
+
+
+# ---------------------------------------------------------------- ours
+
+
+def ours(root: Path, name: str, function: str, kwargs: dict[str, Any], timeout: float) -> Any:
+    """Call benchmarks.FUNCTION(**kwargs) in a child process (timeout, own temp dir); its JSON result."""
+    module, func = function.rsplit(".", 1)
+    code = (
+        "import json, sys, importlib\n"
+        f"result = getattr(importlib.import_module({module!r}), {func!r})(**json.loads(sys.argv[1]))\n"
+        "sys.stdout.write('\\n' + json.dumps(result, default=str) + '\\n')\n"
+    )
+    with sandbox(root, name) as directory:
+        env = {**os.environ, "TMPDIR": str(directory)}
+        _, out = run_step([sys.executable, "-c", code, json.dumps(kwargs)], cwd=REPO, timeout=timeout, env=env)
+    return _last_json(out)
+
+
+def _last_json(out: str) -> Any:
+    lines = [line for line in out.strip().splitlines() if line.strip()]
+    if not lines:
+        raise StepFailed("no result printed")
+    return json.loads(lines[-1])
+
+
+def ours_pipeline(root: Path, repeat: int) -> dict[str, Any]:
+    """``motoko run workflows/pipeline.py`` in a fresh copy of the example, server start included."""
+    samples = []
+    for _ in range(repeat):
+        with sandbox(root, "ours-pipeline") as directory:
+            shutil.copy(REPO / "motoko.yaml", directory)
+            shutil.copytree(REPO / "studies", directory / "studies")
+            shutil.copytree(REPO / "workflows", directory / "workflows")
+            cli = [sys.executable, "-m", "motoko.cli.main"]
+            try:
+                wall, out = run_step([*cli, "run", "workflows/pipeline.py"], cwd=directory, timeout=120)
+            finally:
+                with contextlib.suppress(StepFailed):
+                    run_step([*cli, "server", "stop"], cwd=directory, timeout=60)
+        line = next((x for x in out.splitlines() if x.startswith("remult:")), "remult: null")
+        samples.append({"wall_s": wall, "result": ast.literal_eval(line.split(":", 1)[1].strip())})
+    return {**median_of(samples, "wall_s"), "same_result": all(_same(s["result"]) for s in samples)}
+
+
+def chain_once(hops: int) -> dict[str, Any]:
+    """Ours: benchmarks.latency's hop chain, plus the per-hop period from its step times."""
+    from benchmarks.latency import hop_overheads
+
+    chain = hop_overheads(hops)
+    times = sys.modules["motoko_workflow_chain"].TIMES
+    chain["per_hop_s"] = (times[-1][1] - times[0][1]) / (hops - 1)
+    return chain
+
+
+def _same(result: Any) -> bool:
+    try:
+        return all(abs(a - b) < 1e-9 for got, want in zip(result, EXPECTED_PIPELINE, strict=True) for a, b in zip(got, want, strict=True))
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- motoko 0.1.4
+
+
+class Old:
+    """A motoko 0.1.4 workflow directory: studies, motoko.yaml, one orchestrator."""
+
+    def __init__(self, directory: Path, venv: Path, studies: list[str], orchestrator: str) -> None:
+        self.directory, self.env = directory, venv_env(venv)
+        for study in studies:
+            shutil.copytree(FILES / "motoko014" / study, directory / study)
+        shutil.copy(FILES / "motoko014" / f"{orchestrator}.py", directory)
+        managers = "".join(f"  {s}:\n" for s in studies)
+        (directory / "motoko.yaml").write_text(f"task_managers:\n{managers}orchestrator: {orchestrator}.main\n")
+
+    def motoko(self, *args: str, timeout: float) -> float:
+        seconds, _ = run_step(["motoko", *args], cwd=self.directory, timeout=timeout, env=self.env)
+        return seconds
+
+    def set_up(self) -> dict[str, float]:
+        """0.1.4's set-up: reset and create the studies (a ZEO server each), start the launch daemons."""
+        create = self.motoko("create", ".", "--validated", timeout=180)
+        launcher = self.motoko("launcher", timeout=120)
+        return {"create_s": create, "launcher_s": launcher, "setup_s": create + launcher}
+
+    def orchestrate(self, run_name: str, *args: str, timeout: float) -> tuple[float, dict[str, Any]]:
+        """``motoko orchestrator start``; (process wall, the result.json it wrote)."""
+        result = self.directory / "result.json"
+        result.unlink(missing_ok=True)
+        wall = self.motoko("orchestrator", "start", "--run_name", run_name, *args, timeout=timeout)
+        if not result.exists():
+            raise StepFailed(f"orchestrator {run_name} wrote no result (see {self.directory})")
+        return wall, json.loads(result.read_text())
+
+    def tear_down(self) -> None:
+        with contextlib.suppress(StepFailed):
+            self.motoko("kill", timeout=120)
+
+
+@contextlib.contextmanager
+def old_workflow(root: Path, venv: Path, name: str, studies: list[str], orchestrator: str) -> Iterator[Old]:
+    with sandbox(root, name) as directory:
+        old = Old(directory, venv, studies, orchestrator)
+        try:
+            yield old
+        finally:
+            old.tear_down()
+
+
+def old_pipeline(root: Path, venv: Path, repeat: int) -> dict[str, Any]:
+    """0.1.4's pipeline: fresh workflow each time; set-up and orchestrator timed apart."""
+    samples = []
+    for i in range(repeat):
+        with old_workflow(root, venv, "old-pipeline", ["mult", "add", "norm"], "pipeline") as old:
+            setup = old.set_up()
+            wall, result = old.orchestrate(f"pipeline{i}", timeout=600)
+            samples.append({**setup, "wall_s": wall, "result_s": result["end"] - result["start"], "result": result["result"]})
+    return {
+        **median_of(samples, "wall_s"),
+        "setup_s": summary([s["setup_s"] for s in samples]),
+        "same_result": all(_same(s["result"]) for s in samples),
+    }
+
+
+def old_fan_out(root: Path, venv: Path, n: int, repeat: int) -> dict[str, Any]:
+    """0.1.4: createTask(i=range(n)) awaited; runs/s from createTask to all FINISHED."""
+    samples = []
+    with old_workflow(root, venv, f"old-fan-{n}", ["trivial"], "fan_out") as old:
+        setup = old.set_up()
+        for i in range(repeat):
+            wall, result = old.orchestrate(f"fan{n}-{i}", "--nruns", str(n), timeout=max(600, 3 * n))
+            span = result["end"] - result["start"]
+            samples.append({"runs": n, "wall_s": span, "insert_s": result["inserted"] - result["start"], "runs_per_s": n / span, "process_s": wall})
+    return {**median_of(samples, "runs_per_s"), "setup": setup, "parallel": 1}
+
+
+def old_chain(root: Path, venv: Path, hops: int, repeat: int) -> dict[str, Any]:
+    """0.1.4: hops dependent createTask/await; the per-hop period."""
+    samples = []
+    with old_workflow(root, venv, "old-chain", ["trivial"], "chain") as old:
+        setup = old.set_up()
+        for i in range(repeat):
+            _, result = old.orchestrate(f"chain{i}", "--hops", str(hops), timeout=60 + 30 * hops)
+            times = result["times"]
+            samples.append({"per_hop_s": (times[-1][1] - times[0][1]) / (hops - 1), "times": times})
+    return {**median_of(samples, "per_hop_s"), "setup": setup}
+
+
+def old_db(root: Path, venv: Path, n: int, repeat: int) -> dict[str, Any]:
+    """BlackDynamite's API at N runs: insert (chunks of N/4), then select from a fresh process."""
+    script = str(FILES / "motoko014" / "bd_scale.py")
+    python = str(venv / "bin" / "python")
+    samples = []
+    for _ in range(repeat):
+        with sandbox(root, f"old-db-{n}") as directory:
+            study = directory / "study"
+            try:
+                _, out = run_step([python, script, "insert", str(study), str(n), str(max(1, n // 4))], cwd=directory, timeout=max(300, n * 0.2), env=venv_env(venv))
+                sample = _last_json(out)
+                _, out = run_step([python, script, "select", str(study), str(n)], cwd=directory, timeout=300, env=venv_env(venv))
+                sample.update(_last_json(out))
+            finally:
+                with contextlib.suppress(StepFailed):
+                    run_step(["canYouDigIt", "server", "stop"], cwd=study, timeout=60, env=venv_env(venv))
+        samples.append(sample)
+    return _db_summary(samples)
+
+
+def _db_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    keep = {k: v for k, v in samples[0].items() if k not in ("insert_s", "select_state", "select_job_range")}
+    return {
+        **keep,
+        "insert_s": summary([s["insert_s"] for s in samples]),
+        "select_state_cold_s": summary([s["select_state"]["cold_s"] for s in samples]),
+        "select_state_warm_s": summary([s["select_state"]["warm_s"] for s in samples]),
+        "select_range_cold_s": summary([s["select_job_range"]["cold_s"] for s in samples]),
+        "samples": samples,
+    }
+
+
+# ---------------------------------------------------------------- Snakemake
+
+
+def snakemake(venv: Path, snakefile: str, directory: Path, config: dict[str, Any], timeout: float) -> float:
+    cmd = ["snakemake", "all", "--snakefile", str(FILES / "snakemake" / snakefile), "--directory", str(directory), "--cores", str(PARALLEL)]
+    if config:
+        cmd += ["--config", *(f"{k}={v}" for k, v in config.items())]
+    seconds, _ = run_step([*cmd, "--quiet"], cwd=directory, timeout=timeout, env=venv_env(venv))
+    return seconds
+
+
+def smk_pipeline(root: Path, venv: Path, repeat: int) -> dict[str, Any]:
+    samples = []
+    for _ in range(repeat):
+        with sandbox(root, "smk-pipeline") as directory:
+            wall = snakemake(venv, "pipeline.smk", directory, {}, timeout=300)
+            result = [json.loads((directory / "remult" / f"{b}.json").read_text())["y"] for b in range(2)]
+        samples.append({"wall_s": wall, "result": result})
+    return {**median_of(samples, "wall_s"), "same_result": all(_same(s["result"]) for s in samples)}
+
+
+def smk_fan_out(root: Path, venv: Path, n: int, repeat: int) -> dict[str, Any]:
+    """Snakemake -j2 running the trivial launch.sh n times; process wall (its start-up included)."""
+    samples = []
+    for _ in range(repeat):
+        with sandbox(root, f"smk-fan-{n}") as directory:
+            wall = snakemake(venv, "fan_out.smk", directory, {"nruns": n, "launch": TRIVIAL_LAUNCH}, timeout=max(300, n))
+            done = len(list((directory / "done").iterdir()))
+        samples.append({"runs": n, "finished": done, "wall_s": wall, "runs_per_s": n / wall})
+    return {**median_of(samples, "runs_per_s"), "parallel": PARALLEL}
+
+
+def smk_chain(root: Path, venv: Path, hops: int, repeat: int) -> dict[str, Any]:
+    samples = []
+    for _ in range(repeat):
+        with sandbox(root, "smk-chain") as directory:
+            wall = snakemake(venv, "chain.smk", directory, {"hops": hops, "launch": TRIVIAL_LAUNCH}, timeout=300)
+            ends = [float((directory / "hop" / str(i)).read_text()) for i in range(hops)]
+        samples.append({"per_hop_s": (ends[-1] - ends[0]) / (hops - 1), "wall_s": wall})
+    return median_of(samples, "per_hop_s")
