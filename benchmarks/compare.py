@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,7 +93,7 @@ class Plan:
                 "motoko 0.1.4 fan-out at N=1000 (~10 min: its launcher runs one run at a time, "
                 "each a Python + BlackDynamite start)",
                 "BlackDynamite insert at N=10k (~300 s, quadratic)",
-                "repeats of the 0.1.4 fan-out, hop chain and 1k insert (1 each; the pipeline keeps 3)",
+                "repeats of the 0.1.4 fan-out, hop chain and 1k insert (1 each); its 3 pipeline repeats share one set-up",
                 "repeats of N=1000 fan-outs (Snakemake, motoko, xargs) and of the 100k database (1 each)",
             ]
         return plan
@@ -324,9 +323,13 @@ class Old:
             raise StepFailed(f"orchestrator {run_name} wrote no result (see {self.directory})")
         return wall, json.loads(result.read_text())
 
-    def tear_down(self) -> None:
-        with contextlib.suppress(StepFailed):
-            self.motoko("kill", timeout=120)
+    def tear_down(self) -> float:
+        """Stop its servers and daemons by process id (``motoko kill`` takes ~10 s); seconds."""
+        start = time.perf_counter()
+        # Twice: a zdaemon killed after its child may have restarted it in between.
+        while reap(self.directory):
+            time.sleep(0.2)
+        return time.perf_counter() - start
 
 
 @contextlib.contextmanager
@@ -339,17 +342,24 @@ def old_workflow(root: Path, venv: Path, name: str, studies: list[str], orchestr
             old.tear_down()
 
 
-def old_pipeline(root: Path, venv: Path, repeat: int) -> dict[str, Any]:
-    """0.1.4's pipeline: fresh workflow each time; set-up and orchestrator timed apart."""
-    samples = []
-    for i in range(repeat):
+def old_pipeline(root: Path, venv: Path, repeat: int, fresh: bool) -> dict[str, Any]:
+    """0.1.4's pipeline; set-up and orchestrator timed apart.
+
+    With ``fresh``, every repeat has its own new workflow (as ours does);
+    otherwise one set-up serves every repeat under a new run name (as a 0.1.4
+    user would do; its database then holds the earlier repeats' 8 runs each).
+    """
+    samples: list[dict[str, Any]] = []
+    while len(samples) < repeat:
         with old_workflow(root, venv, "old-pipeline", ["mult", "add", "norm"], "pipeline") as old:
             setup = old.set_up()
-            wall, result = old.orchestrate(f"pipeline{i}", timeout=600)
-            samples.append({**setup, "wall_s": wall, "result_s": result["end"] - result["start"], "result": result["result"]})
+            for _ in range(1 if fresh else repeat):
+                wall, result = old.orchestrate(f"pipeline{len(samples)}", timeout=600)
+                samples.append({**setup, "wall_s": wall, "result_s": result["end"] - result["start"], "result": result["result"]})
     return {
         **median_of(samples, "wall_s"),
-        "setup_s": summary([s["setup_s"] for s in samples]),
+        "setup_s": summary([s["setup_s"] for s in (samples if fresh else samples[:1])]),
+        "fresh_setup_each_repeat": fresh,
         "same_result": all(_same(s["result"]) for s in samples),
     }
 
@@ -450,3 +460,226 @@ def smk_chain(root: Path, venv: Path, hops: int, repeat: int) -> dict[str, Any]:
             ends = [float((directory / "hop" / str(i)).read_text()) for i in range(hops)]
         samples.append({"per_hop_s": (ends[-1] - ends[0]) / (hops - 1), "wall_s": wall})
     return median_of(samples, "per_hop_s")
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+@dataclass
+class Tools:
+    """Where each tool lives for this comparison (None: its venv could not be made)."""
+
+    root: Path
+    plan: Plan
+    old: Path | None
+    smk: Path | None
+
+    def old_tool(self, func: Callable[[Path], Any]) -> Any:
+        return self._in(self.old, func)
+
+    def smk_tool(self, func: Callable[[Path], Any]) -> Any:
+        return self._in(self.smk, func)
+
+    @staticmethod
+    def _in(venv: Path | None, func: Callable[[Path], Any]) -> Any:
+        if venv is None:
+            return {"error": "its virtual environment could not be created (see venvs)"}
+        return attempt(lambda: func(venv))
+
+    def ours_repeated(self, name: str, function: str, kwargs: dict[str, Any], repeat: int, key: str, timeout: float) -> dict[str, Any]:
+        """median_of over repeat child-process calls of one of our benchmark functions."""
+        return attempt(lambda: median_of([ours(self.root, name, function, kwargs, timeout) for _ in range(repeat)], key))
+
+
+def pipeline_section(t: Tools) -> dict[str, Any]:
+    r = t.plan.repeat
+    return _section({
+        "motoko": attempt(lambda: ours_pipeline(t.root, r)),
+        "motoko014": t.old_tool(lambda v: old_pipeline(t.root, v, r, fresh=not t.plan.quick)),
+        "snakemake": t.smk_tool(lambda v: smk_pipeline(t.root, v, r)),
+    })
+
+
+def fan_out_section(t: Tools, n: int) -> dict[str, Any]:
+    rep = t.plan.repeat if n <= 100 else t.plan.big_repeat
+    common = {"n": n, "parallel": PARALLEL}
+    trivial = {**common, "launch": TRIVIAL_LAUNCH.read_text()}
+    timeout = max(300, n)
+    old: Any = {"skipped": "--quick"}
+    if n in t.plan.old_fan_sizes:
+        old = t.old_tool(lambda v: old_fan_out(t.root, v, n, t.plan.old_repeat))
+    return _section({
+        "motoko": t.ours_repeated(f"ours-fan-{n}", "benchmarks.throughput.motoko_runs", trivial, rep, "runs_per_s", timeout),
+        "motoko014": old,
+        "snakemake": t.smk_tool(lambda v: smk_fan_out(t.root, v, n, rep)),
+        "xargs": t.ours_repeated(f"xargs-{n}", "benchmarks.throughput.xargs_runs", common, rep, "runs_per_s", timeout),
+    })
+
+
+def hop_section(t: Tools) -> dict[str, Any]:
+    r = t.plan.repeat
+    return _section({
+        "motoko": t.ours_repeated("ours-chain", "benchmarks.compare.chain_once", {"hops": HOPS}, r, "per_hop_s", 300),
+        "motoko014": t.old_tool(lambda v: old_chain(t.root, v, HOPS, t.plan.old_repeat)),
+        "snakemake": t.smk_tool(lambda v: smk_chain(t.root, v, HOPS, r)),
+        "floor": attempt(lambda: ours(t.root, "ours-floor", "benchmarks.latency.commit_floor", {"repeat": 50}, timeout=120)),
+    })
+
+
+def db_section(t: Tools) -> dict[str, Any]:
+    section: dict[str, Any] = {"load_before": os.getloadavg(), "motoko": {}, "motoko014": {}}
+    for n in t.plan.our_db_sizes:
+        rep = t.plan.repeat if n <= 10_000 else t.plan.big_repeat
+        kwargs = {"n": n, "chunk": max(1, n // 4)}
+        section["motoko"][str(n)] = attempt(lambda n=n, rep=rep, kwargs=kwargs: _db_summary([ours(t.root, f"ours-db-{n}", "benchmarks.db_scale.measure", kwargs, timeout=900) for _ in range(rep)]))
+    for n in t.plan.old_db_sizes:
+        rep = t.plan.old_repeat if n <= 1000 else 1
+        section["motoko014"][str(n)] = t.old_tool(lambda v, n=n, rep=rep: old_db(t.root, v, n, rep))
+    section["load_after"] = os.getloadavg()
+    return section
+
+
+def compare(plan: Plan, cache: Path, root: Path, only: set[str]) -> dict[str, Any]:
+    """Every workload with every tool; the JSON result."""
+    began = time.perf_counter()
+    result: dict[str, Any] = {"benchmark": "compare", "quick": plan.quick, "parallel": PARALLEL, "machine_start": machine()}
+    result["plan"] = dict(vars(plan))
+    venvs = {name: attempt(lambda name=name: ensure_venv(cache, name)) for name in VENVS}
+    result["venvs"], result["versions"] = venvs, versions(venvs)
+    paths = {name: None if "error" in info else Path(info["path"]) for name, info in venvs.items()}
+    tools = Tools(root, plan, paths["motoko014"], paths["snakemake"])
+    if not only or "pipeline" in only:
+        result["pipeline"] = pipeline_section(tools)
+    if not only or "fan_out" in only:
+        result["fan_out"] = {str(n): fan_out_section(tools, n) for n in plan.fan_sizes}
+    if not only or "hop" in only:
+        result["hop"] = hop_section(tools)
+    if not only or "db_scale" in only:
+        result["db_scale"] = db_section(tools)
+    result["machine_end"] = machine()
+    result["elapsed_s"] = time.perf_counter() - began
+    return result
+
+
+def _section(figures: dict[str, Any]) -> dict[str, Any]:
+    return {"load_after": os.getloadavg(), **figures}
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _fig(entry: Any, key: str = "median") -> float | None:
+    if not isinstance(entry, dict) or "error" in entry or "skipped" in entry:
+        return None
+    value = entry.get(key)
+    if isinstance(value, dict):
+        value = value.get("median")
+    return value if isinstance(value, int | float) else None
+
+
+def _cell(entry: Any, unit: str, key: str = "median", digits: int = 2) -> str:
+    if isinstance(entry, dict) and "error" in entry:
+        return "failed (see JSON)"
+    if isinstance(entry, dict) and "skipped" in entry:
+        return "skipped (--quick)"
+    value = _fig(entry, key)
+    if value is None:
+        return "—"
+    text = f"{value:.{digits}f} {unit}".strip()
+    spread = entry if key == "median" else entry.get(key)
+    if isinstance(spread, dict) and spread.get("n", 1) > 1:
+        text += f" ({spread['min']:.{digits}f}–{spread['max']:.{digits}f}, n={spread['n']})"
+    return text
+
+
+def _ratio(ours_value: float | None, other: float | None, higher_is_better: bool) -> str:
+    """How many times better motoko is than the other figure (×N; below 1: worse)."""
+    if not ours_value or not other:
+        return "—"
+    ratio = ours_value / other if higher_is_better else other / ours_value
+    return f"×{ratio:.2f}" if ratio < 10 else f"×{ratio:.0f}"
+
+
+def _of_reference(ours_value: float | None, reference: float | None, higher_is_better: bool) -> str:
+    """motoko's figure as a multiple of the physical reference (rate: a fraction; time: ×)."""
+    if not ours_value or not reference:
+        return "—"
+    if higher_is_better:
+        return f"{ours_value / reference:.2f} of xargs' rate"
+    return f"{ours_value / reference:.0f}× the floor"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (ratios: how many times better motoko is)."""
+    head = (
+        "| workload | motoko | motoko 0.1.4 | Snakemake | reference | motoko vs 0.1.4 | motoko vs Snakemake | motoko vs reference |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    pipe = result.get("pipeline")
+    if pipe:
+        old = pipe["motoko014"]
+        old_cell = _cell(old, "s")
+        if _fig(old, "setup_s") is not None:
+            old_cell += f" + {_fig(old, 'setup_s'):.1f} s set-up"
+        o, m, s = _fig(pipe["motoko"]), _fig(old), _fig(pipe["snakemake"])
+        rows.append(["example pipeline, wall (lower is better)", _cell(pipe["motoko"], "s"), old_cell, _cell(pipe["snakemake"], "s"), "—", _ratio(o, m, False), _ratio(o, s, False), "—"])
+    for n, fan in (result.get("fan_out") or {}).items():
+        o, m, s, x = (_fig(fan[k]) for k in ("motoko", "motoko014", "snakemake", "xargs"))
+        cells = [_cell(fan[k], "runs/s", digits=1) for k in ("motoko", "motoko014", "snakemake")]
+        rows.append([f"fan-out N={n}, runs/s (higher is better)", *cells, "xargs -P2: " + _cell(fan["xargs"], "runs/s", digits=1), _ratio(o, m, True), _ratio(o, s, True), _of_reference(o, x, True)])
+    hop = result.get("hop")
+    if hop:
+        o, m, s = _fig(hop["motoko"]), _fig(hop["motoko014"]), _fig(hop["snakemake"])
+        floor = _fig(hop["floor"])
+        cells = [_cell(hop[k], "s", digits=3) for k in ("motoko", "motoko014", "snakemake")]
+        rows.append([f"hop latency, s per hop ({HOPS} dependent runs)", *cells, "ZEO commit → other client: " + _cell(hop["floor"], "s", digits=4), _ratio(o, m, False), _ratio(o, s, False), _of_reference(o, floor, False)])
+    db = result.get("db_scale")
+    if db:
+        for n in sorted({*db["motoko"], *db["motoko014"]}, key=int):
+            ours_db, old_db_ = db["motoko"].get(n), db["motoko014"].get(n, {"skipped": "--quick"} if result["quick"] else None)
+            rows.append([f"insert {int(n):,} runs, s", _cell(ours_db, "s", "insert_s"), _cell(old_db_, "s", "insert_s"), "—", "—", _ratio(_fig(ours_db, "insert_s"), _fig(old_db_, "insert_s"), False), "—", "—"])
+            rows.append([f"select state = FINISHED in {int(n):,}, cold, s", _cell(ours_db, "s", "select_state_cold_s", 3), _cell(old_db_, "s", "select_state_cold_s", 3), "—", "—", _ratio(_fig(ours_db, "select_state_cold_s"), _fig(old_db_, "select_state_cold_s"), False), "—", "—"])
+    body = "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    return head + body + _footer(result)
+
+
+def _footer(result: dict[str, Any]) -> str:
+    start, end = result["machine_start"], result["machine_end"]
+    lines = [
+        "",
+        f"Medians (min–max, n repeats). {start['cores']} cores, load average {start['loadavg'][0]:.2f} at start, "
+        f"{end['loadavg'][0]:.2f} at end; {start['time']}; {'--quick' if result['quick'] else 'full'} run in {result['elapsed_s']:.0f} s.",
+        f"Versions: {json.dumps(result['versions'])}.",
+    ]
+    for section in ("pipeline",):
+        for tool, entry in (result.get(section) or {}).items():
+            if isinstance(entry, dict) and entry.get("same_result") is False:
+                lines.append(f"Warning: {tool}'s pipeline result differs from the expected values.")
+    if result["plan"]["skipped"]:
+        lines.append("Skipped or trimmed by --quick: " + "; ".join(result["plan"]["skipped"]) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats of the slow tools (< 15 min)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "motoko-bench", help="where the venvs live")
+    parser.add_argument("--only", nargs="+", default=[], choices=["pipeline", "fan_out", "hop", "db_scale"])
+    args = parser.parse_args()
+    plan = Plan.make(args.quick)
+    with tempfile.TemporaryDirectory(prefix="motoko-compare-") as tmp:
+        result = compare(plan, args.cache, Path(tmp), set(args.only))
+    table = markdown(result)
+    result["table"] = table
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    stem.with_suffix(".md").write_text(table)
+    json.dump(result, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
+    print(f"\n{table}\nwritten: {stem}.json, {stem}.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

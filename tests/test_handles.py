@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -267,6 +268,9 @@ def test_cancel_async_waits_without_blocking_the_loop(wf, launcher):
 
     assert asyncio.run(flow()) == {1: True, 2: True}
     assert [run.error for run, _ in rl.cancelled()] == ["cancelled on request"] * 2
+    run = wf.calc.createTask(x=3.0, sleep=30.0).run
+    wf.calc.select("x = 3").all("state = RUNNING").result(timeout=60)
+    assert run.cancel(wait_timeout=30) is True and run.state == CANCELLED  # one run, sync
 
 
 def test_cancel_on_exit_cancels_when_the_block_raises(wf):
@@ -422,6 +426,15 @@ def test_files_and_tail_of_a_finished_run(wf, launcher):
     with pytest.raises(RunsFailed):
         wf.calc.createTask(x=2.0, mode="raise").result(timeout=60)
     assert wf.calc.runs[2].tail("stderr", lines=1) == ["ValueError: x was 2.0"]
+    shutil.rmtree(run.run_path)  # e.g. cleaned, or on the machine that ran it
+    with pytest.raises(RunFileNotFound) as gone:
+        run.files()
+    assert str(gone.value) == (
+        f"the directory {run.run_path} of run calc.1 does not exist on this host (it ran on {run.machine_name}) "
+        "(look on the machine that ran it, or check whether `motoko clean` removed it)"
+    )
+    with pytest.raises(RunFileNotFound):
+        run.tail()
 
 
 def test_a_run_without_files_yet(wf):

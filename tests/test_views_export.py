@@ -16,7 +16,14 @@ from motoko import Workflow
 from motoko.flow.futures import RunList
 from motoko.study.database import StudyDB
 from motoko.study.server import stop_server
-from motoko.views.export import DumpError, ExportError, ImportConflict, load_dump, to_dataframe, write_table
+from motoko.views.export import (
+    DumpError,
+    ExportError,
+    ImportConflict,
+    load_dump,
+    to_dataframe,
+    write_table,
+)
 
 TARGET = [3.3, 2.34, 0.148]
 
@@ -44,7 +51,7 @@ def test_to_dataframe_of_a_selection_and_of_a_runlist(pipeline: Path):
     assert frame["parents"].tolist() == [["add.1"], ["add.2"]]
     assert frame["q.squared"].tolist() == pytest.approx([squared(0.342), squared(-2.31)])
     assert frame["q.l2"].tolist() == pytest.approx([math.sqrt(squared(0.342)), math.sqrt(squared(-2.31))])
-    assert str(frame["finished"].dtype) .startswith("datetime64") and str(frame["finished"].dt.tz) == "UTC"
+    assert str(frame["finished"].dtype).startswith("datetime64") and str(frame["finished"].dt.tz) == "UTC"
     assert mults["id"].tolist() == [2, 1] and mults["a"].tolist() == [-2.31, 0.342]
     assert not any(c.startswith("q.") for c in mults.columns)
     # mult runs set a free attribute y and push a quantity y: both appear, apart.

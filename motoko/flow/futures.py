@@ -298,7 +298,7 @@ class RunList(Sequence[Pair]):
 
     async def _until_ended(self, timeout: float) -> dict[int, bool]:
         def check() -> tuple[bool, None]:
-            return all(r.state in TERMINAL or is_done(r) for r in self._runs()), None
+            return all(is_ended(r) for r in self._runs()), None
 
         with contextlib.suppress(WaitTimeout):
             await wait_until(self.workflow, check, timeout=timeout)

@@ -527,8 +527,9 @@ class Run(persistent.Persistent):
 
     def _wait_for_change(self, seconds: float) -> None:
         """Block until the database reports a commit, or ``seconds`` passed."""
-        feed = getattr(getattr(self._p_jar, "db", lambda: None)(), "storage", None)
-        feed = getattr(feed, "feed", None)
+        jar = self._p_jar
+        # A FeedStorage (every StudyDB) pushes commits; anything else is polled.
+        feed = getattr(jar.db().storage, "feed", None) if jar is not None else None
         if feed is None:
             time.sleep(seconds)
             return

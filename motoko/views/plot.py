@@ -193,8 +193,15 @@ def _against_field(runs: Sequence[Run], quantity: str, x: str, names: Sequence[s
 
 
 def draw(data: PlotData, path: Path | str, *, title: str | None = None, size: tuple[float, float] = (8.0, 4.8)) -> None:
-    """Draw ``data`` with matplotlib to ``path`` (PNG, SVG or PDF by its suffix)."""
-    import matplotlib
+    """Draw ``data`` with matplotlib to ``path`` (PNG, SVG or PDF by its suffix).
+
+    Raises:
+        PlotError: when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError("plots need matplotlib, which is not installed", hint="pip install matplotlib") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

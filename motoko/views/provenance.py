@@ -312,7 +312,13 @@ def render_png(graph: nx.DiGraph, path: Path | str, *, engine: str = "auto", tit
 
 
 def _matplotlib_png(graph: nx.DiGraph, path: Path, title: str | None) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise GraphRenderError(
+            "png needs graphviz's `dot` program or matplotlib, and neither is installed",
+            hint="apt-get install graphviz, or pip install matplotlib",
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -214,6 +214,7 @@ function chart(series) {
   const W = 500, H = 170, L = 52, R = 12, T = 10, B = 26;
   const xs = series.x, ys = series.y;
   if (!xs.length) return `<div class="empty">no numeric value</div>`;
+  if (xs.length === 1) return `<div class="value">${esc(fmt(ys[0]))} <span>at ${series.kind === "vector" ? "component" : "step"} ${esc(fmt(xs[0]))}</span></div>`;
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)], [y0, y1] = [Math.min(...ys), Math.max(...ys)];
   if (x0 === x1) { x0 -= 1; x1 += 1; }
   if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
