@@ -75,6 +75,28 @@ def event_kind(condition: Any) -> str:
     return "unknown"
 
 
+class ActionRuns(list):  # type: ignore[type-arg]
+    """The ``(run, job)`` pairs an action was fired for.
+
+    While an action iterates over them, each task it creates records the
+    pair being handled as its parent, not every run of the batch: the
+    provenance of ``for run, job in runs: add.createTask(x=run.y)`` is exact.
+    """
+
+    def __init__(self, pairs: list[Any], study: str):
+        super().__init__(pairs)
+        self.study = study
+
+    def __iter__(self) -> Any:
+        everything = current_parents.get()
+        try:
+            for pair in super().__iter__():
+                current_parents.set(((self.study, pair[0].id),))
+                yield pair
+        finally:
+            current_parents.set(everything)
+
+
 @dataclass
 class Action:
     """A registered action."""
@@ -176,7 +198,7 @@ class EventsMixin:
         kwargs: dict[str, Any] = {"workflow": self, "params": params, **self.params}
         parents: tuple[tuple[str, int], ...] = ()
         if value is not True and isinstance(value, list):
-            kwargs["runs"] = value
+            kwargs["runs"] = ActionRuns(value, manager.name)
             parents = tuple((manager.name, r.id) for r, _ in value)
         log.info("fire %s on %s", action.name, manager.name)
         # Like motoko 0.1.4, runs record the function that created them.

@@ -167,6 +167,16 @@ class RunList(Sequence[Pair]):
 
     # -- state -------------------------------------------------------------------
 
+    def to_dataframe(self, quantities: Any = None) -> Any:
+        """One row per run: job parameters, run fields, last value of each quantity.
+
+        See :func:`motoko.views.export.to_dataframe` (imported lazily: pandas
+        is only loaded when a table is asked for).
+        """
+        from motoko.views.export import to_dataframe
+
+        return to_dataframe(self, quantities)
+
     def status(self) -> dict[str, int]:
         """Return the number of runs per state (each run counted once)."""
         counts: dict[str, int] = {}
@@ -509,6 +519,16 @@ class TaskSelection:
     def snapshot(self) -> RunList:
         """The runs selected now, as a RunList (which observes; it never requeues)."""
         return RunList(self.workflow, self.study, [r.id for r in self.runs()], resume=False)
+
+    def to_dataframe(self, quantities: Any = None) -> Any:
+        """One row per run: job parameters, run fields, last value of each quantity.
+
+        See :func:`motoko.views.export.to_dataframe` (imported lazily: pandas
+        is only loaded when a table is asked for).
+        """
+        from motoko.views.export import to_dataframe
+
+        return to_dataframe(self, quantities)
 
     def status(self) -> dict[str, int]:
         """Return the number of selected runs per state."""

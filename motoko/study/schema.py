@@ -177,12 +177,11 @@ class StudySchema:
                 if not suggest(str(name), known):
                     # Listing twenty built-ins would hide the study's own fields;
                     # and "there is none defined" alone says nothing of the fix.
-                    own = (
+                    err.hint = (
                         did_you_mean(str(name), self.run_fields)
                         if self.run_fields
-                        else "the study declares no run field"
+                        else "the study declares no run field; declare it under `run:` in bd.yaml"
                     )
-                    err.hint = f"{own}; declare it under `run:` in bd.yaml"
                     err.args = (str(err),)
                 raise err
             result[name] = known[name].coerce(value, field=name, where=where)
