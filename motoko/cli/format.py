@@ -15,15 +15,7 @@ from typing import Any
 
 import click
 
-STATE_COLOURS = {
-    "CREATED": "blue",
-    "LAUNCHED": "cyan",
-    "RUNNING": "yellow",
-    "FINISHED": "green",
-    "FAILED": "red",
-    "LOST": "magenta",
-    "CANCELLED": "bright_black",
-}
+from motoko.views.status import STATE_COLOURS  # one palette for every view
 
 
 def cell(value: Any) -> str:

@@ -104,18 +104,14 @@ class Outcome:
         return f"exit code {code}"
 
 
-def tail(path: Path, lines: int = STDERR_TAIL_LINES, max_bytes: int = 16384) -> str:
+def tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
     """Return the last ``lines`` lines of a file ('' if it does not exist)."""
+    from motoko.study.run_files import last_lines
+
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
+        return "\n".join(last_lines(path, lines)[0])
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class Executor(abc.ABC):

@@ -15,6 +15,7 @@ from typing import Any
 
 from motoko.errors import MotokoError, UnknownNameError
 from motoko.study.records import Run
+from motoko.study.run_files import last_lines
 from motoko.views.export import jsonable
 from motoko.views.provenance import run_graph, step_states
 from motoko.views.provenance import to_json as graph_json
@@ -24,7 +25,7 @@ from motoko.views.status import to_json as status_json
 log = logging.getLogger(__name__)
 
 #: Bytes of a run's stdout/stderr sent to the page.
-TAIL_BYTES = 6000
+TAIL_LINES = 120
 #: Points per quantity sent to the page (evenly thinned beyond).
 MAX_POINTS = 2000
 #: Runs drawn in the provenance graph.
@@ -69,17 +70,14 @@ def runs_table(workflow: Any, study: str, constraints: str = "", *, limit: int =
 
 
 def _tail(path: Path) -> str | None:
+    """The end of a log for the run details panel (None when there is no file)."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - TAIL_BYTES))
-            data = handle.read()
+        found, end = last_lines(path, TAIL_LINES)
     except OSError:
         return None
-    text = data.decode("utf-8", errors="replace")
-    if size > TAIL_BYTES:
-        text = "…" + text[text.find("\n") + 1:] if "\n" in text else "…" + text
+    text = "\n".join(found)
+    if end > len(text.encode()) + len(found):  # more came before what is shown
+        text = "…\n" + text
     return text
 
 
