@@ -123,7 +123,7 @@ def find_config(start: Path | str | None = None) -> Path:
             return candidate
     raise ConfigError(
         f"no {CONFIG_NAME} in {here} or any directory above it",
-        hint="run motoko inside a workflow directory (one with a motoko.yaml), or name it with -C DIR",
+        hint="run motoko inside a workflow directory, name one with -C DIR, or create one with `motoko init DIR`",
     )
 
 

@@ -26,6 +26,19 @@ def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def _wait_finished(workdir: Path, study: str, count: int, timeout: float = 60) -> None:
+    """Wait (polling the database) until at least ``count`` runs are FINISHED."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if sum(state == "FINISHED" for _, state, _, _ in _all_runs(workdir, study)) >= count:
+                return
+        except Exception:  # the study may not exist yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} runs finished in {timeout} s")
+
+
 def _all_runs(workdir: Path, study: str) -> list:
     db = StudyDB(default_address(workdir))
     runs = list(db.study(study).runs.values())
@@ -101,7 +114,7 @@ def test_zeo_server_killed_and_restarted_while_a_workflow_awaits(workdir):
     """))
     assert motoko("server", "start", cwd=workdir).returncode == 0
     proc = _start(["run", "wf.py", "-j", "2"], workdir, workdir / "run.log")
-    time.sleep(1.5)  # some runs finished, others executing or waiting
+    _wait_finished(workdir, "s", 2)  # some runs finished, others executing or waiting
     pid = int((workdir / ".motoko" / "zeo.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     time.sleep(1.0)
@@ -141,7 +154,7 @@ def test_killed_orchestrator_resumes_without_duplicates(workdir):
             return sorted(run.y for run, _ in runs)
     """))
     proc = _start(["run", "wf.py", "-j", "2"], workdir, workdir / "run1.log")
-    time.sleep(2.0)
+    _wait_finished(workdir, "s", 1)
     os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator, its embedded launcher and runs
     proc.wait()
     before = _all_runs(workdir, "s")

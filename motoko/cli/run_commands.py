@@ -120,7 +120,9 @@ def run(
         config = config_of(ctx)
         if config.orchestrator is None:
             raise click.UsageError("give a workflow FILE (motoko.yaml names no orchestrator)")
-        file, _ = orchestrator_file(config.directory, config.orchestrator)
+        file, entry = orchestrator_file(config.directory, config.orchestrator)
+    else:
+        entry = None
     names = [n for n, _ in params]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -129,7 +131,7 @@ def run(
     if detach:
         from motoko.flow.runner import load_workflow_file
 
-        load_workflow_file(file)  # bad input is reported now, not in a log later
+        load_workflow_file(file, entry)  # bad input is reported now, not in a log later
         argv = [a for a in _own_argv() if a not in ("--detach", "-d")]
         from motoko.config import find_config
 
@@ -142,6 +144,7 @@ def run(
         run_name=run_name,
         fresh=fresh,
         extra_args=extra,
+        entry=entry,
         launcher=not no_launcher,
         launcher_overrides=overrides,
         monitor=_monitor,
@@ -195,6 +198,10 @@ def graph(
         raise click.UsageError("png is an image: give -o FILE.png")
     if file is None and not runs:
         raise click.UsageError("give a workflow FILE, or --runs for the runs' provenance graph")
+    if file is not None and not file.is_file():
+        from motoko.errors import WorkflowError
+
+        raise WorkflowError(f"workflow file {file} does not exist", hint="give the path of a .py file")
     title = "runs"
     if runs:
         workflow = open_workflow(ctx)

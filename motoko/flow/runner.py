@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from motoko.config import find_config
-from motoko.errors import MotokoError, WorkflowError
+from motoko.errors import MotokoError, UnknownNameError, WorkflowError
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
 from motoko.study.records import ACTIVE, CREATED
@@ -65,7 +65,11 @@ def load_module(path: Path, name: str | None = None) -> ModuleType:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         raise WorkflowError(f"syntax error: {exc.msg}", where=f"{path}:{exc.lineno}", hint="fix the Python syntax") from None
-    except MotokoError:
+    except MotokoError as exc:
+        if exc.where is None:  # e.g. @step on a plain def: say where it is
+            line = _line_in(exc, path)
+            exc.where = f"{path}:{line}" if line else str(path)
+            exc.args = (str(exc),)
         raise
     except Exception as exc:
         line = _line_in(exc, path)
@@ -85,14 +89,23 @@ def _line_in(exc: BaseException, path: Path) -> int | None:
     return line
 
 
-def load_workflow_file(path: Path | str) -> WorkflowFile:
-    """Load a workflow file and check its step graph (no database needed)."""
+def load_workflow_file(path: Path | str, entry: str | None = None) -> WorkflowFile:
+    """Load a workflow file and check its step graph (no database needed).
+
+    Args:
+        path: The Python file.
+        entry: The orchestrator function to run (motoko.yaml's
+            ``orchestrator: module.function``); default ``main``.
+    """
     module = load_module(Path(path))
     wf = WorkflowFile(Path(path).resolve(), module)
-    wf.steps = steps_of(vars(module))
+    wf.steps = steps_of(vars(module)) if entry is None else {}
     if wf.steps:
         build_graph(wf.steps, str(wf.path))
-    main = getattr(module, "main", None)
+    main = getattr(module, entry or "main", None)
+    if entry is not None and not callable(main):
+        functions = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise UnknownNameError("orchestrator function", entry, functions, where=str(wf.path))
     if callable(main):
         wf.main = main
     wf.populate_arg_parser = getattr(module, "populate_arg_parser", None)
@@ -223,6 +236,7 @@ def run_file(
     run_name: str | None = None,
     fresh: bool = False,
     extra_args: Sequence[str] = (),
+    entry: str | None = None,
     launcher: bool = True,
     launcher_overrides: Mapping[str, Any] | None = None,
     monitor: Callable[[Workflow], Awaitable[None]] | None = None,
@@ -235,7 +249,7 @@ def run_file(
         KeyboardInterrupt: after cancelling this execution's unfinished runs.
     """
     started = time.monotonic()
-    wf_file = load_workflow_file(path)
+    wf_file = load_workflow_file(path, entry)
     params = dict(params or {})
     params.update(parse_extra_args(wf_file, extra_args))
     if wf_file.steps:

@@ -30,7 +30,7 @@ def _fail(field: str, value: Any, expected: str, where: str | None) -> Parameter
         field=field,
         value=value,
         where=where,
-        hint=f"give {field!r} a value of type {expected}",
+        hint=f"give {field!r} {expected}",
     )
 
 

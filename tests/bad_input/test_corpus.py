@@ -310,13 +310,9 @@ WORKFLOW_CASES = [
     case("wf-orchestrator-bad-argument", ["run", "--", "--rescale", "abc"],
          ["--rescale", "invalid float value: 'abc'"], ["populate_arg_parser"]),
     case("wf-sync-step", RUN_BAD, ["workflows/bad.py:3", "step 'a' must be an async function"],
-         ["write `async def`"], write(BAD_PY, STEP + "@step\ndef a(workflow):\n    return 1\n"),
-         xfail="motoko/flow/dag.py's step() raises WorkflowError without the file and line; "
-         "runner.load_module re-raises MotokoError unchanged"),
+         ["write `async def`"], write(BAD_PY, STEP + "@step\ndef a(workflow):\n    return 1\n")),
     case("wf-orchestrator-unknown-function", ["run"], ["orchestrator", "'mian'"], ["main"],
-         replace(YAML, "workflows.orchestrator.main", "workflows.orchestrator.mian"),
-         xfail="motoko/flow/runner.py: `motoko run` without FILE ignores the function named by "
-         "orchestrator: and runs main() (exit 0, creates runs)"),
+         replace(YAML, "workflows.orchestrator.main", "workflows.orchestrator.mian")),
 ]
 
 
@@ -376,7 +372,7 @@ CLI_CASES = [
     case("cli-missing-directory", ["-C", "nowhere", "info"], ["'-C'", "'nowhere' does not exist"],
          ["motoko --help"]),
     case("cli-no-workflow-directory", ["-C", "../elsewhere", "info"], ["no motoko.yaml in", "elsewhere"],
-         ["-C DIR"], mkdir("../elsewhere")),
+         ["-C DIR", "motoko init DIR"], mkdir("../elsewhere")),
     case("cli-param-without-equals", [*RUN, "-p", "rescale"], ["'-p'", "'rescale' is not name=value"],
          ["-p x=1.5"]),
     case("cli-param-invalid-yaml", [*RUN, "-p", "coefficients=[1, 2"],
@@ -407,6 +403,23 @@ CLI_CASES = [
     case("cli-listen-public-without-tls", ["server", "start", "--listen", "0.0.0.0:8123"],
          ["refusing to listen on 0.0.0.0:8123 without TLS"], ["--tls-cert", "--insecure"]),
     case("cli-pack-negative-days", ["db", "pack", "--days", "-1"], ["'--days'", "-1"], ["x>=0"]),
+    case("cli-runs-unknown-subcommand", ["runs", "lst"], ["No such command 'lst'"], ["'list', 'ls'"]),
+    case("cli-runs-show-unknown-id", ["runs", "show", "mult.999"], ["no run with id 999 in study 'mult'"],
+         ["motoko runs list --study mult"]),
+    case("cli-runs-wait-unknown-field", ["runs", "wait", "stat = FINISHED"], ["unknown field 'stat'"],
+         ["did you mean 'state'"]),
+    case("cli-status-unknown-study", ["status", "--study", "nope"], ["unknown study 'nope'"], ["possible: add"]),
+    case("cli-export-format-xml", ["export", "--format", "xml"], ["'--format'", "'xml'"], ["'csv', 'json'"]),
+    case("cli-import-missing-file", ["import", "nothere.json"], ["cannot read nothere.json"],
+         ["motoko export --format motoko"]),
+    case("cli-plot-unknown-quantity", ["plot", "energy", "--study", "mult"], ["quantity 'energy'"],
+         ["possible"]),
+    case("cli-init-over-existing-workflow", ["init", "."], ["already has files", "motoko.yaml"],
+         ["choose a new directory"]),
+    case("cli-graph-runs-unknown-field", ["graph", "--runs", "--where", "stat = X"], ["unknown field 'stat'"],
+         ["did you mean 'state'"]),
+    case("cli-graph-runs-missing-file", ["graph", "--runs", "workflows/nope.py"], ["workflows/nope.py"],
+         ["give the path"]),
 ]
 
 CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CASES + QUERY_CASES + CLI_CASES

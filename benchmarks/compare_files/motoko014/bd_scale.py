@@ -103,10 +103,7 @@ def select(directory, n):
 
 def main(argv):
     action, directory, n = argv[0], os.path.abspath(argv[1]), int(argv[2])
-    if action == "insert":
-        result = insert(directory, n, int(argv[3]))
-    else:
-        result = select(directory, n)
+    result = insert(directory, n, int(argv[3])) if action == "insert" else select(directory, n)
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     sys.stdout.flush()
     os._exit(0)  # skip BlackDynamite's atexit hooks; the server is stopped by the caller

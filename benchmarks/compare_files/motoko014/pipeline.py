@@ -17,7 +17,7 @@ from motoko.task_manager import RunList
 async def forward(task_manager, upstream, **fixed):
     """One run of task_manager per upstream run, fed with its y; wait for all."""
     created = []
-    for run, job in upstream:
+    for run, _job in upstream:
         created += task_manager.createTask(x=list(run.y), **fixed).runs
     return await RunList(created)
 
