@@ -26,6 +26,7 @@ import yaml
 
 from motoko.errors import ConfigError, UnknownNameError, did_you_mean
 from motoko.study.server import Address, parse_address
+from motoko.yamldoc import Positions, check_duplicates
 
 CONFIG_NAME = "motoko.yaml"
 _TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir")
@@ -151,53 +152,11 @@ def load_config(path: Path | str | None = None) -> WorkflowConfig:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"invalid YAML: {problem}", where=where, hint="check indentation and colons") from None
     if node is not None:
-        _check_duplicates(node, str(file))
-    return _build(file, data, _Lines(node, str(file)))
+        check_duplicates(node, str(file), ConfigError, "setting")
+    return _build(file, data, Positions(str(file), node, default_line=1))
 
 
-def _check_duplicates(node: Any, source: str) -> None:
-    """Refuse a key written twice in one mapping (PyYAML silently keeps the last one)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen and key.value != "<<":
-                    raise ConfigError(
-                        f"setting {key.value!r} appears twice in the same mapping",
-                        where=f"{source}:{key.start_mark.line + 1}",
-                        hint="keep one of them",
-                    )
-                seen.add(key.value)
-            _check_duplicates(value, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicates(item, source)
-
-
-class _Lines:
-    """Maps key paths of a YAML document to 'file:line' for messages."""
-
-    def __init__(self, node: Any, source: str):
-        self.node = node
-        self.source = source
-
-    def at(self, *keys: str) -> str:
-        node = self.node
-        line = 1
-        for key in keys:
-            if not isinstance(node, yaml.MappingNode):
-                break
-            for k, v in node.value:
-                if k.value == key:
-                    line = k.start_mark.line + 1
-                    node = v
-                    break
-            else:
-                break
-        return f"{self.source}:{line}"
-
-
-def _build(file: Path, data: Any, lines: _Lines) -> WorkflowConfig:
+def _build(file: Path, data: Any, lines: Positions) -> WorkflowConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -234,7 +193,7 @@ def _build(file: Path, data: Any, lines: _Lines) -> WorkflowConfig:
     return config
 
 
-def _studies(base: Path, raw: Any, lines: _Lines) -> dict[str, StudyRef]:
+def _studies(base: Path, raw: Any, lines: Positions) -> dict[str, StudyRef]:
     if raw is None:
         raise ConfigError("no task_managers: a workflow needs at least one study", where=lines.at(), hint="add `task_managers: {mystudy: }`")
     if isinstance(raw, list):
@@ -278,7 +237,7 @@ def _study_folder(base: Path, name: str, path: Any, where: str) -> Path:
     )
 
 
-def _aliases(raw: Any, studies: dict[str, StudyRef], lines: _Lines) -> dict[str, str]:
+def _aliases(raw: Any, studies: dict[str, StudyRef], lines: Positions) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -302,7 +261,7 @@ def _aliases(raw: Any, studies: dict[str, StudyRef], lines: _Lines) -> dict[str,
     return out
 
 
-def _launcher(raw: Any, lines: _Lines) -> LauncherSettings:
+def _launcher(raw: Any, lines: Positions) -> LauncherSettings:
     settings = LauncherSettings()
     if raw is None:
         return settings
@@ -344,7 +303,7 @@ def _launcher_value(key: str, value: Any, where: str) -> Any:
     return value
 
 
-def _poll(raw: Any, lines: _Lines) -> PollSettings:
+def _poll(raw: Any, lines: Positions) -> PollSettings:
     poll = PollSettings()
     if raw is None:
         return poll

@@ -56,6 +56,7 @@ from motoko.study.fields import (
     FieldType,
     field_type,
 )
+from motoko.yamldoc import Positions, check_duplicates
 
 #: States after which a run may be retried.
 RETRY_STATES = ("LOST", "FAILED")
@@ -232,7 +233,7 @@ class StudySchema:
                 )
         bd = {_DICT_KEYS[k]: v for k, v in data.items() if k in _DICT_KEYS}
         folder = Path(data["folder"]) if data.get("folder") else None
-        schema = _build(bd, _Lines(label, None), folder=folder, check_files=False)
+        schema = _build(bd, Positions(label, None), folder=folder, check_files=False)
         schema.source = data.get("source")
         return schema
 
@@ -251,58 +252,6 @@ def _plain(value: Any) -> Any:
 
 
 # -- reading YAML with line numbers ---------------------------------------------
-
-
-class _Lines:
-    """Maps a key path of the document (``("job", "x")``) to ``file:line``.
-
-    PyYAML's data has no positions; the composed node tree has, so errors
-    can point at the line a user must edit.
-    """
-
-    def __init__(self, source: str, root: yaml.Node | None):
-        self.source = source
-        self.root = root
-
-    def __call__(self, *path: Any) -> str:
-        """Return ``source:line`` of the deepest part of ``path`` found (keys' lines)."""
-        node, line = self.root, None
-        for step in path:
-            found = self._child(node, step)
-            if found is None:
-                break
-            key_node, node = found
-            line = key_node.start_mark.line + 1
-        return f"{self.source}:{line}" if line else self.source
-
-    @staticmethod
-    def _child(node: yaml.Node | None, step: Any) -> tuple[yaml.Node, yaml.Node] | None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(step):
-                    return key_node, value_node
-        if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
-            return node.value[step], node.value[step]
-        return None
-
-
-def _check_duplicates(node: yaml.Node, source: str) -> None:
-    """Refuse a key written twice in one mapping (PyYAML keeps the last silently)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen and key_node.value != "<<":
-                    raise SchemaError(
-                        f"key {key_node.value!r} appears twice in the same mapping",
-                        where=f"{source}:{key_node.start_mark.line + 1}",
-                        hint="keep one of them",
-                    )
-                seen.add(key_node.value)
-            _check_duplicates(value_node, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicates(item, source)
 
 
 def _scalars(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
@@ -327,7 +276,7 @@ def _failing_scalar_line(root: yaml.Node) -> int | None:
     return None
 
 
-def _read_yaml(text: str, source: str) -> tuple[Any, _Lines]:
+def _read_yaml(text: str, source: str) -> tuple[Any, Positions]:
     """Parse ``text`` into data and a line finder; refuse syntax errors with their line."""
     loader = yaml.SafeLoader(text)
     root: yaml.Node | None = None
@@ -360,8 +309,8 @@ def _read_yaml(text: str, source: str) -> tuple[Any, _Lines]:
     finally:
         loader.dispose()
     if root is not None:
-        _check_duplicates(root, source)
-    return data, _Lines(source, root)
+        check_duplicates(root, source, SchemaError)
+    return data, Positions(source, root)
 
 
 # -- the parts of bd.yaml ---------------------------------------------------------
@@ -371,13 +320,13 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _check_keys(data: Mapping[Any, Any], lines: _Lines) -> None:
+def _check_keys(data: Mapping[Any, Any], lines: Positions) -> None:
     for key in data:
         if key not in KEYS:
             raise UnknownNameError("bd.yaml key", str(key), KEYS, where=lines(key))
 
 
-def _study_name(data: Mapping[str, Any], lines: _Lines, folder: Path | None) -> str:
+def _study_name(data: Mapping[str, Any], lines: Positions, folder: Path | None) -> str:
     name = data.get("study")
     if name is None:
         if folder is None:
@@ -420,7 +369,7 @@ def _check_field_name(section: str, name: Any, where: str) -> None:
         )
 
 
-def _fields(data: Mapping[str, Any], section: str, lines: _Lines) -> dict[str, FieldType]:
+def _fields(data: Mapping[str, Any], section: str, lines: Positions) -> dict[str, FieldType]:
     """Read ``job:`` or ``run:``: field name → type name."""
     raw = data.get(section)
     if raw is None:
@@ -445,7 +394,7 @@ def _fields(data: Mapping[str, Any], section: str, lines: _Lines) -> dict[str, F
     return result
 
 
-def _text(data: Mapping[str, Any], key: str, default: str, lines: _Lines) -> str:
+def _text(data: Mapping[str, Any], key: str, default: str, lines: Positions) -> str:
     value = data.get(key)
     if value is None:
         return default
@@ -460,7 +409,7 @@ def _text(data: Mapping[str, Any], key: str, default: str, lines: _Lines) -> str
     return value
 
 
-def _text_list(data: Mapping[str, Any], key: str, default: list[str], lines: _Lines) -> list[str]:
+def _text_list(data: Mapping[str, Any], key: str, default: list[str], lines: Positions) -> list[str]:
     """Read a list of strings; a single string is a list of one, null is empty."""
     if key not in data:
         return list(default)
@@ -514,7 +463,7 @@ def _relative_name(key: str, name: str, where: str) -> str:
     return posixpath.normpath(text)
 
 
-def _files(data: Mapping[str, Any], lines: _Lines) -> tuple[str, list[str]]:
+def _files(data: Mapping[str, Any], lines: Positions) -> tuple[str, list[str]]:
     """Read ``exec_file`` and ``config_files`` (names only; existence is checked later)."""
     exec_file = _relative_name(
         "exec_file", _text(data, "exec_file", "launch.sh", lines), lines("exec_file")
@@ -536,7 +485,7 @@ def _files(data: Mapping[str, Any], lines: _Lines) -> tuple[str, list[str]]:
     return exec_file, config_files
 
 
-def _check_files(schema: StudySchema, data: Mapping[str, Any], lines: _Lines) -> None:
+def _check_files(schema: StudySchema, data: Mapping[str, Any], lines: Positions) -> None:
     """Check the exec and config files exist inside the folder (links included)."""
     assert schema.folder is not None
     root = schema.folder.resolve()
@@ -568,7 +517,7 @@ def _check_files(schema: StudySchema, data: Mapping[str, Any], lines: _Lines) ->
         )
 
 
-def _retries(data: Mapping[str, Any], lines: _Lines) -> int:
+def _retries(data: Mapping[str, Any], lines: Positions) -> int:
     value = data.get("retries")
     if value is None:
         return 0
@@ -583,7 +532,7 @@ def _retries(data: Mapping[str, Any], lines: _Lines) -> int:
     return value
 
 
-def _retry_on(data: Mapping[str, Any], lines: _Lines) -> list[str]:
+def _retry_on(data: Mapping[str, Any], lines: Positions) -> list[str]:
     states: list[str] = []
     for i, item in enumerate(_text_list(data, "retry_on", ["LOST"], lines)):
         state = item.strip().upper()
@@ -599,7 +548,7 @@ def _retry_on(data: Mapping[str, Any], lines: _Lines) -> list[str]:
     return states
 
 
-def _lost_after(data: Mapping[str, Any], lines: _Lines) -> float | None:
+def _lost_after(data: Mapping[str, Any], lines: Positions) -> float | None:
     value = data.get("lost_after")
     if value is None:
         return None
@@ -615,7 +564,7 @@ def _lost_after(data: Mapping[str, Any], lines: _Lines) -> float | None:
     return float(value)
 
 
-def _slurm_options(data: Mapping[str, Any], lines: _Lines) -> list[str]:
+def _slurm_options(data: Mapping[str, Any], lines: Positions) -> list[str]:
     options = _text_list(data, "slurm_options", [], lines)
     for i, option in enumerate(options):
         # Options end up in the sbatch script: a newline would inject a line.
@@ -630,7 +579,7 @@ def _slurm_options(data: Mapping[str, Any], lines: _Lines) -> list[str]:
     return options
 
 
-def _section(data: Mapping[str, Any], key: str, lines: _Lines) -> Mapping[Any, Any]:
+def _section(data: Mapping[str, Any], key: str, lines: Positions) -> Mapping[Any, Any]:
     raw = data.get(key)
     if raw is None:
         return {}
@@ -643,7 +592,7 @@ def _section(data: Mapping[str, Any], key: str, lines: _Lines) -> Mapping[Any, A
     return raw
 
 
-def _run_params(schema: StudySchema, data: Mapping[str, Any], lines: _Lines) -> dict[str, Any]:
+def _run_params(schema: StudySchema, data: Mapping[str, Any], lines: Positions) -> dict[str, Any]:
     """Read ``run_params``: coerced now so that a wrong default fails with its line."""
     result: dict[str, Any] = {}
     for name, value in _section(data, "run_params", lines).items():
@@ -666,7 +615,7 @@ def _run_params(schema: StudySchema, data: Mapping[str, Any], lines: _Lines) -> 
     return result
 
 
-def _job_space(schema: StudySchema, data: Mapping[str, Any], lines: _Lines) -> dict[str, Any]:
+def _job_space(schema: StudySchema, data: Mapping[str, Any], lines: Positions) -> dict[str, Any]:
     """Check ``job_space`` (each key at its line, then the whole); keep it as written."""
     raw = _section(data, "job_space", lines)
     for key, value in raw.items():
@@ -675,7 +624,7 @@ def _job_space(schema: StudySchema, data: Mapping[str, Any], lines: _Lines) -> d
     return dict(raw)
 
 
-def _build(data: Any, lines: _Lines, *, folder: Path | None, check_files: bool) -> StudySchema:
+def _build(data: Any, lines: Positions, *, folder: Path | None, check_files: bool) -> StudySchema:
     """Validate bd.yaml's data into a schema; every check names its line."""
     if data is None:
         raise SchemaError(

@@ -261,7 +261,7 @@ BD_CASES = [
     case("bd-invalid-study-name", ["info"], ["studies/mult/bd.yaml:1", "study name '3mult' is not valid"],
          ["study: mult"], replace(BD, "study: mult", "study: 3mult")),
     case("bd-job-space-wrong-type", ONCE, ["studies/mult/bd.yaml:7", "field 'a' expects a number", "'abc'"],
-         ["give 'a' a value"], append(BD, "  a: abc\n")),
+         ["give 'a' a number"], append(BD, "  a: abc\n")),
     case("bd-exec-file-missing", ["create", "-y"],
          ["studies/mult/bd.yaml", "exec_file 'launch.sh' (the default) not found"],
          ["create it, or set `exec_file:`"], delete("studies/mult/launch.sh")),
@@ -323,9 +323,9 @@ def step_creating(call: str) -> Edit:
 
 PARAMETER_CASES = [
     case("param-wrong-type", RUN_BAD, ["mult.createTask", "field 'a' expects a number", "'abc'"],
-         ["give 'a' a value"], step_creating("createTask(a='abc')")),
+         ["give 'a' a number"], step_creating("createTask(a='abc')")),
     case("param-wrong-type-in-sweep", RUN_BAD, ["mult.createTask", "field 'a' expects a number", "'abc'"],
-         ["give 'a' a value"], step_creating("createTask(a=[1.0, 2.0, 'abc'])")),
+         ["give 'a' a number"], step_creating("createTask(a=[1.0, 2.0, 'abc'])")),
     case("param-unknown-job-field", RUN_BAD, ["mult.createTask", "unknown job field 'b'"], ["possible: a, x"],
          step_creating("createTask(b=1.0)")),
     case("param-unknown-run-field", RUN_BAD, ["mult.createTask", "unknown run field 'compiler'"],
@@ -333,7 +333,7 @@ PARAMETER_CASES = [
          step_creating("createTask(run_params={'compiler': 'gcc'}, a=1.0)")),
     # The three first steps resume (their runs are reused); the fourth refuses rescale.
     case("param-wrong-type-from-command-line", [*RUN, "-p", "rescale=abc"],
-         ["mult.createTask", "field 'a' expects a number", "'abc'"], ["give 'a' a value"]),
+         ["mult.createTask", "field 'a' expects a number", "'abc'"], ["give 'a' a number"]),
 ]
 
 QUERY_CASES = [
