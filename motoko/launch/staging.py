@@ -319,6 +319,19 @@ class TemplateCache:
     def __init__(self) -> None:
         self._entries: dict[Path, _Template] = {}
         self.reads = 0
+        self._sources: dict[tuple[Path, str, str], Path] = {}
+
+    def source(self, study_folder: Path, name: str, what: str) -> Path:
+        """:func:`safe_join` of a study file, checked once per launcher, not once per run.
+
+        The check follows symlinks on every path component, which costs a
+        system call each: for thousands of runs of the same study it adds up.
+        """
+        key = (Path(study_folder), name, what)
+        path = self._sources.get(key)
+        if path is None:
+            path = self._sources[key] = safe_join(study_folder, name, what=what)
+        return path
 
     def load(self, path: Path) -> tuple[str | bytes, str]:
         """Return ``(content, kind)``: text and its :func:`file_kind`, or bytes and "binary".
@@ -413,7 +426,7 @@ def _prepare(
         raise StagingError(
             f"{what} {name!r} is reserved: motoko writes run.json", hint="rename the file"
         )
-    source = safe_join(study_folder, name, what=what)
+    source = cache.source(study_folder, name, what)
     if not source.is_file():
         folder = Path(study_folder)
         present = [p.name for p in folder.iterdir()] if folder.is_dir() else []
