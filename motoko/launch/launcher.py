@@ -338,7 +338,7 @@ class Launcher:
         if room <= 0:
             return 0
         ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
-        room += ahead if not opts.once else 0
+        room += ahead
         room -= len(self._queue)
         if opts.max_runs is not None:
             room = min(room, opts.max_runs - self._claimed_total)
