@@ -319,9 +319,9 @@ def test_compare_built_by_hand() -> None:
 def test_regex_is_compiled_once() -> None:
     from motoko.study import query as module
 
-    module._compile.cache_clear()
+    module.compile_pattern.cache_clear()
     parse("name ~ 'zz+', name ~ 'zz+'").matches(RUN, JOB)
-    info = module._compile.cache_info()
+    info = module.compile_pattern.cache_info()
     assert info.misses == 1
 
 

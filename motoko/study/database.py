@@ -1,39 +1,24 @@
-"""The study database: studies, jobs, runs and their indexes in ZODB.
+"""The study database connection: :class:`StudyDB`.
 
-Layout of the ZODB root::
-
-    root["motoko_version"]   schema version of this database (checked on open)
-    root["motoko_studies"]   OOBTree: study name → Study
-
-A :class:`Study` holds its jobs and runs in BTrees and keeps indexes that make
-the common questions cheap: "which runs are CREATED" (launchers), "which
-runs belong to this run_name" (workflows), "does a job with these parameters
-exist" (dedupe), "which jobs have x > 2" (selection). The indexes are updated
-in the same transaction as the change they describe, by the methods of
-:class:`Study` and nowhere else.
-
-Ids come from counters that deliberately have no conflict resolution: two
-processes inserting at once conflict on the counter, one retries, and ids stay
-unique.
+One StudyDB is one ZEO client connection with its own transaction manager.
+It opens (and checks the version of) the database whose layout
+:mod:`motoko.study.container` describes, runs every logical change as one
+transaction with bounded conflict retries, waits (bounded) for a server that
+went away, and answers selections through :mod:`motoko.study.planner`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import persistent
 import transaction
 import ZODB
-from BTrees.IIBTree import IITreeSet
-from BTrees.IOBTree import IOBTree
-from BTrees.OOBTree import OOBTree, OOTreeSet
+from BTrees.OOBTree import OOBTree
 from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import ConflictError
 
@@ -43,318 +28,23 @@ from motoko.errors import (
     RunNotFound,
     ServerError,
     StudyNotFound,
-    TransitionError,
+)
+from motoko.study.container import (  # noqa: F401 (re-exported: the database's layout)
+    SCHEMA_VERSION,
+    Counter,
+    LauncherRecord,
+    Study,
+    canonical,
+    expand_ids,
+    known_states,
 )
 from motoko.study.feed import ChangeFeed, FeedStorage
-from motoko.study.records import (
-    CREATED,
-    FAILURE,
-    LAUNCHED,
-    RUNNING,
-    STATES,
-    TERMINAL,
-    TRANSITIONS,
-    Job,
-    Run,
-    now,
-)
+from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.server import Address, parse_address
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-#: Version of the layout above; a database of another version is refused.
-SCHEMA_VERSION = 1
-
-
-class Counter(persistent.Persistent):
-    """A monotonic id counter; concurrent increments conflict on purpose."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def take(self, n: int = 1) -> int:
-        """Reserve ``n`` ids and return the first."""
-        first = self.value + 1
-        self.value += n
-        return first
-
-
-class LauncherRecord(persistent.Persistent):
-    """A launcher's liveness, shared by every process (``root["motoko_launchers"]``).
-
-    Each launcher writes only its own record, so heartbeats never conflict.
-    Lost-run detection trusts the newest of a run's own heartbeat and its
-    launcher's, which keeps a busy launcher's runs from being declared lost
-    when one run's heartbeat write lost a conflict.
-    """
-
-    def __init__(self, launcher_id: str, machine_name: str, pid: int, executor: str, studies: list[str]):
-        self.id = launcher_id
-        self.machine_name = machine_name
-        self.pid = pid
-        self.executor = executor
-        self.studies = list(studies)
-        self.started = now()
-        self.heartbeat = self.started
-        self.stopped: Any = None
-
-
-def canonical(values: Mapping[str, Any]) -> str:
-    """Return a stable text key for a parameter mapping (used for dedupe).
-
-    Keys are sorted and floats keep their exact repr, so ``{x: 1.0}`` has
-    one key whatever the insertion order.
-    """
-    return json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
-
-
-def _indexable(value: Any) -> bool:
-    if value is None or isinstance(value, list | dict):
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
-
-
-class Study(persistent.Persistent):
-    """A study's jobs, runs and indexes; the one place where run states change."""
-
-    def __init__(self, schema: StudySchema):
-        self.name = schema.name
-        self.schema_data = schema.to_dict()
-        self.jobs: IOBTree = IOBTree()
-        self.runs: IOBTree = IOBTree()
-        self.job_keys: OOBTree = OOBTree()  # canonical(params) → job id
-        self.run_keys: OOBTree = OOBTree()  # job id, run params, run_name → run id
-        self.by_state: OOBTree = OOBTree()  # state → IITreeSet(run ids)
-        self.by_run_name: OOBTree = OOBTree()  # run_name → IITreeSet(run ids)
-        # Indexes keyed per job keep their values inline (tuples in buckets)
-        # rather than one persistent set per key: a cold range query then
-        # loads a few buckets instead of one object per matching value.
-        self.job_runs: IOBTree = IOBTree()  # job id → tuple(run ids)
-        self.job_values: OOBTree = OOBTree()  # field → OOTreeSet((value, job id))
-        self.job_counter = Counter()
-        self.run_counter = Counter()
-
-    # -- schema -------------------------------------------------------------
-
-    @property
-    def schema(self) -> StudySchema:
-        """The study's schema as stored when it was created."""
-        cached: StudySchema | None = getattr(self, "_v_schema", None)
-        if cached is None:
-            cached = StudySchema.from_dict(self.schema_data)
-            self._v_schema = cached
-        return cached
-
-    def set_schema(self, schema: StudySchema) -> None:
-        """Store a new schema (the study's bd.yaml changed)."""
-        self.schema_data = schema.to_dict()
-        self._v_schema = schema
-
-    # -- inserting ------------------------------------------------------------
-
-    def add_job(self, params: dict[str, Any]) -> Job:
-        """Return the job with these (coerced) parameters, creating it if new."""
-        key = canonical(params)
-        jid = self.job_keys.get(key)
-        if jid is not None:
-            job: Job = self.jobs[jid]
-            return job
-        jid = self.job_counter.take()
-        job = Job(jid, params)
-        self.jobs[jid] = job
-        self.job_keys[key] = jid
-        for field, value in params.items():
-            if _indexable(value):
-                values = self.job_values.get(field)
-                if values is None:
-                    values = self.job_values[field] = OOTreeSet()
-                values.insert((value, jid))
-        return job
-
-    def add_run(
-        self, job: Job, run_params: dict[str, Any], run_name: str | None, extra: dict[str, Any]
-    ) -> tuple[Run, bool]:
-        """Return ``(run, created)`` for this job, run parameters and run name.
-
-        An existing run with the same job, run parameters and run name is
-        returned unchanged (``created`` False): createTask is idempotent.
-        """
-        key = f"{job.id}\x00{canonical(run_params)}\x00{run_name or ''}"
-        rid = self.run_keys.get(key)
-        if rid is not None:
-            return self.runs[rid], False
-        rid = self.run_counter.take()
-        run = Run(self, rid, job.id, {**run_params, "run_name": run_name, **extra})
-        run._key = key
-        self.runs[rid] = run
-        self.run_keys[key] = rid
-        _add(self.by_state, CREATED, rid)
-        if run_name is not None:
-            _add(self.by_run_name, run_name, rid)
-        self.job_runs[job.id] = (*self.job_runs.get(job.id, ()), rid)
-        return run, True
-
-    # -- state changes ----------------------------------------------------------
-
-    def transition(self, run: Run, new: str, **fields: Any) -> None:
-        """Change ``run``'s state, its timestamps and the state index, atomically.
-
-        This is the only function that writes a run's stored state. User states
-        (any string that is not a motoko state) may be entered from and left to
-        any state. Entering a state in the study's ``retry_on`` list requeues
-        the run while attempts remain (the ended attempt goes to ``history``).
-
-        Raises:
-            TransitionError: for a transition the life cycle does not allow,
-                e.g. FINISHED → RUNNING.
-        """
-        old = run._state
-        new = str(new)
-        if not new:
-            raise TransitionError("a run state cannot be empty", hint="use e.g. 'FINISHED'")
-        if new == old:
-            for name, value in fields.items():
-                setattr(run, name, value)
-            return
-        if old in TRANSITIONS and new in TRANSITIONS and new not in TRANSITIONS[old]:
-            hint = "use run.requeue() to run it again" if new == CREATED else None
-            raise TransitionError(
-                f"run {self.name}.{run.id} cannot go from {old} to {new}",
-                hint=hint or f"allowed from {old}: {', '.join(sorted(TRANSITIONS[old])) or 'none'}",
-            )
-        _move(self.by_state, old, new, run.id)
-        run._state = new
-        stamp = now()
-        if new == LAUNCHED:
-            run.launched = stamp
-        elif new == RUNNING:
-            run.started = stamp
-        elif new in TERMINAL:
-            run.finished = stamp
-        for name, value in fields.items():
-            setattr(run, name, value)
-        if new in FAILURE and new != "CANCELLED" and self._may_retry(run, new):
-            self.requeue(run, f"retry after {new}")
-
-    def _may_retry(self, run: Run, state: str) -> bool:
-        schema = self.schema
-        return state in schema.retry_on and run.attempt <= schema.retries
-
-    def requeue(self, run: Run, reason: str = "requeued") -> None:
-        """Put an ended run back to CREATED for another attempt, keeping history."""
-        if run._state == CREATED:
-            return
-        if run._state in (LAUNCHED, RUNNING):
-            raise TransitionError(
-                f"run {self.name}.{run.id} is {run._state} and cannot be requeued",
-                hint="cancel it first (motoko cancel)",
-            )
-        attempt = {
-            "attempt": run.attempt,
-            "state": run._state,
-            "exit_code": run.exit_code,
-            "error": run.error,
-            "launched": run.launched,
-            "started": run.started,
-            "finished": run.finished,
-            "machine_name": run.machine_name,
-            "reason": reason,
-        }
-        run.history = (*run.history, attempt)
-        run.attempt = run.attempt + 1
-        _move(self.by_state, run._state, CREATED, run.id)
-        run._state = CREATED
-        for name in ("launched", "started", "finished", "exit_code", "error", "launcher"):
-            setattr(run, name, None)
-        run.stop_requested = False
-
-    def delete(self, run: Run) -> None:
-        """Remove a run and its index entries (its job stays, for dedupe)."""
-        rid = run.id
-        for index, key in ((self.by_state, run._state), (self.by_run_name, run.run_name)):
-            ids = index.get(key) if key is not None else None
-            if ids is not None and rid in ids:
-                ids.remove(rid)
-        remaining = tuple(r for r in self.job_runs.get(run.job_id, ()) if r != rid)
-        if remaining:
-            self.job_runs[run.job_id] = remaining
-        elif run.job_id in self.job_runs:
-            del self.job_runs[run.job_id]
-        key = getattr(run, "_key", None)
-        if key is not None and self.run_keys.get(key) == rid:
-            del self.run_keys[key]
-        del self.runs[rid]
-
-    def cancel(self, run: Run) -> bool:
-        """Cancel a run: CREATED ends CANCELLED at once; a launched one is asked to stop.
-
-        Its launcher then terminates the process (TERM, then KILL after a
-        grace period) and settles it CANCELLED. Returns False for a run that
-        already ended (cancelling it again is harmless).
-        """
-        if run._state == CREATED:
-            self.transition(run, "CANCELLED", error="cancelled before it started")
-            return True
-        if run._state in (LAUNCHED, RUNNING):
-            if not run.stop_requested:
-                run.stop_requested = True
-            return True
-        return False
-
-    # -- reading ---------------------------------------------------------------
-
-    def ids_in_state(self, state: str) -> IITreeSet:
-        """Return the ids of the runs in ``state`` (an empty set if none)."""
-        return self.by_state.get(state) or IITreeSet()
-
-    def counts(self) -> dict[str, int]:
-        """Return the number of runs per state (states with runs only)."""
-        return {state: len(ids) for state, ids in self.by_state.items() if len(ids)}
-
-    def runs_of_jobs(self, job_ids: Iterable[int]) -> IITreeSet:
-        """Return the ids of every run of the given jobs."""
-        job_runs = self.job_runs
-        return IITreeSet([rid for j in job_ids for rid in job_runs.get(j, ())])
-
-    def check_indexes(self) -> list[str]:
-        """Return inconsistencies between runs and the state index (none expected)."""
-        problems: list[str] = []
-        seen: dict[int, str] = {}
-        for state, ids in self.by_state.items():
-            for rid in ids:
-                if rid in seen:
-                    problems.append(f"run {rid} indexed as {seen[rid]} and {state}")
-                seen[rid] = state
-        for rid, run in self.runs.items():
-            if seen.get(rid) != run._state:
-                problems.append(f"run {rid} is {run._state} but indexed as {seen.get(rid)}")
-        return problems
-
-
-def _add(index: Any, key: Any, rid: int) -> None:
-    ids = index.get(key)
-    if ids is None:
-        ids = index[key] = IITreeSet()
-    ids.insert(rid)
-
-
-def _move(index: OOBTree, old: str, new: str, rid: int) -> None:
-    ids = index.get(old)
-    if ids is not None:
-        ids.remove(rid) if rid in ids else None
-    _add(index, new, rid)
-
-
-def known_states(study: Study) -> list[str]:
-    """Return motoko's states plus every user state present in ``study``."""
-    return sorted(set(STATES) | set(study.by_state.keys()))
-
-
-def expand_ids(ids: Sequence[int] | IITreeSet) -> list[int]:
-    """Return a plain list of ids (BTrees sets iterate lazily)."""
-    return list(ids)
 
 
 # -- the connection ---------------------------------------------------------------
