@@ -257,7 +257,7 @@ def test_a_step_must_be_async(wfdir):
     """)
     with pytest.raises(WorkflowError) as info:
         load_workflow_file(path)
-    assert str(info.value) == "step 'plain' must be an async function (write `async def`)"
+    assert str(info.value) == f"{path.resolve()}:4: step 'plain' must be an async function (write `async def`)"
 
 
 def test_a_file_without_steps_or_main_is_refused(wfdir):

@@ -153,6 +153,7 @@ class Launcher:
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._changed: set[bytes] = set()
+        self._external = True  # someone else committed since our last cycle
         self._last_heartbeat = 0.0
         self._last_lost_check = 0.0
         self._idle_since: float | None = None
@@ -205,6 +206,7 @@ class Launcher:
         assert wake is not None
 
         def listener(oids: frozenset[bytes] | None) -> None:
+            self._external = True
             if oids:
                 self._changed |= oids
             with contextlib.suppress(RuntimeError):
@@ -312,7 +314,10 @@ class Launcher:
             return self._claim(want) if want > 0 else []
 
         try:
-            claimed = self.db.transact(change, what="record run states", fresh=True)
+            # Only a commit by someone else needs a server round trip to be
+            # seen; after our own commit the connection is already current.
+            external, self._external = self._external, False
+            claimed = self.db.transact(change, what="record run states", fresh=external)
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
