@@ -25,7 +25,6 @@ from motoko.study.fields import FieldType
 OPERATORS = ("<", ">", "<=", ">=", "=", "!=", "~", "~*", "!~", "!~*", "in", "not in")
 #: The operators whose value is a regex pattern (never coerced).
 REGEX_OPERATORS = frozenset({"~", "~*", "!~", "!~*"})
-_SPELLINGS = {op: op for op in OPERATORS[:10]} | {"==": "=", "<>": "!="}
 _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "<": operator.lt,
     ">": operator.gt,
@@ -36,13 +35,6 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
 }
 # Operators true of a missing value (None): "x != 3" holds when x is absent.
 _NEGATIVE = frozenset({"!=", "!~", "!~*", "not in"})
-_KEYWORDS = frozenset({"and", "or", "not", "in"})
-_PREFIXES = {"runs": "runs", "run": "runs", "jobs": "jobs", "job": "jobs"}
-_PREFIXES |= {"meta": "meta", "metadata": "meta"}
-_OP_CHARS = "<>=!~"
-_WORD_STOP = "()," + _OP_CHARS
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_OPERATOR_HINT = "operators: < > <= >= = != ~ ~* !~ !~*, in (...), not in (...)"
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,16 +81,6 @@ from motoko.study.constraints import (  # noqa: F401 (the tree is part of this A
 from motoko.study.fields import BUILTIN_JOB_FIELDS, BUILTIN_RUN_FIELDS, FIELD_TYPES, FieldType
 
 _SPELLINGS = {op: op for op in OPERATORS[:10]} | {"==": "=", "<>": "!="}
-_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
-    "<": operator.lt,
-    ">": operator.gt,
-    "<=": operator.le,
-    ">=": operator.ge,
-    "=": operator.eq,
-    "!=": operator.ne,
-}
-# Operators true of a missing value (None): "x != 3" holds when x is absent.
-_NEGATIVE = frozenset({"!=", "!~", "!~*", "not in"})
 _KEYWORDS = frozenset({"and", "or", "not", "in"})
 _PREFIXES = {"runs": "runs", "run": "runs", "jobs": "jobs", "job": "jobs"}
 _PREFIXES |= {"meta": "meta", "metadata": "meta"}
