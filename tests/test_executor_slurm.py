@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
+import launch_support
 import pytest
-from conftest import REPO, motoko, write_config, write_study
+from conftest import REPO, motoko
+from launch_support import create_runs, make_study, run_of
 
-from motoko.config import WorkflowConfig, load_config
+from motoko.config import WorkflowConfig
 from motoko.errors import ConfigError
 from motoko.launch.executors.base import Launch
 from motoko.launch.executors.slurm import SlurmError, SlurmExecutor, run_script
 from motoko.launch.launcher import LauncherReport
-from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
 from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST
-from motoko.study.schema import load_schema
-from motoko.study.server import ensure_server, stop_server
-from motoko.study.space import expand
+from motoko.study.server import stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -74,48 +72,15 @@ def slurm() -> str:
 def setup(
     root: Path, *, launch: str | None = None, doit: str = "pass\n", launcher: str = "", extra: str = "", job: str = "{x: int}"
 ) -> tuple[WorkflowConfig, StudyDB]:
-    write_study(root, "s", job, doit, extra=extra, launch=launch)
-    write_config(root, ["s"], FAST % launcher)
-    config = load_config(root)
-    db = StudyDB(ensure_server(root))
-    db.create_study(load_schema(root / "studies" / "s"))
-    return config, db
-
-
-def create_runs(db: StudyDB, **params: object) -> list[int]:
-    schema = db.study("s").schema
-    return [run.id for run, _ in db.insert("s", expand(schema, params), {}, run_name="t")]
+    return make_study(root, FAST % launcher, job=job, doit=doit, launch=launch, extra=extra)
 
 
 def serve(config: WorkflowConfig, **options: object) -> LauncherReport:
-    launcher = build_launcher(config, executor="slurm", **options)
-    try:
-        return launcher.serve()
-    finally:
-        launcher.db.close()
+    return launch_support.serve(config, "slurm", **options)
 
 
-class Background:
-    """A launcher serving in a thread, so that a test can act while runs execute."""
-
-    def __init__(self, config: WorkflowConfig, **options: object):
-        self.report: LauncherReport | None = None
-        self.thread = threading.Thread(target=self._main, args=(config, options), daemon=True)
-        self.thread.start()
-
-    def _main(self, config: WorkflowConfig, options: dict[str, object]) -> None:
-        self.report = serve(config, **options)
-
-    def join(self, timeout: float) -> LauncherReport:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"the launcher did not exit within {timeout} s"
-        assert self.report is not None
-        return self.report
-
-
-def run_of(db: StudyDB, rid: int):
-    db.abort()
-    return db.run("s", rid)
+def Background(config: WorkflowConfig, **options: object) -> launch_support.Background:  # noqa: N802
+    return launch_support.Background(config, "slurm", **options)
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

@@ -10,41 +10,19 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import motoko, write_config, write_study
+from conftest import motoko
+from launch_support import create_runs, make_study, serve
 
-from motoko.config import load_config
 from motoko.errors import NotInRunError
 from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
 from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST, RUNNING
-from motoko.study.server import ensure_server
-from motoko.study.space import expand
 
 FAST = "poll: {initial: 0.05, factor: 2, maximum: 0.5}\nlost_after: 2\nlauncher: {poll: 0.5, heartbeat: 0.2, cancel_grace: 1}\n"
 
 
 def setup(workdir: Path, launch: str | None = None, doit: str = "", job: str = "{x: int}", extra: str = "", config: str = FAST):
-    write_study(workdir, "s", job, doit or "pass\n", extra=extra, launch=launch)
-    write_config(workdir, ["s"], config)
-    cfg = load_config(workdir)
-    db = StudyDB(ensure_server(workdir))
-    from motoko.study.schema import load_schema
-
-    db.create_study(load_schema(workdir / "studies" / "s"))
-    return cfg, db
-
-
-def create_runs(db: StudyDB, **params):
-    schema = db.study("s").schema
-    return [r.id for r, _ in db.insert("s", expand(schema, params), {}, run_name="t")]
-
-
-def serve(cfg, **options):
-    launcher = build_launcher(cfg, **options)
-    try:
-        return launcher.serve()
-    finally:
-        launcher.db.close()
+    return make_study(workdir, config, job=job, doit=doit or "pass\n", launch=launch, extra=extra)
 
 
 def states(db: StudyDB) -> dict[int, str]:

@@ -29,7 +29,7 @@ class KeyValue(click.ParamType):
         try:
             parsed = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            # Fix: str(exc) spans several lines (context, a caret drawing);
+            # Str(exc) spans several lines (context, a caret drawing);
             # the CLI promises one line, so keep the problem and its column.
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -109,7 +109,7 @@ def run(
         return
 
     if file is not None and str(file).startswith("-"):
-        # Fix: `motoko run -- --rescale 3` (no FILE: motoko.yaml's orchestrator)
+        # `motoko run -- --rescale 3` (no FILE: motoko.yaml's orchestrator)
         # made click take "--rescale" for FILE. A workflow file never starts
         # with "-", so it is the first orchestrator argument.
         extra = (str(file), *extra)

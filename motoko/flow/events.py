@@ -210,7 +210,7 @@ class EventsMixin:
                 if inspect.isawaitable(result):
                     await result
             if action.error_handler:
-                # Fix: name the runs and their error (exit code, last stderr
+                # Name the runs and their error (exit code, last stderr
                 # line); "fired for calc" alone did not say what went wrong.
                 raise WorkflowAborted(
                     f"error handler fired for {_describe_runs(manager.name, value)}: the workflow ends",
@@ -255,7 +255,7 @@ class EventsMixin:
     def _requeue_lost(self) -> None:
         """Execute again the runs a killed earlier execution left behind.
 
-        Fix: an orchestrator awaits nothing, so RunList's resume handling never
+        An orchestrator awaits nothing, so RunList's resume handling never
         saw its runs orphaned by a killed ``motoko run`` (found LOST only
         after this execution started); the resumed workflow waited forever.
         """

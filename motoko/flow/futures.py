@@ -63,7 +63,7 @@ def left_over(run: Run, since: Any) -> bool:
 def requeue_left_over(workflow: Workflow, study: str, runs: Sequence[Run]) -> list[int]:
     """Requeue (back to CREATED, attempt + 1) the ``runs`` an earlier execution left over.
 
-    Fix: resuming a workflow (``motoko run`` again with the same run name)
+    Resuming a workflow (``motoko run`` again with the same run name)
     reuses its runs through createTask's idempotency; without this, runs
     cancelled by Ctrl-C or orphaned by a killed ``motoko run`` came back
     CANCELLED or LOST and failed the resumed workflow at once instead of
@@ -452,7 +452,7 @@ class TaskSelection:
 
     def runs(self) -> list[Run]:
         """Return the selected runs now."""
-        # Fix: begin a new transaction first. A ZODB connection keeps the view
+        # Begin a new transaction first. A ZODB connection keeps the view
         # of its current transaction, so without this a selection read outside
         # an await (``while not sel: await asyncio.sleep(1)``, ``len(sel)``)
         # never saw what other processes committed. Pending workflow changes

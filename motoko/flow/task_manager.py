@@ -236,9 +236,7 @@ def _caller_name() -> str | None:
     """The function that called createTask (motoko 0.1.4 recorded it so)."""
     frame = inspect.currentframe()
     try:
-        # Fix: two hops (this function → createTask → its caller). Three hops
-        # recorded the caller's caller, e.g. the test or module, not the
-        # function that created the runs.
+        # Two hops: this function → createTask → the function that called it.
         for _ in range(2):
             if frame is None:
                 return None

@@ -138,7 +138,7 @@ async def wait_until(
                 if budget <= 0:
                     error = WaitTimeout(timeout or 0.0, pending() if pending else [])
                     if not error.pending:
-                        # Fix: a selection has no pending runs to name; the
+                        # A selection has no pending runs to name; the
                         # message read "0 run(s) not done after 0.2 s: ".
                         error.message = f"nothing matched within {timeout:g} s"
                         error.hint = "wait longer, or check the constraints with `motoko select`"
