@@ -75,3 +75,24 @@ def motoko(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | No
         timeout=timeout,
         env=full_env,
     )
+
+
+@pytest.fixture
+def wf(wfdir: Path):
+    """A Workflow (run name r1) on the module's own ``wfdir`` fixture."""
+    from motoko.flow.workflow import Workflow
+
+    workflow = Workflow(wfdir / "motoko.yaml", run_name="r1")
+    yield workflow
+    workflow.close()
+
+
+@pytest.fixture
+def launcher(wfdir: Path):
+    """A real launcher serving the module's ``wfdir`` from a thread of this process."""
+    from motoko.config import load_config
+    from motoko.launch.service import EmbeddedLauncher
+
+    embedded = EmbeddedLauncher(load_config(wfdir / "motoko.yaml")).start()
+    yield embedded
+    embedded.stop()

@@ -74,20 +74,6 @@ def wfdir(workdir: Path) -> Path:
     return workdir
 
 
-@pytest.fixture
-def wf(wfdir: Path):
-    workflow = Workflow(wfdir / "motoko.yaml", run_name="r1")
-    yield workflow
-    workflow.close()
-
-
-@pytest.fixture
-def launcher(wfdir: Path):
-    embedded = EmbeddedLauncher(load_config(wfdir / "motoko.yaml")).start()
-    yield embedded
-    embedded.stop()
-
-
 def cancel_elsewhere(workflow: Workflow, rid: int) -> None:
     """Cancel a run from another connection (another 'process')."""
     with StudyDB(workflow.address_of("calc")) as db:

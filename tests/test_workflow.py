@@ -83,21 +83,6 @@ def wfdir(workdir: Path) -> Path:
     return workdir
 
 
-@pytest.fixture
-def wf(wfdir: Path):
-    workflow = Workflow(wfdir / "motoko.yaml", run_name="r1")
-    yield workflow
-    workflow.close()
-
-
-@pytest.fixture
-def launcher(wfdir: Path):
-    """A real launcher serving the workflow from a thread of this process."""
-    embedded = EmbeddedLauncher(load_config(wfdir / "motoko.yaml")).start()
-    yield embedded
-    embedded.stop()
-
-
 def other_connection(workflow: Workflow) -> StudyDB:
     """An independent connection to the workflow's database (another 'process')."""
     return StudyDB(workflow.address_of("calc"))
