@@ -179,6 +179,16 @@ class NotInRunError(MotokoError, RuntimeError):
     """``current_run()`` was called outside a run launched by motoko."""
 
 
+class RunSuperseded(MotokoError, RuntimeError):
+    """A run process writes to its run after the run moved on to another attempt.
+
+    Happens to a process that kept running after its launcher died: the run
+    was declared LOST and requeued, and a new attempt owns it now. The stale
+    process's changes are dropped so that they never mix with the new
+    attempt's results; it should stop.
+    """
+
+
 class WorkflowError(MotokoError, ValueError):
     """A workflow file or step graph is invalid (cycle, unknown dependency...)."""
 

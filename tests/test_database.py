@@ -273,6 +273,38 @@ def test_other_schema_version_is_refused(db, address):
         StudyDB(address)
 
 
+def test_version_1_database_is_migrated_on_open_and_nothing_is_lost(db, address, caplog):
+    from BTrees.IIBTree import IITreeSet
+    from BTrees.OOBTree import OOBTree
+
+    pairs = insert(db, n=5)
+    insert(db, n=2, run_name="other")
+    db.run("demo", pairs[1][0].id).state = LAUNCHED
+    db.run("demo", pairs[1][0].id).state = FINISHED
+    pairs[2][0].y = "kept"
+    db.commit()
+
+    def make_version_1() -> None:  # the layout before runs sat in the indexes
+        study = db.study("demo")
+        for name in ("by_state", "by_run_name"):
+            old = OOBTree()
+            for key, runs in getattr(study, name).items():
+                old[key] = IITreeSet(runs.keys())
+            setattr(study, name, old)
+        db.conn.root()["motoko_version"] = 1
+
+    db.transact(make_version_1)
+    with caplog.at_level("WARNING"), StudyDB(address) as reopened:
+        study = reopened.study("demo")
+        assert reopened.conn.root()["motoko_version"] == SCHEMA_VERSION
+        assert study.check_indexes() == []
+        assert [r.id for r in reopened.select("demo", "state = FINISHED")] == [pairs[1][0].id]
+        assert len(reopened.select("demo", "run_name = other")) == 2
+        assert len(reopened.select("demo", "state = CREATED, run_name = r1")) == 4
+        assert reopened.run("demo", pairs[2][0].id).y == "kept"
+    assert "migrated" in caplog.text and "study demo" in caplog.text
+
+
 def test_unreachable_server_is_a_clear_error_not_a_hang(tmp_path):
     start = time.monotonic()
     with pytest.raises(ServerError, match="cannot reach the database server"):

@@ -252,3 +252,55 @@ def test_killed_launcher_leaves_a_lost_run_that_another_launcher_detects(workdir
     run = db.run("s", rid)
     assert run.state == LOST and "stopped heart-beating" in run.error
     assert report.lost_detected == 1 and time.monotonic() - start < 2 + 5
+
+
+def _requeue_as_lost(db: StudyDB, rid: int) -> None:
+    """What a new workflow execution does to a run whose launcher died."""
+
+    def change() -> None:
+        study = db.study("s")
+        run = study.runs[rid]
+        study.transition(run, LOST, error="launcher stopped heart-beating")
+        study.requeue(run, "resumed by a new execution of the workflow")
+
+    db.transact(change, fresh=True)
+
+
+def test_a_process_that_outlived_its_attempt_cannot_write_into_the_next(workdir):
+    from motoko.errors import RunSuperseded
+    from motoko.launch.runtime import RunHandle, RunSession
+
+    _, db = setup(workdir)
+    (rid,) = create_runs(db, x=1)
+    db.transact(lambda: db.study("s").transition(db.study("s").runs[rid], "LAUNCHED"))
+    with StudyDB(db.address) as orphan_db:
+        session = RunSession(orphan_db, "s", rid, attempt=1)
+        handle = RunHandle(session)
+        handle.y = "from attempt 1, before the requeue"
+        handle.commit()
+        assert not handle.should_stop()
+        _requeue_as_lost(db, rid)
+        handle.y = "from attempt 1, after the requeue"
+        with pytest.raises(RunSuperseded, match=rf"run s.{rid} is now attempt 2, this process ran attempt 1"):
+            handle.push_quantity(1.0, step=0, name="energy")
+        assert handle.should_stop()
+        session.close()
+    db.abort()
+    run = db.run("s", rid)
+    assert run.y == "from attempt 1, before the requeue" and run.list_quantities() == []
+    assert (run.attempt, run.state, run.history[-1]["state"]) == (2, "CREATED", LOST)
+
+
+def test_an_orphaned_run_process_exits_saying_its_changes_were_dropped(workdir):
+    _, db = setup(workdir)
+    (rid,) = create_runs(db, x=1)
+    db.transact(lambda: db.study("s").transition(db.study("s").runs[rid], "LAUNCHED"))
+    _requeue_as_lost(db, rid)
+    env = {**os.environ, "MOTOKO_DB": str(db.address), "MOTOKO_STUDY": "s", "MOTOKO_RUN_ID": str(rid), "MOTOKO_ATTEMPT": "1"}
+    code = "from motoko import current_run\nrun, job = current_run()\nrun.y = 'stale'\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"motoko: run s.{rid} is now attempt 2, this process ran attempt 1: its changes are not saved")
+    db.abort()
+    assert db.run("s", rid).get("y") is None

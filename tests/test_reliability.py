@@ -204,3 +204,34 @@ def test_killed_launcher_run_is_lost_then_retried_and_the_workflow_never_sticks(
     assert "only: [2, 'LOST']" in output
     assert time.monotonic() - start < 30
     assert marker.read_text().count("x") == 2
+
+
+def test_silences_are_counted_from_the_observers_connection_not_before(workdir):
+    """After a server restart every heartbeat is old: nobody could write one meanwhile."""
+    import datetime as dt
+
+    from launch_support import create_runs, make_study
+
+    from motoko.study.liveness import declare_lost
+
+    _, db = make_study(workdir, FAST)
+    (rid,) = create_runs(db, x=1)
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+
+    def launched_an_hour_ago() -> None:
+        study = db.study("s")
+        run = study.runs[rid]
+        study.transition(run, "LAUNCHED", launcher="gone", heartbeat=hour_ago)
+        run.launched = run.created = hour_ago
+
+    db.transact(launched_an_hour_ago)
+    with StudyDB(db.address) as observer:
+        study = observer.study("s")
+        assert observer.transact(lambda: declare_lost(observer, study, 3, observer="test")) == 0
+        assert study.runs[rid].state == "LAUNCHED"
+        # Once connected for longer than lost_after, the silence counts.
+        observer.db.storage.connected_at -= dt.timedelta(seconds=5)
+        assert observer.transact(lambda: declare_lost(observer, study, 3, observer="test")) == 1
+        assert study.runs[rid].state == "LOST"
+        assert "launcher gone" in study.runs[rid].error
+    db.close()

@@ -424,13 +424,13 @@ class Launcher:
             if not len(created):
                 continue
             for rid in _spread(created, want - len(claimed)):
-                claimed.append(self._claim_one(study, rid))
+                claimed.append(self._claim_one(study, created[rid]))
             if len(claimed) >= want:
                 break
         return claimed
 
-    def _claim_one(self, study: Study, rid: int) -> Claimed:
-        run = study.runs[rid]
+    def _claim_one(self, study: Study, run: Run) -> Claimed:
+        rid = run.id
         schema = self.studies[study.name]
         run_dir = self._run_dir(schema, rid)
         study.transition(
@@ -499,6 +499,7 @@ class Launcher:
         env = dict(os.environ)
         env.update(
             MOTOKO_RUN_ID=str(item.run_id),
+            MOTOKO_ATTEMPT=str(item.run_json["run"]["attempt"]),
             MOTOKO_JOB_ID=str(item.values["job_id"]),
             MOTOKO_STUDY=item.study,
             MOTOKO_RUN_DIR=str(run_dir),

@@ -14,16 +14,22 @@ writes through to it, and it commits at every API call (``push_quantity``,
 journal until committed, so that a conflict with another writer (the
 launcher marking the run RUNNING, a workflow tagging it) is retried by
 replaying the change on fresh data instead of being lost.
+
+Every commit is fenced by the attempt the launcher started (``MOTOKO_ATTEMPT``):
+a process that outlived its launcher, whose run was meanwhile declared LOST
+and requeued, cannot write into the new attempt. Its changes are dropped with
+:class:`~motoko.errors.RunSuperseded` and ``should_stop()`` turns True.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import ConflictRetriesExhausted, NotInRunError
+from motoko.errors import ConflictRetriesExhausted, NotInRunError, RunSuperseded
 
 if TYPE_CHECKING:
     from motoko.study.database import StudyDB
@@ -38,12 +44,26 @@ Change = Callable[["Run"], None]
 class RunSession:
     """The run process's connection to its own run, with a replayable journal."""
 
-    def __init__(self, db: StudyDB, study: str, run_id: int):
+    def __init__(self, db: StudyDB, study: str, run_id: int, attempt: int | None = None):
         self.db = db
         self.study = study
         self.run_id = run_id
+        self.attempt = attempt if attempt is not None else self.run.attempt
         self.journal: list[Change] = []
         atexit.register(self.close)
+
+    @property
+    def superseded(self) -> bool:
+        """True once the run moved on to another attempt than this process's."""
+        return bool(self.run.attempt != self.attempt)
+
+    def _check_attempt(self) -> None:
+        if self.superseded:
+            raise RunSuperseded(
+                f"run {self.study}.{self.run_id} is now attempt {self.run.attempt}, "
+                f"this process ran attempt {self.attempt}: its changes are not saved",
+                hint="the run was requeued after its launcher stopped heart-beating; stop this process",
+            )
 
     @property
     def run(self) -> Run:
@@ -67,10 +87,13 @@ class RunSession:
         def replay() -> None:
             if first[0]:
                 first[0] = False  # already applied to the current objects
-                return
-            run = self.run
-            for change in journal:
-                change(run)
+            else:
+                run = self.run
+                for change in journal:
+                    change(run)
+            # Checked in the transaction: a requeue committed meanwhile makes
+            # it conflict on ``attempt`` or shows here on the retry.
+            self._check_attempt()
 
         try:
             self.db.transact(replay, what=f"save run {self.study}.{self.run_id}")
@@ -88,6 +111,8 @@ class RunSession:
             self.commit()
         except ConflictRetriesExhausted:
             pass
+        except RunSuperseded as exc:
+            print(f"motoko: {exc}", file=sys.stderr)
         finally:
             atexit.unregister(self.close)
 
@@ -152,8 +177,9 @@ class RunHandle:
 
     def should_stop(self) -> bool:
         """True once a cancel was requested: stop cleanly and soon."""
-        self._session.refresh()
-        return bool(self._session.run.stop_requested)
+        session = self._session
+        session.refresh()
+        return bool(session.run.stop_requested) or session.superseded
 
 
 def _journalled(method: str) -> Callable[[RunSession], Callable[..., Any]]:
@@ -214,8 +240,9 @@ def current_run() -> tuple[RunHandle, Job]:
             run_id = int(os.environ["MOTOKO_RUN_ID"])
         except ValueError:
             raise NotInRunError(f"MOTOKO_RUN_ID is not a run id: {os.environ['MOTOKO_RUN_ID']!r}") from None
+        attempt = os.environ.get("MOTOKO_ATTEMPT")
         db = StudyDB(os.environ["MOTOKO_DB"], cache_size=10_000)
-        _session = RunSession(db, os.environ["MOTOKO_STUDY"], run_id)
+        _session = RunSession(db, os.environ["MOTOKO_STUDY"], run_id, int(attempt) if attempt and attempt.isdigit() else None)
     session = _session
     return RunHandle(session), session.run.job
 

@@ -45,8 +45,9 @@ from motoko.study.records import (
 )
 from motoko.study.schema import StudySchema
 
-#: Version of the layout above; a database of another version is refused.
-SCHEMA_VERSION = 1
+#: Version of the layout above. Older versions are migrated when opened
+#: (see :func:`migrate`); a newer one is refused.
+SCHEMA_VERSION = 2
 
 
 class Counter(persistent.Persistent):
@@ -107,8 +108,11 @@ class Study(persistent.Persistent):
         self.runs: IOBTree = IOBTree()
         self.job_keys: OOBTree = OOBTree()  # canonical(params) → job id
         self.run_keys: OOBTree = OOBTree()  # job id, run params, run_name → run id
-        self.by_state: OOBTree = OOBTree()  # state → IITreeSet(run ids)
-        self.by_run_name: OOBTree = OOBTree()  # run_name → IITreeSet(run ids)
+        # state / run_name → IOBTree(run id → Run). The runs themselves sit in
+        # the index (as references), so "the FINISHED runs" loads a few index
+        # buckets, not one bucket of ``runs`` per run scattered over the study.
+        self.by_state: OOBTree = OOBTree()
+        self.by_run_name: OOBTree = OOBTree()
         # Indexes keyed per job keep their values inline (tuples in buckets)
         # rather than one persistent set per key: a cold range query then
         # loads a few buckets instead of one object per matching value.
@@ -171,9 +175,9 @@ class Study(persistent.Persistent):
         run._key = key
         self.runs[rid] = run
         self.run_keys[key] = rid
-        _add(self.by_state, CREATED, rid)
+        _add(self.by_state, CREATED, run)
         if run_name is not None:
-            _add(self.by_run_name, run_name, rid)
+            _add(self.by_run_name, run_name, run)
         self.job_runs[job.id] = (*self.job_runs.get(job.id, ()), rid)
         return run, True
 
@@ -205,7 +209,7 @@ class Study(persistent.Persistent):
                 f"run {self.name}.{run.id} cannot go from {old} to {new}",
                 hint=hint or f"allowed from {old}: {', '.join(sorted(TRANSITIONS[old])) or 'none'}",
             )
-        _move(self.by_state, old, new, run.id)
+        _move(self.by_state, old, new, run)
         run._state = new
         stamp = now()
         if new == LAUNCHED:
@@ -245,7 +249,7 @@ class Study(persistent.Persistent):
         }
         run.history = (*run.history, attempt)
         run.attempt = run.attempt + 1
-        _move(self.by_state, run._state, CREATED, run.id)
+        _move(self.by_state, run._state, CREATED, run)
         run._state = CREATED
         for name in ("launched", "started", "finished", "exit_code", "error", "launcher"):
             setattr(run, name, None)
@@ -255,9 +259,9 @@ class Study(persistent.Persistent):
         """Remove a run and its index entries (its job stays, for dedupe)."""
         rid = run.id
         for index, key in ((self.by_state, run._state), (self.by_run_name, run.run_name)):
-            ids = index.get(key) if key is not None else None
-            if ids is not None and rid in ids:
-                ids.remove(rid)
+            runs = index.get(key) if key is not None else None
+            if runs is not None:
+                runs.pop(rid, None)
         remaining = tuple(r for r in self.job_runs.get(run.job_id, ()) if r != rid)
         if remaining:
             self.job_runs[run.job_id] = remaining
@@ -286,9 +290,14 @@ class Study(persistent.Persistent):
 
     # -- reading ---------------------------------------------------------------
 
-    def ids_in_state(self, state: str) -> IITreeSet:
-        """Return the ids of the runs in ``state`` (an empty set if none)."""
-        return self.by_state.get(state) or IITreeSet()
+    def ids_in_state(self, state: str) -> IOBTree:
+        """Return the runs in ``state``: a BTree run id → run (empty if none).
+
+        Iterating it, ``len``, ``in`` and ``keys(min=…)`` work on run ids, as
+        on a set of ids; ``values()`` gives the runs without touching ``runs``.
+        """
+        runs: IOBTree | None = self.by_state.get(state)
+        return runs if runs is not None else IOBTree()
 
     def counts(self) -> dict[str, int]:
         """Return the number of runs per state (states with runs only)."""
@@ -300,37 +309,65 @@ class Study(persistent.Persistent):
         return IITreeSet([rid for j in job_ids for rid in job_runs.get(j, ())])
 
     def check_indexes(self) -> list[str]:
-        """Return inconsistencies between runs and the state index (none expected)."""
+        """Return inconsistencies between runs and the state and run-name indexes (none expected)."""
         problems: list[str] = []
-        seen: dict[int, str] = {}
-        for state, ids in self.by_state.items():
-            for rid in ids:
-                if rid in seen:
-                    problems.append(f"run {rid} indexed as {seen[rid]} and {state}")
-                seen[rid] = state
-        for rid, run in self.runs.items():
-            if seen.get(rid) != run._state:
-                problems.append(f"run {rid} is {run._state} but indexed as {seen.get(rid)}")
+        for attribute, index in (("_state", self.by_state), ("run_name", self.by_run_name)):
+            seen: dict[int, Any] = {}
+            label = attribute.strip("_")
+            for key, runs in index.items():
+                for rid, indexed in runs.items():
+                    if indexed is not self.runs.get(rid):
+                        problems.append(f"run {rid} in the {label} index under {key} is not the study's run {rid}")
+                    if rid in seen:
+                        problems.append(f"run {rid} indexed under {label} {seen[rid]} and {key}")
+                    seen[rid] = key
+            for rid, run in self.runs.items():
+                value = getattr(run, attribute)
+                if seen.get(rid) != value:
+                    problems.append(f"run {rid} has {label} {value} but is indexed under {seen.get(rid)}")
         return problems
 
 
-def _add(index: Any, key: Any, rid: int) -> None:
-    ids = index.get(key)
-    if ids is None:
-        ids = index[key] = IITreeSet()
-    ids.insert(rid)
+def _add(index: OOBTree, key: Any, run: Run) -> None:
+    runs = index.get(key)
+    if runs is None:
+        runs = index[key] = IOBTree()
+    runs[run.id] = run
 
 
-def _move(index: OOBTree, old: str, new: str, rid: int) -> None:
-    ids = index.get(old)
-    if ids is not None:
-        ids.remove(rid) if rid in ids else None
-    _add(index, new, rid)
+def _move(index: OOBTree, old: str, new: str, run: Run) -> None:
+    runs = index.get(old)
+    if runs is not None:
+        runs.pop(run.id, None)
+    _add(index, new, run)
 
 
 def known_states(study: Study) -> list[str]:
     """Return motoko's states plus every user state present in ``study``."""
     return sorted(set(STATES) | set(study.by_state.keys()))
+
+
+def migrate(root: Any) -> list[str]:
+    """Bring a database of an older layout to :data:`SCHEMA_VERSION`, in place.
+
+    Must run inside a transaction. Returns what was done, one line per step
+    (empty when the database is current). Nothing is dropped: version 1 kept
+    the state and run-name indexes as sets of ids; version 2 keeps the runs
+    in them, and they are rebuilt from the runs themselves.
+    """
+    done: list[str] = []
+    version = root.get("motoko_version")
+    if version == 1:
+        for name, study in root["motoko_studies"].items():
+            study.by_state = OOBTree()
+            study.by_run_name = OOBTree()
+            for run in study.runs.values():
+                _add(study.by_state, run._state, run)
+                if run.run_name is not None:
+                    _add(study.by_run_name, run.run_name, run)
+            done.append(f"study {name}: state and run-name indexes now hold the runs")
+        root["motoko_version"] = 2
+    return done
 
 
 def expand_ids(ids: Sequence[int] | IITreeSet) -> list[int]:

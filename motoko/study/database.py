@@ -37,6 +37,7 @@ from motoko.study.container import (  # noqa: F401 (re-exported: the database's 
     canonical,
     expand_ids,
     known_states,
+    migrate,
 )
 from motoko.study.feed import ChangeFeed, FeedStorage
 from motoko.study.records import Job, Run
@@ -144,6 +145,13 @@ class StudyDB:
                     root["motoko_studies"] = OOBTree()
 
             self.transact(init, what="initialise the database")
+        elif isinstance(version, int) and version < SCHEMA_VERSION:
+
+            def upgrade() -> list[str]:
+                return migrate(self.conn.root())
+
+            for line in self.transact(upgrade, what="migrate the database", fresh=True):
+                log.warning("migrated %s to schema version %d: %s", self.address, SCHEMA_VERSION, line)
         elif version != SCHEMA_VERSION:
             raise DatabaseError(
                 f"the database at {self.address} has schema version {version}; "

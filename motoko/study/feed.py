@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -127,10 +128,17 @@ class AsyncWaiter:
 
 
 class FeedStorage(ClientStorage):
-    """A ZEO ClientStorage that also reports invalidations to a ChangeFeed."""
+    """A ZEO ClientStorage that also reports invalidations to a ChangeFeed.
+
+    Attributes:
+        connected_at: When the connection to the server was last made (UTC).
+            Nobody could write a heartbeat while the server was away, so
+            lost-run detection counts silences from here at the earliest.
+    """
 
     def __init__(self, *args: Any, feed: ChangeFeed, **kw: Any):
         self.feed = feed
+        self.connected_at = _dt.datetime.now(_dt.timezone.utc)
         super().__init__(*args, **kw)
 
     def invalidateTransaction(self, tid: bytes, oids: Any) -> None:  # noqa: N802
@@ -145,5 +153,6 @@ class FeedStorage(ClientStorage):
 
     def notify_connected(self, conn: Any, info: Any) -> None:
         """Reconnected: wake everybody so that they re-read."""
+        self.connected_at = _dt.datetime.now(_dt.timezone.utc)
         super().notify_connected(conn, info)
         self.feed.publish(None)

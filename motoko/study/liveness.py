@@ -32,14 +32,20 @@ def declare_lost(db: StudyDB, study: Study, lost_after: float, *, observer: str,
     Must run inside a transaction (``db.transact``). Runs owned by
     ``skip_launcher`` (the caller's own) are left alone. Returns how many runs
     were declared lost.
+
+    Silences are counted from the observer's (re)connection at the earliest:
+    after the server was restarted, every heartbeat is old, and the runs'
+    launchers need ``lost_after`` seconds to write one again.
     """
     stamp = now()
+    connected_at = getattr(db.db.storage, "connected_at", None)
     limit = _dt.timedelta(seconds=lost_after)
+    if connected_at is not None and stamp - connected_at <= limit:
+        return 0
     launchers = db.launchers()
     count = 0
     for state in (LAUNCHED, RUNNING):
-        for rid in list(study.ids_in_state(state)):
-            run = study.runs[rid]
+        for run in list(study.ids_in_state(state).values()):
             if skip_launcher is not None and run.launcher == skip_launcher:
                 continue
             last = last_sign_of_life(run, launchers.get(run.launcher))

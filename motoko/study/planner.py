@@ -8,6 +8,11 @@ candidate set as it is and marks the plan inexact, so that the remaining
 candidates are loaded (prefetched in one round of requests) and checked with
 the query's own predicate. An indexed select therefore never loads a run it
 does not return.
+
+The state and run-name indexes hold the runs themselves, so a plan answered
+by them also knows where to find its runs (``Plan.sources``) without looking
+each one up in the study's ``runs`` tree, whose buckets a scattered set of
+ids would load one by one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from BTrees.IIBTree import IITreeSet, intersection, multiunion
+from BTrees.IOBTree import IOBTree
 
+from motoko.study.prefetch import prefetch, prefetch_buckets
 from motoko.study.query import And, Compare, Not, Or, Query, TrueNode, parse_query
 
 if TYPE_CHECKING:
@@ -32,10 +39,15 @@ _REGEX_OPS = {"~", "~*"}
 
 @dataclass
 class Plan:
-    """Candidate run ids (None: every run) and whether they are the exact answer."""
+    """Candidate run ids (None: every run) and whether they are the exact answer.
+
+    ``sources``, when known, are index trees (run id → run) that together
+    hold every candidate.
+    """
 
     ids: Any  # IITreeSet | None
     exact: bool
+    sources: list[IOBTree] | None = None
 
 
 def compile_for(study: Study, constraints: Any) -> Query:
@@ -50,30 +62,42 @@ def select_runs(db: StudyDB, study: Study, constraints: Any) -> list[Run]:
     """Return the runs of ``study`` matching ``constraints``, in id order."""
     query = compile_for(study, constraints)
     plan = plan_query(study, query.root)
-    runs_tree = study.runs
     if plan.ids is None:
-        candidates: Iterable[int] = runs_tree.keys()
+        prefetch_buckets(study.runs)
+        runs = list(study.runs.values())
     else:
-        candidates = plan.ids
-    found = [runs_tree.get(rid) for rid in candidates]
-    runs = [r for r in found if r is not None]
+        if not plan.sources:
+            prefetch_buckets(study.runs, keys=list(plan.ids))
+        runs = _materialize(plan.ids, plan.sources or [], study.runs)
+    # Whoever selected runs reads them next: ask for all of them at once now
+    # (ZEO answers in the background) rather than one round trip per run.
+    prefetch(runs)
     if plan.exact:
         return runs
     needs_jobs = any(f.table == "jobs" for f in query.fields())
-    _prefetch(db, runs)
     if needs_jobs:
         jobs_tree = study.jobs
+        prefetch_buckets(jobs_tree, keys=sorted({r.job_id for r in runs}))
         jobs = {r.job_id: jobs_tree.get(r.job_id) for r in runs}
-        _prefetch(db, [j for j in jobs.values() if j is not None])
+        prefetch([j for j in jobs.values() if j is not None])
         return [r for r in runs if query.matches(r, jobs.get(r.job_id))]
     return [r for r in runs if query.matches(r, None)]
 
 
-def _prefetch(db: StudyDB, objects: list[Any]) -> None:
-    """Ask ZEO for every ghost at once instead of one round trip per object."""
-    ghosts = [o._p_oid for o in objects if o._p_changed is None and o._p_oid is not None]
-    if len(ghosts) > 8:
-        db.conn.prefetch(ghosts)
+def _materialize(ids: Iterable[int], sources: list[IOBTree], runs_tree: IOBTree) -> list[Run]:
+    """The runs with these ids, in id order, taken from ``sources`` first."""
+    out = []
+    for rid in ids:
+        run = None
+        for source in sources:
+            run = source.get(rid)
+            if run is not None:
+                break
+        if run is None:
+            run = runs_tree.get(rid)
+        if run is not None:
+            out.append(run)
+    return out
 
 
 def plan_query(study: Study, node: Any) -> Plan:
@@ -81,6 +105,9 @@ def plan_query(study: Study, node: Any) -> Plan:
     if isinstance(node, TrueNode):
         return Plan(None, True)
     if isinstance(node, Compare):
+        sources = _index_sources(study, node)
+        if sources is not None:
+            return Plan(_ids_of(sources), True, sources)
         ids = _index_lookup(study, node)
         return Plan(None, False) if ids is None else Plan(ids, True)
     if isinstance(node, And):
@@ -89,7 +116,10 @@ def plan_query(study: Study, node: Any) -> Plan:
         plans = [plan_query(study, item) for item in node.items]
         if any(p.ids is None for p in plans):
             return Plan(None, False)
-        return Plan(multiunion([p.ids for p in plans]), all(p.exact for p in plans))
+        sources = None
+        if all(p.sources is not None for p in plans):
+            sources = [tree for p in plans for tree in p.sources or ()]
+        return Plan(multiunion([p.ids for p in plans]), all(p.exact for p in plans), sources)
     if isinstance(node, Not):
         return Plan(None, False)
     return Plan(None, False)
@@ -98,16 +128,20 @@ def plan_query(study: Study, node: Any) -> Plan:
 def _plan_and(study: Study, node: And) -> Plan:
     ids = None
     exact = True
+    sources: list[IOBTree] | None = None
     items, merged = _merge_ranges(study, node.items)
     for job_ids in merged:
-        runs = study.runs_of_jobs(job_ids)
+        runs = _runs_of_jobs(study, job_ids)
         ids = runs if ids is None else intersection(ids, runs)
     for item in items:
         plan = plan_query(study, item)
         exact = exact and plan.exact
         if plan.ids is not None:
             ids = plan.ids if ids is None else intersection(ids, plan.ids)
-    return Plan(ids, exact)
+        # Any conjunct's sources hold the intersection; fewer trees is better.
+        if plan.sources is not None and (sources is None or len(plan.sources) < len(sources)):
+            sources = plan.sources
+    return Plan(ids, exact, sources)
 
 
 def _merge_ranges(study: Study, items: tuple[Any, ...]) -> tuple[list[Any], list[Any]]:
@@ -142,25 +176,46 @@ def _merge_ranges(study: Study, items: tuple[Any, ...]) -> tuple[list[Any], list
                     value = min(value, bounds["max"])
                 bounds[key] = value
         try:
-            merged.append(IITreeSet(j for _, j in study.job_values[name].keys(**bounds)))
+            pairs = study.job_values[name]
+            prefetch_buckets(pairs, low=bounds.get("min"), high=bounds.get("max"))
+            merged.append(IITreeSet(j for _, j in pairs.keys(**bounds)))
         except TypeError:
             rest.extend(nodes)
     return rest, merged
+
+
+def _runs_of_jobs(study: Study, jobs: Any) -> IITreeSet:
+    """The ids of the runs of these jobs (their ``job_runs`` buckets fetched at once)."""
+    wanted = sorted(jobs)
+    prefetch_buckets(study.job_runs, keys=wanted)
+    return study.runs_of_jobs(wanted)
+
+
+def _index_sources(study: Study, node: Compare) -> list[IOBTree] | None:
+    """The state / run-name index trees answering one comparison, or None."""
+    field = node.field
+    if field.table != "runs" or field.name not in ("state", "run_name"):
+        return None
+    return _from_mapping(study.by_state if field.name == "state" else study.by_run_name, node)
+
+
+def _ids_of(trees: list[IOBTree]) -> IITreeSet:
+    for tree in trees:
+        prefetch_buckets(tree)
+    if len(trees) == 1:
+        return IITreeSet(trees[0].keys())
+    return multiunion([IITreeSet(tree.keys()) for tree in trees])
 
 
 def _index_lookup(study: Study, node: Compare) -> Any:
     """Run ids answering one comparison exactly, or None if no index can."""
     field = node.field
     if field.table == "runs":
-        if field.name == "state":
-            return _from_mapping(study.by_state, node)
-        if field.name == "run_name":
-            return _from_mapping(study.by_run_name, node)
         if field.name == "id":
             return _from_keys(study.runs, node)
         if field.name == "job_id":
             jobs = _from_keys(study.job_runs, node)
-            return None if jobs is None else study.runs_of_jobs(jobs)
+            return None if jobs is None else _runs_of_jobs(study, jobs)
         return None
     if field.table == "jobs":
         if field.name == "id":
@@ -170,26 +225,27 @@ def _index_lookup(study: Study, node: Compare) -> Any:
             if pairs is None or field.type is None or not field.type.scalar:
                 return None
             jobs = _from_pairs(pairs, node)
-        return None if jobs is None else study.runs_of_jobs(jobs)
+        return None if jobs is None else _runs_of_jobs(study, jobs)
     return None
 
 
-def _from_mapping(index: Any, node: Compare) -> Any:
-    """state / run_name: an OOBTree value → IITreeSet(run ids)."""
+def _from_mapping(index: Any, node: Compare) -> list[IOBTree] | None:
+    """state / run_name: the trees (run id → run) of the matching index keys."""
     op, value = node.op, node.value
     try:
         if op == "=":
-            return IITreeSet(index.get(value) or ())
+            tree = index.get(value)
+            return [tree] if tree is not None else []
         if op == "in":
-            return multiunion([index[v] for v in value if v in index])
+            return [index[v] for v in value if v in index]
         bounds = _bounds(op, value)
         if bounds is not None:
-            return multiunion(list(index.values(**bounds)))
+            return list(index.values(**bounds))
     except TypeError:  # incomparable key types: let the filter decide
         return None
     if op in _REGEX_OPS:
         pattern = _pattern(op, value)
-        return multiunion([ids for key, ids in index.items() if pattern.search(str(key))])
+        return [runs for key, runs in index.items() if pattern.search(str(key))]
     return None
 
 
@@ -215,11 +271,13 @@ def _from_pairs(pairs: Any, node: Compare) -> Any:
     op, value = node.op, node.value
     try:
         if op == "=":
+            prefetch_buckets(pairs, low=(value, _LOW), high=(value, _HIGH))
             return IITreeSet(j for _, j in pairs.keys(min=(value, _LOW), max=(value, _HIGH)))
         if op == "in":
             return IITreeSet(j for v in value for _, j in pairs.keys(min=(v, _LOW), max=(v, _HIGH)))
         bounds = _pair_bounds(op, value)
         if bounds is not None:
+            prefetch_buckets(pairs, low=bounds.get("min"), high=bounds.get("max"))
             return IITreeSet(j for _, j in pairs.keys(**bounds))
     except TypeError:
         return None

@@ -545,16 +545,23 @@ class Run(persistent.Persistent):
         """Merge two concurrent changes of the same run, attribute by attribute.
 
         Raises:
-            ConflictError: when both changed the same attribute differently, or
-                both touched an exclusive one (state, launcher, attempt).
+            ConflictError: when both changed the same attribute differently,
+                both touched an exclusive one (state, launcher, attempt), or
+                the committed change requeued the run (a new attempt).
         """
         merged = dict(committed)
+        # A requeue is a barrier: a change made while the run was in its
+        # previous attempt (by a process that outlived its launcher, say)
+        # must not slip into the new attempt unnoticed.
+        requeued = not _same(committed.get("attempt", _MISSING), old.get("attempt", _MISSING))
         for key in set(old) | set(committed) | set(new):
             o, c, n = old.get(key, _MISSING), committed.get(key, _MISSING), new.get(key, _MISSING)
             mine = not _same(n, o)
             theirs = not _same(c, o)
             if not mine:
                 continue
+            if requeued:
+                raise ConflictError(f"run attribute {key!r} changed while the run was requeued")
             if theirs and (key in _EXCLUSIVE or not _same(n, c)):
                 raise ConflictError(f"both changed run attribute {key!r}")
             if n is _MISSING:

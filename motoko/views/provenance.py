@@ -176,13 +176,11 @@ def step_states(workflow: Any, graph: nx.DiGraph, run_name: str | None) -> nx.Di
     counts: dict[str, dict[str, int]] = {name: {} for name in graph}
     for name in workflow.task_managers:
         study = workflow.db_for(name).study(name)
-        ids = study.by_run_name.get(run_name) if run_name is not None else None
-        if ids is None:
+        named = study.by_run_name.get(run_name) if run_name is not None else None
+        if named is None:
             continue
-        runs = study.runs
-        for rid in ids:
-            run = runs.get(rid)
-            if run is not None and run.event_name in counts:
+        for run in named.values():
+            if run.event_name in counts:
                 step_counts = counts[run.event_name]
                 step_counts[run.state] = step_counts.get(run.state, 0) + 1
     for name, data in graph.nodes(data=True):

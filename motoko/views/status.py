@@ -136,9 +136,9 @@ def collect_status(
         study = db.study(name)
         rows.append(StudyStatus(name, study.counts(), str(db.address)))
         for state in ("RUNNING", "LAUNCHED"):
-            active += [RunLine.of(study.runs[rid]) for rid in study.ids_in_state(state)]
+            active += [RunLine.of(run) for run in study.ids_in_state(state).values()]
         for state in FAILURE_STATES:
-            failed += [RunLine.of(study.runs[rid]) for rid in study.ids_in_state(state)]
+            failed += [RunLine.of(run) for run in study.ids_in_state(state).values()]
     oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
     active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
