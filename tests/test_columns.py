@@ -18,9 +18,9 @@ from ZODB.POSException import ConflictError
 
 from motoko.study.columns import MAX_TEXT, OTHER, PAGE_SIZE, ColumnPage
 from motoko.study.database import StudyDB
-from motoko.study.planner import compile_for, plan_query
-from motoko.study.records import MOTOKO_ATTRIBUTES, FINISHED, LAUNCHED
 from motoko.study.fields import BUILTIN_RUN_FIELDS
+from motoko.study.planner import compile_for, plan_query
+from motoko.study.records import FINISHED, LAUNCHED, MOTOKO_ATTRIBUTES
 from motoko.study.schema import parse_schema
 from motoko.study.server import ensure_server
 

@@ -291,6 +291,7 @@ def test_version_1_database_is_migrated_on_open_and_nothing_is_lost(db, address,
             for key, runs in getattr(study, name).items():
                 old[key] = IITreeSet(runs.keys())
             setattr(study, name, old)
+        del study.columns
         db.conn.root()["motoko_version"] = 1
 
     db.transact(make_version_1)
@@ -302,6 +303,8 @@ def test_version_1_database_is_migrated_on_open_and_nothing_is_lost(db, address,
         assert len(reopened.select("demo", "run_name = other")) == 2
         assert len(reopened.select("demo", "state = CREATED, run_name = r1")) == 4
         assert reopened.run("demo", pairs[2][0].id).y == "kept"
+        assert [r.id for r in reopened.select("demo", "runs.y = kept")] == [pairs[2][0].id]
+        assert "y" in study.columns and "compiler" in study.columns
     assert "migrated" in caplog.text and "study demo" in caplog.text
 
 

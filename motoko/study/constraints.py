@@ -83,8 +83,13 @@ def _getter(field: Field) -> Callable[[Any, Any], Any]:
     return lambda run, job: getattr(run, name, None)
 
 
-def _predicate(op: str, value: Any) -> tuple[Callable[[Any], Any], bool]:
-    """Return the test of a present value and the result for a missing one."""
+def predicate(op: str, value: Any) -> tuple[Callable[[Any], Any], bool]:
+    """Return the test of a present value and the result for a missing one.
+
+    The test may raise TypeError or ValueError (``"abc" < 2``): that value
+    does not match. Column scans (:mod:`motoko.study.columns`) use the same
+    test as run-by-run filtering, so both answer alike.
+    """
     if op in REGEX_OPERATORS:
         search = compile_pattern(value, op.endswith("*")).search
         if op.startswith("!"):
@@ -117,7 +122,7 @@ def _predicate(op: str, value: Any) -> tuple[Callable[[Any], Any], bool]:
 def _build_test(field: Field, op: str, value: Any) -> Callable[[Any, Any], bool]:
     """Build the closure ``Compare.matches`` calls: all decisions made up front."""
     get = _getter(field)
-    check, if_missing = _predicate(op, value)
+    check, if_missing = predicate(op, value)
 
     def test(run: Any, job: Any) -> bool:
         actual = get(run, job)

@@ -31,10 +31,13 @@ from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree, OOTreeSet
 
 from motoko.errors import TransitionError
+from motoko.study.columns import check as check_columns
+from motoko.study.columns import forget, record
 from motoko.study.records import (
     CREATED,
     FAILURE,
     LAUNCHED,
+    MOTOKO_ATTRIBUTES,
     RUNNING,
     STATES,
     TERMINAL,
@@ -118,6 +121,8 @@ class Study(persistent.Persistent):
         # loads a few buckets instead of one object per matching value.
         self.job_runs: IOBTree = IOBTree()  # job id → tuple(run ids)
         self.job_values: OOBTree = OOBTree()  # field → OOTreeSet((value, job id))
+        # run attribute → IOBTree(page → ColumnPage): see motoko.study.columns.
+        self.columns: OOBTree = OOBTree()
         self.job_counter = Counter()
         self.run_counter = Counter()
 
@@ -270,6 +275,7 @@ class Study(persistent.Persistent):
         key = getattr(run, "_key", None)
         if key is not None and self.run_keys.get(key) == rid:
             del self.run_keys[key]
+        forget(self.columns, rid, [name for name in run.__dict__ if not name.startswith("_")])
         del self.runs[rid]
 
     def cancel(self, run: Run) -> bool:
@@ -325,6 +331,7 @@ class Study(persistent.Persistent):
                 value = getattr(run, attribute)
                 if seen.get(rid) != value:
                     problems.append(f"run {rid} has {label} {value} but is indexed under {seen.get(rid)}")
+        problems += check_columns(self.columns, self.runs, MOTOKO_ATTRIBUTES)
         return problems
 
 
@@ -361,11 +368,15 @@ def migrate(root: Any) -> list[str]:
         for name, study in root["motoko_studies"].items():
             study.by_state = OOBTree()
             study.by_run_name = OOBTree()
+            study.columns = OOBTree()
             for run in study.runs.values():
                 _add(study.by_state, run._state, run)
                 if run.run_name is not None:
                     _add(study.by_run_name, run.run_name, run)
-            done.append(f"study {name}: state and run-name indexes now hold the runs")
+                for attribute, value in run.__dict__.items():
+                    if not attribute.startswith("_") and attribute not in MOTOKO_ATTRIBUTES:
+                        record(study.columns, attribute, run.id, value)
+            done.append(f"study {name}: state and run-name indexes hold the runs; run attributes have columns")
         root["motoko_version"] = 2
     return done
 

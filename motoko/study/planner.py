@@ -22,9 +22,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from BTrees.IIBTree import IITreeSet, intersection, multiunion
+from BTrees.IIBTree import IITreeSet, difference, intersection, multiunion, union
 from BTrees.IOBTree import IOBTree
 
+from motoko.study.columns import scan
+from motoko.study.constraints import predicate
 from motoko.study.prefetch import prefetch, prefetch_buckets
 from motoko.study.query import And, Compare, Not, Or, Query, TrueNode, parse_query
 
@@ -108,6 +110,9 @@ def plan_query(study: Study, node: Any) -> Plan:
         sources = _index_sources(study, node)
         if sources is not None:
             return Plan(_ids_of(sources), True, sources)
+        column_plan = _column_plan(study, node)
+        if column_plan is not None:
+            return column_plan
         ids = _index_lookup(study, node)
         return Plan(None, False) if ids is None else Plan(ids, True)
     if isinstance(node, And):
@@ -121,8 +126,38 @@ def plan_query(study: Study, node: Any) -> Plan:
             sources = [tree for p in plans for tree in p.sources or ()]
         return Plan(multiunion([p.ids for p in plans]), all(p.exact for p in plans), sources)
     if isinstance(node, Not):
+        inner = plan_query(study, node.item)
+        if inner.exact and inner.ids is not None:
+            return Plan(difference(_all_ids(study), inner.ids), True)
         return Plan(None, False)
     return Plan(None, False)
+
+
+def _all_ids(study: Study) -> IITreeSet:
+    prefetch_buckets(study.runs)
+    return IITreeSet(study.runs.keys())
+
+
+def _column_plan(study: Study, node: Compare) -> Plan | None:
+    """Answer a comparison on a ``run:`` field or free attribute from its column.
+
+    Exact, unless some runs hold a value the column does not copy (a list, a
+    date...): those become candidates, checked run by run.
+    """
+    from motoko.study.records import MOTOKO_ATTRIBUTES
+
+    field = node.field
+    if not (field.table == "free" or (field.table == "runs" and field.name not in MOTOKO_ATTRIBUTES)):
+        return None
+    columns = getattr(study, "columns", None)
+    if columns is None:
+        return None
+    check, if_missing = predicate(node.op, node.value)
+    matching, unsure, present = scan(columns.get(field.name), check)
+    ids = union(matching, unsure)
+    if if_missing:  # runs without the attribute match too ("runs.x != 3")
+        ids = union(ids, difference(_all_ids(study), present))
+    return Plan(ids, not len(unsure))
 
 
 def _plan_and(study: Study, node: And) -> Plan:

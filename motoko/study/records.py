@@ -28,6 +28,8 @@ from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
+from motoko.study.columns import record as record_column
+
 if TYPE_CHECKING:
     import pandas
 
@@ -187,6 +189,23 @@ class Run(persistent.Persistent):
         self.created = now()
         for name, value in fields.items():
             setattr(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name[0] != "_" and name not in MOTOKO_ATTRIBUTES:
+            self._write_column(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        if name[0] != "_" and name not in MOTOKO_ATTRIBUTES:
+            self._write_column(name, None)
+
+    def _write_column(self, name: str, value: Any) -> None:
+        """Keep the study's column of this attribute equal to the run (see :mod:`~motoko.study.columns`)."""
+        study = self._study
+        columns = getattr(study, "columns", None) if study is not None else None
+        if columns is not None:
+            record_column(columns, name, self.id, value)
 
     # -- identity ---------------------------------------------------------
 
@@ -572,6 +591,10 @@ class Run(persistent.Persistent):
 
 
 _MISSING = object()
+
+#: Run attributes motoko itself keeps (and their indexes, if any): everything
+#: else a run holds, its ``run:`` fields and free attributes, has a column.
+MOTOKO_ATTRIBUTES = frozenset({"id", *(name for name in vars(Run) if not name.startswith("_"))})
 
 
 def _plain(values: Any) -> Any:
