@@ -27,7 +27,7 @@ from motoko.launch.executors.base import Launch
 from motoko.launch.executors.slurm import SlurmError, SlurmExecutor, run_script
 from motoko.launch.launcher import LauncherReport
 from motoko.study.database import StudyDB
-from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST
+from motoko.study.records import CANCELLED, FAILED, FINISHED, LAUNCHED, LOST
 from motoko.study.server import stop_server
 
 pytestmark = pytest.mark.slow
@@ -256,3 +256,26 @@ def test_time_limit_ends_the_run_failed_with_timeout(time_limited):
     run = run_of(db, rid)
     assert run.state == FAILED
     assert "TIMEOUT" in run.error and "time limit" in run.error
+
+
+def test_a_queued_job_stays_launched_until_slurm_starts_it(slurm, workdir):
+    config, db = setup(workdir, extra="slurm_options: ['--hold']\n")
+    (rid,) = create_runs(db, x=1)
+    background = Background(config, once=True)
+    held: list[str] = []
+
+    def find_held() -> bool:
+        out = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i|%r"], capture_output=True, text=True).stdout
+        held[:] = [line.split("|")[0] for line in out.split() if line.endswith("|JobHeldUser")]
+        return bool(held)
+
+    wait_for(find_held, 30, "the held job in SLURM's queue")
+    time.sleep(2.0)  # several polls see it PENDING
+    waiting = run_of(db, rid)
+    assert (waiting.state, waiting.started) == (LAUNCHED, None)
+    subprocess.run(["scontrol", "release", *held], check=True)
+    report = background.join(60)
+    assert report.finished == 1
+    run = run_of(db, rid)
+    assert run.state == FINISHED
+    assert run.started is not None and waiting.launched < run.started <= run.finished

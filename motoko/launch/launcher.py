@@ -289,6 +289,10 @@ class Launcher:
     def _drain_outcomes(self) -> list[Outcome]:
         """Outcomes not yet recorded; they stay queued until a cycle commits them."""
         queue = self.executor.outcomes
+        # Starts first: a run that started and ended between two cycles is
+        # marked RUNNING before it is settled, so it keeps its start time.
+        self._started.extend(self.executor.started)
+        self.executor.started.clear()
         while not queue.empty():
             self._unsettled.append(queue.get_nowait())
         return list(self._unsettled)
@@ -483,7 +487,8 @@ class Launcher:
                 if self._wake is not None:
                     self._wake.set()
                 continue
-            self._started.append((item.study, item.run_id))
+            if not self.executor.reports_start:
+                self._started.append((item.study, item.run_id))
 
     def _prepare(self, item: Claimed) -> Launch:
         schema = self.studies[item.study]

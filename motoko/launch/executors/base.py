@@ -124,11 +124,18 @@ class Executor(abc.ABC):
     """
 
     name = "executor"
+    #: False: a submitted run is executing at once. True: the engine may
+    #: queue it first (a batch scheduler), and the executor calls
+    #: :meth:`report_started` when it really starts, so that the run stays
+    #: LAUNCHED, not RUNNING, while it waits in the queue.
+    reports_start = False
 
     def __init__(self, max_parallel: int):
         self.max_parallel = max(1, int(max_parallel))
         self.outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self.running: dict[tuple[str, int], str] = {}
+        #: Runs that started since the launcher last looked (see :attr:`reports_start`).
+        self.started: list[tuple[str, int]] = []
         #: Set by the launcher: an event to set whenever an outcome is queued.
         self.wake: asyncio.Event | None = None
 
@@ -136,6 +143,12 @@ class Executor(abc.ABC):
         """Queue an outcome and wake the launcher."""
         self.running.pop(outcome.key, None)
         self.outcomes.put_nowait(outcome)
+        if self.wake is not None:
+            self.wake.set()
+
+    def report_started(self, key: tuple[str, int]) -> None:
+        """Say that a submitted run left the engine's queue and executes now."""
+        self.started.append(key)
         if self.wake is not None:
             self.wake.set()
 

@@ -11,7 +11,8 @@ Submitting
 
 Tracking
     A background task asks ``squeue`` (one call for all our jobs) every
-    ``poll`` seconds. ``--states=all`` keeps ended jobs visible for the
+    ``poll`` seconds. A run stays LAUNCHED while its job waits in the queue
+    and becomes RUNNING once squeue shows it started. ``--states=all`` keeps ended jobs visible for the
     cluster's ``MinJobAge``, so their final state (COMPLETED, TIMEOUT,
     CANCELLED, PREEMPTED, NODE_FAIL...) is known without accounting. The
     ``exit_code`` file gives the exit status, so even a cluster without
@@ -60,6 +61,8 @@ EXIT_FILE_GRACE = 5.0
 #: Job ids per squeue/sacct call (one argument must stay under 128 KiB).
 _IDS_PER_CALL = 2000
 
+#: squeue states of a job that has not started executing yet.
+_WAITING = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
 _ENDED = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
     "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
@@ -114,6 +117,7 @@ class _Task:
     log_file: Path | None = None  # SLURM's own output (slurmstepd's messages)
     raw_id: str | None = None  # an array task's own job id (what sacct -c knows)
     missing: int = 0  # consecutive polls without the job in squeue
+    started: bool = False  # squeue showed it out of the queue (or it wrote its exit code)
     ended_at: float | None = None  # when squeue said it ended without an exit_code
 
     @property
@@ -147,6 +151,7 @@ class SlurmExecutor(Executor):
     """
 
     name = "slurm"
+    reports_start = True
 
     def __init__(
         self,
@@ -334,6 +339,8 @@ class SlurmExecutor(Executor):
         task.missing = 0
         state, reason, raw_id = row
         task.raw_id = raw_id or task.raw_id
+        if state not in _WAITING:
+            self._started_task(task)
         if state in _ENDED:
             self._ended(task, state, reason)
         return True
@@ -390,10 +397,17 @@ class SlurmExecutor(Executor):
             outcome.stderr_tail = _failure_tail(task)
         return outcome
 
+    def _started_task(self, task: _Task) -> None:
+        if not task.started:
+            task.started = True
+            self.report_started(task.launch.key)
+
     def _settle(self, task: _Task, outcome: Outcome) -> None:
         key = task.launch.key
         if self._tasks.pop(key, None) is None:
             return  # already reported
+        if outcome.exit_code is not None:  # it ran, even if no poll saw it running
+            self._started_task(task)
         if task.job is not None:
             tasks = self._jobs.get(task.job, [])
             with contextlib.suppress(ValueError):
