@@ -191,8 +191,8 @@ class Run(persistent.Persistent):
             setattr(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if name[0] != "_" and name not in MOTOKO_ATTRIBUTES:
+        _persistent_setattr(self, name, value)
+        if name not in MOTOKO_ATTRIBUTES and name[0] != "_":
             self._write_column(name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -591,6 +591,7 @@ class Run(persistent.Persistent):
 
 
 _MISSING = object()
+_persistent_setattr = persistent.Persistent.__setattr__
 
 #: Run attributes motoko itself keeps (and their indexes, if any): everything
 #: else a run holds, its ``run:`` fields and free attributes, has a column.
