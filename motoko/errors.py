@@ -14,7 +14,8 @@ Failed *work* (runs that ended FAILED) is not a user error: it is reported by
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -238,3 +239,160 @@ class RunsFailed(MotokoError, RuntimeError):
             f"{len(failures)} run(s) failed: " + "; ".join(parts) + more,
             hint="see the run's stderr with `motoko runs tail ID --file stderr`",
         )
+
+
+class WorkflowAborted(WorkflowError):
+    """An error handler fired: the workflow ends with an error."""
+
+    exit_code = 1
+
+
+# -- run handles and waiting -----------------------------------------------------------
+
+
+class HandleError(MotokoError, ValueError):
+    """A run handle used in a way that cannot work.
+
+    ``rl.run`` on a RunList of several runs, or ``RunList.open`` on a file
+    that is not a saved RunList.
+    """
+
+
+class EventLoopError(MotokoError, RuntimeError):
+    """A blocking call (``rl.result()``, ``for ... in rl.as_completed()``) inside a running event loop.
+
+    Blocking there would freeze every other coroutine of the loop, including
+    the ones the wait depends on; the message names the ``await`` form.
+
+    Attributes:
+        call: The blocking call that was refused.
+        instead: What to write instead.
+    """
+
+    def __init__(self, call: str, instead: str):
+        self.call = call
+        self.instead = instead
+        super().__init__(f"{call} cannot block inside a running event loop", hint=f"use `{instead}` in async code")
+
+
+# -- views: plots, export and import, graphs, scaffolding ------------------------------
+
+
+class PlotError(MotokoError, ValueError):
+    """A plot cannot be drawn as asked (no run has the quantity, unknown x field)."""
+
+
+class DumpError(MotokoError, ValueError):
+    """A file given to ``motoko import`` is not a motoko export (or of another version)."""
+
+
+class ImportConflict(MotokoError, ValueError):
+    """An import would overwrite a job or run that holds different data.
+
+    Attributes:
+        study: The study imported into.
+        ids: The run (or job) ids in the way.
+    """
+
+    def __init__(self, message: str, *, study: str, ids: Sequence[int], hint: str):
+        self.study = study
+        self.ids = list(ids)
+        super().__init__(message, hint=hint)
+
+
+class ExportError(MotokoError, ValueError):
+    """Runs cannot be exported as asked (unknown quantity, missing library...)."""
+
+
+class GraphRenderError(MotokoError, RuntimeError):
+    """A graph could not be drawn (graphviz failed, nothing to draw)."""
+
+
+class ScaffoldError(MotokoError, FileExistsError):
+    """``motoko init`` would overwrite files that differ from what it writes.
+
+    Attributes:
+        paths: The files in the way.
+    """
+
+    def __init__(self, paths: list[Path], directory: Path):
+        self.paths = paths
+        shown = ", ".join(str(p.relative_to(directory)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+        super().__init__(
+            f"{directory} already has files that `motoko init` would overwrite: {shown}",
+            hint="choose a new directory, or move these files away",
+        )
+
+
+# -- run directories and executors -----------------------------------------------------
+
+
+class RunFileNotFound(MotokoError, FileNotFoundError):
+    """A run's directory or one of its files does not exist (yet, or on this host).
+
+    Attributes:
+        run: ``"study.id"`` of the run.
+        name: The file asked for, or None for the directory itself.
+    """
+
+    def __init__(self, run: str, name: str | None, message: str, *, hint: str | None = None):
+        self.run = run
+        self.name = name
+        super().__init__(message, hint=hint)
+
+
+class SlurmError(MotokoError, RuntimeError):
+    """A SLURM command failed (sbatch refused a job, squeue cannot reach the controller).
+
+    Attributes:
+        command: The command that failed.
+        stderr: What it printed on stderr.
+    """
+
+    def __init__(self, command: Sequence[str], stderr: str, *, hint: str | None = None):
+        self.command = list(command)
+        self.stderr = stderr.strip()
+        detail = self.stderr.splitlines()[-1] if self.stderr else "no message"
+        super().__init__(
+            f"{command[0]} failed: {detail}",
+            hint=hint or "check the sbatch options (slurm_options in motoko.yaml or bd.yaml) and `sinfo`",
+        )
+
+
+class DaskError(MotokoError, ConnectionError):
+    """The Dask scheduler cannot be reached, or the local cluster cannot start."""
+
+
+# -- staging ---------------------------------------------------------------------------
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """Return ``repr(value)`` cut to ``limit`` characters, so huge values keep messages short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
+
+
+class UnsafeValueError(StagingError):
+    """A value that cannot be placed at a marker without changing the file's meaning.
+
+    Attributes:
+        field: The marker's name (a job or run field).
+        value: The offending value.
+        source: The file being staged.
+        line: 1-based line of the marker.
+    """
+
+    def __init__(self, field: str, value: Any, source: str, line: int, why: str, hint: str):
+        self.field = field
+        self.value = value
+        self.source = source
+        self.line = line
+        self.why = why
+        super().__init__(
+            f"value {_short(value)} of {field!r} {why}", where=f"{source}:{line}", hint=hint
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the error intact across processes (executors may pickle it).
+        args = (self.field, self.value, self.source, self.line, self.why, self.hint or "")
+        return (type(self), args)

@@ -26,7 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import WorkflowError
+from motoko.errors import (
+    WorkflowAborted,  # noqa: F401 (defined there, importable from here)
+    WorkflowError,
+)
 from motoko.flow.task_manager import current_event, current_parents
 
 if TYPE_CHECKING:
@@ -108,12 +111,6 @@ class Action:
     get_params: Callable[[], Any] | None
     kind: str
     error_handler: bool = False
-
-
-class WorkflowAborted(WorkflowError):
-    """An error handler fired: the workflow ends with an error."""
-
-    exit_code = 1
 
 
 class EventsMixin:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from motoko.flow.waiting import HandleError
+from motoko.errors import HandleError
 
 #: Marks a JSON file written by ``RunList.save``, with its format version.
 SAVED_KIND = "motoko.RunList"

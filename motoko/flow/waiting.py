@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ZEO.Exceptions import ClientDisconnected
 
-from motoko.errors import MotokoError, WaitTimeout
+from motoko.errors import EventLoopError, HandleError, WaitTimeout  # noqa: F401 (defined there, importable from here)
 from motoko.study.records import (
     ACTIVE,
     CANCELLED,
@@ -38,31 +38,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Pair = tuple[Run, Job]
 _NEVER = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
-
-
-class EventLoopError(MotokoError, RuntimeError):
-    """A blocking call (``rl.result()``, ``for ... in rl.as_completed()``) inside a running event loop.
-
-    Blocking there would freeze every other coroutine of the loop, including
-    the ones the wait depends on; the message names the ``await`` form.
-
-    Attributes:
-        call: The blocking call that was refused.
-        instead: What to write instead.
-    """
-
-    def __init__(self, call: str, instead: str):
-        self.call = call
-        self.instead = instead
-        super().__init__(f"{call} cannot block inside a running event loop", hint=f"use `{instead}` in async code")
-
-
-class HandleError(MotokoError, ValueError):
-    """A run handle used in a way that cannot work.
-
-    ``rl.run`` on a RunList of several runs, or ``RunList.open`` on a file
-    that is not a saved RunList.
-    """
 
 
 def is_done(run: Run) -> bool:

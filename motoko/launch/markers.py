@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from motoko.errors import StagingError
+from motoko.errors import (
+    UnsafeValueError,  # noqa: F401 (defined there, importable from here)
+)
 
 __all__ = [
     "MARKER_PREFIX",
@@ -33,38 +35,6 @@ MARKER_PREFIX = "__BLACKDYNAMITE__"
 
 MARKER_RE = re.compile(r"__BLACKDYNAMITE__([A-Za-z_][A-Za-z0-9_]*?)__")
 _PLAIN_RE = re.compile(r"[A-Za-z0-9_.+\-:/@%, =]*")
-
-
-class UnsafeValueError(StagingError):
-    """A value that cannot be placed at a marker without changing the file's meaning.
-
-    Attributes:
-        field: The marker's name (a job or run field).
-        value: The offending value.
-        source: The file being staged.
-        line: 1-based line of the marker.
-    """
-
-    def __init__(self, field: str, value: Any, source: str, line: int, why: str, hint: str):
-        self.field = field
-        self.value = value
-        self.source = source
-        self.line = line
-        self.why = why
-        super().__init__(
-            f"value {_short(value)} of {field!r} {why}", where=f"{source}:{line}", hint=hint
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keeps the error intact across processes (executors may pickle it).
-        args = (self.field, self.value, self.source, self.line, self.why, self.hint or "")
-        return (type(self), args)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """Return ``repr(value)`` cut to ``limit`` characters, so huge values keep messages short."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "...'"
 
 
 def line_of(text: str, pos: int) -> int:

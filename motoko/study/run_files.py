@@ -20,7 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from motoko.errors import MotokoError, did_you_mean
+from motoko.errors import (
+    RunFileNotFound,  # noqa: F401 (defined there, importable from here)
+    did_you_mean,
+)
 
 if TYPE_CHECKING:
     from motoko.study.records import Run
@@ -29,20 +32,6 @@ if TYPE_CHECKING:
 FOLLOW_INTERVAL = 0.2
 #: Bytes read backwards at a time when looking for the last lines.
 _CHUNK = 8192
-
-
-class RunFileNotFound(MotokoError, FileNotFoundError):
-    """A run's directory or one of its files does not exist (yet, or on this host).
-
-    Attributes:
-        run: ``"study.id"`` of the run.
-        name: The file asked for, or None for the directory itself.
-    """
-
-    def __init__(self, run: str, name: str | None, message: str, *, hint: str | None = None):
-        self.run = run
-        self.name = name
-        super().__init__(message, hint=hint)
 
 
 class RunFile(NamedTuple):

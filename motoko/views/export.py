@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import MotokoError
+from motoko.errors import DumpError, ExportError, ImportConflict  # noqa: F401 (defined there, importable from here)
 from motoko.study.records import ACTIVE, CREATED, LAUNCHED, Run
 
 if TYPE_CHECKING:
@@ -41,28 +41,6 @@ _NOT_COLUMNS = frozenset({"history", "launcher", "heartbeat", "exec", "workflow"
 FORMAT_NAME = "motoko-export"
 FORMAT_VERSION = 1
 TABLE_FORMATS = ("csv", "json", "parquet")
-
-
-class ExportError(MotokoError, ValueError):
-    """Runs cannot be exported as asked (unknown quantity, missing library...)."""
-
-
-class ImportConflict(MotokoError, ValueError):
-    """An import would overwrite a job or run that holds different data.
-
-    Attributes:
-        study: The study imported into.
-        ids: The run (or job) ids in the way.
-    """
-
-    def __init__(self, message: str, *, study: str, ids: Sequence[int], hint: str):
-        self.study = study
-        self.ids = list(ids)
-        super().__init__(message, hint=hint)
-
-
-class DumpError(MotokoError, ValueError):
-    """A file given to ``motoko import`` is not a motoko export (or of another version)."""
 
 
 # -- selections → rows ------------------------------------------------------------------------

@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from motoko.errors import MotokoError, did_you_mean
+from motoko.errors import (
+    PlotError,  # noqa: F401 (defined there, importable from here)
+    did_you_mean,
+)
 from motoko.study.records import Run
 
 #: Legend entries shown before "… and N more".
 MAX_LEGEND = 16
-
-
-class PlotError(MotokoError, ValueError):
-    """A plot cannot be drawn as asked (no run has the quantity, unknown x field)."""
 
 
 @dataclass

@@ -23,7 +23,10 @@ from typing import Any
 import click
 import networkx as nx
 
-from motoko.errors import MotokoError
+from motoko.errors import (
+    GraphRenderError,  # noqa: F401 (defined there, importable from here)
+    MotokoError,
+)
 from motoko.study.records import ACTIVE, CREATED, FINISHED, STATES
 
 #: Fill colours (light) and border colours (dark) per state, shared by DOT,
@@ -53,10 +56,6 @@ USER_FILL, USER_BORDER = "#ede3ff", "#7048c8"
 #: Terminal colours for text output.
 _TERMINAL = {"CREATED": "blue", "LAUNCHED": "cyan", "RUNNING": "yellow", "FINISHED": "green",
              "FAILED": "red", "LOST": "magenta", "CANCELLED": "bright_black"}
-
-
-class GraphRenderError(MotokoError, RuntimeError):
-    """A graph could not be drawn (graphviz failed, nothing to draw)."""
 
 
 def colours(state: str | None) -> tuple[str, str]:

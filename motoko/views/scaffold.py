@@ -13,23 +13,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from motoko.errors import MotokoError
-
-
-class ScaffoldError(MotokoError, FileExistsError):
-    """``motoko init`` would overwrite files that differ from what it writes.
-
-    Attributes:
-        paths: The files in the way.
-    """
-
-    def __init__(self, paths: list[Path], directory: Path):
-        self.paths = paths
-        shown = ", ".join(str(p.relative_to(directory)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
-        super().__init__(
-            f"{directory} already has files that `motoko init` would overwrite: {shown}",
-            hint="choose a new directory, or move these files away",
-        )
+from motoko.errors import (
+    MotokoError,
+    ScaffoldError,  # noqa: F401 (defined there, importable from here)
+)
 
 
 @dataclass

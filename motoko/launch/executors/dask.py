@@ -32,7 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from motoko.errors import ConfigError, MotokoError
+from motoko.errors import (
+    ConfigError,
+    DaskError,  # noqa: F401 (defined there, importable from here)
+    )
 from motoko.launch.executors.base import Executor, Launch, Outcome, tail
 
 log = logging.getLogger(__name__)
@@ -45,10 +48,6 @@ STARTED_FILE = "dask-task.json"
 DEFAULT_MAX_PARALLEL = 1000
 #: Seconds between checks of the cancel file, on the worker.
 CANCEL_POLL = 0.1
-
-
-class DaskError(MotokoError, ConnectionError):
-    """The Dask scheduler cannot be reached, or the local cluster cannot start."""
 
 
 # -- on the worker ------------------------------------------------------------------

@@ -41,7 +41,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from motoko.errors import ConfigError, MotokoError
+from motoko.errors import (
+    ConfigError,
+    MotokoError,
+    SlurmError,  # noqa: F401 (defined there, importable from here)
+)
 from motoko.launch.executors.base import Executor, Launch, Outcome, tail
 
 log = logging.getLogger(__name__)
@@ -87,24 +91,6 @@ _NOT_EXPORTED = {
     "BASH_VERSINFO", "EUID", "PPID", "UID", "GROUPS",
 }
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-class SlurmError(MotokoError, RuntimeError):
-    """A SLURM command failed (sbatch refused a job, squeue cannot reach the controller).
-
-    Attributes:
-        command: The command that failed.
-        stderr: What it printed on stderr.
-    """
-
-    def __init__(self, command: Sequence[str], stderr: str, *, hint: str | None = None):
-        self.command = list(command)
-        self.stderr = stderr.strip()
-        detail = self.stderr.splitlines()[-1] if self.stderr else "no message"
-        super().__init__(
-            f"{command[0]} failed: {detail}",
-            hint=hint or "check the sbatch options (slurm_options in motoko.yaml or bd.yaml) and `sinfo`",
-        )
 
 
 @dataclass
