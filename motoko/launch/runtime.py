@@ -72,7 +72,8 @@ class RunSession:
 
     def apply(self, change: Change, *, commit: bool = True) -> None:
         """Apply a change now and remember it until it is committed."""
-        change(self.run)
+        with self.db.journal.paused():  # this session replays its own journal
+            change(self.run)
         self.journal.append(change)
         if commit:
             self.commit()

@@ -40,6 +40,7 @@ from motoko.study.container import (  # noqa: F401 (re-exported: the database's 
     migrate,
 )
 from motoko.study.feed import ChangeFeed, FeedStorage
+from motoko.study.journal import Journal
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.server import Address, parse_address
@@ -120,6 +121,9 @@ class StudyDB:
         self.db = _open_db(storage, cache_size)
         self.tm = transaction.TransactionManager()
         self.conn = self.db.open(transaction_manager=self.tm)
+        #: Run changes made outside transact(), replayed after a conflict.
+        self.journal = Journal(self)
+        self.conn.motoko_journal = self.journal
         self._check_version()
 
     # -- life cycle -------------------------------------------------------------
@@ -182,11 +186,12 @@ class StudyDB:
 
         ``change`` must be safe to run again: after a conflict everything it
         did is rolled back and it is called anew on fresh data. Anything
-        uncommitted before the call is committed with it, unless ``fresh`` is
-        True: then pending changes are dropped and ``change`` first sees every
-        commit this client has been told of (ZODB fixes a connection's view
-        when a transaction begins, so a long-lived connection must begin anew
-        to see what changed since).
+        uncommitted before the call is committed with it (run changes are
+        replayed from the :attr:`journal` after a conflict), unless ``fresh``
+        is True: then pending changes are dropped and ``change`` first sees
+        every commit this client has been told of (ZODB fixes a connection's
+        view when a transaction begins, so a long-lived connection must begin
+        anew to see what changed since).
 
         Raises:
             ConflictRetriesExhausted: after ``attempts`` conflicts in a row.
@@ -197,18 +202,23 @@ class StudyDB:
             self.begin()
         for attempt in range(attempts):
             try:
-                result = change()
+                with self.journal.paused():
+                    result = change()
                 self.tm.commit()
+                self.journal.clear()
                 return result
             except ConflictError:
                 self.tm.abort()
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
+                self._replay_journal()
             except ClientDisconnected:
                 self.tm.abort()
                 self._wait_reconnect(attempt)
+                self._replay_journal()
             except BaseException:
                 self.tm.abort()
+                self.journal.clear()
                 raise
         raise ConflictRetriesExhausted(
             f"could not {what}: other processes kept changing the same records ({attempts} attempts)",
@@ -233,9 +243,55 @@ class StudyDB:
             hint="restart it with `motoko server start`",
         )
 
-    def commit(self) -> None:
-        """Commit pending changes (made outside :meth:`transact`)."""
-        self.tm.commit()
+    def _replay_journal(self) -> None:
+        """After an abort: begin anew and make the journalled run changes again.
+
+        If they cannot be made again (a true conflict), they are dropped.
+        """
+        if len(self.journal):
+            self.tm.begin()
+            self.journal.replay()
+
+    def commit(self, attempts: int = 20) -> None:
+        """Commit pending changes (made outside :meth:`transact`).
+
+        After a conflict, the journalled run changes (states, fields, free
+        attributes, requeues) are made again on fresh data and committed.
+
+        Raises:
+            ConflictRetriesExhausted: if another process changed the same
+                attribute of the same run meanwhile, ``attempts`` times, or
+                if changes that are not journalled met a conflict (they are
+                dropped and the error names it).
+        """
+        delay = 0.002
+        for _ in range(attempts):
+            try:
+                self.tm.commit()
+                self.journal.clear()
+                return
+            except ConflictError as exc:
+                self.tm.abort()
+                if not len(self.journal):
+                    raise ConflictRetriesExhausted(
+                        f"a change could not be saved because another process changed the same value: {exc}",
+                        hint="change runs in fewer places at once, or inside db.transact() which retries",
+                    ) from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+                self._replay_journal()
+            except ClientDisconnected:
+                self.tm.abort()
+                self.journal.clear()
+                raise
+            except BaseException:
+                self.tm.abort()
+                self.journal.clear()
+                raise
+        raise ConflictRetriesExhausted(
+            f"could not save changes to runs: other processes kept changing the same records ({attempts} attempts)",
+            hint="try again; if it persists, fewer concurrent writers on the same runs help",
+        )
 
     def abort(self) -> None:
         """Drop pending changes and see every commit finished before this call."""
@@ -249,6 +305,7 @@ class StudyDB:
         transaction's view may miss a commit that other processes finished
         microseconds earlier. Beginning explicitly closes that window.
         """
+        self.journal.clear()
         for attempt in range(3):
             try:
                 self.tm.begin()
@@ -265,22 +322,10 @@ class StudyDB:
         of the same run merge with other processes' changes.
 
         Raises:
-            ConflictRetriesExhausted: if another process changed the same
-                attribute of the same run meanwhile (the pending change is
-                dropped and the error names it).
+            ConflictRetriesExhausted: see :meth:`commit`.
         """
-        try:
-            self.tm.commit()
-            self.tm.begin()
-        except ConflictError as exc:
-            self.tm.abort()
-            raise ConflictRetriesExhausted(
-                f"a change could not be saved because another process changed the same value: {exc}",
-                hint="change runs in fewer places at once, or inside db.transact() which retries",
-            ) from None
-        except ClientDisconnected:
-            self.tm.abort()
-            raise
+        self.commit()
+        self.tm.begin()
 
     # -- launchers ------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
 from motoko.study.columns import record as record_column
+from motoko.study.journal import ABSENT, DELETE, REQUEUE, SET, STATE, journal_of
 
 if TYPE_CHECKING:
     import pandas
@@ -191,14 +192,34 @@ class Run(persistent.Persistent):
             setattr(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in MOTOKO_ATTRIBUTES or name[0] == "_":
+            _persistent_setattr(self, name, value)
+            return
+        before = self._before(name)
         _persistent_setattr(self, name, value)
-        if name not in MOTOKO_ATTRIBUTES and name[0] != "_":
-            self._write_column(name, value)
+        self._write_column(name, value)
+        self._journal(SET, name, value, before)
 
     def __delattr__(self, name: str) -> None:
+        before = self._before(name) if name[0] != "_" and name not in MOTOKO_ATTRIBUTES else None
         super().__delattr__(name)
         if name[0] != "_" and name not in MOTOKO_ATTRIBUTES:
             self._write_column(name, None)
+            self._journal(DELETE, name, None, before)
+
+    def _before(self, name: str) -> Any:
+        """The value an attribute change replaces, if a journal will want it."""
+        journal = journal_of(self)
+        if journal is None or not journal.active:
+            return None
+        self._p_activate()
+        return self.__dict__.get(name, ABSENT)
+
+    def _journal(self, kind: str, name: str = "", value: Any = None, before: Any = None) -> None:
+        """Remember a change made outside a transaction, to replay it after a conflict."""
+        journal = journal_of(self)
+        if journal is not None:
+            journal.record(self, kind, name, value, before)
 
     def _write_column(self, name: str, value: Any) -> None:
         """Keep the study's column of this attribute equal to the run (see :mod:`~motoko.study.columns`)."""
@@ -231,7 +252,9 @@ class Run(persistent.Persistent):
     @state.setter
     def state(self, value: str) -> None:
         assert self._study is not None
+        before = self._state
         self._study.transition(self, value)
+        self._journal(STATE, value=str(value), before=before)
 
     def requeue(self, reason: str = "requeued") -> None:
         """Put a finished, failed, lost or cancelled run back to CREATED.
@@ -240,7 +263,9 @@ class Run(persistent.Persistent):
         ``run.history``. Requeueing a CREATED run does nothing.
         """
         assert self._study is not None
+        before = self.attempt
         self._study.requeue(self, reason)
+        self._journal(REQUEUE, value=reason, before=before)
 
     @property
     def is_terminal(self) -> bool:
@@ -513,16 +538,22 @@ class Run(persistent.Persistent):
         if jar is None:  # not stored (yet): nothing to commit
             return change()
         manager = jar.transaction_manager
+        journal = journal_of(self)
         delay = 0.002
         for _ in range(20):
             try:
                 result = change()
                 manager.commit()
+                if journal is not None:
+                    journal.clear()
                 return result
             except ConflictError:
                 manager.abort()
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
+                if journal is not None and len(journal):
+                    manager.begin()
+                    journal.replay()  # the connection's earlier, uncommitted changes (or raise)
             except BaseException:
                 manager.abort()
                 raise
