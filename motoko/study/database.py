@@ -255,8 +255,9 @@ class StudyDB:
     def commit(self, attempts: int = 20) -> None:
         """Commit pending changes (made outside :meth:`transact`).
 
-        After a conflict, the journalled run changes (states, fields, free
-        attributes, requeues) are made again on fresh data and committed.
+        After a conflict, or once a lost server is back, the journalled run
+        changes (states, fields, free attributes, requeues) are made again on
+        fresh data and committed.
 
         Raises:
             ConflictRetriesExhausted: if another process changed the same
@@ -265,7 +266,7 @@ class StudyDB:
                 dropped and the error names it).
         """
         delay = 0.002
-        for _ in range(attempts):
+        for attempt in range(attempts):
             try:
                 self.tm.commit()
                 self.journal.clear()
@@ -282,8 +283,12 @@ class StudyDB:
                 self._replay_journal()
             except ClientDisconnected:
                 self.tm.abort()
-                self.journal.clear()
-                raise
+                if not len(self.journal):
+                    raise
+                # The server went away: wait for it, then make the changes again
+                # (a commit that did land before the loss replays as a no-op).
+                self._wait_reconnect(attempt)
+                self._replay_journal()
             except BaseException:
                 self.tm.abort()
                 self.journal.clear()
