@@ -131,3 +131,24 @@ def test_begin_drops_pending_changes_and_their_journal(pair):
     assert len(wf.journal) == 1
     wf.begin()
     assert len(wf.journal) == 0 and not hasattr(wf.study("s").runs[1], "y")
+
+
+def test_changes_made_while_the_server_is_away_are_saved_once_it_is_back(workdir, address):
+    import os
+    import signal
+    import time
+
+    wf = StudyDB(address)
+    try:
+        wf.study("s").runs[1].state = "FORWARDED"
+        wf.study("s").runs[1].y = [1.0, 2.0]
+        os.kill(int((workdir / ".motoko" / "zeo.pid").read_text()), signal.SIGKILL)
+        time.sleep(0.5)
+        ensure_server(workdir)  # a stale pid and socket are cleaned, a new server starts
+        wf.refresh()  # waits for the reconnection, then replays
+        with StudyDB(address) as other:
+            run = other.study("s").runs[1]
+            assert (run.state, run.y) == ("FORWARDED", [1.0, 2.0])
+            assert other.study("s").check_indexes() == []
+    finally:
+        wf.close()
