@@ -234,7 +234,7 @@ class Workflow(EventsMixin):
         for name, manager in self.task_managers.items():
             db = self.db_for(name)
             study = db.study(name)
-            if not any(len(study.ids_in_state(state)) for state in ACTIVE):
+            if not any(study.ids_in_state(state) for state in ACTIVE):
                 continue
             lost_after = manager.schema.lost_after or self.config.lost_after
 

@@ -282,7 +282,7 @@ class Launcher:
     def _claimable(self) -> bool:
         for name in self.studies:
             with contextlib.suppress(MotokoError):
-                if len(self.db.study(name).ids_in_state(CREATED)):
+                if self.db.study(name).ids_in_state(CREATED):  # bool() is O(1), len() walks buckets
                     return True
         return False
 
@@ -425,7 +425,7 @@ class Launcher:
         for name in names:
             study = self.db.study(name)
             created = study.ids_in_state(CREATED)
-            if not len(created):
+            if not created:
                 continue
             for rid in _spread(created, want - len(claimed)):
                 claimed.append(self._claim_one(study, created[rid]))

@@ -33,6 +33,7 @@ from BTrees.OOBTree import OOBTree, OOTreeSet
 from motoko.errors import TransitionError
 from motoko.study.columns import check as check_columns
 from motoko.study.columns import forget, record
+from motoko.study.prefetch import prefetch_buckets
 from motoko.study.records import (
     CREATED,
     FAILURE,
@@ -307,7 +308,10 @@ class Study(persistent.Persistent):
 
     def counts(self) -> dict[str, int]:
         """Return the number of runs per state (states with runs only)."""
-        return {state: len(ids) for state, ids in self.by_state.items() if len(ids)}
+        trees = dict(self.by_state.items())
+        for runs in trees.values():
+            prefetch_buckets(runs)  # len() reads every bucket: ask for all of them at once
+        return {state: len(runs) for state, runs in trees.items() if runs}
 
     def runs_of_jobs(self, job_ids: Iterable[int]) -> IITreeSet:
         """Return the ids of every run of the given jobs."""
