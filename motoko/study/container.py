@@ -11,7 +11,9 @@ the common questions cheap: "which runs are CREATED" (launchers), "which
 runs belong to this run_name" (workflows), "does a job with these parameters
 exist" (dedupe), "which jobs have x > 2" (selection). The indexes are updated
 in the same transaction as the change they describe, by the methods of
-:class:`Study` and nowhere else.
+:class:`Study` and nowhere else; the one exception is the *columns* of run
+attributes ("which runs have score > 0", see :mod:`motoko.study.columns`),
+which a run writes itself whenever one of its attributes is assigned.
 
 Ids come from counters that deliberately have no conflict resolution: two
 processes inserting at once conflict on the counter, one retries, and ids stay
