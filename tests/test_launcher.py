@@ -237,7 +237,7 @@ def test_launcher_cli_rejects_bad_options(workdir):
 
 
 def test_killed_launcher_leaves_a_lost_run_that_another_launcher_detects(workdir):
-    cfg, db = setup(workdir, launch="#!/bin/bash\nsleep 60\n")
+    cfg, db = setup(workdir, launch="#!/bin/bash\necho $$ > pid\nexec sleep 60\n")
     (rid,) = create_runs(db, x=1)
     proc = subprocess.Popen(
         [sys.executable, "-m", "motoko.cli.main", "launcher", "start"], cwd=workdir,
@@ -252,6 +252,35 @@ def test_killed_launcher_leaves_a_lost_run_that_another_launcher_detects(workdir
     run = db.run("s", rid)
     assert run.state == LOST and "stopped heart-beating" in run.error
     assert report.lost_detected == 1 and time.monotonic() - start < 2 + 5
+    # The run's process outlived its launcher (its own session); it was stopped.
+    from motoko.study.server import pid_alive
+
+    orphan = int((Path(run.run_path) / "pid").read_text())
+    assert run.executor_id == str(orphan)
+    deadline = time.monotonic() + 10
+    while pid_alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(orphan), "the orphaned run process is still running"
+
+
+def test_only_a_process_naming_the_run_and_its_launcher_is_stopped():
+    from motoko.study.liveness import Orphan, stop_orphans
+    from motoko.study.server import pid_alive
+
+    env = {**os.environ, "MOTOKO_RUN_ID": "7", "MOTOKO_STUDY": "s", "MOTOKO_LAUNCHER": "other"}
+    stranger = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
+    orphan = subprocess.Popen(["sleep", "30"], env={**env, "MOTOKO_LAUNCHER": "dead"}, start_new_session=True)
+    try:
+        assert stop_orphans([Orphan(stranger.pid, "s", 7, "dead")]) == 0  # another launcher's
+        assert stop_orphans([Orphan(orphan.pid, "s", 8, "dead")]) == 0  # another run's
+        assert stop_orphans([Orphan(999_999_999, "s", 7, "dead")]) == 0  # no such process
+        assert stranger.poll() is None and orphan.poll() is None
+        assert stop_orphans([Orphan(orphan.pid, "s", 7, "dead")]) == 1
+        assert orphan.wait(10) == -signal.SIGTERM
+        assert pid_alive(stranger.pid)
+    finally:
+        stranger.kill(), orphan.kill()
+        stranger.wait(), orphan.wait()
 
 
 def _requeue_as_lost(db: StudyDB, rid: int) -> None:

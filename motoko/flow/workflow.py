@@ -228,7 +228,7 @@ class Workflow(EventsMixin):
             self._detect_lost()
 
     def _detect_lost(self) -> None:
-        from motoko.study.liveness import declare_lost
+        from motoko.study.liveness import Orphan, declare_lost, stop_orphans
         from motoko.study.records import ACTIVE
 
         for name, manager in self.task_managers.items():
@@ -237,11 +237,18 @@ class Workflow(EventsMixin):
             if not any(study.ids_in_state(state) for state in ACTIVE):
                 continue
             lost_after = manager.schema.lost_after or self.config.lost_after
+            orphans: list[Orphan] = []
 
-            def change(db: StudyDB = db, name: str = name, lost_after: float = lost_after) -> int:
-                return declare_lost(db, db.study(name), lost_after, observer=f"workflow {self.run_name}")
+            def change(
+                db: StudyDB = db, name: str = name, lost_after: float = lost_after, orphans: list[Orphan] = orphans
+            ) -> int:
+                orphans.clear()  # a retried transaction finds them again
+                return declare_lost(
+                    db, db.study(name), lost_after, observer=f"workflow {self.run_name}", orphans=orphans
+                )
 
             db.transact(change, what="declare lost runs")
+            stop_orphans(orphans)
 
     def change_waiter(self) -> _MultiWaiter:
         """An awaitable that fires on the next commit to any workflow database."""

@@ -39,7 +39,7 @@ from motoko.errors import MotokoError
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
-from motoko.study.liveness import declare_lost
+from motoko.study.liveness import Orphan, declare_lost, stop_orphans
 from motoko.study.records import (
     ACTIVE,
     CANCELLED,
@@ -305,8 +305,10 @@ class Launcher:
         want = self._claim_room()
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = time.monotonic() - self._last_lost_check >= self._lost_check_interval()
+        orphans: list[Orphan] = []
 
         def change() -> list[Claimed]:
+            orphans.clear()  # a retried transaction finds them again
             if self._record is None:
                 self._register()
             self._mark_running(started)
@@ -314,7 +316,7 @@ class Launcher:
             if beat:
                 self._heartbeat()
             if check_lost:
-                self._detect_lost()
+                self._detect_lost(orphans)
             return self._claim(want) if want > 0 else []
 
         try:
@@ -333,6 +335,7 @@ class Launcher:
             self._last_heartbeat = time.monotonic()
         if check_lost:
             self._last_lost_check = time.monotonic()
+            stop_orphans(orphans)
         for item in claimed:
             self._owned[(item.study, item.run_id)] = item.oid
         self._queue.extend(claimed)
@@ -364,7 +367,8 @@ class Launcher:
         for key in keys:
             study, run = self._run_of(key)
             if run is not None and run.state == LAUNCHED and run.launcher == self.id:
-                study.transition(run, RUNNING)
+                # The pid (a job id for schedulers): how an orphan is found if we die.
+                study.transition(run, RUNNING, executor_id=self.executor.running.get(key))
 
     def _settle(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -410,12 +414,12 @@ class Launcher:
             if run is not None and run.state in ACTIVE and run.launcher == self.id:
                 run.heartbeat = stamp
 
-    def _detect_lost(self) -> None:
+    def _detect_lost(self, orphans: list[Orphan]) -> None:
         """Declare LOST the active runs whose launcher stopped heart-beating."""
         for name, schema in self.studies.items():
             self.report.lost_detected += declare_lost(
                 self.db, self.db.study(name), schema.lost_after or self.options.lost_after,
-                observer=self.id, skip_launcher=self.id,
+                observer=self.id, skip_launcher=self.id, orphans=orphans,
             )
 
     def _claim(self, want: int) -> list[Claimed]:
