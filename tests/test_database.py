@@ -258,6 +258,34 @@ def test_transact_gives_up_after_bounded_conflicts(db):
         db.transact(always_conflicts, attempts=3, what="bump")
 
 
+def test_transact_commits_a_heartbeat_between_conflicting_attempts(db, address):
+    """A launcher whose cycle keeps conflicting must still look alive to the others."""
+    from ZODB.POSException import ConflictError
+
+    from motoko.study.database import LauncherRecord
+
+    db.transact(lambda: db.launchers().__setitem__("L", LauncherRecord("L", "m", 1, "local", ["demo"])))
+    attempts: list[int] = []
+    beats: list[object] = []
+
+    def conflicts_twice() -> str:
+        attempts.append(1)
+        if len(attempts) <= 2:
+            raise ConflictError("synthetic")
+        return "done"
+
+    def beat() -> None:  # committed by itself, between attempts
+        record = db.launchers()["L"]
+        beats.append(record.heartbeat)
+        record.heartbeat = record.heartbeat.replace(year=2100)
+        db.tm.commit()
+
+    assert db.transact(conflicts_twice, on_conflict=beat) == "done"
+    assert len(attempts) == 3 and len(beats) == 2
+    with StudyDB(address) as other:
+        assert other.launchers()["L"].heartbeat.year == 2100
+
+
 def test_unknown_study_and_run_have_helpful_errors(db):
     with pytest.raises(StudyNotFound, match="did you mean 'demo'"):
         db.study("dmeo")

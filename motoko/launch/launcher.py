@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ZODB.POSException import ConflictError
+
 from motoko.errors import MotokoError
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
@@ -323,7 +325,9 @@ class Launcher:
             # Only a commit by someone else needs a server round trip to be
             # seen; after our own commit the connection is already current.
             external, self._external = self._external, False
-            claimed = self.db.transact(change, what="record run states", fresh=external)
+            claimed = self.db.transact(
+                change, what="record run states", fresh=external, on_conflict=self._heartbeat_alone
+            )
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
@@ -413,6 +417,25 @@ class Launcher:
             _, run = self._run_of(key)
             if run is not None and run.state in ACTIVE and run.launcher == self.id:
                 run.heartbeat = stamp
+
+    def _heartbeat_alone(self) -> None:
+        """Commit the launcher's heartbeat by itself, while its cycle keeps meeting conflicts.
+
+        Nobody else writes a launcher's record, so this commit cannot
+        conflict; the runs it owns stay alive through it (see liveness).
+        """
+        if time.monotonic() - self._last_heartbeat < self.options.heartbeat:
+            return
+        record = self._record
+        if record is None:
+            return
+        record.heartbeat = now()
+        try:
+            self.db.tm.commit()
+        except ConflictError:
+            self.db.tm.abort()
+            return
+        self._last_heartbeat = time.monotonic()
 
     def _detect_lost(self, orphans: list[Orphan]) -> None:
         """Declare LOST the active runs whose launcher stopped heart-beating."""

@@ -180,7 +180,13 @@ class StudyDB:
     # -- transactions -------------------------------------------------------------
 
     def transact(
-        self, change: Callable[[], T], *, attempts: int = 20, what: str = "change", fresh: bool = False
+        self,
+        change: Callable[[], T],
+        *,
+        attempts: int = 20,
+        what: str = "change",
+        fresh: bool = False,
+        on_conflict: Callable[[], None] | None = None,
     ) -> T:
         """Run ``change`` and commit it as one transaction, retrying conflicts.
 
@@ -192,6 +198,10 @@ class StudyDB:
         every commit this client has been told of (ZODB fixes a connection's
         view when a transaction begins, so a long-lived connection must begin
         anew to see what changed since).
+
+        ``on_conflict`` is called after each conflict, between the abort and
+        the next attempt, in a transaction of its own: a launcher heart-beats
+        there, so that a streak of conflicts never makes it look dead.
 
         Raises:
             ConflictRetriesExhausted: after ``attempts`` conflicts in a row.
@@ -211,6 +221,8 @@ class StudyDB:
                 self.tm.abort()
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.25)
+                if on_conflict is not None:
+                    on_conflict()
                 self._replay_journal()
             except ClientDisconnected:
                 self.tm.abort()
