@@ -50,6 +50,14 @@ def workdir(tmp_path: Path):
 
 
 @pytest.fixture
+def address(workdir: Path):
+    """The address of ``workdir``'s own database server, started for the test."""
+    from motoko.study.server import ensure_server
+
+    return ensure_server(workdir)
+
+
+@pytest.fixture
 def example(tmp_path: Path):
     """A copy of the repository's example workflow (motoko.yaml, studies, workflows)."""
     root = tmp_path / "example"

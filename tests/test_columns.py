@@ -9,7 +9,6 @@ through assignments, deletions, concurrent writers and migration.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,6 @@ from motoko.study.fields import BUILTIN_RUN_FIELDS
 from motoko.study.planner import compile_for, plan_query
 from motoko.study.records import FINISHED, LAUNCHED, MOTOKO_ATTRIBUTES
 from motoko.study.schema import parse_schema
-from motoko.study.server import ensure_server
 
 SCHEMA = "study: s\njob: {x: int}\nrun: {solver: str, tol: float}\nrun_params: {solver: cg, tol: 0.001}\n"
 
@@ -32,11 +30,6 @@ VALUES: list[Any] = [
     1, 2, 2.5, -3, 0, True, False, "a", "b", "abc", "10", "", float("nan"),
     [1, 2], {"k": 1}, "x" * (MAX_TEXT + 1), None, 7, 100.0, "B",
 ]
-
-
-@pytest.fixture
-def address(workdir: Path):
-    return ensure_server(workdir)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -35,11 +34,6 @@ run_params: {compiler: gcc}
 
 def make_schema(text: str = SCHEMA):
     return parse_schema(text, check_files=False)
-
-
-@pytest.fixture
-def address(workdir: Path):
-    return ensure_server(workdir)
 
 
 @pytest.fixture

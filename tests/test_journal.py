@@ -7,8 +7,6 @@ launcher or another workflow (``other``); ``other`` commits first, so that
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from motoko.errors import ConflictRetriesExhausted
@@ -19,8 +17,8 @@ from motoko.study.server import ensure_server
 
 
 @pytest.fixture
-def address(workdir: Path):
-    address = ensure_server(workdir)
+def address(address):
+    """The server, with study ``s``: runs 1-4 RUNNING, then 1 FINISHED and 4 FAILED."""
     with StudyDB(address) as db:
         db.create_study(parse_schema("study: s\njob: {x: int}\n", check_files=False))
         db.insert("s", [{"x": i} for i in range(6)], {}, run_name="r")

@@ -9,10 +9,8 @@ study's ``runs`` tree.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOTreeSet
 
@@ -20,12 +18,6 @@ from motoko.study.database import StudyDB
 from motoko.study.prefetch import prefetch, prefetch_buckets
 from motoko.study.records import FINISHED, LAUNCHED
 from motoko.study.schema import parse_schema
-from motoko.study.server import ensure_server
-
-
-@pytest.fixture
-def address(workdir: Path):
-    return ensure_server(workdir)
 
 
 def _store(address: Any, name: str, tree: Any) -> None:

@@ -66,6 +66,19 @@ def _open_db(storage: Any, cache_size: int) -> ZODB.DB:
     return ZODB.DB(storage, cache_size=cache_size, large_record_size=1 << 26)
 
 
+def _back_off(delay: float) -> float:
+    """Sleep a jittered ``delay`` after a conflict; return the next, doubled up to 0.25 s."""
+    time.sleep(delay * (1 + random.random()))
+    return min(delay * 2, 0.25)
+
+
+def _exhausted(what: str, attempts: int) -> ConflictRetriesExhausted:
+    return ConflictRetriesExhausted(
+        f"could not {what}: other processes kept changing the same records ({attempts} attempts)",
+        hint="try again; if it persists, fewer concurrent writers on the same runs help",
+    )
+
+
 class StudyDB:
     """A connection to a study database served by ZEO.
 
@@ -219,8 +232,7 @@ class StudyDB:
                 return result
             except ConflictError:
                 self.tm.abort()
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
+                delay = _back_off(delay)
                 if on_conflict is not None:
                     on_conflict()
                 self._replay_journal()
@@ -229,13 +241,9 @@ class StudyDB:
                 self._wait_reconnect(attempt)
                 self._replay_journal()
             except BaseException:
-                self.tm.abort()
-                self.journal.clear()
+                self._drop_pending()
                 raise
-        raise ConflictRetriesExhausted(
-            f"could not {what}: other processes kept changing the same records ({attempts} attempts)",
-            hint="try again; if it persists, fewer concurrent writers on the same runs help",
-        )
+        raise _exhausted(what, attempts)
 
     #: Seconds to wait for a lost server to come back before giving up.
     reconnect_timeout = 120.0
@@ -290,8 +298,7 @@ class StudyDB:
                         f"a change could not be saved because another process changed the same value: {exc}",
                         hint="change runs in fewer places at once, or inside db.transact() which retries",
                     ) from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
+                delay = _back_off(delay)
                 self._replay_journal()
             except ClientDisconnected:
                 self.tm.abort()
@@ -302,13 +309,13 @@ class StudyDB:
                 self._wait_reconnect(attempt)
                 self._replay_journal()
             except BaseException:
-                self.tm.abort()
-                self.journal.clear()
+                self._drop_pending()
                 raise
-        raise ConflictRetriesExhausted(
-            f"could not save changes to runs: other processes kept changing the same records ({attempts} attempts)",
-            hint="try again; if it persists, fewer concurrent writers on the same runs help",
-        )
+        raise _exhausted("save changes to runs", attempts)
+
+    def _drop_pending(self) -> None:
+        self.tm.abort()
+        self.journal.clear()
 
     def abort(self) -> None:
         """Drop pending changes and see every commit finished before this call."""

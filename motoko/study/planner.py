@@ -29,6 +29,7 @@ from motoko.study.columns import scan
 from motoko.study.constraints import predicate
 from motoko.study.prefetch import prefetch, prefetch_buckets
 from motoko.study.query import And, Compare, Not, Or, Query, TrueNode, parse_query
+from motoko.study.records import MOTOKO_ATTRIBUTES
 
 if TYPE_CHECKING:
     from motoko.study.database import Study, StudyDB
@@ -144,8 +145,6 @@ def _column_plan(study: Study, node: Compare) -> Plan | None:
     Exact, unless some runs hold a value the column does not copy (a list, a
     date...): those become candidates, checked run by run.
     """
-    from motoko.study.records import MOTOKO_ATTRIBUTES
-
     field = node.field
     if not (field.table == "free" or (field.table == "runs" and field.name not in MOTOKO_ATTRIBUTES)):
         return None

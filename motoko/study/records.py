@@ -201,11 +201,13 @@ class Run(persistent.Persistent):
         self._journal(SET, name, value, before)
 
     def __delattr__(self, name: str) -> None:
-        before = self._before(name) if name[0] != "_" and name not in MOTOKO_ATTRIBUTES else None
+        if name in MOTOKO_ATTRIBUTES or name[0] == "_":
+            super().__delattr__(name)
+            return
+        before = self._before(name)
         super().__delattr__(name)
-        if name[0] != "_" and name not in MOTOKO_ATTRIBUTES:
-            self._write_column(name, None)
-            self._journal(DELETE, name, None, before)
+        self._write_column(name, None)
+        self._journal(DELETE, name, None, before)
 
     def _before(self, name: str) -> Any:
         """The value an attribute change replaces, if a journal will want it."""
