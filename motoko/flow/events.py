@@ -30,7 +30,7 @@ from motoko.errors import (
     WorkflowAborted,  # noqa: F401 (defined there, importable from here)
     WorkflowError,
 )
-from motoko.flow.task_manager import current_event, current_parents
+from motoko.flow.context import current_event, current_parents
 
 if TYPE_CHECKING:
     from motoko.flow.task_manager import TaskManager

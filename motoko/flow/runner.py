@@ -26,6 +26,7 @@ from typing import Any
 
 from motoko.config import find_config
 from motoko.errors import MotokoError, UnknownNameError, WorkflowError
+from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
 from motoko.study.records import ACTIVE, CREATED
@@ -173,8 +174,6 @@ def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
 
 async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
-    from motoko.flow.task_manager import current_event
-
     workflow.params = dict(params)
     token = current_event.set(getattr(main, "__name__", "main"))
     try:

@@ -10,12 +10,12 @@ same runs back, already finished or not.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ParameterError, RunNotFound, UnknownNameError
+from motoko.flow.context import current_event, current_parents
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
 from motoko.study.database import known_states
 from motoko.study.records import Job, Run
@@ -25,14 +25,6 @@ from motoko.study.space import Together, expand
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
     from motoko.study.database import Study, StudyDB
-
-#: The step or action currently executing (recorded as runs' event_name).
-current_event: contextvars.ContextVar[str | None] = contextvars.ContextVar("motoko_event", default=None)
-#: The runs the current action was fired for (recorded as runs' parents).
-current_parents: contextvars.ContextVar[tuple[tuple[str, int], ...]] = contextvars.ContextVar(
-    "motoko_parents", default=()
-)
-
 
 class RunsById(Mapping[int, Run]):
     """Runs of a study by id (``workflow.mult.runs[3]``, as in motoko 0.1.4), and a finder.
