@@ -29,6 +29,7 @@ from motoko.errors import MotokoError, UnknownNameError, WorkflowError
 from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
+from motoko.study.query import Where
 from motoko.study.records import ACTIVE, CREATED
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,7 @@ def cancel_unfinished(workflow: Workflow) -> int:
         def change(manager: Any = manager, db: Any = db) -> int:
             study = db.study(manager.name)
             n = 0
-            for run in db.select(manager.name, [f"run_name = '{workflow.run_name}'"]):
+            for run in db.select(manager.name, [Where("run_name", "=", workflow.run_name)]):
                 if run.state == CREATED or run.state in ACTIVE:
                     study.cancel(run)
                     n += 1

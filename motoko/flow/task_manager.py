@@ -18,6 +18,7 @@ from motoko.errors import ParameterError, RunNotFound, UnknownNameError
 from motoko.flow.context import current_event, current_parents
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
 from motoko.study.database import known_states
+from motoko.study.query import Where
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.space import Together, expand
@@ -184,7 +185,7 @@ class TaskManager:
             items.extend(constraints)
         scope = self.workflow.run_name if run_name == "" else run_name
         if scope is not None:
-            items.append(f"run_name = {_quote(scope)}")
+            items.append(Where("run_name", "=", scope))
         return TaskSelection(self.workflow, self.name, items)
 
     def __repr__(self) -> str:
@@ -218,10 +219,6 @@ def _newest_first(study: Study, states: list[str] | None, run_name: str | None) 
     if candidates is None:
         return list(reversed(list(study.runs.keys())))
     return sorted(candidates, reverse=True)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _caller_name() -> str | None:
