@@ -10,7 +10,7 @@ import click
 from motoko.cli.format import colour_state, render
 from motoko.config import WorkflowConfig, load_config
 from motoko.errors import QueryError, UnknownNameError
-from motoko.study.records import STATES
+from motoko.study.states import STATES
 
 FORMATS = click.Choice(["table", "json", "csv"])
 

@@ -12,7 +12,7 @@ import yaml
 from motoko.cli.db_commands import open_workflow
 from motoko.cli.format import colour_state
 from motoko.errors import ParameterError
-from motoko.study.records import CANCELLED, TERMINAL
+from motoko.study.states import CANCELLED, TERMINAL
 
 
 class KeyValue(click.ParamType):

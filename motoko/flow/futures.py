@@ -31,13 +31,12 @@ from motoko.flow.waiting import (
     Progress,
     ProgressBar,
     blocking,
-    is_done,
-    is_ended,
     progress_of,
     refuse_in_loop,
     wait_until,
 )
-from motoko.study.records import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, Run
+from motoko.study.records import Run
+from motoko.study.states import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, is_done, is_ended
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow

@@ -30,7 +30,7 @@ from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
 from motoko.study.query import Where
-from motoko.study.records import ACTIVE, CREATED
+from motoko.study.states import ACTIVE, CREATED
 
 log = logging.getLogger(__name__)
 

@@ -229,7 +229,7 @@ class Workflow(EventsMixin):
 
     def _detect_lost(self) -> None:
         from motoko.study.liveness import Orphan, declare_lost, stop_orphans
-        from motoko.study.records import ACTIVE
+        from motoko.study.states import ACTIVE
 
         for name, manager in self.task_managers.items():
             db = self.db_for(name)

@@ -42,7 +42,9 @@ from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
 from motoko.study.liveness import Orphan, declare_lost, stop_orphans
-from motoko.study.records import (
+from motoko.study.records import Run, now
+from motoko.study.schema import StudySchema
+from motoko.study.states import (
     ACTIVE,
     CANCELLED,
     CREATED,
@@ -51,10 +53,7 @@ from motoko.study.records import (
     LAUNCHED,
     LOST,
     RUNNING,
-    Run,
-    now,
 )
-from motoko.study.schema import StudySchema
 
 log = logging.getLogger(__name__)
 

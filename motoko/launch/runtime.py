@@ -155,7 +155,7 @@ class RunHandle:
 
     def start(self) -> None:
         """Mark the run RUNNING (the launcher also does it when it starts the run)."""
-        from motoko.study.records import LAUNCHED, RUNNING
+        from motoko.study.states import LAUNCHED, RUNNING
 
         def change(run: Run) -> None:
             if run.state == LAUNCHED:

@@ -36,20 +36,20 @@ from motoko.errors import TransitionError
 from motoko.study.columns import check as check_columns
 from motoko.study.columns import forget, record
 from motoko.study.prefetch import prefetch_buckets
-from motoko.study.records import (
+from motoko.study.records import MOTOKO_ATTRIBUTES, Job, Run, now
+from motoko.study.schema import StudySchema
+from motoko.study.states import (
+    ACTIVE,
+    CANCELLED,
     CREATED,
     FAILURE,
     LAUNCHED,
-    MOTOKO_ATTRIBUTES,
     RUNNING,
     STATES,
     TERMINAL,
     TRANSITIONS,
-    Job,
-    Run,
-    now,
+    allowed,
 )
-from motoko.study.schema import StudySchema
 
 #: Version of the layout above. Older versions are migrated when opened
 #: (see :func:`migrate`); a newer one is refused.
@@ -211,7 +211,7 @@ class Study(persistent.Persistent):
             for name, value in fields.items():
                 setattr(run, name, value)
             return
-        if old in TRANSITIONS and new in TRANSITIONS and new not in TRANSITIONS[old]:
+        if not allowed(old, new):
             hint = "use run.requeue() to run it again" if new == CREATED else None
             raise TransitionError(
                 f"run {self.name}.{run.id} cannot go from {old} to {new}",
@@ -228,7 +228,7 @@ class Study(persistent.Persistent):
             run.finished = stamp
         for name, value in fields.items():
             setattr(run, name, value)
-        if new in FAILURE and new != "CANCELLED" and self._may_retry(run, new):
+        if new in FAILURE and new != CANCELLED and self._may_retry(run, new):
             self.requeue(run, f"retry after {new}")
 
     def _may_retry(self, run: Run, state: str) -> bool:
@@ -239,7 +239,7 @@ class Study(persistent.Persistent):
         """Put an ended run back to CREATED for another attempt, keeping history."""
         if run._state == CREATED:
             return
-        if run._state in (LAUNCHED, RUNNING):
+        if run._state in ACTIVE:
             raise TransitionError(
                 f"run {self.name}.{run.id} is {run._state} and cannot be requeued",
                 hint="cancel it first (motoko cancel)",
@@ -291,7 +291,7 @@ class Study(persistent.Persistent):
         if run._state == CREATED:
             self.transition(run, "CANCELLED", error="cancelled before it started")
             return True
-        if run._state in (LAUNCHED, RUNNING):
+        if run._state in ACTIVE:
             if not run.stop_requested:
                 run.stop_requested = True
             return True

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from motoko.study.records import LAUNCHED, LOST, RUNNING, Run, now
+from motoko.study.records import Run, now
 from motoko.study.server import pid_alive
+from motoko.study.states import ACTIVE, LOST
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def declare_lost(
         return 0
     launchers = db.launchers()
     count = 0
-    for state in (LAUNCHED, RUNNING):
+    for state in sorted(ACTIVE):
         for run in list(study.ids_in_state(state).values()):
             if skip_launcher is not None and run.launcher == skip_launcher:
                 continue

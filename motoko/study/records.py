@@ -30,42 +30,26 @@ from ZODB.POSException import ConflictError
 
 from motoko.study.columns import record as record_column
 from motoko.study.journal import ABSENT, DELETE, REQUEUE, SET, STATE, journal_of
+from motoko.study.states import (  # noqa: F401 (re-exported: the rules live in states.py)
+    ACTIVE,
+    CANCELLED,
+    CREATED,
+    FAILED,
+    FAILURE,
+    FINISHED,
+    LAUNCHED,
+    LOST,
+    RUNNING,
+    STATES,
+    TERMINAL,
+    TRANSITIONS,
+)
 
 if TYPE_CHECKING:
     import pandas
 
     from motoko.study.database import Study
     from motoko.study.run_files import RunFile
-
-CREATED = "CREATED"
-LAUNCHED = "LAUNCHED"
-RUNNING = "RUNNING"
-FINISHED = "FINISHED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
-LOST = "LOST"
-
-#: The states motoko itself knows; any other string is a user state.
-STATES = (CREATED, LAUNCHED, RUNNING, FINISHED, FAILED, CANCELLED, LOST)
-#: States after which nothing executes any more.
-TERMINAL = frozenset({FINISHED, FAILED, CANCELLED, LOST})
-#: States in which a launcher owns the run (heartbeats, lost-run detection).
-ACTIVE = frozenset({LAUNCHED, RUNNING})
-#: States that make an awaiting RunList fail (unless a retry follows).
-FAILURE = frozenset({FAILED, CANCELLED, LOST})
-
-#: Allowed transitions between motoko's own states. User states may be
-#: entered from, and left to, any state: workflows use them as markers
-#: (``FINISHED → FORWARDED``), motoko attaches no meaning to them.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    CREATED: frozenset({LAUNCHED, CANCELLED, FAILED}),
-    LAUNCHED: frozenset({RUNNING, FINISHED, FAILED, CANCELLED, LOST, CREATED}),
-    RUNNING: frozenset({FINISHED, FAILED, CANCELLED, LOST}),
-    FINISHED: frozenset(),
-    FAILED: frozenset(),
-    CANCELLED: frozenset(),
-    LOST: frozenset({FINISHED, FAILED}),
-}
 
 # Attributes that two concurrent transactions may never both change, even to
 # the same value: a claim is exclusive, so two launchers writing LAUNCHED must

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import DumpError, ExportError, ImportConflict  # noqa: F401 (defined there, importable from here)
-from motoko.study.records import ACTIVE, CREATED, LAUNCHED, Run
+from motoko.study.records import Run
+from motoko.study.states import ACTIVE, CREATED, LAUNCHED
 
 if TYPE_CHECKING:
     import pandas

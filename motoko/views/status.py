@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from motoko.study.records import ACTIVE, CREATED, STATES, Run, now
+from motoko.study.records import Run, now
+from motoko.study.states import ACTIVE, CREATED, STATES
 
 #: States reported as failures, newest first.
 FAILURE_STATES = ("FAILED", "LOST")
