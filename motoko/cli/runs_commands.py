@@ -13,9 +13,10 @@ from typing import Any
 import click
 
 from motoko.cli.db_commands import open_workflow
-from motoko.cli.format import cell, colour_state, jsonable, render
+from motoko.cli.format import cell, colour_state, render
 from motoko.errors import MotokoError, RunNotFound, UnknownNameError, WaitTimeout
 from motoko.study.records import Run
+from motoko.study.values import jsonable
 
 #: The fields ``runs show`` prints first, in this order (the rest follows).
 SHOWN_FIRST = (

@@ -37,6 +37,7 @@ from motoko.flow.waiting import (
 )
 from motoko.study.records import Run
 from motoko.study.states import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, is_done, is_ended
+from motoko.study.table import to_dataframe
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
@@ -169,11 +170,9 @@ class RunList(Sequence[Pair]):
     def to_dataframe(self, quantities: Any = None) -> Any:
         """One row per run: job parameters, run fields, last value of each quantity.
 
-        See :func:`motoko.views.export.to_dataframe` (imported lazily: pandas
+        See :func:`motoko.study.table.to_dataframe` (imported lazily: pandas
         is only loaded when a table is asked for).
         """
-        from motoko.views.export import to_dataframe
-
         return to_dataframe(self, quantities)
 
     def status(self) -> dict[str, int]:
@@ -522,11 +521,9 @@ class TaskSelection:
     def to_dataframe(self, quantities: Any = None) -> Any:
         """One row per run: job parameters, run fields, last value of each quantity.
 
-        See :func:`motoko.views.export.to_dataframe` (imported lazily: pandas
+        See :func:`motoko.study.table.to_dataframe` (imported lazily: pandas
         is only loaded when a table is asked for).
         """
-        from motoko.views.export import to_dataframe
-
         return to_dataframe(self, quantities)
 
     def status(self) -> dict[str, int]:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from motoko.study.values import same
+
 if TYPE_CHECKING:
     from motoko.study.database import StudyDB
     from motoko.study.records import Run
@@ -120,9 +122,9 @@ def _apply(run: Run, entry: Entry) -> None:
         run._p_activate()
         current = run.__dict__.get(entry.name, ABSENT)
     wanted = ABSENT if entry.kind == DELETE else entry.value
-    if _same(current, wanted):
+    if same(current, wanted):
         return
-    if not _same(current, entry.before):
+    if not same(current, entry.before):
         from motoko.errors import ConflictRetriesExhausted
 
         what = "state" if entry.kind == STATE else entry.name
@@ -137,13 +139,6 @@ def _apply(run: Run, entry: Entry) -> None:
         setattr(run, entry.name, entry.value)
     else:
         delattr(run, entry.name)
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return a is b or bool(a == b)
-    except (TypeError, ValueError):  # e.g. numpy arrays
-        return False
 
 
 def _show(value: Any) -> str:

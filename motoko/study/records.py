@@ -44,6 +44,7 @@ from motoko.study.states import (  # noqa: F401 (re-exported: the rules live in 
     TERMINAL,
     TRANSITIONS,
 )
+from motoko.study.values import jsonable, same
 
 if TYPE_CHECKING:
     import pandas
@@ -60,13 +61,6 @@ _EXCLUSIVE = frozenset({"_state", "launcher", "attempt", "history"})
 def now() -> _dt.datetime:
     """Return the current time in UTC; every timestamp motoko stores is UTC."""
     return _dt.datetime.now(_dt.timezone.utc)
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except (ValueError, TypeError):  # e.g. PersistentReference across databases
-        return False
 
 
 class Job(persistent.Persistent):
@@ -362,7 +356,7 @@ class Run(persistent.Persistent):
         out["total_time"] = self.total_time
         out["queue_position"] = self.queue_position
         out["quantities"] = self.list_quantities()
-        return {str(k): _jsonable(v) for k, v in out.items()}
+        return {str(k): jsonable(v) for k, v in out.items()}
 
     def cancel(self, wait_timeout: float | None = None) -> bool:
         """Cancel this run and commit; return whether it is CANCELLED.
@@ -589,16 +583,16 @@ class Run(persistent.Persistent):
         # A requeue is a barrier: a change made while the run was in its
         # previous attempt (by a process that outlived its launcher, say)
         # must not slip into the new attempt unnoticed.
-        requeued = not _same(committed.get("attempt", _MISSING), old.get("attempt", _MISSING))
+        requeued = not same(committed.get("attempt", _MISSING), old.get("attempt", _MISSING))
         for key in set(old) | set(committed) | set(new):
             o, c, n = old.get(key, _MISSING), committed.get(key, _MISSING), new.get(key, _MISSING)
-            mine = not _same(n, o)
-            theirs = not _same(c, o)
+            mine = not same(n, o)
+            theirs = not same(c, o)
             if not mine:
                 continue
             if requeued:
                 raise ConflictError(f"run attribute {key!r} changed while the run was requeued")
-            if theirs and (key in _EXCLUSIVE or not _same(n, c)):
+            if theirs and (key in _EXCLUSIVE or not same(n, c)):
                 raise ConflictError(f"both changed run attribute {key!r}")
             if n is _MISSING:
                 merged.pop(key, None)
@@ -627,19 +621,6 @@ def _plain(values: Any) -> Any:
         return float(values)
     except (TypeError, ValueError):
         return values
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-ready copy: dates as ISO text, tuples as lists, unknown objects as text."""
-    if isinstance(value, _dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def ids_of(runs: Iterable[Run]) -> list[int]:
