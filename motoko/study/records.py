@@ -18,7 +18,6 @@ claim (CREATED → LAUNCHED) exactly-once.
 from __future__ import annotations
 
 import datetime as _dt
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -29,7 +28,15 @@ from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
 from motoko.study.columns import record as record_column
-from motoko.study.journal import ABSENT, DELETE, REQUEUE, SET, STATE, journal_of
+from motoko.study.journal import (
+    ABSENT,
+    DELETE,
+    REQUEUE,
+    SET,
+    STATE,
+    commit_with_retries,
+    journal_of,
+)
 from motoko.study.states import (  # noqa: F401 (re-exported: the rules live in states.py)
     ACTIVE,
     CANCELLED,
@@ -517,32 +524,7 @@ class Run(persistent.Persistent):
         jar = self._p_jar
         if jar is None:  # not stored (yet): nothing to commit
             return change()
-        manager = jar.transaction_manager
-        journal = journal_of(self)
-        delay = 0.002
-        for _ in range(20):
-            try:
-                result = change()
-                manager.commit()
-                if journal is not None:
-                    journal.clear()
-                return result
-            except ConflictError:
-                manager.abort()
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
-                if journal is not None and len(journal):
-                    manager.begin()
-                    journal.replay()  # the connection's earlier, uncommitted changes (or raise)
-            except BaseException:
-                manager.abort()
-                raise
-        from motoko.errors import ConflictRetriesExhausted
-
-        raise ConflictRetriesExhausted(
-            f"could not {what}: other processes kept changing the same run",
-            hint="try again; if it persists, fewer concurrent writers on the same runs help",
-        )
+        return commit_with_retries(jar.transaction_manager, journal_of(self), change, what=what)
 
     def _see_changes(self) -> None:
         """Commit pending changes of the run's connection and see other processes' commits."""
