@@ -80,26 +80,6 @@ class WorkflowVars:
         return dict(self._tree().items())
 
 
-class _MultiWaiter:
-    """Waits for a change on any of the workflow's databases."""
-
-    def __init__(self, waiters: list[AsyncWaiter]):
-        self.waiters = waiters
-
-    async def wait(self, timeout: float | None) -> bool:
-        if len(self.waiters) == 1:
-            return await self.waiters[0].wait(timeout)
-        tasks = [asyncio.ensure_future(w.wait(timeout)) for w in self.waiters]
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return any(t.result() for t in done)
-
-    def close(self) -> None:
-        for waiter in self.waiters:
-            waiter.close()
-
-
 class Workflow(EventsMixin):
     """A workflow over the studies listed in a motoko.yaml.
 
@@ -250,10 +230,9 @@ class Workflow(EventsMixin):
             db.transact(change, what="declare lost runs")
             stop_orphans(orphans)
 
-    def change_waiter(self) -> _MultiWaiter:
+    def change_waiter(self) -> AsyncWaiter:
         """An awaitable that fires on the next commit to any workflow database."""
-        loop = asyncio.get_running_loop()
-        return _MultiWaiter([db.feed.async_waiter(loop) for db in self.databases])
+        return AsyncWaiter([db.feed for db in self.databases], asyncio.get_running_loop())
 
     def close(self) -> None:
         """Commit pending changes and close every connection."""

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,49 +66,87 @@ class ChangeFeed:
 
     def waiter(self) -> ThreadWaiter:
         """Return a thread-side waiter subscribed to this feed."""
-        return ThreadWaiter(self)
+        return ThreadWaiter([self])
 
     def async_waiter(self, loop: asyncio.AbstractEventLoop | None = None) -> AsyncWaiter:
         """Return an asyncio waiter subscribed to this feed (call inside the loop)."""
-        return AsyncWaiter(self, loop or asyncio.get_running_loop())
+        return AsyncWaiter([self], loop or asyncio.get_running_loop())
 
 
-class ThreadWaiter:
-    """Blocks a thread until the next change (or a timeout)."""
+class _Waiter:
+    """What both waiters share: listening to several feeds, and letting go.
 
-    def __init__(self, feed: ChangeFeed):
-        self._event = threading.Event()
+    A caller may rely on this: a commit that happens after a ``wait``
+    returned (or after construction) makes the next ``wait`` return True at
+    once; several commits in between wake it once.
+    """
+
+    def __init__(self, feeds: Iterable[ChangeFeed]):
+        #: Commits seen since construction (any feed).
+        self.commits = 0
+        #: Object ids changed since construction; ``everything`` after a reconnect.
         self.changed: set[bytes] = set()
         self.everything = False
-        self._unsubscribe = feed.subscribe(self._notify)
+        self._unsubscribers = [feed.subscribe(self._notify) for feed in feeds]
 
     def _notify(self, oids: frozenset[bytes] | None) -> None:
+        # Runs on ZEO's I/O thread: record and wake, nothing more.
+        self.commits += 1
         if oids is None:
             self.everything = True
         else:
             self.changed |= oids
+        self.kick()
+
+    def kick(self) -> None:
+        """Wake the waiting side as a commit would (thread-safe)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop listening (idempotent)."""
+        for unsubscribe in self._unsubscribers:
+            unsubscribe()
+        self._unsubscribers = []
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ThreadWaiter(_Waiter):
+    """Blocks a thread until the next change on any of its feeds (or a timeout)."""
+
+    def __init__(self, feeds: Iterable[ChangeFeed]):
+        self._event = threading.Event()
+        super().__init__(feeds)
+
+    def kick(self) -> None:
         self._event.set()
 
-    def wait(self, timeout: float | None) -> bool:
-        """Wait for a change; True if one arrived. Clears the event."""
+    def wait(self, timeout: float | None, *, settle: float = 0.0) -> bool:
+        """Wait for a change; True if one arrived, False on timeout.
+
+        ``settle`` waits that much longer after the first change, so that a
+        burst of commits (a launcher settling ten runs) wakes a view once.
+        """
         fired = self._event.wait(timeout)
+        if fired and settle > 0:
+            time.sleep(settle)
         self._event.clear()
         return fired
 
-    def close(self) -> None:
-        """Stop listening."""
-        self._unsubscribe()
 
+class AsyncWaiter(_Waiter):
+    """Lets coroutines await the next change on any of its feeds without blocking the loop."""
 
-class AsyncWaiter:
-    """Lets coroutines await the next change without blocking the event loop."""
-
-    def __init__(self, feed: ChangeFeed, loop: asyncio.AbstractEventLoop):
+    def __init__(self, feeds: Iterable[ChangeFeed], loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._event = asyncio.Event()
-        self._unsubscribe = feed.subscribe(self._notify)
+        super().__init__(feeds)
 
-    def _notify(self, oids: frozenset[bytes] | None) -> None:
+    def kick(self) -> None:
         # RuntimeError: the loop is closed, nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._event.set)
@@ -121,10 +160,6 @@ class AsyncWaiter:
         finally:
             self._event.clear()
         return True
-
-    def close(self) -> None:
-        """Stop listening."""
-        self._unsubscribe()
 
 
 class FeedStorage(ClientStorage):
