@@ -39,6 +39,7 @@ from motoko.study.container import (  # noqa: F401 (re-exported: the database's 
 )
 from motoko.study.feed import ChangeFeed, FeedStorage
 from motoko.study.journal import Journal, commit_with_retries
+from motoko.study.planner import select_runs
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.server import Address, parse_address
@@ -396,6 +397,4 @@ class StudyDB:
         (state, run_name, id, job parameters) narrow the candidates first;
         the rest are checked run by run.
         """
-        from motoko.study.planner import select_runs
-
-        return select_runs(self, self.study(study_name), constraints)
+        return select_runs(self.study(study_name), constraints)

@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 import transaction
 from ZEO.Exceptions import ClientDisconnected
@@ -35,9 +35,30 @@ from ZODB.POSException import ConflictError
 from motoko.errors import ConflictRetriesExhausted
 from motoko.study.values import same
 
-if TYPE_CHECKING:
-    from motoko.study.database import StudyDB
-    from motoko.study.records import Run
+
+class Run(Protocol):
+    """What replaying needs of a run (a stored :class:`~motoko.study.records.Run`).
+
+    Protocols here and below: records and the database both use the journal,
+    so the journal imports neither.
+    """
+
+    id: int
+    attempt: int
+    state: str
+    _study: Any
+    _p_jar: Any
+
+    def requeue(self, reason: str = ...) -> None: ...
+    def _p_activate(self) -> None: ...
+
+
+class StudyDB(Protocol):
+    """What replaying needs of a database connection (:class:`~motoko.study.database.StudyDB`)."""
+
+    tm: transaction.TransactionManager
+
+    def study(self, name: str) -> Any: ...
 
 T = TypeVar("T")
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import persistent
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
+from motoko.study import run_files
 from motoko.study.columns import record as record_column
 from motoko.study.journal import (
     ABSENT,
@@ -37,6 +38,7 @@ from motoko.study.journal import (
     commit_with_retries,
     journal_of,
 )
+from motoko.study.run_files import RunFile
 from motoko.study.states import (  # noqa: F401 (re-exported: the rules live in states.py)
     ACTIVE,
     CANCELLED,
@@ -56,9 +58,6 @@ from motoko.study.values import jsonable, same
 if TYPE_CHECKING:
     import pandas
 
-    from motoko.study.database import Study
-    from motoko.study.run_files import RunFile
-
 # Attributes that two concurrent transactions may never both change, even to
 # the same value: a claim is exclusive, so two launchers writing LAUNCHED must
 # conflict for one of them.
@@ -68,6 +67,22 @@ _EXCLUSIVE = frozenset({"_state", "launcher", "attempt", "history"})
 def now() -> _dt.datetime:
     """Return the current time in UTC; every timestamp motoko stores is UTC."""
     return _dt.datetime.now(_dt.timezone.utc)
+
+
+class Study(Protocol):
+    """What a run needs of the study that holds it (:class:`motoko.study.container.Study`).
+
+    A protocol, so that records need not import the container that imports them.
+    """
+
+    name: str
+    jobs: Any
+    columns: Any
+
+    def transition(self, run: Run, new: str, **fields: Any) -> None: ...
+    def requeue(self, run: Run, reason: str = ...) -> None: ...
+    def cancel(self, run: Run) -> bool: ...
+    def ids_in_state(self, state: str) -> Any: ...
 
 
 class Job(persistent.Persistent):
@@ -394,9 +409,7 @@ class Run(persistent.Persistent):
         Raises:
             RunFileNotFound: the run started but its directory is not on this host.
         """
-        from motoko.study.run_files import list_files
-
-        return list_files(self)
+        return run_files.list_files(self)
 
     @overload
     def tail(self, name: str = ..., lines: int = ..., follow: Literal[False] = ...) -> list[str]: ...
@@ -417,8 +430,6 @@ class Run(persistent.Persistent):
                 naming the files it has; when following, only if the run
                 ended without writing it.
         """
-        from motoko.study import run_files
-
         if not follow:
             return run_files.tail_lines(self, name, lines)
         return run_files.follow_lines(self, name, lines, self._see_changes, self._wait_for_change)
