@@ -245,7 +245,7 @@ class RunChannel:
             peer = self._admit(await reader.readline(), writer)
             if peer is not None:
                 await self._read(peer, reader)
-        except (ConnectionError, ValueError) as exc:  # ValueError: a line past MAX_MESSAGE
+        except ConnectionError as exc:
             self._tell(writer, f"launcher {self.owner}: {exc}")
         finally:
             if peer is not None and self._peers.get(peer.key) is peer:
@@ -286,7 +286,12 @@ class RunChannel:
 
     async def _read(self, peer: Peer, reader: asyncio.StreamReader) -> None:
         while True:
-            line = await reader.readline()
+            try:
+                line = await reader.readline()
+            except ValueError:  # past the reader's limit: the rest of the line cannot be skipped safely
+                raise ChannelError(
+                    f"run {peer.name} sent a message longer than {MAX_MESSAGE} bytes; its connection is closed"
+                ) from None
             if not line:
                 return
             try:

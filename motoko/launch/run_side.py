@@ -60,6 +60,8 @@ class LauncherLink:
         self.refused: list[str] = []
         self.gone = False
         self.undelivered: list[str] = []
+        #: A write the database may refuse on commit (a state change) was sent since the last commit.
+        self.unchecked = False
         self._buffer = b""
         self._next_flush = 0
         self._acks: dict[int, dict[str, Any]] = {}
@@ -77,6 +79,8 @@ class LauncherLink:
     def send(self, message: dict[str, Any], what: str) -> None:
         """Send one write; after the launcher went, keep it as undelivered."""
         line = encode(message, what=f"run {self.name}: {what}")
+        if message["op"] == "state" or message.get("method") in ("start", "finish", "fail"):
+            self.unchecked = True
         if not self.gone:
             try:
                 self._sock.sendall(line)  # blocks while the launcher's buffer for us is full
@@ -93,6 +97,8 @@ class LauncherLink:
     def flush(self, *, commit: bool, timeout: float | None = None) -> bool:
         """Wait until the launcher has (``commit``: committed) every write sent; False if it cannot."""
         self._next_flush += 1
+        if commit:
+            self.unchecked = False
         number = self._next_flush
         self.send({"op": "flush", "id": number, "commit": commit}, "flush")
         if self.gone:
@@ -377,9 +383,14 @@ def connect(path: str, study: str, run_id: int, attempt: int | None) -> tuple[Ch
 
 
 def _at_exit(link: LauncherLink) -> None:
-    """Flush, then say in one line what could not be saved."""
+    """Flush, then say in one line what could not be saved.
+
+    The launcher only needs to have received the last writes (it commits them
+    with the run's outcome), unless a state change was sent: the database may
+    refuse one, and the run waits for the commit to be able to say so.
+    """
     if not link.gone:
-        link.flush(commit=False, timeout=EXIT_FLUSH_TIMEOUT)
+        link.flush(commit=link.unchecked, timeout=EXIT_FLUSH_TIMEOUT)
     report = link.exit_report()
     if report:
         print(report, file=sys.stderr)

@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import ConflictRetriesExhausted, NotInRunError, RunSuperseded
+from motoko.errors import ChannelError, ConflictRetriesExhausted, NotInRunError, RunSuperseded
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.run_side import ChannelJob, ChannelRun, connect
 
@@ -247,6 +247,8 @@ def current_run() -> tuple[RunHandle | ChannelRun, Job | ChannelJob]:
         try:
             _channel = connect(path, study, run_id, attempt)
             return _channel
+        except ChannelError:
+            raise  # the launcher answered, and refused: say why
         except OSError:
             pass  # no launcher listens there any more: the database still works
     return _direct(study, run_id, attempt)
