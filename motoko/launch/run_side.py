@@ -69,12 +69,13 @@ class LauncherLink:
         self._sock.connect(path)  # OSError: no launcher there (the caller falls back)
         hello = {"op": "hello", "study": study, "run": run_id, "attempt": attempt, "pid": os.getpid()}
         self._sock.sendall(encode(hello))
-        self.welcome = self._receive(lambda m: m["op"] in ("welcome", "error"), timeout=EXIT_FLUSH_TIMEOUT)
-        if self.welcome is None or self.welcome["op"] == "error":
+        welcome = self._receive(lambda m: m["op"] in ("welcome", "error"), timeout=EXIT_FLUSH_TIMEOUT)
+        if welcome is None or welcome["op"] == "error":
             self._sock.close()
-            message = self.welcome["message"] if self.welcome else "the launcher did not answer"
+            message = welcome["message"] if welcome else "the launcher did not answer"
             raise ChannelError(message, hint="one process speaks for a run; open other processes' results as files")
-        self._take(self.welcome)
+        #: The launcher's first answer: the run and its job as claimed, the run fields' types.
+        self.welcome: dict[str, Any] = welcome
 
     def send(self, message: dict[str, Any], what: str) -> None:
         """Send one write; after the launcher went, keep it as undelivered."""
