@@ -16,6 +16,9 @@ Measured side by side in one run:
   progress every second), with the channel and without it; and how many
   database connections the server holds while they execute beyond the
   benchmark's own (target: 0 run processes, rate within 20 %).
+* ``in_process_notice``: how long after a commit returns another client of
+  the same process hears of it through ZEO: the most an in-process hop
+  notice could save.
 """
 
 from __future__ import annotations
@@ -194,6 +197,41 @@ def commit_rate(concurrent: int, seconds: float, *, channel: bool) -> dict[str, 
     }
 
 
+def echo_after_commit(repeat: int = 100) -> dict[str, Any]:
+    """Milliseconds from a commit returning to another client *of the same process* being told.
+
+    This is all an in-process notice (an embedded launcher told of its
+    workflow's runs, a handle told of its launcher's outcomes) could save
+    over ZEO's own invalidation: negative means the invalidation arrived
+    before the committer's commit returned.
+    """
+    from motoko.study.database import StudyDB
+    from motoko.study.server import ensure_server
+
+    with workflow({"echo": ("{i: int}", TRIVIAL, "")}) as root:
+        address = ensure_server(root)
+        writer, other = StudyDB(address), StudyDB(address)
+        told = threading.Event()
+        when = [0.0]
+
+        def listener(oids: Any) -> None:
+            when[0] = time.perf_counter()
+            told.set()
+
+        other.feed.subscribe(listener)
+        gaps, commits = [], []
+        for i in range(repeat):
+            told.clear()
+            start = time.perf_counter()
+            writer.transact(lambda i=i: writer.conn.root().__setitem__("echo", i))
+            done = time.perf_counter()
+            told.wait(5)
+            gaps.append((when[0] - done) * 1000)
+            commits.append((done - start) * 1000)
+        writer.close(), other.close()
+    return {"echo_after_commit_ms": summary(gaps), "commit_ms": summary(commits)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=60)
@@ -207,6 +245,7 @@ def main() -> None:
         "benchmark": "channel",
         "python_runs": python_runs(args.runs, args.parallel, args.repeat),
         "import": import_cost(max(5, args.repeat * 3)),
+        "in_process_notice": echo_after_commit(),
         "commit_rate": {"channel": commit_rate(args.concurrent, args.seconds, channel=True)},
         "targets": {"ratio_channel_to_bare": 0.6, "run_api_above_bare_s": 0.030, "commit_rate_ratio": 0.8, "run_processes_connected": 0},
     }
