@@ -13,7 +13,8 @@ Measured side by side in one run:
   Python (target ≤ 30 ms), next to importing the database client.
 * ``commit_rate``: one writer's small commits per second with no runs, then
   while ``--concurrent`` runs execute under a local launcher (each writing its
-  progress every second), with the channel and without it; and how many
+  progress every second), with the channel and without it (then
+  ``--database-concurrent`` runs, each a database client); and how many
   database connections the server holds while they execute beyond the
   benchmark's own (target: 0 run processes, rate within 20 %).
 * ``in_process_notice``: how long after a commit returns another client of
@@ -176,7 +177,7 @@ def commit_rate(concurrent: int, seconds: float, *, channel: bool) -> dict[str, 
             wf = Workflow(root)
             wf.writer.createTask(x=[0])
             wf.hold.createTask(x=list(range(concurrent)))
-            idle = writer_rate(address, seconds)
+            before = writer_rate(address, seconds)
             own = server_connections(root)
             result: dict[str, Any] = {}
             thread = threading.Thread(target=lambda: result.update(launch_runs(root, "hold", concurrent, concurrent, channel=channel)))
@@ -189,10 +190,12 @@ def commit_rate(concurrent: int, seconds: float, *, channel: bool) -> dict[str, 
             during = server_connections(root)
             release.touch()
             thread.join()
+            after = writer_rate(address, seconds)
             wf.close()
+    alone = (before + after) / 2  # before and after the runs: load from elsewhere shows as their spread
     return {
-        "concurrent_runs": concurrent, "channel": channel,
-        "writer_commits_per_s_alone": idle, "writer_commits_per_s_with_runs": busy, "ratio": busy / idle,
+        "concurrent_runs": concurrent, "channel": channel, "writer_commits_per_s_alone_before_after": [before, after],
+        "writer_commits_per_s_with_runs": busy, "ratio": busy / alone,
         "server_connections_beyond_benchmark": during - own, "run_processes_connected": max(0, during - own - 1),  # the launcher holds one
     }
 
@@ -239,7 +242,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrent", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--skip-database", action="store_true", help="skip the commit rate with runs as database clients")
+    parser.add_argument("--database-concurrent", type=int, default=64, help="runs as database clients (0: skip)")
     args = parser.parse_args()
     result: dict[str, Any] = {
         "benchmark": "channel",
@@ -249,8 +252,8 @@ def main() -> None:
         "commit_rate": {"channel": commit_rate(args.concurrent, args.seconds, channel=True)},
         "targets": {"ratio_channel_to_bare": 0.6, "run_api_above_bare_s": 0.030, "commit_rate_ratio": 0.8, "run_processes_connected": 0},
     }
-    if not args.skip_database:
-        result["commit_rate"]["database"] = commit_rate(args.concurrent, args.seconds, channel=False)
+    if args.database_concurrent:
+        result["commit_rate"]["database"] = commit_rate(args.database_concurrent, args.seconds, channel=False)
     emit(result)
 
 

@@ -29,6 +29,7 @@ import datetime as _dt
 import os
 import socket
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ChannelError, RunSuperseded, RunWriteRefused
@@ -63,8 +64,8 @@ class LauncherLink:
         #: A write the database may refuse on commit (a state change) was sent since the last commit.
         self.unchecked = False
         self._buffer = b""
+        self._lock = threading.RLock()  # threads of the run share the link
         self._next_flush = 0
-        self._acks: dict[int, dict[str, Any]] = {}
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)  # OSError: no launcher there (the caller falls back)
         hello = {"op": "hello", "study": study, "run": run_id, "attempt": attempt, "pid": os.getpid()}
@@ -80,32 +81,36 @@ class LauncherLink:
     def send(self, message: dict[str, Any], what: str) -> None:
         """Send one write; after the launcher went, keep it as undelivered."""
         line = encode(message, what=f"run {self.name}: {what}")
-        if message["op"] == "state" or message.get("method") in ("start", "finish", "fail"):
-            self.unchecked = True
-        if not self.gone:
-            try:
-                self._sock.sendall(line)  # blocks while the launcher's buffer for us is full
-                return
-            except OSError:
-                self._lose()
-        self.undelivered.append(what)
+        with self._lock:
+            if message["op"] == "state" or message.get("method") in ("start", "finish", "fail"):
+                self.unchecked = True
+            if not self.gone:
+                try:
+                    self._sock.sendall(line)  # blocks while the launcher's buffer for us is full
+                    return
+                except OSError:
+                    self._lose()
+            if message["op"] != "flush":
+                self.undelivered.append(what)
 
     def poll(self) -> None:
         """Read, without waiting, whatever the launcher pushed."""
-        if not self.gone:
-            self._receive(lambda m: False, timeout=0.0)
+        with self._lock:
+            if not self.gone:
+                self._receive(lambda m: False, timeout=0.0)
 
     def flush(self, *, commit: bool, timeout: float | None = None) -> bool:
         """Wait until the launcher has (``commit``: committed) every write sent; False if it cannot."""
-        self._next_flush += 1
-        if commit:
-            self.unchecked = False
-        number = self._next_flush
-        self.send({"op": "flush", "id": number, "commit": commit}, "flush")
-        if self.gone:
-            return False
-        ack = self._receive(lambda m: m["op"] == "ack" and m.get("id") == number, timeout=timeout)
-        return ack is not None
+        with self._lock:
+            self._next_flush += 1
+            if commit:
+                self.unchecked = False
+            number = self._next_flush
+            self.send({"op": "flush", "id": number, "commit": commit}, "flush")
+            if self.gone:
+                return False
+            ack = self._receive(lambda m: m["op"] == "ack" and m.get("id") == number, timeout=timeout)
+            return ack is not None
 
     def close(self) -> None:
         """Close the socket (the launcher sees the run leave)."""
