@@ -279,7 +279,8 @@ def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, An
 
     if daemon_status(workflow.config) and not overrides:
         return None
-    return EmbeddedLauncher(workflow.config, **overrides).start()
+    databases = {str(db.address): db for db in workflow.databases}
+    return EmbeddedLauncher(workflow.config, databases=databases, **overrides).start()
 
 
 async def _main(

@@ -38,7 +38,9 @@ from typing import Any
 from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
+from motoko.launch.channel import RunChannel
 from motoko.launch.executors.base import Executor, Launch, Outcome
+from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
 from motoko.study.liveness import Orphan, declare_lost, stop_orphans
@@ -160,6 +162,8 @@ class Launcher:
         self._idle_since: float | None = None
         self._cache = TemplateCache()
         self._claimed_total = 0
+        #: Where this launcher's local runs send their writes (see motoko.launch.channel).
+        self.channel = RunChannel(self.id)
 
     # -- public ------------------------------------------------------------
 
@@ -183,10 +187,13 @@ class Launcher:
                 loop.add_signal_handler(sig, self.stop)
         unsubscribe = self.db.feed.subscribe(self._on_change(loop))
         await self.executor.start()
+        if self.executor.shares_host:
+            await self.channel.start(self._wake)
         try:
             await self._loop()
         finally:
             unsubscribe()
+            await self.channel.close()
             await self.executor.close()
             self._unregister()
         return self.report
@@ -307,12 +314,14 @@ class Launcher:
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = time.monotonic() - self._last_lost_check >= self._lost_check_interval()
         orphans: list[Orphan] = []
+        writes = self.channel.pending()
 
         def change() -> list[Claimed]:
             orphans.clear()  # a retried transaction finds them again
             if self._record is None:
                 self._register()
             self._mark_running(started)
+            self.channel.apply(self.db, writes)  # before settling: a run's own final state wins
             self._settle(outcomes)
             if beat:
                 self._heartbeat()
@@ -332,6 +341,7 @@ class Launcher:
             log.error("launcher cycle failed: %s", exc)
             return []
         self._started = self._started[len(started) :]
+        self.channel.committed(writes)
         self._unsettled = self._unsettled[len(outcomes) :]
         self._account(outcomes)
         if beat:
@@ -489,6 +499,7 @@ class Launcher:
     def _account(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             self._owned.pop(outcome.key, None)
+            self.channel.forget(outcome.key)
             self.report.executed += 1
             if outcome.cancelled:
                 self.report.cancelled += 1
@@ -539,6 +550,9 @@ class Launcher:
             MOTOKO_LAUNCHER=self.id,
             MOTOKO_PYTHON=sys.executable,
         )
+        env.pop(ENV_CHANNEL, None)
+        types = {name: ftype.name for name, ftype in self.studies[item.study].run_fields.items()}
+        env.update(self.channel.environment((item.study, item.run_id), item.run_json, types))
         paths = [p for p in (env.get("PYTHONPATH"), _PACKAGE_ROOT) if p]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         return env
@@ -555,6 +569,7 @@ class Launcher:
             if run is None or not run.stop_requested:
                 continue
             if key in self.executor.running:
+                self.channel.stop(key)
                 asyncio.get_running_loop().create_task(self.executor.cancel(key, self.options.cancel_grace))
             else:
                 self._queue = [c for c in self._queue if (c.study, c.run_id) != key]

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def build_launcher(
     group: str | None = None,
     executor: str | None = None,
     max_parallel: int | None = None,
+    databases: Mapping[str, StudyDB] | None = None,
     **overrides: Any,
 ) -> Launcher:
     """Open a connection and build a launcher for a workflow's studies.
@@ -113,12 +115,16 @@ def build_launcher(
         study: Serve only this study.
         group: Serve every study in the same database as this one (default:
             the first study's).
+        databases: Connections of this process by address: the launcher
+            shares their database client (see ``StudyDB.sibling``) instead
+            of opening its own.
     """
     chosen = study or group
     first = config.resolve(chosen) if chosen else next(iter(config.studies))
     address = database_address(config, first) or ensure_server(config.directory)
     studies = served_studies(config, study, address)
-    db = StudyDB(address)
+    shared = (databases or {}).get(str(address))
+    db = shared.sibling() if shared is not None else StudyDB(address)
     for schema in studies.values():
         db.create_study(schema)
     options = launcher_options(config, db_address=str(address), **overrides)
@@ -138,7 +144,12 @@ async def serve_all(launchers: list[Launcher]) -> list[LauncherReport]:
 
 
 class EmbeddedLauncher:
-    """Launchers (one per database) running in a background thread of this process."""
+    """Launchers (one per database) running in a background thread of this process.
+
+    Given the workflow's ``databases`` (address → connection), each launcher
+    shares the workflow's database client: it hears of the runs the workflow
+    creates, and the workflow of their outcomes, in-process.
+    """
 
     def __init__(self, config: WorkflowConfig, **kwargs: Any):
         self.config = config

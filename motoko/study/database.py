@@ -82,6 +82,8 @@ class StudyDB:
         ssl_server_hostname: Host name to check the server certificate against.
     """
 
+    _sibling = False  # True for a connection sharing another's client (see sibling())
+
     def __init__(
         self,
         address: Address | str,
@@ -168,7 +170,28 @@ class StudyDB:
             self.tm.abort()
         with contextlib.suppress(Exception):
             self.conn.close()
-        self.db.close()
+        if not getattr(self, "_sibling", False):  # a sibling leaves the shared client open
+            self.db.close()
+
+    def sibling(self) -> StudyDB:
+        """Another connection through this one's database client, for another thread.
+
+        One ZEO client per process instead of two: the sibling's commits
+        reach this connection's readers in-process (no server echo, see
+        :mod:`motoko.study.feed`) and the objects they changed are read from
+        the shared client cache. An embedded launcher uses one, so that it
+        hears of its workflow's runs, and its workflow of their outcomes,
+        without waiting for the server. Closing the sibling leaves this
+        connection open; close the sibling first.
+        """
+        other = object.__new__(StudyDB)
+        other.address, other.feed, other.db = self.address, self.feed, self.db
+        other.tm = transaction.TransactionManager()
+        other.conn = other.db.open(transaction_manager=other.tm)
+        other.journal = Journal(other)
+        other.conn.motoko_journal = other.journal
+        other._sibling = True
+        return other
 
     def __enter__(self) -> StudyDB:
         return self

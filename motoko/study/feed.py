@@ -8,6 +8,15 @@ to notify a :class:`ChangeFeed`. Awaiting coroutines and idle launchers wait
 on the feed instead of sleeping a fixed interval; a slow poll remains only as
 a safety net (a missed notification, a reconnect).
 
+ZEO never echoes a commit to the client that made it. When several
+connections of one process share a client (an embedded launcher and its
+workflow, see ``StudyDB.sibling``), :class:`FeedStorage` therefore also
+publishes its own commits, *in-process*, to the listeners subscribed from
+other threads than the committing one: the launcher hears of the runs its
+workflow created, and the workflow of the outcomes its launcher settled,
+without a server round trip, and reads the changed objects from the shared
+client cache.
+
 The feed lives in the study layer because the study database owns the
 connection; the workflow engine and launchers only subscribe to it.
 """
@@ -40,20 +49,43 @@ class ChangeFeed:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._threads: dict[int, int] = {}  # id(listener) → the thread that subscribed it
         self._lock = threading.Lock()
         self.commits_seen = 0
+        #: Commits of this process published in-process (see the module's docstring).
+        self.local_commits = 0
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Add a listener; return a function that removes it."""
         with self._lock:
             self._listeners.append(listener)
+            self._threads[id(listener)] = threading.get_ident()
 
         def unsubscribe() -> None:
             with self._lock:
                 if listener in self._listeners:
                     self._listeners.remove(listener)
+                    self._threads.pop(id(listener), None)
 
         return unsubscribe
+
+    def publish_local(self, oids: Iterable[bytes]) -> None:
+        """Tell the listeners of other threads of a commit this process made.
+
+        The committing thread's own listeners are not told, as ZEO does not
+        echo a commit to its author.
+        """
+        changed = frozenset(oids)
+        if not changed:
+            return
+        me = threading.get_ident()
+        with self._lock:
+            listeners = [item for item in self._listeners if self._threads.get(id(item)) != me]
+        if not listeners:
+            return
+        self.local_commits += 1
+        for listener in listeners:
+            listener(changed)
 
     def publish(self, oids: Iterable[bytes] | None) -> None:
         """Notify every listener (called by :class:`FeedStorage`)."""
@@ -174,7 +206,27 @@ class FeedStorage(ClientStorage):
     def __init__(self, *args: Any, feed: ChangeFeed, **kw: Any):
         self.feed = feed
         self.connected_at = _dt.datetime.now(_dt.timezone.utc)
+        self._written: dict[int, list[bytes]] = {}  # id(transaction) → oids stored in it
         super().__init__(*args, **kw)
+
+    def store(self, oid: bytes, serial: bytes, data: bytes, version: str, txn: Any) -> Any:
+        """Storage API: remember what this transaction writes, for :meth:`tpc_finish`."""
+        self._written.setdefault(id(txn), []).append(oid)
+        return super().store(oid, serial, data, version, txn)
+
+    def tpc_finish(self, txn: Any, *args: Any, **kw: Any) -> Any:
+        """Storage API: commit, then tell this process's other threads (see the module doc)."""
+        try:
+            tid = super().tpc_finish(txn, *args, **kw)
+        finally:
+            written = self._written.pop(id(txn), ())
+        self.feed.publish_local(written)
+        return tid
+
+    def tpc_abort(self, txn: Any, *args: Any, **kw: Any) -> Any:
+        """Storage API: abort, forgetting what the transaction wrote."""
+        self._written.pop(id(txn), None)
+        return super().tpc_abort(txn, *args, **kw)
 
     def invalidateTransaction(self, tid: bytes, oids: Any) -> None:  # noqa: N802
         """Server callback: let ZODB invalidate, then wake the feed's listeners."""

@@ -129,6 +129,9 @@ class Executor(abc.ABC):
     #: :meth:`report_started` when it really starts, so that the run stays
     #: LAUNCHED, not RUNNING, while it waits in the queue.
     reports_start = False
+    #: True when runs execute on the launcher's own host, so that they can
+    #: reach its run channel (a unix socket) instead of the database.
+    shares_host = False
 
     def __init__(self, max_parallel: int):
         self.max_parallel = max(1, int(max_parallel))

@@ -24,6 +24,7 @@ class LocalExecutor(Executor):
     """Executes runs on this machine."""
 
     name = "local"
+    shares_host = True
 
     def __init__(self, max_parallel: int | None = None):
         super().__init__(max_parallel or os.cpu_count() or 1)
