@@ -8,6 +8,7 @@ reach the test's ZEO server themselves.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -180,7 +181,7 @@ def test_worker_killed_while_running_makes_the_run_lost(workdir, dask_scheduler)
     run_dir = started(db, rid)
     assert run_dir is not None
     worker = int((run_dir / "worker_pid").read_text())
-    sleeper = int((run_dir / "dask-task.json").read_text().split('"pid": ')[1].rstrip("}"))
+    sleeper = json.loads((run_dir / "started.1").read_text())["pid"]
     os.kill(worker, signal.SIGKILL)
     background.join(30)
     run = run_of(db, rid)

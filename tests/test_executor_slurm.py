@@ -133,7 +133,7 @@ def test_single_jobs_finish_with_outputs_and_exit_codes(slurm, workdir):
         assert run.y == 2 * run.job.x
         run_dir = Path(run.run_path)
         assert (run_dir / "stdout").read_text() == f"x is {run.job.x}\n"
-        assert (run_dir / "exit_code").read_text() == "0\n"
+        assert (run_dir / "exit.1").read_text() == "0\n" and (run_dir / ".motoko-attempt").read_text() == "1\n"
         assert (run_dir / f"slurm-{run.slurm_job}.out").exists()
         assert run.slurm_array is None
         jobs.add(run.slurm_job)
@@ -236,7 +236,8 @@ def test_run_script_quotes_every_value():
     assert "export MOTOKO_X='it'\"'\"'s $(here)'" in script
     assert "cd -- '/tmp/run dir' || exit 97" in script
     assert "/bin/echo 'a b' '$(x)' </dev/null >stdout 2>stderr" in script
-    assert "SLURM_" not in script.replace("SLURM executor", "")
+    assert "export SLURM_" not in script and "unset SLURM_" not in script  # the job's own, not the launcher's
+    assert "motoko-slurm" not in script and 'if [[ "$(cat .motoko-attempt 2>/dev/null)" != 1 ]]' in script
 
 
 def test_errors_say_what_to_do(monkeypatch):

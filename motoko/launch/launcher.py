@@ -38,10 +38,11 @@ from typing import Any
 from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
+from motoko.launch.adoption import Adoption, record_submitted
 from motoko.launch.executors.base import Executor, Launch, Outcome
+from motoko.launch.processes import stop_orphans
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
-from motoko.study.liveness import Orphan, declare_lost, stop_orphans
 from motoko.study.records import (
     ACTIVE,
     CANCELLED,
@@ -161,8 +162,13 @@ class Launcher:
         self._idle_since: float | None = None
         self._cache = TemplateCache()
         self._claimed_total = 0
+        self._adoption = Adoption(executor, self.id, self._wake_up)
 
     # -- public ------------------------------------------------------------
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def stop(self) -> None:
         """Ask the launcher to stop claiming and exit once its runs ended."""
@@ -188,6 +194,7 @@ class Launcher:
             await self._loop()
         finally:
             unsubscribe()
+            await self._adoption.close()
             await self.executor.close()
             self._unregister()
         return self.report
@@ -261,7 +268,7 @@ class Launcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _should_exit(self) -> bool:
-        busy = bool(self._owned)
+        busy = bool(self._owned) or self._adoption.busy
         if self._stopping:
             return not busy
         opts = self.options
@@ -306,19 +313,21 @@ class Launcher:
         started = list(self._started)
         want = self._claim_room()
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
-        check_lost = time.monotonic() - self._last_lost_check >= self._lost_check_interval()
-        orphans: list[Orphan] = []
+        check_lost = (
+            time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
+        )
+        submitted = list(self.executor.submitted)
 
         def change() -> list[Claimed]:
-            orphans.clear()  # a retried transaction finds them again
             if self._record is None:
                 self._register()
+            record_submitted(self.db, self.id, submitted)
             self._mark_running(started)
             self._settle(outcomes)
             if beat:
                 self._heartbeat()
             if check_lost:
-                self._detect_lost(orphans)
+                self._detect_lost()
             return self._claim(want) if want > 0 else []
 
         try:
@@ -333,13 +342,16 @@ class Launcher:
             log.error("launcher cycle failed: %s", exc)
             return []
         self._started = self._started[len(started) :]
+        del self.executor.submitted[: len(submitted)]
         self._unsettled = self._unsettled[len(outcomes) :]
         self._account(outcomes)
         if beat:
             self._last_heartbeat = time.monotonic()
         if check_lost:
             self._last_lost_check = time.monotonic()
-            stop_orphans(orphans)
+            stop_orphans(self._adoption.orphans)
+            for key, oid in self._adoption.after_commit():
+                self._owned[key] = oid
         for item in claimed:
             self._owned[(item.study, item.run_id)] = item.oid
         self._queue.extend(claimed)
@@ -437,13 +449,10 @@ class Launcher:
             return
         self._last_heartbeat = time.monotonic()
 
-    def _detect_lost(self, orphans: list[Orphan]) -> None:
-        """Declare LOST the active runs whose launcher stopped heart-beating."""
-        for name, schema in self.studies.items():
-            self.report.lost_detected += declare_lost(
-                self.db, self.db.study(name), schema.lost_after or self.options.lost_after,
-                observer=self.id, skip_launcher=self.id, orphans=orphans,
-            )
+    def _detect_lost(self) -> None:
+        """Adopt, or declare LOST, the active runs whose launcher stopped heart-beating."""
+        lost_after = {name: schema.lost_after or self.options.lost_after for name, schema in self.studies.items()}
+        self.report.lost_detected += self._adoption.judge(self.db, lost_after, observer=self.id)
 
     def _claim(self, want: int) -> list[Claimed]:
         claimed: list[Claimed] = []
@@ -525,7 +534,8 @@ class Launcher:
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
         env = run_environment(item.values, self._base_env(item, run_dir))
-        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options)
+        attempt = int(item.run_json["run"]["attempt"])
+        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options, attempt)
 
     def _base_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
         env = dict(os.environ)
