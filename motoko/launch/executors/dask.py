@@ -253,7 +253,7 @@ class DaskExecutor(Executor):
     def _on_started(self, event: Any) -> None:
         """A worker started a run's command (a ``log_event`` on our topic)."""
         _, message = event
-        run = self._keys.get(message.get("key")) if isinstance(message, dict) else None
+        run = self._keys.get(str(message.get("key"))) if isinstance(message, dict) else None
         if run is not None and run in self._tasks:
             self.report_started(run)
 
