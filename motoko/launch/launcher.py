@@ -400,7 +400,7 @@ class Launcher:
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
             if outcome.cancelled:
-                study.transition(run, CANCELLED, error="cancelled on request")
+                study.transition(run, CANCELLED, error=outcome.reason or "cancelled on request")
             elif outcome.lost:
                 study.transition(run, LOST, error=outcome.describe())
             elif outcome.succeeded:

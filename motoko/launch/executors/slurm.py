@@ -91,7 +91,6 @@ _LOSSES = {
 }
 #: Ended states in which SLURM killed the run: reported FAILED with the reason.
 _KILLS = {
-    "CANCELLED": "was cancelled outside motoko (scancel)",
     "DEADLINE": "reached its deadline",
     "OUT_OF_MEMORY": "ran out of memory",
     "TIMEOUT": "was killed at its time limit",
@@ -127,12 +126,27 @@ class _Task:
         return f"{self.job}_{self.index}" if self.index is not None else str(self.job)
 
 
+#: What an outside ``scancel`` leaves in the run's error.
+_CANCELLED_OUTSIDE = "was cancelled outside motoko (scancel)"
+
+
 @dataclass
 class _Queue:
-    """What one squeue call says: state and reason per job id, and pending arrays."""
+    """What one squeue call says: state and reason per job id, and the arrays' unsplit tasks.
+
+    ``arrays`` maps an array's id to the task ids squeue still shows in one
+    range row ("123_[4-9%2]", not started yet) and that row's state.
+    """
 
     rows: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    pending_arrays: set[str] = field(default_factory=set)
+    arrays: dict[str, tuple[set[int], str]] = field(default_factory=dict)
+
+    def array_state(self, job: str, index: int) -> str | None:
+        """The state of array task ``job_index`` if it is still in its array's range row."""
+        ranged = self.arrays.get(job)
+        if ranged is None or index not in ranged[0]:
+            return None
+        return ranged[1]
 
 
 class SlurmExecutor(Executor):
@@ -398,8 +412,15 @@ class SlurmExecutor(Executor):
     def _update(self, task: _Task, queue: _Queue) -> bool:
         """Apply squeue's view to one task; False when squeue no longer knows it."""
         row = queue.rows.get(task.slurm_id)
-        if row is None and task.index is not None and task.job in queue.pending_arrays:
-            row = ("PENDING", "", "")
+        if row is None and task.index is not None and task.job is not None:
+            state = queue.array_state(task.job, task.index)
+            if state is not None:
+                row = (state, "", "")
+            elif task.job in queue.arrays and not task.started and not self._began(task):
+                # Array tasks leave the range row by starting (a row of their own,
+                # kept for MinJobAge once ended) or by a scancel while queued.
+                self._settle(task, self._cancelled_outside(task))
+                return True
         if row is None:
             task.missing += 1
             # Twice in a row, so that a job between sbatch and squeue is not judged.
@@ -446,13 +467,28 @@ class SlurmExecutor(Executor):
             )
             self._settle(task, Outcome(task.launch.study, task.launch.run_id, lost=True, reason=reason))
 
+    @staticmethod
+    def _began(task: _Task) -> bool:
+        """Whether the task's script started (it writes ``started.<attempt>`` first)."""
+        return attempts.started_file(task.launch.run_dir, task.launch.attempt).exists()
+
+    def _cancelled_outside(self, task: _Task, why: str = "while queued") -> Outcome:
+        launch = task.launch
+        reason = f"SLURM job {task.slurm_id} {_CANCELLED_OUTSIDE} ({why})"
+        return Outcome(launch.study, launch.run_id, cancelled=True, reason=reason)
+
     def _outcome(self, task: _Task, state: str, reason: str, code: int | None) -> Outcome:
         launch = task.launch
         cancelled = launch.key in self._cancelled
         outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
+        outcome.extra["slurm_state"] = state
         why = f"{state}, {reason}" if reason and reason not in ("None", state) else state
         if cancelled:
             pass
+        elif state == "CANCELLED" and code is None:
+            outcome = self._cancelled_outside(task, why)
+            outcome.stderr_tail = _failure_tail(task)
+            return outcome
         elif state in _LOSSES and code is None:
             outcome.lost = True
             outcome.reason = f"SLURM job {task.slurm_id} {_LOSSES[state]} ({why})"
@@ -642,7 +678,7 @@ def _parse_squeue(out: str, queue: _Queue) -> None:
         job_id, array_id, task_id, raw_id, state, reason = parts
         state = state.split()[0] if state.strip() else "UNKNOWN"
         if task_id not in ("N/A", "") and not task_id.isdigit():
-            queue.pending_arrays.add(array_id)  # "123_[4-9%2]": tasks not started yet
+            queue.arrays[array_id] = (_task_ids(task_id), state)  # "123_[4-9%2]": tasks not started yet
             continue
         queue.rows[job_id] = (state, reason, raw_id)
 
@@ -676,11 +712,20 @@ async def _active(ident: str) -> bool:
         queue = await _squeue([ident])
     except (MotokoError, OSError):
         return False
-    job = ident.split("_")[0]
+    job, _, index = ident.partition("_")
     row = queue.rows.get(ident)
-    if row is None:
-        return "_" in ident and job in queue.pending_arrays
-    return row[0] not in _ENDED
+    state = row[0] if row is not None else (queue.array_state(job, int(index)) if index else None)
+    return state is not None and state not in _ENDED
+
+
+def _task_ids(spec: str) -> set[int]:
+    """Task ids of an squeue range ("0-3,7", "4-9%2"); empty for what cannot be read."""
+    ids: set[int] = set()
+    for part in spec.split("%")[0].strip("[]").split(","):
+        low, _, high = part.partition("-")
+        with contextlib.suppress(ValueError):
+            ids.update(range(int(low), int(high or low) + 1))
+    return ids
 
 
 def _job_ident(orphan: Orphan) -> str | None:
