@@ -322,6 +322,7 @@ class Launcher:
             if self._record is None:
                 self._register()
             record_submitted(self.db, self.id, submitted)
+            self._show_note()
             self._mark_running(started)
             self._settle(outcomes)
             if beat:
@@ -429,6 +430,12 @@ class Launcher:
             _, run = self._run_of(key)
             if run is not None and run.state in ACTIVE and run.launcher == self.id:
                 run.heartbeat = stamp
+
+    def _show_note(self) -> None:
+        """Put the executor's note (sbatch refusing jobs for now...) on our record, for ``motoko status``."""
+        record = self._record
+        if record is not None and record.note != self.executor.note:
+            record.note = self.executor.note
 
     def _heartbeat_alone(self) -> None:
         """Commit the launcher's heartbeat by itself, while its cycle keeps meeting conflicts.

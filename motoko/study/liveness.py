@@ -41,6 +41,21 @@ def last_sign_of_life(run: Run, record: Any) -> _dt.datetime:
     return max(stamps)
 
 
+def silence_note(run: Run, record: Any, lost_after: float, stamp: _dt.datetime | None = None) -> str | None:
+    """What to tell a user about an active run whose launcher went silent, or None.
+
+    Read-only: views show it (``motoko status``, ``runs show``, the
+    dashboard) whether or not any process is watching the study, so that
+    no run looks alive forever.
+    """
+    if run.state not in (LAUNCHED, RUNNING):
+        return None
+    gone = ((stamp or now()) - last_sign_of_life(run, record)).total_seconds()
+    if gone <= lost_after:
+        return None
+    return f"launcher gone {gone:.0f} s ago: start a launcher to recover them"
+
+
 @dataclass(frozen=True)
 class OrphanProcess:
     """A local run's process whose launcher died: stopped once its run is LOST (pure data)."""

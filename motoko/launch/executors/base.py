@@ -186,6 +186,9 @@ class Executor(abc.ABC):
         self.submitted: list[tuple[tuple[str, int], str]] = []
         #: Set by the launcher: an event to set whenever an outcome is queued.
         self.wake: asyncio.Event | None = None
+        #: What the engine says that the user should know (sbatch refusing jobs for now);
+        #: the launcher shows it on its record, for ``motoko status``.
+        self.note: str | None = None
 
     def report(self, outcome: Outcome) -> None:
         """Queue an outcome and wake the launcher."""

@@ -26,6 +26,15 @@ Tracking
     when only job completion logging is configured); found nowhere and
     without an exit status, it is reported LOST, never left RUNNING.
 
+Cluster limits
+    ``scontrol show config`` is read once: arrays are split to fit the
+    cluster's ``MaxArraySize``, and no more runs than ``MaxJobCount`` are
+    in flight. A refusal that passes (``Resource temporarily unavailable``,
+    a submit limit, a controller that times out) keeps the runs queued and
+    tries sbatch again with back-off, saying so in the launcher's log and
+    in its note that ``motoko status`` shows. A refusal that never passes
+    fails the runs with one line naming the setting to change.
+
 Adopting
     A launcher that finds runs whose launcher died asks :meth:`inspect`
     about each: a job still queued or running is *adopted* (tracked like
@@ -105,6 +114,21 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _JOB_ID = re.compile(r"(\d+)(?:_(\d+))?\Z")
 #: Seconds to wait for SLURM to end an earlier attempt before a retry is submitted.
 STALE_STOP_TIMEOUT = 120.0
+#: sbatch complaints that pass with time: the runs stay queued and sbatch is tried again.
+_TRANSIENT = (
+    "Resource temporarily unavailable", "Socket timed out", "temporarily unable", "Unable to contact slurm controller",
+    "job submit limit", "MaxSubmitJobs", "MaxJobCount", "SubmitJob", "Job count limit",
+)
+#: sbatch complaints that never pass, and the setting that fixes them.
+_FIXES = {
+    "Invalid job array specification": "the array is larger than the cluster's MaxArraySize: "
+    "lower bundle_size (motoko.yaml launcher) below it",
+    "invalid partition": "name an existing partition in slurm_options (`sinfo -s` lists them)",
+    "Requested node configuration is not available": "ask for no more cores or memory than a node has "
+    "(nproc, --mem in slurm_options; `sinfo -o '%c %m'`)",
+    "Requested time limit is invalid": "lower --time in slurm_options below the partition's MaxTime (`sinfo -o '%l'`)",
+    "Invalid account": "set --account in slurm_options to an account of yours (`sacctmgr show assoc user=$USER`)",
+}
 
 
 @dataclass
@@ -160,6 +184,10 @@ class SlurmExecutor(Executor):
         poll: Seconds between squeue calls while jobs are tracked.
         window: Seconds a partial bundle waits for more runs before submission.
         submitters: sbatch commands allowed to run at once.
+        max_array_size: Runs per array at most, below the cluster's own
+            ``MaxArraySize`` (which is read and always respected).
+        backoff: First and longest pause, in seconds, after sbatch refused
+            for a reason that passes.
 
     Raises:
         ConfigError: if the SLURM commands are not installed here.
@@ -177,6 +205,8 @@ class SlurmExecutor(Executor):
         poll: float = 0.5,
         window: float = 0.05,
         submitters: int = 4,
+        max_array_size: int | None = None,
+        backoff: tuple[float, float] = (1.0, 60.0),
     ):
         super().__init__(max_parallel or DEFAULT_MAX_PARALLEL)
         _require_commands()
@@ -194,11 +224,23 @@ class SlurmExecutor(Executor):
         self._poke = asyncio.Event()
         self._polling = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
+        self.max_array_size = max_array_size
+        self.backoff = backoff
+        self._refusals = 0
+        self._limits_read = False
 
     # -- the Executor interface ------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the background squeue poller."""
+        """Read the cluster's limits (once) and start the background squeue poller."""
+        if not self._limits_read:
+            self._limits_read = True
+            limits = await cluster_limits()
+            if "MaxArraySize" in limits:
+                # Task ids run from 0 to MaxArraySize - 1.
+                self.max_array_size = min(self.max_array_size or limits["MaxArraySize"], limits["MaxArraySize"])
+            if "MaxJobCount" in limits and limits["MaxJobCount"] > 0:
+                self.max_parallel = min(self.max_parallel, limits["MaxJobCount"])
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
 
@@ -215,12 +257,17 @@ class SlurmExecutor(Executor):
         group = (launch.options, launch.nproc)
         buffer = self._buffers.setdefault(group, [])
         buffer.append(task)
-        if len(buffer) >= self.bundle_size:
+        if len(buffer) >= self.bundle_limit:
             self._flush(group)
         elif group not in self._timers:
             self._timers[group] = asyncio.get_running_loop().call_later(self.window, self._flush, group)
         await self.start()
         return "queued"
+
+    @property
+    def bundle_limit(self) -> int:
+        """Runs per array: ``bundle_size``, split to fit the cluster's ``MaxArraySize``."""
+        return max(1, min(self.bundle_size, self.max_array_size or self.bundle_size))
 
     async def cancel(self, key: tuple[str, int], grace: float) -> None:
         """scancel the run's job (or array task); the outcome says cancelled.
@@ -314,17 +361,29 @@ class SlurmExecutor(Executor):
 
     async def _submit(self, tasks: list[_Task]) -> None:
         """sbatch one bundle; report every run of it as failed if SLURM refuses."""
+        for task in [t for t in tasks if t.launch.key in self._cancelled]:  # while waiting to retry
+            tasks.remove(task)
+            self._settle(task, Outcome(task.launch.study, task.launch.run_id, cancelled=True))
+        if not tasks:
+            return
         for task in tasks:
             await self._stop_stale(task.launch)
         try:
             command = _array_command(tasks, self.options) if len(tasks) > 1 else _job_command(tasks[0], self.options)
             async with self._submitters:
                 out = await _call(command)
-        except (MotokoError, OSError) as exc:
-            for task in tasks:
-                reason = f"could not submit to SLURM: {exc}"
-                self._settle(task, Outcome(task.launch.study, task.launch.run_id, reason=reason))
+        except SlurmError as exc:
+            if any(text in exc.stderr for text in _TRANSIENT):
+                self._retry_later(tasks, exc)
+                return
+            self._refuse(tasks, exc)
             return
+        except (MotokoError, OSError) as exc:
+            self._refuse(tasks, exc)
+            return
+        if self._refusals:
+            log.warning("sbatch accepts jobs again")
+            self._refusals, self.note = 0, None
         job = out.strip().split(";")[0]
         self._jobs[job] = list(tasks)
         for index, task in enumerate(tasks):
@@ -341,6 +400,34 @@ class SlurmExecutor(Executor):
         for task in tasks:
             if task.launch.key in self._cancelled:  # cancelled while sbatch ran
                 await self._scancel(task)
+
+    def _refuse(self, tasks: list[_Task], exc: Exception) -> None:
+        """Fail every run of a bundle sbatch refused for good, naming the fix when it is known."""
+        stderr = getattr(exc, "stderr", "")
+        fix = next((hint for text, hint in _FIXES.items() if text.lower() in stderr.lower()), None)
+        if fix is not None and isinstance(exc, SlurmError):
+            exc = SlurmError(exc.command, exc.stderr, hint=fix)
+        for task in tasks:
+            reason = f"could not submit to SLURM: {exc}"
+            self._settle(task, Outcome(task.launch.study, task.launch.run_id, reason=reason))
+
+    def _retry_later(self, tasks: list[_Task], exc: SlurmError) -> None:
+        """Keep a bundle queued after a refusal that passes; sbatch it again after a growing pause."""
+        first, longest = self.backoff
+        delay = min(longest, first * 2**self._refusals)
+        self._refusals += 1
+        detail = exc.stderr.splitlines()[-1] if exc.stderr else "no message"
+        self.note = (
+            f"SLURM refused jobs for now ({detail}): {len(tasks)} run(s) stay queued, sbatch again in {delay:.0f} s"
+        )
+        log.warning("%s", self.note)
+
+        def again() -> None:
+            job = asyncio.get_running_loop().create_task(self._submit(tasks))
+            self._background.add(job)
+            job.add_done_callback(self._background.discard)
+
+        asyncio.get_running_loop().call_later(delay, again)
 
     async def _stop_stale(self, launch: Launch) -> None:
         """Cancel an earlier attempt of the run that SLURM still runs, and wait until it ended.
@@ -704,6 +791,29 @@ async def _sacct(ids: list[str]) -> dict[str, str]:
         if states:
             return states
     return {}
+
+
+async def cluster_limits() -> dict[str, int]:
+    """The cluster's MaxArraySize and MaxJobCount (``scontrol show config``); {} when unknown."""
+    if shutil.which("scontrol") is None:
+        return {}
+    try:
+        out = await _call(["scontrol", "show", "config"])
+    except (MotokoError, OSError) as exc:
+        log.warning("cannot read the cluster's limits (scontrol show config): %s", exc)
+        return {}
+    return parse_limits(out)
+
+
+def parse_limits(text: str) -> dict[str, int]:
+    """MaxArraySize and MaxJobCount from ``scontrol show config`` output."""
+    limits = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        name, value = name.strip(), value.strip().split(" ")[0]
+        if name in ("MaxArraySize", "MaxJobCount") and value.isdigit():
+            limits[name] = int(value)
+    return limits
 
 
 async def _active(ident: str) -> bool:
