@@ -27,7 +27,7 @@ from motoko.launch.executors.base import Launch
 from motoko.launch.executors.slurm import SlurmError, SlurmExecutor, run_script
 from motoko.launch.launcher import LauncherReport
 from motoko.study.database import StudyDB
-from motoko.study.records import CANCELLED, FAILED, FINISHED, LAUNCHED, LOST
+from motoko.study.records import CANCELLED, FAILED, FINISHED, LAUNCHED
 from motoko.study.server import stop_server
 
 pytestmark = pytest.mark.slow
