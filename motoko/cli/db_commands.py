@@ -11,6 +11,7 @@ from motoko.cli.format import colour_state, render
 from motoko.config import WorkflowConfig, load_config
 from motoko.errors import QueryError, UnknownNameError
 from motoko.study.states import STATES
+from motoko.views.status import silent_counts
 
 FORMATS = click.Choice(["table", "json", "csv"])
 
@@ -185,6 +186,8 @@ def info(ctx: click.Context, fmt: str) -> None:
             for state in states:
                 text = text.replace(state, colour_state(state, state), 1)
             click.echo(text)
+            for name, note in silent_counts(workflow).items():
+                click.echo(click.style(f"{name}: {note}", fg="red"))
         else:
             click.echo(render(columns, rows, fmt))
     finally:

@@ -198,8 +198,9 @@ class Workflow(EventsMixin):
         """Commit this workflow's pending changes and see everybody else's.
 
         Every ``lost_after / 4`` seconds it also declares LOST the runs whose
-        launcher stopped heart-beating, so an awaiting workflow is never stuck
-        even when every launcher died.
+        local launcher stopped heart-beating, so an awaiting workflow is never
+        stuck even when every launcher died. Runs of cluster launchers (SLURM,
+        Dask) wait for a launcher to adopt them: their jobs may still run.
         """
         for db in self.databases:
             db.refresh()
@@ -208,7 +209,8 @@ class Workflow(EventsMixin):
             self._detect_lost()
 
     def _detect_lost(self) -> None:
-        from motoko.study.liveness import Orphan, declare_lost, stop_orphans
+        from motoko.launch.processes import stop_orphans
+        from motoko.study.liveness import OrphanProcess, declare_lost
         from motoko.study.states import ACTIVE
 
         for name, manager in self.task_managers.items():
@@ -217,14 +219,16 @@ class Workflow(EventsMixin):
             if not any(study.ids_in_state(state) for state in ACTIVE):
                 continue
             lost_after = manager.schema.lost_after or self.config.lost_after
-            orphans: list[Orphan] = []
+            orphans: list[OrphanProcess] = []
 
             def change(
-                db: StudyDB = db, name: str = name, lost_after: float = lost_after, orphans: list[Orphan] = orphans
+                db: StudyDB = db, name: str = name, lost_after: float = lost_after, orphans: list[OrphanProcess] = orphans
             ) -> int:
                 orphans.clear()  # a retried transaction finds them again
+                # Cluster jobs may outlive their launcher: only a launcher can look for them.
                 return declare_lost(
-                    db, db.study(name), lost_after, observer=f"workflow {self.run_name}", orphans=orphans
+                    db, db.study(name), lost_after, observer=f"workflow {self.run_name}", orphans=orphans,
+                    executors=("local",),
                 )
 
             db.transact(change, what="declare lost runs")

@@ -38,12 +38,13 @@ from typing import Any
 from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
+from motoko.launch.adoption import Adoption, record_submitted
 from motoko.launch.channel import RunChannel
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.messages import ENV_CHANNEL
+from motoko.launch.processes import stop_orphans
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
-from motoko.study.liveness import Orphan, declare_lost, stop_orphans
 from motoko.study.records import Run, now
 from motoko.study.schema import StudySchema
 from motoko.study.states import (
@@ -164,8 +165,13 @@ class Launcher:
         self._claimed_total = 0
         #: Where this launcher's local runs send their writes (see motoko.launch.channel).
         self.channel = RunChannel(self.id)
+        self._adoption = Adoption(executor, self.id, self._wake_up)
 
     # -- public ------------------------------------------------------------
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def stop(self) -> None:
         """Ask the launcher to stop claiming and exit once its runs ended."""
@@ -194,6 +200,7 @@ class Launcher:
         finally:
             unsubscribe()
             await self.channel.close()
+            await self._adoption.close()
             await self.executor.close()
             self._unregister()
         return self.report
@@ -267,7 +274,7 @@ class Launcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _should_exit(self) -> bool:
-        busy = bool(self._owned)
+        busy = bool(self._owned) or self._adoption.busy
         if self._stopping:
             return not busy
         opts = self.options
@@ -312,21 +319,24 @@ class Launcher:
         started = list(self._started)
         want = self._claim_room()
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
-        check_lost = time.monotonic() - self._last_lost_check >= self._lost_check_interval()
-        orphans: list[Orphan] = []
+        check_lost = (
+            time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
+        )
+        submitted = list(self.executor.submitted)
         writes = self.channel.pending()
 
         def change() -> list[Claimed]:
-            orphans.clear()  # a retried transaction finds them again
             if self._record is None:
                 self._register()
+            record_submitted(self.db, self.id, submitted)
+            self._show_note()
             self._mark_running(started)
             self.channel.apply(self.db, writes)  # before settling: a run's own final state wins
             self._settle(outcomes)
             if beat:
                 self._heartbeat()
             if check_lost:
-                self._detect_lost(orphans)
+                self._detect_lost()
             return self._claim(want) if want > 0 else []
 
         try:
@@ -342,13 +352,16 @@ class Launcher:
             return []
         self._started = self._started[len(started) :]
         self.channel.committed(writes)
+        del self.executor.submitted[: len(submitted)]
         self._unsettled = self._unsettled[len(outcomes) :]
         self._account(outcomes)
         if beat:
             self._last_heartbeat = time.monotonic()
         if check_lost:
             self._last_lost_check = time.monotonic()
-            stop_orphans(orphans)
+            stop_orphans(self._adoption.orphans)
+            for key, oid in self._adoption.after_commit():
+                self._owned[key] = oid
         for item in claimed:
             self._owned[(item.study, item.run_id)] = item.oid
         self._queue.extend(claimed)
@@ -397,7 +410,7 @@ class Launcher:
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
             if outcome.cancelled:
-                study.transition(run, CANCELLED, error="cancelled on request")
+                study.transition(run, CANCELLED, error=outcome.reason or "cancelled on request")
             elif outcome.lost:
                 study.transition(run, LOST, error=outcome.describe())
             elif outcome.succeeded:
@@ -427,6 +440,12 @@ class Launcher:
             if run is not None and run.state in ACTIVE and run.launcher == self.id:
                 run.heartbeat = stamp
 
+    def _show_note(self) -> None:
+        """Put the executor's note (sbatch refusing jobs for now...) on our record, for ``motoko status``."""
+        record = self._record
+        if record is not None and record.note != self.executor.note:
+            record.note = self.executor.note
+
     def _heartbeat_alone(self) -> None:
         """Commit the launcher's heartbeat by itself, while its cycle keeps meeting conflicts.
 
@@ -446,13 +465,10 @@ class Launcher:
             return
         self._last_heartbeat = time.monotonic()
 
-    def _detect_lost(self, orphans: list[Orphan]) -> None:
-        """Declare LOST the active runs whose launcher stopped heart-beating."""
-        for name, schema in self.studies.items():
-            self.report.lost_detected += declare_lost(
-                self.db, self.db.study(name), schema.lost_after or self.options.lost_after,
-                observer=self.id, skip_launcher=self.id, orphans=orphans,
-            )
+    def _detect_lost(self) -> None:
+        """Adopt, or declare LOST, the active runs whose launcher stopped heart-beating."""
+        lost_after = {name: schema.lost_after or self.options.lost_after for name, schema in self.studies.items()}
+        self.report.lost_detected += self._adoption.judge(self.db, lost_after, observer=self.id)
 
     def _claim(self, want: int) -> list[Claimed]:
         claimed: list[Claimed] = []
@@ -535,7 +551,8 @@ class Launcher:
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
         env = run_environment(item.values, self._base_env(item, run_dir))
-        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options)
+        attempt = int(item.run_json["run"]["attempt"])
+        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options, attempt)
 
     def _base_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
         env = dict(os.environ)

@@ -78,6 +78,10 @@ class LauncherRecord(persistent.Persistent):
     when one run's heartbeat write lost a conflict.
     """
 
+    #: What the launcher's executor wants the user to know now (e.g. sbatch
+    #: refusing jobs for a while), or None; ``motoko status`` shows it.
+    note: str | None = None
+
     def __init__(self, launcher_id: str, machine_name: str, pid: int, executor: str, studies: list[str]):
         self.id = launcher_id
         self.machine_name = machine_name
