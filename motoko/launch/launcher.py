@@ -38,6 +38,7 @@ from typing import Any
 from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
+from motoko.launch.claiming import Deadline, Shares, fits_within, pick
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
@@ -84,6 +85,10 @@ class LauncherOptions:
         runs_dir: Where run directories go (default: each study's folder).
         workflow_file: The workflow's motoko.yaml, given to runs.
         db_address: The database address given to runs (``MOTOKO_DB``).
+        walltime_end: When this launcher's allocation ends (seconds since
+            the epoch; pilots): it claims only runs that fit before then.
+        walltime_margin: Seconds before ``walltime_end`` when claiming stops.
+        pilot_job: The SLURM job id of a pilot, recorded for ``motoko pilots``.
     """
 
     machine_name: str = field(default_factory=socket.gethostname)
@@ -98,6 +103,9 @@ class LauncherOptions:
     runs_dir: Path | None = None
     workflow_file: str | None = None
     db_address: str | None = None
+    walltime_end: float | None = None
+    walltime_margin: float = 10.0
+    pilot_job: str | None = None
 
 
 @dataclass
@@ -161,6 +169,9 @@ class Launcher:
         self._idle_since: float | None = None
         self._cache = TemplateCache()
         self._claimed_total = 0
+        self._shares = Shares(self.id, self.options.lost_after)
+        self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
+        self._hungry = True  # room for claims: only then do others' commits wake us
 
     # -- public ------------------------------------------------------------
 
@@ -211,6 +222,10 @@ class Launcher:
             self._external = True
             if oids:
                 self._changed |= oids
+            # A launcher with no room cannot take new work: only a change to
+            # one of its own runs (a stop request) is worth waking up for.
+            if not self._hungry and oids is not None and oids.isdisjoint(self._owned.values()):
+                return
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
@@ -272,6 +287,8 @@ class Launcher:
         if busy:
             self._idle_since = None
             return False
+        if self._deadline is not None and self._deadline.closed():
+            return True  # a pilot whose remaining time fits no run leaves
         if opts.once and not self._claimable():
             return True
         if opts.idle_exit is not None:
@@ -319,6 +336,8 @@ class Launcher:
                 self._heartbeat()
             if check_lost:
                 self._detect_lost(orphans)
+            if outcomes and self._record is not None:
+                self._record.executed = self.report.executed + len(outcomes)
             return self._claim(want) if want > 0 else []
 
         try:
@@ -326,7 +345,7 @@ class Launcher:
             # seen; after our own commit the connection is already current.
             external, self._external = self._external, False
             claimed = self.db.transact(
-                change, what="record run states", fresh=external, on_conflict=self._heartbeat_alone
+                change, what="record run states", fresh=external, on_conflict=self._conflicted
             )
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
@@ -344,10 +363,16 @@ class Launcher:
             self._owned[(item.study, item.run_id)] = item.oid
         self._queue.extend(claimed)
         self._claimed_total += len(claimed)
+        self._hungry = self._claim_room() > 0
         return claimed
 
+    def _conflicted(self) -> None:
+        """Count a conflict retry (shown by ``motoko launcher status``), heart-beat if due."""
+        self.report.claims_conflicts += 1
+        self._heartbeat_alone()
+
     def _claim_room(self) -> int:
-        if self._stopping:
+        if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
         room = self.executor.free_slots() - len(self._queue)
@@ -401,6 +426,8 @@ class Launcher:
 
     def _register(self) -> None:
         record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
+        record.pilot_job = self.options.pilot_job
+        record.walltime_end = self.options.walltime_end
         self.db.launchers()[self.id] = record
 
     @property
@@ -430,6 +457,7 @@ class Launcher:
         if record is None:
             return
         record.heartbeat = now()
+        record.conflicts = self.report.claims_conflicts
         try:
             self.db.tm.commit()
         except ConflictError:
@@ -449,12 +477,18 @@ class Launcher:
         claimed: list[Claimed] = []
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies
+        share = self._shares.current(self.db.launchers())
+        record = self._record
+        if record is not None and record.conflicts != self.report.claims_conflicts:
+            record.conflicts = self.report.claims_conflicts
         for name in names:
             study = self.db.study(name)
             created = study.ids_in_state(CREATED)
             if not created:
                 continue
-            for rid in _spread(created, want - len(claimed)):
+            schema = self.studies[name]
+            fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
+            for rid in pick(created, want - len(claimed), share, fits):
                 claimed.append(self._claim_one(study, created[rid]))
             if len(claimed) >= want:
                 break
@@ -562,31 +596,6 @@ class Launcher:
                 self._unsettled.append(Outcome(key[0], key[1], cancelled=True))
                 if self._wake is not None:
                     self._wake.set()
-
-
-def _spread(ids: Any, n: int) -> list[int]:
-    """Pick up to ``n`` ids from a set, starting at a random point.
-
-    Launchers that all took the lowest ids would all want the same runs and
-    conflict; starting at a random key keeps them apart.
-    """
-    if n <= 0:
-        return []
-    low, high = ids.minKey(), ids.maxKey()
-    start = random.randint(low, high) if high > low else low
-    picked = list(_take(ids.keys(min=start), n))
-    if len(picked) < n:
-        picked += list(_take(ids.keys(max=start, excludemax=True), n - len(picked)))
-    return picked
-
-
-def _take(iterable: Any, n: int) -> list[int]:
-    out: list[int] = []
-    for item in iterable:
-        if len(out) >= n:
-            break
-        out.append(item)
-    return out
 
 
 def _command(exec_path: Path) -> tuple[str, ...]:

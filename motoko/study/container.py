@@ -88,6 +88,16 @@ class LauncherRecord(persistent.Persistent):
         self.heartbeat = self.started
         self.stopped: Any = None
 
+    # Class-level defaults: records written before these existed read as such.
+    #: Runs this launcher executed (settled).
+    executed = 0
+    #: Cycles it retried after a conflict with another launcher.
+    conflicts = 0
+    #: The SLURM job id when the launcher is a pilot.
+    pilot_job: str | None = None
+    #: When a pilot's allocation ends (seconds since the epoch).
+    walltime_end: float | None = None
+
 
 def canonical(values: Mapping[str, Any]) -> str:
     """Return a stable text key for a parameter mapping (used for dedupe).
