@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -37,14 +38,16 @@ def launcher() -> None:
 
 @launcher.command("start")
 @click.option("--study", "-s", help="Only execute this study's runs.")
-@click.option("--executor", type=click.Choice(["local", "slurm", "dask"]), help="Default: motoko.yaml's launcher.executor.")
-@click.option("--max-parallel", "-j", type=click.IntRange(min=1), help="Runs executing at once (default: cores).")
+@click.option("--executor", type=click.Choice(["local", "slurm", "dask", "pilot"]), help="Default: motoko.yaml's launcher.executor.")
+@click.option("--max-parallel", "-j", type=click.IntRange(min=1), help="Runs executing at once (default: cores; pilot: each pilot's cores).")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background.")
 @click.option("--once", is_flag=True, help="Execute the runs waiting now, then exit.")
 @click.option("--max-runs", type=click.IntRange(min=1), help="Exit after executing this many runs.")
 @click.option("--idle-exit", type=SECONDS, help="Exit after this many seconds with nothing to do.")
 @click.option("--machine-name", help="Name recorded on the runs (default: host name).")
 @click.option("--db", "db_address", metavar="ZEO_ADDRESS", help="Database to serve, e.g. zeo://HOST:PORT (a launcher on another host).")
+@click.option("--walltime-end", type=SECONDS, metavar="EPOCH",
+              help="When this launcher's allocation ends (seconds since 1970): claim only runs that fit (pilots).")
 @click.pass_context
 def launcher_start(
     ctx: click.Context,
@@ -57,16 +60,19 @@ def launcher_start(
     idle_exit: float | None,
     machine_name: str | None,
     db_address: str | None,
+    walltime_end: float | None,
 ) -> None:
-    """Start a launcher for the workflow's studies (foreground unless --detach)."""
+    """Start a launcher for the workflow's studies (foreground unless --detach).
+
+    With ``--executor pilot`` it submits pilot launchers as SLURM jobs
+    instead of executing runs (motoko.yaml ``launcher: pilots:``).
+    """
     from motoko.launch.service import build_launchers, register_self, start_daemon
 
     config = config_of(ctx)
     if study:
         config.resolve(study)
     if db_address:
-        import os
-
         from motoko.study.server import parse_address
 
         parse_address(db_address, config.directory)  # a malformed address fails here, clearly
@@ -76,7 +82,7 @@ def launcher_start(
         args = []
         for flag, value in (("--study", study), ("--executor", executor), ("--max-parallel", max_parallel),
                             ("--max-runs", max_runs), ("--idle-exit", idle_exit), ("--machine-name", machine_name),
-                            ("--db", db_address)):
+                            ("--db", db_address), ("--walltime-end", walltime_end)):
             if value is not None:
                 args += [flag, str(value)]
         if once:
@@ -87,6 +93,9 @@ def launcher_start(
     launchers = build_launchers(
         config, study=study, executor=executor, max_parallel=max_parallel,
         once=once or None, max_runs=max_runs, idle_exit=idle_exit, machine_name=machine_name,
+        walltime_end=walltime_end,
+        # A launcher inside a SLURM job is a pilot: `motoko pilots` finds it by its job.
+        pilot_job=os.environ.get("SLURM_JOB_ID") if walltime_end else None,
     )
     record = register_self(config, study=study, executor=kind)
     try:

@@ -416,6 +416,8 @@ class Launcher:
                 study.transition(run, CANCELLED, error="cancelled on request")
             elif outcome.lost:
                 study.transition(run, LOST, error=outcome.describe())
+            elif self._killed_with_pilot(outcome):
+                study.transition(run, LOST, error=f"its pilot (SLURM job {self.options.pilot_job}) was stopped: {outcome.describe()}")
             elif outcome.succeeded:
                 study.transition(run, FINISHED)
             else:
@@ -423,6 +425,17 @@ class Launcher:
                 if outcome.stderr_tail:
                     error += "\n" + outcome.stderr_tail
                 study.transition(run, FAILED, error=error)
+
+    def _killed_with_pilot(self, outcome: Outcome) -> bool:
+        """A pilot's run killed by a signal while SLURM stops the pilot (scancel, time limit).
+
+        SLURM signals every process of the job: the run did not fail, its
+        allocation went away, so it is LOST (and retried if allowed), as if
+        the pilot had died at once.
+        """
+        code = outcome.exit_code
+        killed = outcome.signal is not None or (code is not None and code > 128)
+        return bool(self.options.pilot_job) and self._stopping and killed
 
     def _register(self) -> None:
         record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
