@@ -108,7 +108,7 @@ def launcher_start(
     click.echo(
         f"launcher exited: {executed} run(s) executed, {sum(r.finished for r in reports)} finished, "
         f"{sum(r.failed for r in reports)} failed, {sum(r.cancelled for r in reports)} cancelled, "
-        f"{sum(r.lost_detected for r in reports)} lost detected",
+        f"{sum(r.lost_detected for r in reports)} lost detected, {sum(r.claims_conflicts for r in reports)} conflict retries",
         err=True,
     )
 
@@ -143,12 +143,58 @@ def launcher_status(ctx: click.Context, fmt: str) -> None:
     """List the workflow's running launchers."""
     from motoko.launch.service import daemon_status
 
-    infos = daemon_status(config_of(ctx))
-    if not infos and fmt == "table":
+    config = config_of(ctx)
+    infos = daemon_status(config)
+    records = _records(config)
+    if not infos and not records and fmt == "table":
         click.echo("no launcher running")
         return
-    rows = [[i.pid, i.study or "all", i.executor, time.strftime("%H:%M:%S", time.localtime(i.started)), str(i.log)] for i in infos]
-    click.echo(render(["pid", "studies", "executor", "since", "log"], rows, fmt))
+    if fmt == "json":
+        click.echo(render(["pid", "studies", "executor", "since", "log", "runs", "conflict retries", "host"],
+                          _joined(infos, records), fmt))
+        return
+    if infos:
+        rows = [[i.pid, i.study or "all", i.executor, time.strftime("%H:%M:%S", time.localtime(i.started)), str(i.log)] for i in infos]
+        click.echo(render(["pid", "studies", "executor", "since", "log"], rows, fmt))
+    if records:
+        # Every live launcher of the database, on any host (pilots too).
+        rows = [[r.machine_name, r.pid, r.executor, r.pilot_job or "-", r.executed, r.conflicts,
+                 f"{r.conflicts / r.executed:.2f}" if r.executed else "-"] for r in records]
+        click.echo(render(["host", "pid", "executor", "pilot job", "runs", "conflict retries", "per run"], rows, fmt))
+
+
+def _records(config: Any) -> list[Any]:
+    """The live launcher records of the workflow's database; [] when its server is down.
+
+    Reading never starts a server.
+    """
+    from motoko.config import database_address
+    from motoko.study.database import StudyDB
+    from motoko.study.server import default_address, reachable
+
+    address = database_address(config, next(iter(config.studies))) or default_address(config.directory)
+    if not reachable(address):
+        return []
+    db = StudyDB(address)
+    try:
+        return [record for record in db.launchers().values() if record.stopped is None]
+    finally:
+        db.close()
+
+
+def _joined(infos: list[Any], records: list[Any]) -> list[list[Any]]:
+    """One row per launcher for JSON: its pid file (if local) and its record (if live)."""
+    by_pid = {int(r.pid): r for r in records}
+    rows = []
+    for info in infos:
+        record = by_pid.pop(info.pid, None)
+        rows.append([info.pid, info.study or "all", info.executor, info.started, str(info.log),
+                     record.executed if record else None, record.conflicts if record else None,
+                     record.machine_name if record else None])
+    for record in by_pid.values():
+        rows.append([record.pid, ",".join(record.studies), record.executor, record.started.timestamp(), "",
+                     record.executed, record.conflicts, record.machine_name])
+    return rows
 
 
 COMMANDS = [launcher]

@@ -5,8 +5,8 @@ conflict: one of them retries its whole cycle on fresh data. Launchers that
 all started at the lowest id (or at random points, which pile up) met each
 other on every claim. Here each launcher claims from *its own part* of the
 CREATED ids: the live launchers serving a study are ranked by id, and the
-launcher ranked ``i`` of ``n`` starts at ``i/n`` of the id range, taking the
-next ids upward (then wrapping). Parts change as launchers come and go, and a
+launcher ranked ``i`` of ``n`` starts at ``i/n`` of the id range, taking ids
+downward from the top of its part (then from the parts above). Parts change as launchers come and go, and a
 launcher that emptied its part moves on into the next one: work is stolen,
 never left waiting.
 
@@ -30,7 +30,7 @@ from motoko.study.walltime import run_walltime
 #: (runs too long for a pilot are skipped; the scan stays bounded).
 SCAN_PER_RUN = 50
 #: Seconds between re-ranking the live launchers (their records change on heartbeats only).
-SHARE_REFRESH = 2.0
+SHARE_REFRESH = 0.5
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class Share:
     def start(self, low: int, high: int) -> int:
         """The first id of this launcher's part of ``[low, high]``."""
         return low + (high - low) * self.index // max(1, self.count)
+
+    def next(self) -> Share:
+        """The share ranked after this one (whose part begins where ours ends)."""
+        return Share(self.index + 1, self.count)
 
 
 class Shares:
@@ -127,6 +131,11 @@ def fits_within(deadline: Deadline | None, study_walltime: float | None, per_run
 def pick(created: Any, want: int, share: Share, fits: Callable[[Any], bool] | None = None) -> list[int]:
     """Up to ``want`` ids of CREATED runs, from this launcher's own part first.
 
+    Within its part a launcher takes the *highest* ids first: removing a
+    bucket's first key conflicts with any concurrent change to that bucket
+    (see :mod:`motoko.study.run_index`), so launchers eat their parts from the
+    top down and meet such keys only when a bucket empties.
+
     Args:
         created: The study's CREATED runs (an IOBTree run id → run).
         want: How many runs the launcher has room for.
@@ -136,14 +145,26 @@ def pick(created: Any, want: int, share: Share, fits: Callable[[Any], bool] | No
     if want <= 0 or not created:
         return []
     low, high = created.minKey(), created.maxKey()
-    start = share.start(low, high)
-    ids: Iterator[int] = chain(created.keys(min=start), created.keys(max=start, excludemax=True))
-    if fits is None:
-        return [rid for _, rid in zip(range(want), ids, strict=False)]
+    top = share.next().start(low, high) if share.index + 1 < share.count else high + 1
     picked: list[int] = []
-    for scanned, rid in enumerate(ids):
-        if len(picked) >= want or scanned >= want * SCAN_PER_RUN:
+    limit = want if fits is None else want * SCAN_PER_RUN
+    for scanned, rid in enumerate(chain(_down(created, top - 1, low), _down(created, high, top))):
+        if len(picked) >= want or scanned >= limit:
             break
-        if fits(created[rid]):
+        if fits is None or fits(created[rid]):
             picked.append(rid)
     return picked
+
+
+def _down(tree: Any, start: int, stop: int) -> Iterator[int]:
+    """Keys of ``tree`` from ``start`` down to ``stop`` (inclusive), one lookup each."""
+    key = start
+    while key >= stop:
+        try:
+            key = tree.maxKey(key)
+        except ValueError:  # no key <= key
+            return
+        if key < stop:
+            return
+        yield key
+        key -= 1

@@ -208,6 +208,8 @@ class Launcher:
             record = self._record
             if record is not None:
                 record.stopped = now()
+                record.executed = self.report.executed
+                record.conflicts = self.report.claims_conflicts
 
         with contextlib.suppress(Exception):
             self.db.transact(change, what="record the launcher's stop", fresh=True)
