@@ -227,7 +227,7 @@ def server_start(
     With --listen it serves TCP; any address but loopback requires TLS with
     client certificates (--tls-cert, --tls-key, --tls-ca) unless --insecure.
     """
-    from motoko.study.server import configure_server, ensure_server
+    from motoko.study.server import configure_server, ensure_server, read_settings
     from motoko.study.tls import TLSFiles
 
     config = config_of(ctx)
@@ -243,7 +243,8 @@ def server_start(
     if listen or tls or ctx.get_parameter_source("insecure") == click.core.ParameterSource.COMMANDLINE:
         configure_server(config.directory, listen, tls, client, insecure)
     address = ensure_server(config.directory)
-    click.echo(f"server running at {address}" + (" (TLS, client certificates required)" if tls else ""))
+    secure = bool(read_settings(config.directory).get("tls"))
+    click.echo(f"server running at {address}" + (" (TLS, client certificates required)" if secure else ""))
 
 
 @server.command("stop")

@@ -40,6 +40,7 @@ from ZODB.POSException import ConflictError
 from motoko.errors import MotokoError
 from motoko.launch.adoption import Adoption, record_submitted
 from motoko.launch.channel import RunChannel
+from motoko.launch.claiming import Deadline, Shares, fits_within, pick
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.processes import stop_orphans
@@ -86,6 +87,10 @@ class LauncherOptions:
         runs_dir: Where run directories go (default: each study's folder).
         workflow_file: The workflow's motoko.yaml, given to runs.
         db_address: The database address given to runs (``MOTOKO_DB``).
+        walltime_end: When this launcher's allocation ends (seconds since
+            the epoch; pilots): it claims only runs that fit before then.
+        walltime_margin: Seconds before ``walltime_end`` when claiming stops.
+        pilot_job: The SLURM job id of a pilot, recorded for ``motoko pilots``.
     """
 
     machine_name: str = field(default_factory=socket.gethostname)
@@ -100,6 +105,9 @@ class LauncherOptions:
     runs_dir: Path | None = None
     workflow_file: str | None = None
     db_address: str | None = None
+    walltime_end: float | None = None
+    walltime_margin: float = 10.0
+    pilot_job: str | None = None
 
 
 @dataclass
@@ -166,6 +174,9 @@ class Launcher:
         #: Where this launcher's local runs send their writes (see motoko.launch.channel).
         self.channel = RunChannel(self.id)
         self._adoption = Adoption(executor, self.id, self._wake_up)
+        self._shares = Shares(self.id, self.options.lost_after)
+        self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
+        self._hungry = True  # room for claims: only then do others' commits wake us
 
     # -- public ------------------------------------------------------------
 
@@ -210,6 +221,8 @@ class Launcher:
             record = self._record
             if record is not None:
                 record.stopped = now()
+                record.executed = self.report.executed
+                record.conflicts = self.report.claims_conflicts
 
         with contextlib.suppress(Exception):
             self.db.transact(change, what="record the launcher's stop", fresh=True)
@@ -224,6 +237,10 @@ class Launcher:
             self._external = True
             if oids:
                 self._changed |= oids
+            # A launcher with no room cannot take new work: only a change to
+            # one of its own runs (a stop request) is worth waking up for.
+            if not self._hungry and oids is not None and oids.isdisjoint(self._owned.values()):
+                return
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
@@ -285,6 +302,8 @@ class Launcher:
         if busy:
             self._idle_since = None
             return False
+        if self._deadline is not None and self._deadline.closed():
+            return True  # a pilot whose remaining time fits no run leaves
         if opts.once and not self._claimable():
             return True
         if opts.idle_exit is not None:
@@ -337,6 +356,8 @@ class Launcher:
                 self._heartbeat()
             if check_lost:
                 self._detect_lost()
+            if outcomes and self._record is not None:
+                self._record.executed = self.report.executed + len(outcomes)
             return self._claim(want) if want > 0 else []
 
         try:
@@ -344,7 +365,7 @@ class Launcher:
             # seen; after our own commit the connection is already current.
             external, self._external = self._external, False
             claimed = self.db.transact(
-                change, what="record run states", fresh=external, on_conflict=self._heartbeat_alone
+                change, what="record run states", fresh=external, on_conflict=self._conflicted
             )
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
@@ -366,10 +387,16 @@ class Launcher:
             self._owned[(item.study, item.run_id)] = item.oid
         self._queue.extend(claimed)
         self._claimed_total += len(claimed)
+        self._hungry = self._claim_room() > 0
         return claimed
 
+    def _conflicted(self) -> None:
+        """Count a conflict retry (shown by ``motoko launcher status``), heart-beat if due."""
+        self.report.claims_conflicts += 1
+        self._heartbeat_alone()
+
     def _claim_room(self) -> int:
-        if self._stopping:
+        if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
         room = self.executor.free_slots() - len(self._queue)
@@ -413,6 +440,8 @@ class Launcher:
                 study.transition(run, CANCELLED, error=outcome.reason or "cancelled on request")
             elif outcome.lost:
                 study.transition(run, LOST, error=outcome.describe())
+            elif self._killed_with_pilot(outcome):
+                study.transition(run, LOST, error=f"its pilot (SLURM job {self.options.pilot_job}) was stopped: {outcome.describe()}")
             elif outcome.succeeded:
                 study.transition(run, FINISHED)
             else:
@@ -421,8 +450,21 @@ class Launcher:
                     error += "\n" + outcome.stderr_tail
                 study.transition(run, FAILED, error=error)
 
+    def _killed_with_pilot(self, outcome: Outcome) -> bool:
+        """A pilot's run killed by a signal while SLURM stops the pilot (scancel, time limit).
+
+        SLURM signals every process of the job: the run did not fail, its
+        allocation went away, so it is LOST (and retried if allowed), as if
+        the pilot had died at once.
+        """
+        code = outcome.exit_code
+        killed = outcome.signal is not None or (code is not None and code > 128)
+        return bool(self.options.pilot_job) and self._stopping and killed
+
     def _register(self) -> None:
         record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
+        record.pilot_job = self.options.pilot_job
+        record.walltime_end = self.options.walltime_end
         self.db.launchers()[self.id] = record
 
     @property
@@ -458,6 +500,7 @@ class Launcher:
         if record is None:
             return
         record.heartbeat = now()
+        record.conflicts = self.report.claims_conflicts
         try:
             self.db.tm.commit()
         except ConflictError:
@@ -474,12 +517,18 @@ class Launcher:
         claimed: list[Claimed] = []
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies
+        share = self._shares.current(self.db.launchers())
+        record = self._record
+        if record is not None and record.conflicts != self.report.claims_conflicts:
+            record.conflicts = self.report.claims_conflicts
         for name in names:
             study = self.db.study(name)
             created = study.ids_in_state(CREATED)
             if not created:
                 continue
-            for rid in _spread(created, want - len(claimed)):
+            schema = self.studies[name]
+            fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
+            for rid in pick(created, want - len(claimed), share, fits):
                 claimed.append(self._claim_one(study, created[rid]))
             if len(claimed) >= want:
                 break
@@ -593,31 +642,6 @@ class Launcher:
                 self._unsettled.append(Outcome(key[0], key[1], cancelled=True))
                 if self._wake is not None:
                     self._wake.set()
-
-
-def _spread(ids: Any, n: int) -> list[int]:
-    """Pick up to ``n`` ids from a set, starting at a random point.
-
-    Launchers that all took the lowest ids would all want the same runs and
-    conflict; starting at a random key keeps them apart.
-    """
-    if n <= 0:
-        return []
-    low, high = ids.minKey(), ids.maxKey()
-    start = random.randint(low, high) if high > low else low
-    picked = list(_take(ids.keys(min=start), n))
-    if len(picked) < n:
-        picked += list(_take(ids.keys(max=start, excludemax=True), n - len(picked)))
-    return picked
-
-
-def _take(iterable: Any, n: int) -> list[int]:
-    out: list[int] = []
-    for item in iterable:
-        if len(out) >= n:
-            break
-        out.append(item)
-    return out
 
 
 def _command(exec_path: Path) -> tuple[str, ...]:

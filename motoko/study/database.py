@@ -42,7 +42,7 @@ from motoko.study.journal import Journal, commit_with_retries
 from motoko.study.planner import select_runs
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
-from motoko.study.server import Address, parse_address
+from motoko.study.server import Address, parse_address, with_user_tls
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class StudyDB:
         ssl: Any = None,
         ssl_server_hostname: str | None = None,
     ):
-        self.address = address if isinstance(address, Address) else parse_address(address)
+        self.address = with_user_tls(address if isinstance(address, Address) else parse_address(address))
         self.feed = ChangeFeed()
         if ssl is None and self.address.tls is not None:
             from motoko.study.tls import client_context
