@@ -284,7 +284,7 @@ def server_status(workflow_dir: Path) -> ServerStatus:
     directory = Path(workflow_dir) / STATE_DIR
     address = default_address(workflow_dir)
     pid = _read_pid(directory / "zeo.pid")
-    running = pid is not None and pid_alive(pid) and reachable(address)
+    running = pid is not None and pid_alive(pid) and is_our_server(pid, directory) and reachable(address)
     data = directory / "data.fs"
     return ServerStatus(address, running, pid if running else None, data, data.stat().st_size if data.exists() else 0)
 
@@ -315,10 +315,28 @@ def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
     return address
 
 
+def is_our_server(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is the ZEO server started with this directory's ``zeo.conf``.
+
+    A pid file outlives its server and the kernel reuses pids, so a pid alone
+    proves nothing: only a process whose command line is ``ZEO.runzeo -C
+    <this directory>/zeo.conf`` is ever signalled. Without ``/proc`` nothing
+    can be proven and nothing is signalled.
+    """
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    conf = os.fsencode(Path(directory).resolve() / "zeo.conf")
+    return b"ZEO.runzeo" in argv and conf in argv
+
+
 def _clean_stale(directory: Path, address: Address) -> None:
     pid_file = directory / "zeo.pid"
     pid = _read_pid(pid_file)
-    if pid is not None and pid_alive(pid):
+    if pid is not None and pid_alive(pid) and not is_our_server(pid, directory):
+        log.info("pid file names process %s, which is not this workflow's server: left alone", pid)
+    elif pid is not None and pid_alive(pid):
         # A live server that does not answer: it is starting or wedged. Stop it
         # rather than start a second one on the same data file.
         log.warning("server pid %s does not answer at %s; stopping it", pid, address)
@@ -403,7 +421,7 @@ def stop_server(workflow_dir: Path, *, grace: float = 10.0) -> bool:
         return False
     with _lock(directory):
         pid = _read_pid(directory / "zeo.pid")
-        if pid is None or not pid_alive(pid):
+        if pid is None or not pid_alive(pid) or not is_our_server(pid, directory):
             _clean_stale(directory, default_address(workflow_dir))
             return False
         _terminate(pid, grace)
