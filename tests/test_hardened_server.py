@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import motoko, write_config, write_study
 
-from motoko.study.server import STATE_DIR, server_status, stop_server
+from motoko.study.server import STATE_DIR, default_address, is_loopback, server_status, stop_server
 
 DOIT = "from motoko import current_run\nrun, job = current_run()\n"
 
@@ -88,3 +88,61 @@ def test_a_recorded_process_is_recognised_by_its_start_time(bystander):
     assert is_recorded_process(bystander.pid, time.time())
     assert not is_recorded_process(bystander.pid, time.time() - 3600)
     assert not is_recorded_process(2**22 + 7, time.time())  # no such pid
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "localhost.evil.com", "0.0.0.0"])
+def test_any_tcp_listener_without_tls_is_refused_and_not_recorded(workdir, host):
+    """A loopback TCP server is open to every local user: TLS or an explicit --insecure (item 2)."""
+    _workflow(workdir)
+    port = _free_port()
+    done = motoko("server", "start", "--listen", f"{host}:{port}", cwd=workdir)
+    assert done.returncode == 2, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("motoko: error: "), done.stderr
+    assert f"refusing to listen on {host}:{port} without TLS" in lines[0]
+    assert "--tls-cert" in lines[0] and "--insecure" in lines[0]
+    assert not (workdir / STATE_DIR / "server.json").exists(), "a refused --listen was recorded"
+    assert default_address(workdir).path is not None, "the workflow's address changed"
+    assert not server_status(workdir).running
+
+
+def test_insecure_loopback_is_allowed_explicitly(workdir):
+    _workflow(workdir)
+    port = _free_port()
+    done = motoko("server", "start", "--listen", f"127.0.0.1:{port}", "--insecure", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    assert default_address(workdir).port == port
+    assert motoko("info", cwd=workdir).returncode == 0
+
+
+def test_a_listen_that_cannot_start_is_not_recorded(workdir):
+    """A --listen the server cannot bind leaves the workflow's address as it was (item 2)."""
+    _workflow(workdir)
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers, nobody else may bind
+        port = taken.getsockname()[1]
+        done = motoko("server", "start", "--listen", f"127.0.0.1:{port}", "--insecure", cwd=workdir, timeout=60)
+    assert done.returncode == 2, done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1 and "did not start" in done.stderr
+    assert not (workdir / STATE_DIR / "server.json").exists()
+    assert default_address(workdir).path is not None
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.3.4.5", True), ("localhost", True), ("::1", True), ("[::1]", True),
+     ("LOCALHOST", True), ("localhost.evil.com", False), ("127.0.0.1.evil.com", False), ("0.0.0.0", False),
+     ("::", False), ("10.0.0.1", False), ("evil.com", False), ("", False), ("::ffff:127.0.0.1", True)],
+)
+def test_loopback_is_parsed_not_matched_by_prefix(host, loopback):
+    assert is_loopback(host) is loopback

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -145,7 +146,23 @@ def default_address(workflow_dir: Path) -> Address:
     return Address(path=str(socket_path(workflow_dir)))
 
 
-_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only.
+
+    Parsed, never matched by prefix: ``127.0.0.1.evil.com`` and
+    ``localhost.evil.com`` are names anyone may point anywhere. ``localhost``
+    itself (any case, with or without the final dot) counts as loopback.
+    """
+    name = host.strip().strip("[]")
+    if name.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def read_settings(workflow_dir: Path) -> dict[str, Any]:
@@ -166,9 +183,11 @@ def configure_server(
 ) -> None:
     """Record how the workflow's server listens; applied at its next start.
 
-    ``listen`` is ``HOST:PORT`` (None: the private unix socket). Binding
-    anything but loopback requires TLS with client certificates unless
-    ``insecure`` is given explicitly.
+    ``listen`` is ``HOST:PORT`` (None: the private unix socket). Any TCP
+    listener requires TLS with client certificates unless ``insecure`` is
+    given explicitly: on loopback too, since every local user can connect to
+    it (a unix socket under ``.motoko/`` is the user's alone). Nothing is
+    recorded when the address is refused.
 
     Raises:
         ConfigError: for a malformed address, missing certificate files, or a
@@ -179,9 +198,10 @@ def configure_server(
         match = _TCP.match(listen)
         if not match:
             raise ConfigError(f"cannot listen on {listen!r}", hint="write HOST:PORT, e.g. 127.0.0.1:8100")
-        if not match.group("host").startswith(_LOOPBACK) and tls is None and not insecure:
+        if tls is None and not insecure:
+            who = "every local user" if is_loopback(match.group("host")) else "anyone who can reach it"
             raise ConfigError(
-                f"refusing to listen on {listen} without TLS: anyone who can reach it could change the database",
+                f"refusing to listen on {listen} without TLS: {who} could read and change the database",
                 hint="give --tls-cert, --tls-key and --tls-ca (client certificates), or --insecure explicitly",
             )
     for files in (tls, client_tls):
@@ -198,8 +218,18 @@ def configure_server(
             f"the server already runs at {default_address(workflow_dir)} with other settings",
             hint="stop it first with `motoko server stop`",
         )
+    record_settings(workflow_dir, settings)
+
+
+def record_settings(workflow_dir: Path, settings: dict[str, Any]) -> None:
+    """Write the server settings (see :func:`read_settings`); empty settings remove them."""
     path = state_dir(workflow_dir) / "server.json"
-    path.write_text(json.dumps(settings, indent=1))
+    if not settings:
+        path.unlink(missing_ok=True)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(settings, indent=1))
     os.chmod(path, 0o600)
 
 
@@ -310,8 +340,8 @@ def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
         _clean_stale(directory, address)
         settings = read_settings(workflow_dir)
         ssl_block = server_block(TLSFiles(**settings["tls"])) if settings.get("tls") else ""
-        _spawn(directory, address, ssl_block)
-        _wait_up(directory, address, timeout)
+        server = _spawn(directory, address, ssl_block)
+        _wait_up(directory, address, timeout, server)
     return address
 
 
@@ -351,7 +381,7 @@ def _clean_stale(directory: Path, address: Address) -> None:
                 stale.unlink()
 
 
-def _spawn(directory: Path, address: Address, ssl_block: str = "") -> None:
+def _spawn(directory: Path, address: Address, ssl_block: str = "") -> subprocess.Popen[bytes]:
     listen = address.path if address.path else f"{address.host}:{address.port}"
     conf = directory / "zeo.conf"
     conf.write_text(_config(directory, str(listen), ssl_block))
@@ -362,7 +392,7 @@ def _spawn(directory: Path, address: Address, ssl_block: str = "") -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     old_umask = os.umask(0o077)  # data.fs, its index and the socket: owner only
     try:
-        subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "ZEO.runzeo", "-C", str(conf)],
             cwd=directory,
             env=env,
@@ -376,12 +406,14 @@ def _spawn(directory: Path, address: Address, ssl_block: str = "") -> None:
         os.umask(old_umask)
 
 
-def _wait_up(directory: Path, address: Address, timeout: float) -> None:
+def _wait_up(directory: Path, address: Address, timeout: float, server: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.01
     while time.monotonic() < deadline:
         if reachable(address):
             return
+        if server is not None and server.poll() is not None:
+            break  # it exited (e.g. the address is taken): waiting longer cannot help
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
     tail = ""
@@ -390,8 +422,10 @@ def _wait_up(directory: Path, address: Address, timeout: float) -> None:
             lines = (directory / name).read_text(errors="replace").strip().splitlines()
             if lines:
                 tail = lines[-1]
+    code = server.poll() if server is not None else None
+    why = f"exited with code {code}" if code is not None else f"did not answer within {timeout:g} s"
     raise ServerError(
-        f"the database server did not start within {timeout:g} s at {address}",
+        f"the database server did not start at {address}: it {why}",
         hint=f"see {directory / 'zeo.log'}" + (f"; last line: {tail}" if tail else ""),
     )
 
