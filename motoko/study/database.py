@@ -43,7 +43,7 @@ from motoko.study.feed import ChangeFeed, FeedStorage
 from motoko.study.journal import Journal
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
-from motoko.study.server import Address, parse_address
+from motoko.study.server import Address, parse_address, server_wait
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class StudyDB:
         ssl_server_hostname: str | None = None,
     ):
         self.address = address if isinstance(address, Address) else parse_address(address)
+        self.reconnect_timeout = server_wait(self.reconnect_timeout)
         self.feed = ChangeFeed()
         if ssl is None and self.address.tls is not None:
             from motoko.study.tls import client_context
@@ -245,8 +246,14 @@ class StudyDB:
                 raise
         raise _exhausted(what, attempts)
 
-    #: Seconds to wait for a lost server to come back before giving up.
+    #: Seconds to wait for a lost server to come back before giving up
+    #: (``MOTOKO_SERVER_WAIT`` overrides it for every process of a workflow).
     reconnect_timeout = 120.0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the server is reachable now (False while ZEO tries to reconnect)."""
+        return bool(self.db.storage.is_connected())
 
     def _wait_reconnect(self, attempt: int) -> None:
         """Wait (bounded) for ZEO to reconnect after the server went away."""
@@ -348,6 +355,8 @@ class StudyDB:
         Raises:
             ConflictRetriesExhausted: see :meth:`commit`.
         """
+        if not self.connected:
+            self._wait_reconnect(0)  # bounded: ServerError once it is gone for good
         self.commit()
         self.tm.begin()
 

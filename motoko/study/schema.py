@@ -56,7 +56,7 @@ from motoko.study.fields import (
     FieldType,
     field_type,
 )
-from motoko.yamldoc import Positions, check_duplicates
+from motoko.yamldoc import Positions, check_duplicates, check_size
 
 #: States after which a run may be retried.
 RETRY_STATES = ("LOST", "FAILED")
@@ -282,6 +282,7 @@ def _read_yaml(text: str, source: str) -> tuple[Any, Positions]:
     root: yaml.Node | None = None
     try:
         root = loader.get_single_node()
+        check_size(root, source, SchemaError)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -299,6 +300,8 @@ def _read_yaml(text: str, source: str) -> tuple[Any, Positions]:
             where=source,
             hint="check the file's syntax",
         ) from None
+    except SchemaError:
+        raise  # too many values once aliases are expanded (check_size)
     except (ValueError, OverflowError) as err:  # an impossible date like 2024-13-01
         line = _failing_scalar_line(root) if root is not None else None
         raise SchemaError(

@@ -106,6 +106,31 @@ def parse_address(text: str, base: Path | None = None) -> Address:
     return Address(path=str(path))
 
 
+#: Environment variable: seconds every process of a workflow waits for a lost server.
+SERVER_WAIT_ENV = "MOTOKO_SERVER_WAIT"
+
+
+def server_wait(default: float) -> float:
+    """Seconds to wait for a lost server before giving up (``MOTOKO_SERVER_WAIT`` or ``default``).
+
+    Raises:
+        ConfigError: for a value that is not a positive number.
+    """
+    text = os.environ.get(SERVER_WAIT_ENV, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(
+            f"{SERVER_WAIT_ENV}={text!r} is not a positive number of seconds",
+            hint=f"set it to e.g. 120, or unset it (default {default:g} s)",
+        )
+    return value
+
+
 # -- the per-workflow server --------------------------------------------------
 
 

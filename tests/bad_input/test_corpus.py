@@ -427,7 +427,24 @@ CLI_CASES = [
          ["give the path"]),
 ]
 
+# Issue 17: hostile input found by a red team (bounded time and memory: tests/test_hardened_*.py).
+ALIAS_BOMB = "[&a [x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], " \
+    "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+HARDENED_CASES = [
+    case("space-past-max-jobs", RUN_BAD, ["mult.createTask", "200000 jobs", "max_jobs = 100000"],
+         ["max_jobs:` in motoko.yaml"], step_creating("createTask(a=[float(i) for i in range(200000)])")),
+    case("yaml-max-jobs-zero", ["info"], ["motoko.yaml:8", "max_jobs must be a positive whole number"],
+         ["max_jobs: 1000000"], append(YAML, "max_jobs: 0\n")),
+    case("yaml-alias-bomb", ["info"], ["motoko.yaml", "more than 100000 values", "aliases"],
+         ["write the values out"], append(YAML, f"bomb: {ALIAS_BOMB}\n")),
+    case("bd-alias-bomb", ["info"], ["studies/mult/bd.yaml", "more than 100000 values", "aliases"],
+         ["write the values out"], append(BD, f"bomb: {ALIAS_BOMB}\n")),
+    case("cli-param-alias-bomb", [*RUN, "-p", f"rescale={ALIAS_BOMB}"], ["'rescale'", "more than 100000 values"],
+         ["write the values out"]),
+]
+
 CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CASES + QUERY_CASES + CLI_CASES
+CASES += HARDENED_CASES
 
 
 # -- what "nothing changed" compares -----------------------------------------------

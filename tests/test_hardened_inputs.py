@@ -1,0 +1,74 @@
+"""Issue 17, items 4-6 and 9-10: hostile input is refused in one line, in bounded time and memory.
+
+Every case runs the real command line under an address-space limit
+(``hardened_support.MEMORY``) and a timeout, and checks that nothing was
+written to the database.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import motoko, write_config, write_study
+from hardened_support import bounded_motoko, one_line_error
+
+from motoko.study.database import StudyDB
+from motoko.study.server import ensure_server
+
+DOIT = "from motoko import current_run\nrun, job = current_run()\n"
+BOMB = '[&a ["x","x","x","x","x","x","x","x","x"], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], &g [*f,*f,*f,*f,*f,*f,*f,*f,*f], &h [*g,*g,*g,*g,*g,*g,*g,*g,*g], &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]]'
+TEN = ", ".join(f"f{i}: int" for i in range(10))
+
+
+def _runs(root: Path, study: str) -> int:
+    db = StudyDB(ensure_server(root))
+    try:
+        return len(db.study(study).runs) if study in db.studies() else 0
+    finally:
+        db.close()
+
+
+def _workflow(root: Path, body: str, job: str = "{x: int}", extra: str = "") -> None:
+    write_study(root, "s", job, DOIT)
+    write_config(root, ["s"], extra)
+    (root / "wf.py").write_text("from motoko import step\n\n\n@step\nasync def first(workflow, p=None):\n"
+                                + textwrap.indent(textwrap.dedent(body), "    "))
+
+
+# -- item 4: spaces are counted before they are expanded; YAML aliases are bounded ---------
+
+
+def test_a_ten_by_ten_sweep_is_refused_before_it_is_expanded(workdir):
+    _workflow(workdir, "return await workflow.s.createTask(" + ", ".join(f"f{i}=list(range(10))" for i in range(10)) + ")\n",
+              job="{" + TEN + "}")
+    done = bounded_motoko("run", "wf.py", cwd=workdir)
+    one_line_error(done, "s.createTask", "10000000000 jobs", "10 x 10 x 10", "max_jobs = 100000", "max_jobs:` in motoko.yaml")
+    assert _runs(workdir, "s") == 0
+
+
+def test_the_space_limit_is_configurable(workdir):
+    _workflow(workdir, "return await workflow.s.createTask(x=list(range(6)))\n", extra="max_jobs: 5\n")
+    one_line_error(bounded_motoko("run", "wf.py", cwd=workdir), "6 jobs", "max_jobs = 5")
+    assert _runs(workdir, "s") == 0
+    (workdir / "motoko.yaml").write_text((workdir / "motoko.yaml").read_text().replace("max_jobs: 5", "max_jobs: 6"))
+    assert bounded_motoko("run", "wf.py", cwd=workdir).returncode == 0
+    assert _runs(workdir, "s") == 6
+
+
+def test_an_alias_bomb_in_a_command_line_parameter_is_refused(workdir):
+    _workflow(workdir, "return await workflow.s.createTask(x=[1])\n")
+    done = bounded_motoko("run", "wf.py", "-p", f"p={BOMB}", cwd=workdir)
+    one_line_error(done, "'p'", "more than 100000 values", "aliases")
+    assert _runs(workdir, "s") == 0
+
+
+@pytest.mark.parametrize("where", ["bd.yaml", "motoko.yaml"])
+def test_an_alias_bomb_in_a_yaml_file_is_refused(workdir, where):
+    _workflow(workdir, "return await workflow.s.createTask(x=[1])\n")
+    assert motoko("create", cwd=workdir).returncode == 0
+    target = workdir / ("studies/s/bd.yaml" if where == "bd.yaml" else "motoko.yaml")
+    target.write_text(target.read_text() + f"bomb: {BOMB}\n")
+    done = bounded_motoko("info", cwd=workdir)
+    one_line_error(done, where, "more than 100000 values", "aliases")
