@@ -7,7 +7,9 @@ written to the database.
 
 from __future__ import annotations
 
+import json
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,72 @@ def test_an_alias_bomb_in_a_yaml_file_is_refused(workdir, where):
     target.write_text(target.read_text() + f"bomb: {BOMB}\n")
     done = bounded_motoko("info", cwd=workdir)
     one_line_error(done, where, "more than 100000 values", "aliases")
+
+
+# -- item 5: values that cannot be stored and read back losslessly are refused ------------
+
+
+@pytest.mark.parametrize(
+    ("call", "fragments"),
+    [
+        ("f=float('inf')", ["field 'f' cannot hold inf", "no infinity"]),
+        ("f=[1.0, float('-inf')]", ["field 'f' cannot hold -inf"]),
+        ("l=[[1, float('nan')]]", ["field 'l' cannot hold nan"]),
+        ("t='a\\x00b'", ["field 't' cannot hold a NUL byte"]),
+        ("d={'k\\x00': 1}", ["field 'd' cannot hold a NUL byte"]),
+        ("t='\\ud800'", ["field 't' cannot hold a lone surrogate"]),
+        ("d={'k': ['\\udfff']}", ["field 'd' cannot hold a lone surrogate"]),
+        ("t='x' * (128 * 1024 + 1)", ["field 't' cannot hold a string of 131073 bytes", "128 KiB"]),
+    ],
+)
+def test_values_that_would_break_later_are_refused_at_create_task(workdir, call, fragments):
+    _workflow(workdir, f"return await workflow.s.createTask({call})\n", job="{f: float, t: str, l: list, d: dict}",
+              extra="")
+    (workdir / "studies/s/bd.yaml").write_text(
+        (workdir / "studies/s/bd.yaml").read_text() + "job_space: {f: 1.0, t: a, l: [1], d: {}}\n")
+    done = bounded_motoko("run", "wf.py", cwd=workdir)
+    one_line_error(done, "s.createTask", *fragments)
+    assert _runs(workdir, "s") == 0
+
+
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_values_runs_store_never_break_listings_exports_or_the_dashboard(workdir):
+    """A run may store inf, NaN or a lone surrogate in a free attribute: every view still works (item 5)."""
+    write_study(workdir, "s", "{x: int}", DOIT + "run.y = float('inf')\nrun.w = float('nan')\nrun.z = 'a\\ud800b'\n"
+                "run.push_quantity(float('-inf'), step=0, name='q')\n")
+    write_config(workdir, ["s"])
+    (workdir / "wf.py").write_text("from motoko import step\n\n\n@step\nasync def first(workflow):\n"
+                                   "    return len(await workflow.s.createTask(x=[1]))\n")
+    done = bounded_motoko("run", "wf.py", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    listed = bounded_motoko("select", "--format", "json", "--fields", "id,state,y,w,z", cwd=workdir)
+    assert listed.returncode == 0, listed.stderr
+    row = _strict_json(listed.stdout)[0]
+    assert row["state"] == "FINISHED" and row["y"] is None and row["w"] is None and row["z"] == "a\ufffdb"
+    table = bounded_motoko("select", "--fields", "id,y,z", cwd=workdir)
+    assert table.returncode == 0, table.stderr
+    exported = bounded_motoko("export", "--format", "json", cwd=workdir)
+    assert exported.returncode == 0, exported.stderr
+    _strict_json(exported.stdout)
+    shown = bounded_motoko("runs", "show", "s.1", cwd=workdir)
+    assert shown.returncode == 0, shown.stderr
+
+    from motoko.flow.workflow import Workflow
+    from motoko.views.web import Dashboard
+
+    workflow = Workflow(workdir / "motoko.yaml")
+    dashboard = Dashboard(workflow, port=0).start()
+    try:
+        for path in ("/api/overview", "/api/runs?study=s", "/api/run?study=s&id=1"):
+            with urllib.request.urlopen(dashboard.url.rstrip("/") + path, timeout=30) as reply:
+                data = _strict_json(reply.read().decode("utf-8"))
+            assert "error" not in data, data
+    finally:
+        dashboard.close()
+        workflow.close()

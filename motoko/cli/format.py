@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from motoko.views.export import jsonable  # the one jsonable (re-exported for the commands)
 from motoko.views.status import STATE_COLOURS  # one palette for every view
 
 
@@ -27,22 +28,9 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list | tuple | dict):
-        return json.dumps(value, default=str)
-    text = str(value)
-    return text.replace("\n", "⏎")
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-serialisable copy of ``value``."""
-    if isinstance(value, _dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
+        return json.dumps(jsonable(value), default=str)
+    text = jsonable(str(value))  # a lone surrogate would break the terminal's encoding
+    return str(text).replace("\n", "⏎")
 
 
 def colour_state(text: str, state: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,13 +108,24 @@ def to_dataframe(selection: Any, quantities: Iterable[str] | None = None) -> pan
 
     runs = runs_of(selection)
     names = list(quantities) if quantities is not None else _quantity_names(runs)
-    rows = [run_row(run, names) for run in runs]
+    rows = [{k: _valid_text(v) for k, v in run_row(run, names).items()} for run in runs]
     columns = _columns(rows)
     frame = pd.DataFrame(rows, columns=columns)
     for column in ("created", "launched", "started", "finished"):
         if column in frame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
+
+
+def _valid_text(value: Any) -> Any:
+    """``value`` with lone surrogates (which a run may store; pandas cannot) shown as U+FFFD."""
+    if isinstance(value, str):
+        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list | tuple):
+        return [_valid_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _valid_text(v) for k, v in value.items()}
+    return value
 
 
 def _quantity_names(runs: Sequence[Run]) -> list[str]:
@@ -137,14 +149,24 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 # -- writing tables -----------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def jsonable(value: Any) -> Any:
-    """A JSON-compatible copy of ``value``: datetimes ISO, NaN → None, tuples → lists."""
+    """A JSON-compatible copy of ``value``: datetimes ISO, NaN and ±inf → None, tuples → lists.
+
+    The result always passes ``json.dumps(..., allow_nan=False)`` and encodes
+    as UTF-8: a lone surrogate a run stored in a free attribute is shown as
+    U+FFFD rather than breaking every listing and export of the study.
+    """
     if isinstance(value, _dt.datetime):
         return value.isoformat()
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {jsonable(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if hasattr(value, "isoformat"):  # pandas Timestamp

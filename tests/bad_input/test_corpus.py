@@ -441,6 +441,14 @@ HARDENED_CASES = [
          ["write the values out"], append(BD, f"bomb: {ALIAS_BOMB}\n")),
     case("cli-param-alias-bomb", [*RUN, "-p", f"rescale={ALIAS_BOMB}"], ["'rescale'", "more than 100000 values"],
          ["write the values out"]),
+    case("param-infinite", RUN_BAD, ["mult.createTask", "field 'a' cannot hold inf"], ["give a finite number"],
+         step_creating("createTask(a=float('inf'))")),
+    case("param-nul-byte", RUN_BAD, ["mult.createTask", "field 'x' cannot hold a NUL byte"], ["no NUL"],
+         step_creating("createTask(a=1.0, x=['a\\x00b'])")),
+    case("param-lone-surrogate", RUN_BAD, ["mult.createTask", "field 'x' cannot hold a lone surrogate"],
+         ["plain text"], step_creating("createTask(a=1.0, x=['\\ud800'])")),
+    case("param-string-too-long", RUN_BAD, ["mult.createTask", "field 'x' cannot hold a string of 200000 bytes"],
+         ["store large data in a file"], step_creating("createTask(a=1.0, x=['y' * 200000])")),
 ]
 
 CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CASES + QUERY_CASES + CLI_CASES

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from motoko.errors import MotokoError
+from motoko.views.export import jsonable
 from motoko.views.web import api
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, data: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._send(json.dumps(data).encode(), "application/json", status)
+        # jsonable: strict JSON (no NaN/Infinity) in UTF-8, whatever runs stored.
+        self._send(json.dumps(jsonable(data), allow_nan=False).encode(), "application/json", status)
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._send(message.encode(), "text/plain; charset=utf-8", status)
