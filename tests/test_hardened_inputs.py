@@ -143,3 +143,23 @@ def test_values_runs_store_never_break_listings_exports_or_the_dashboard(workdir
     finally:
         dashboard.close()
         workflow.close()
+
+
+# -- item 6: field names that shadow motoko's own ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "why"),
+    [("job", "run_id", "is motoko's own"), ("job", "state", "is motoko's own"), ("run", "tail", "is motoko's own"),
+     ("job", "push_quantity", "is motoko's own"), ("job", "params", "is motoko's own"),
+     ("job", "__class__", "is private"), ("job", "_p_oid", "is private"), ("run", "_v_x", "is private")],
+)
+def test_reserved_and_private_field_names_are_refused(workdir, section, name, why):
+    _workflow(workdir, "return await workflow.s.createTask(x=[1])\n",
+              job="{x: int" + (f", {name}: int" if section == "job" else "") + "}")
+    if section == "run":
+        bd = workdir / "studies/s/bd.yaml"
+        bd.write_text(bd.read_text() + f"run: {{{name}: int}}\n")
+    done = bounded_motoko("run", "wf.py", cwd=workdir)
+    one_line_error(done, "studies/s/bd.yaml:", f"{section} field name {name!r} {why}", "rename it, e.g.")
+    assert _runs(workdir, "s") == 0

@@ -449,6 +449,14 @@ HARDENED_CASES = [
          ["plain text"], step_creating("createTask(a=1.0, x=['\\ud800'])")),
     case("param-string-too-long", RUN_BAD, ["mult.createTask", "field 'x' cannot hold a string of 200000 bytes"],
          ["store large data in a file"], step_creating("createTask(a=1.0, x=['y' * 200000])")),
+    case("bd-field-named-run-id", ["info"], ["studies/mult/bd.yaml:5", "job field name 'run_id' is motoko's own"],
+         ["rename it, e.g. 'job_run_id'"], replace(BD, "  x: list\n", "  x: list\n  run_id: int\n")),
+    case("bd-field-named-state", ["info"], ["studies/mult/bd.yaml:5", "job field name 'state' is motoko's own"],
+         ["rename it"], replace(BD, "  x: list\n", "  x: list\n  state: str\n")),
+    case("bd-field-private", ["info"], ["studies/mult/bd.yaml:5", "job field name '_p_oid' is private"],
+         ["rename it"], replace(BD, "  x: list\n", "  x: list\n  _p_oid: int\n")),
+    case("bd-field-dunder", ["info"], ["studies/mult/bd.yaml:5", "job field name '__class__' is private"],
+         ["rename it"], replace(BD, "  x: list\n", "  x: list\n  __class__: str\n")),
 ]
 
 CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CASES + QUERY_CASES + CLI_CASES
