@@ -21,14 +21,16 @@ run concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+from ZEO.Exceptions import ClientDisconnected
 
-from motoko.errors import WorkflowError, did_you_mean
+from motoko.errors import MotokoError, WorkflowError, did_you_mean
 from motoko.flow.context import current_event
 
 _MARK = "__motoko_step__"
@@ -154,9 +156,16 @@ async def run_steps(
             on_step(name, "started")
         try:
             result = await s.func(**kwargs)
-        finally:
+        except BaseException:
             current_event.reset(token)
-            workflow.refresh()
+            # Save what the step changed, but never hide why it failed (e.g.
+            # behind a second error of a server that is gone).
+            if all(db.connected for db in workflow.databases):
+                with contextlib.suppress(MotokoError, ClientDisconnected):
+                    workflow.refresh()
+            raise
+        current_event.reset(token)
+        workflow.refresh()
         results[name] = result
         if on_step:
             on_step(name, "done")

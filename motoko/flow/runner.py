@@ -15,10 +15,12 @@ import contextlib
 import importlib.util
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -260,7 +262,8 @@ def run_file(
     embedded = None
     try:
         embedded = _start_launcher(workflow, launcher, launcher_overrides or {})
-        results = asyncio.run(_main(workflow, wf_file, params, monitor))
+        with _interruptible():
+            results = asyncio.run(_main(workflow, wf_file, params, monitor))
     except KeyboardInterrupt:
         cancelled = cancel_unfinished(workflow)
         log.warning("interrupted: cancelled %d unfinished run(s) of %s", cancelled, name)
@@ -270,6 +273,29 @@ def run_file(
             embedded.stop()
         workflow.close()
     return RunOutcome(name, results, time.monotonic() - started)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt at once, wherever the main thread is.
+
+    ``asyncio.run`` would otherwise only cancel the main task, which takes
+    effect at its next ``await``: never, while a step blocks (e.g. waiting
+    for a lost database server). asyncio leaves a handler other than
+    Python's default in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, Any]) -> Any:
@@ -306,6 +332,11 @@ def cancel_unfinished(workflow: Workflow) -> int:
     count = 0
     for name, manager in workflow.task_managers.items():
         db = workflow.db_for(name)
+        if not db.connected:
+            # Waiting for a lost server here would make Ctrl-C hang: the runs'
+            # launchers, or lost-run detection, settle them once it is back.
+            log.warning("cannot cancel the runs of %s: the database server at %s is lost", name, db.address)
+            continue
 
         def change(manager: Any = manager, db: Any = db) -> int:
             study = db.study(manager.name)

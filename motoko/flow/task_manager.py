@@ -151,7 +151,7 @@ class TaskManager:
             ParameterError, UnknownNameError: for wrong or unknown parameters.
         """
         where = f"{self.name}.createTask"
-        points = expand(self.schema, params, groups, where=where)
+        points = expand(self.schema, params, groups, where=where, max_jobs=self.workflow.config.max_jobs)
         merged = {**self.schema.run_params, **dict(run_params or {})}
         coerced_run = self.schema.coerce_run(merged, where=where)
         extra = {

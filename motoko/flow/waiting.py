@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ZEO.Exceptions import ClientDisconnected
 
-from motoko.errors import EventLoopError, HandleError, WaitTimeout  # noqa: F401 (defined there, importable from here)
+from motoko.errors import EventLoopError, HandleError, ServerError, WaitTimeout  # noqa: F401 (defined there, importable from here)
 from motoko.study.records import Job, Run
 from motoko.study.states import (
     ACTIVE,
@@ -79,16 +79,25 @@ async def wait_until(
     poll = workflow.config.poll
     delay = poll.initial
     waiter = workflow.change_waiter()
+    lost_since: float | None = None
     try:
         while True:
+            if not all(db.connected for db in workflow.databases):
+                # Wait for ZEO to reconnect here, awaiting, not inside refresh()
+                # (which blocks): Ctrl-C and cancellation reach the step at once.
+                lost_since = _server_lost(workflow, lost_since, loop.time())
+                await asyncio.sleep(0.1)
+                continue
             try:
                 workflow.refresh()
                 done, value = check()
             except ClientDisconnected:
-                # The server went away between the refresh and the reads; the
-                # next refresh waits (bounded) for ZEO to reconnect.
+                # The server went away: wait for ZEO to reconnect, as long as
+                # the databases wait for a lost server, then give up (one line).
+                lost_since = _server_lost(workflow, lost_since, loop.time())
                 await asyncio.sleep(0.1)
                 continue
+            lost_since = None
             if done:
                 return value
             budget = delay
@@ -107,6 +116,19 @@ async def wait_until(
             delay = poll.initial if fired else min(delay * poll.factor, poll.maximum)
     finally:
         waiter.close()
+
+
+def _server_lost(workflow: Any, since: float | None, now: float) -> float:
+    """When the server was first found lost; ServerError once that is too long ago."""
+    if since is None:
+        return now
+    db = next((db for db in workflow.databases if not db.connected), None)
+    if db is not None and now - since > db.reconnect_timeout:
+        raise ServerError(
+            f"lost the database server at {db.address} for more than {db.reconnect_timeout:g} s",
+            hint="restart it with `motoko server start`",
+        )
+    return since
 
 
 # -- progress ----------------------------------------------------------------------------
