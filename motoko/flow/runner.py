@@ -28,6 +28,7 @@ from motoko.config import find_config
 from motoko.errors import MotokoError, UnknownNameError, WorkflowError
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
+from motoko.study.blocking import motoko_loop
 from motoko.study.records import ACTIVE, CREATED
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,11 @@ def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
 
 async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
+    with motoko_loop():  # main and the actions share this loop: refuse synchronous waits
+        await _run_orchestrator(workflow, main, params)
+
+
+async def _run_orchestrator(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     from motoko.flow.task_manager import current_event
 
     workflow.params = dict(params)

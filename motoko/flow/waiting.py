@@ -3,8 +3,10 @@
 Everything here waits the same way: re-check a condition on every commit
 the change feed reports (within milliseconds), with a slow back-off poll only
 as a safety net. Synchronous variants (``rl.result()``, ``for ... in
-rl.as_completed()``) run the same coroutines on a private event loop, and
-refuse, with a message naming the ``await`` form, to block a running loop.
+rl.as_completed()``) run the same coroutines on a private event loop (in a
+helper thread under a notebook's running loop), and refuse, with a message
+naming the ``await`` form, to block one of motoko's own loops (see
+:mod:`motoko.study.blocking`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import asyncio
 import datetime as _dt
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ZEO.Exceptions import ClientDisconnected
 
 from motoko.errors import EventLoopError, HandleError, WaitTimeout  # noqa: F401 (defined there, importable from here)
+from motoko.study.blocking import blocking, refuse_in_loop, run_blocking  # noqa: F401 (the one mechanism; importable from here)
 from motoko.study.records import (
     ACTIVE,
     CANCELLED,
@@ -53,26 +56,6 @@ def is_ended(run: Run) -> bool:
     in the same transaction), so it is not ended.
     """
     return run.state in TERMINAL or is_done(run)
-
-
-def refuse_in_loop(call: str, instead: str) -> None:
-    """Raise :class:`EventLoopError` when called from inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise EventLoopError(call, instead)
-
-
-def blocking(call: str, instead: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run the coroutine ``make()`` returns on a private event loop and return its result.
-
-    Raises:
-        EventLoopError: when a loop is already running in this thread (the
-            coroutine is then never created).
-    """
-    refuse_in_loop(call, instead)
-    return asyncio.run(make())
 
 
 async def wait_until(
@@ -325,7 +308,7 @@ class AsCompleted(Iterator[Pair], AsyncIterator[Pair]):
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         try:
-            return self._loop.run_until_complete(self.__anext__())
+            return run_blocking(self.__anext__, self._loop)
         except StopAsyncIteration:
             self.close()
             raise StopIteration from None

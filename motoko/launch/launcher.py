@@ -40,6 +40,7 @@ from ZODB.POSException import ConflictError
 from motoko.errors import MotokoError
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
+from motoko.study.blocking import motoko_loop
 from motoko.study.database import LauncherRecord, Study, StudyDB
 from motoko.study.liveness import Orphan, declare_lost, stop_orphans
 from motoko.study.records import (
@@ -185,7 +186,8 @@ class Launcher:
         unsubscribe = self.db.feed.subscribe(self._on_change(loop))
         await self.executor.start()
         try:
-            await self._loop()
+            with motoko_loop():  # runs are served from this loop: refuse synchronous waits
+                await self._loop()
         finally:
             unsubscribe()
             await self.executor.close()
