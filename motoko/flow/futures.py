@@ -37,6 +37,7 @@ from motoko.flow.waiting import (
     refuse_in_loop,
     wait_until,
 )
+from motoko.flow.watching import Displayed
 from motoko.study.records import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, Run
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def requeue_left_over(workflow: Workflow, study: str, runs: Sequence[Run]) -> li
     return db.transact(change, what=f"requeue left-over runs of {study!r}")
 
 
-class RunList(Sequence[Pair]):
+class RunList(Displayed, Sequence[Pair]):
     """The runs one ``createTask`` created (or reattached by id).
 
     Iterating gives ``(run, job)`` pairs; awaiting waits until every run is
@@ -144,6 +145,12 @@ class RunList(Sequence[Pair]):
 
     def __repr__(self) -> str:
         return f"<RunList {self.study} {self.ids[:10]}{'...' if len(self.ids) > 10 else ''}>"
+
+    def _display_title(self) -> str:
+        return f"RunList {self.study}"
+
+    def _display_runs(self) -> list[Run]:
+        return self._runs()
 
     def _subset(self, runs: list[Run]) -> RunList:
         return RunList(self.workflow, self.study, [r.id for r in runs], resume=self._resume)
@@ -436,7 +443,7 @@ class RunList(Sequence[Pair]):
             self._owns_workflow = False
 
 
-class TaskSelection:
+class TaskSelection(Displayed):
     """A lazy selection of runs by constraints, evaluated afresh each time.
 
     Iterable (``(run, job)`` pairs), sized, truthy when non-empty, indexable,
@@ -486,6 +493,12 @@ class TaskSelection:
 
     def __repr__(self) -> str:
         return f"<TaskSelection {self.study} {self.constraints!r}>"
+
+    def _display_title(self) -> str:
+        return f"selection of {self.study}: {self._describe()}"
+
+    def _display_runs(self) -> list[Run]:
+        return self.workflow.db_for(self.study).select(self.study, self.constraints)
 
     async def wait(self, timeout: float | None = None) -> list[Pair]:
         """Wait until at least one run matches; return the matching pairs."""

@@ -175,17 +175,27 @@ def progress_of(runs: list[Run]) -> Progress:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr, redrawn on every check of a wait.
+    """A tqdm bar, redrawn on every check of a wait: a widget in a notebook, else text on stderr.
 
     The bar fills with :attr:`Progress.overall`, so it moves as runs call
     ``set_progress``, not only when they end; the text after it gives the
-    counts (``3/4 finished (75%), 1 running``).
+    counts (``3/4 finished (75%), 1 running``). ``tqdm.auto`` picks the
+    notebook widget inside a Jupyter kernel; without ipywidgets it cannot,
+    and the text bar is drawn instead.
     """
 
     def __init__(self, label: str, total: int):
-        from tqdm import tqdm
+        from tqdm.auto import tqdm as auto
+        from tqdm.std import tqdm as text
 
-        class _Bar(tqdm):  # type: ignore[type-arg,misc]
+        try:
+            self._bar = self._make(auto, label, total)
+        except ImportError:  # a kernel without ipywidgets: no widget to draw
+            self._bar = self._make(text, label, total)
+
+    @staticmethod
+    def _make(tqdm: Any, label: str, total: int) -> Any:
+        class _Bar(tqdm):  # type: ignore[misc,valid-type]
             # tqdm prefixes its own postfix with ", "; a field of our own reads better.
             status = ""
 
@@ -195,7 +205,7 @@ class ProgressBar:
                 values["status"] = self.status
                 return values
 
-        self._bar = _Bar(
+        return _Bar(
             total=max(total, 1),
             desc=label,
             file=sys.stderr,

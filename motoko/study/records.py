@@ -31,6 +31,7 @@ from ZODB.POSException import ConflictError
 
 from motoko.study.blocking import refuse_in_loop
 from motoko.study.columns import record as record_column
+from motoko.study.display import run_html
 from motoko.study.journal import ABSENT, DELETE, REQUEUE, SET, STATE, journal_of
 
 if TYPE_CHECKING:
@@ -555,6 +556,10 @@ class Run(persistent.Persistent):
     def __repr__(self) -> str:
         study = self._study.name if self._study is not None else "?"
         return f"<Run {study}.{getattr(self, 'id', '?')} {self._state}>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: fields, last stdout lines and quantities (see :mod:`motoko.study.display`)."""
+        return run_html(self)
 
     # -- persistence plumbing -------------------------------------------------
 
