@@ -10,6 +10,7 @@ executed by a real launcher of the test process, on the test's ZEO server.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from conftest import write_config, write_study
 from nbclient import NotebookClient
 
 from motoko.study.display import runs_html
+from motoko.study.server import stop_server
 
 FAST = """\
 poll: {initial: 0.05, factor: 2, maximum: 0.5}
@@ -226,3 +228,53 @@ def test_watch_without_ipython_says_what_to_install(wfdir):
 def test_html_of_no_runs_is_an_empty_table():
     html = runs_html("RunList calc", [])
     assert "<b>RunList calc: 0 runs</b>" in html and states(html) == []
+
+
+# -- docs/notebooks.md -------------------------------------------------------------------------------
+
+TOUR = Path(__file__).resolve().parent.parent / "docs" / "notebooks.md"
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def shell(lines: str, cwd: Path, env: dict[str, str]) -> Path:
+    """Run each line of a bash block in ``cwd`` (``cd`` moves it); return the directory reached."""
+    for line in lines.splitlines():
+        if line.startswith("cd "):
+            cwd = (cwd / line[3:].strip()).resolve()
+            continue
+        done = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{line!r} failed:\n{done.stderr}"
+    return cwd
+
+
+def test_the_notebook_tour_runs(tmp_path: Path):
+    blocks = [(m.group(1), m.group(2)) for m in BLOCK.finditer(TOUR.read_text())]
+    first = next(i for i, (language, _) in enumerate(blocks) if language == "python")
+    cells = [code for language, code in blocks if language == "python"]
+    before = [code for language, code in blocks[:first] if language == "bash"]
+    after = [code for language, code in blocks[first:] if language == "bash"]
+    assert len(before) == 1 and len(after) == 1 and len(cells) == 8
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "motoko").write_text(f'#!/bin/sh\nexec {sys.executable} -m motoko.cli.main "$@"\n')
+    (bin_dir / "motoko").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    demo = tmp_path / "demo"
+    try:
+        cwd = shell(before[0], tmp_path, env)
+        assert cwd == demo
+        nb, client = execute(demo, cells)
+        shell(after[0], demo, env)
+    finally:
+        subprocess.run([str(bin_dir / "motoko"), "launcher", "stop"], cwd=demo, env=env, capture_output=True, timeout=120)
+        stop_server(demo, grace=5)
+    assert states(html_of(nb.cells[0])) == ["FINISHED", "FINISHED"]
+    assert text(nb.cells[1]).splitlines() == ["rate 0.1: FINISHED, final amount 0.8179",
+                                             "rate 0.2: FINISHED, final amount 0.6676"]
+    assert re.findall(r"<th>([^<]*)</th>", html_of(nb.cells[2]))[1:5] == ["id", "rate", "final", "q.amount"]
+    assert states(html_of(nb.cells[3])) == ["FINISHED"] * 3  # the watched table, as last updated
+    assert client.updates, "the watch never refreshed its table"
+    assert "'FINISHED': 2" in str(nb.cells[4].outputs[-1].data["text/plain"])
+    assert "<b>run decay.3</b>" in html_of(nb.cells[5])
+    assert "<b>study decay (run name &#x27;tour&#x27;): 7 runs (7 FINISHED)</b>" in html_of(nb.cells[6])
+    assert states(html_of(nb.cells[7])) == ["FINISHED"]

@@ -61,6 +61,8 @@ def cell(value: Any) -> str:
     """``value`` as escaped text for one table cell, cut to :data:`CELL_LIMIT` characters."""
     if value is None:
         return ""
+    if isinstance(value, float) and len(repr(value)) > 12:
+        value = f"{value:.6g}"  # 3.656158440062973e-05 reads better as 3.65616e-05
     text = value if isinstance(value, str) else repr(value) if isinstance(value, list | dict | tuple) else str(value)
     if len(text) > CELL_LIMIT:
         text = text[: CELL_LIMIT - 1] + "…"
