@@ -169,6 +169,20 @@ def test_blocking_calls_inside_a_workflow_step_are_refused(wf):
     assert rl.status() == {CREATED: 1}  # the refused cancel cancelled nothing
 
 
+def test_blocking_calls_on_a_launchers_loop_are_refused(wf, launcher):
+    # Executors' code runs on the launcher's loop; a sync wait there would stop every run's bookkeeping.
+    rl = wf.calc.createTask(x=1.0)
+    rl.result(timeout=60)
+
+    async def on_the_launchers_loop():
+        with pytest.raises(EventLoopError) as refused:
+            rl.result()
+        return str(refused.value)
+
+    message = asyncio.run_coroutine_threadsafe(on_the_launchers_loop(), launcher._loop).result(30)
+    assert message == "rl.result() cannot block inside a running event loop (use `await rl.wait()` in async code)"
+
+
 def test_blocking_calls_work_in_a_users_own_event_loop(wf, launcher):
     # Not motoko's loop (a notebook kernel, a user's asyncio program): the
     # sync calls block the caller, the wait running in a helper thread.

@@ -186,12 +186,18 @@ def test_a_kernel_interrupt_stops_a_wait_and_the_kernel_stays_usable(wfdir, laun
         'print("cancel", never.cancel(wait_timeout=60))',
         'for run, job in wf.calc.createTask(x=9.0, sleep=600.0).as_completed():\n    pass',
         'print("again", wf.calc.select("x = 9").cancel(wait_timeout=60))',
-    ], interrupt_after={1: 3, 3: 3})
+        'tailed = wf.calc.createTask(x=10.0, sleep=600.0)\nfor line in tailed.run.tail(follow=True):\n    pass',
+        'tailed.watch()',
+        'print("still", tailed.cancel(wait_timeout=60))',
+    ], interrupt_after={1: 3, 3: 3, 5: 3, 6: 3})
     errors = [o for o in nb.cells[1].outputs if o.output_type == "error"]
     assert [e.ename for e in errors] == ["KeyboardInterrupt"]
     assert text(nb.cells[2]) == "alive True\ncancel {1: True}\n"
     assert [o.ename for o in nb.cells[3].outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
     assert text(nb.cells[4]) == "again {2: True}\n"
+    for index in (5, 6):  # following a run's stdout, watching the table
+        assert [o.ename for o in nb.cells[index].outputs if o.output_type == "error"] == ["KeyboardInterrupt"]
+    assert text(nb.cells[7]) == "still {3: True}\n"
 
 
 def test_watch_refreshes_the_table_until_every_run_ended(wfdir, launcher):
