@@ -269,12 +269,14 @@ class RunList(Displayed, Sequence[Pair]):
     def result(self, timeout: float | None = None, progress: bool = False) -> RunList:
         """Block until every run is FINISHED; return the RunList (the synchronous ``await``).
 
-        Runs the wait on a private event loop, so it works in plain scripts.
+        Runs the wait on a private event loop, so it works in plain scripts,
+        and in a helper thread under a running loop (a notebook cell), where
+        the kernel's interrupt stops it.
 
         Raises:
             RunsFailed, WaitTimeout: as :meth:`wait`.
-            EventLoopError: when called inside a running event loop (it would
-                block it); use ``await rl.wait()`` there.
+            EventLoopError: inside a workflow step, an event action or a
+                launcher (it would stall them); use ``await rl.wait()`` there.
         """
         return blocking("rl.result()", "await rl.wait()", lambda: self.wait(timeout, progress))
 
@@ -289,8 +291,8 @@ class RunList(Displayed, Sequence[Pair]):
         Raises:
             WaitTimeout: when ``timeout`` seconds pass before every run ended,
                 naming those not yielded yet.
-            EventLoopError: iterating with a plain ``for`` inside a running
-                event loop.
+            EventLoopError: iterating with a plain ``for`` inside a workflow
+                step, an event action or a launcher.
         """
         return AsCompleted(self.workflow, self.study, self._runs, timeout, before_check=self._requeue)
 
@@ -333,8 +335,8 @@ class RunList(Displayed, Sequence[Pair]):
 
         Raises:
             RunNotFound: for ids that do not exist (nothing is cancelled).
-            EventLoopError: ``wait_timeout`` inside a running event loop; use
-                ``await rl.cancel_async(wait_timeout=...)`` there.
+            EventLoopError: ``wait_timeout`` inside a workflow step, an event
+                action or a launcher; ``await rl.cancel_async(wait_timeout=...)`` there.
         """
         if wait_timeout is not None:
             refuse_in_loop("rl.cancel(wait_timeout=...)", "await rl.cancel_async(wait_timeout=...)")
@@ -356,8 +358,9 @@ class RunList(Displayed, Sequence[Pair]):
         """Cancel the runs if the ``with`` block raises or is interrupted (Ctrl-C).
 
         Leaving the block normally changes nothing. ``wait_timeout`` is
-        honoured outside event loops only (inside one, the stop requests are
-        sent and the block's exception propagates at once).
+        honoured outside motoko's own loops only (inside a step or an
+        action, the stop requests are sent and the block's exception
+        propagates at once).
         """
         try:
             yield self
@@ -525,7 +528,7 @@ class TaskSelection(Displayed):
 
         Raises:
             WaitTimeout: after ``timeout`` seconds.
-            EventLoopError: inside a running event loop; ``await sel.wait()`` there.
+            EventLoopError: inside a workflow step, an event action or a launcher; ``await sel.wait()`` there.
         """
         return blocking("selection.result()", "await selection.wait()", lambda: self.wait(timeout))
 
@@ -616,7 +619,7 @@ class AllCondition:
 
         Raises:
             WaitTimeout: after ``timeout`` seconds, naming the runs that do not satisfy it.
-            EventLoopError: inside a running event loop; ``await condition.wait()`` there.
+            EventLoopError: inside a workflow step, an event action or a launcher; ``await condition.wait()`` there.
         """
         return blocking("condition.result()", "await condition.wait()", lambda: self.wait(timeout))
 
