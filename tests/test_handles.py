@@ -561,3 +561,19 @@ def test_task_selection_handle_methods(wf, launcher):
     queued = wf.calc.createTask(x=9.0)
     assert wf.calc.select("x > 5").snapshot().ids == queued.ids
     assert wf.calc.select("x > 5").result(timeout=5)[0][0].id == queued.run.id
+
+
+def test_motoko_loop_marks_the_loop_only_while_its_block_runs():
+    from motoko.study.blocking import in_motoko_loop, motoko_loop
+
+    async def main():
+        seen = [in_motoko_loop()]
+        with motoko_loop():
+            with motoko_loop():  # nested: steps inside an orchestrator
+                seen.append(in_motoko_loop())
+            seen.append(in_motoko_loop())
+        seen.append(in_motoko_loop())
+        return seen
+
+    assert asyncio.run(main()) == [False, True, True, False]
+    assert in_motoko_loop() is False  # no loop at all

@@ -142,6 +142,19 @@ def test_every_sync_call_blocks_the_cell_and_works(wfdir, launcher):
     assert len(widgets) == 1 and "calc" in widgets[0].data["text/plain"]
 
 
+def test_progress_is_text_in_a_kernel_without_ipywidgets(wfdir, launcher):
+    nb, _ = execute(wfdir, [
+        'import sys\nsys.modules["ipywidgets"] = None  # as if it were not installed\n' + SETUP,
+        'rl = wf.calc.createTask(x=[1.0, 2.0], sleep=0.3)\nprint("bar", rl.result(timeout=60, progress=True).status())',
+    ])
+    outputs = nb.cells[1].outputs
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    assert "calc: 100%|" in stderr and "2/2 finished (100%)" in stderr
+    stdout = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    assert stdout == "bar {'FINISHED': 2}\n" and "Warning" not in stderr
+
+
 def test_handles_show_html_tables_with_escaped_values(wfdir, launcher):
     nb, _ = execute(wfdir, [
         SETUP,

@@ -15,6 +15,7 @@ import asyncio
 import datetime as _dt
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -185,13 +186,18 @@ class ProgressBar:
     """
 
     def __init__(self, label: str, total: int):
-        from tqdm.auto import tqdm as auto
+        from tqdm.std import TqdmWarning
         from tqdm.std import tqdm as text
 
-        try:
-            self._bar = self._make(auto, label, total)
-        except ImportError:  # a kernel without ipywidgets: no widget to draw
-            self._bar = self._make(text, label, total)
+        with warnings.catch_warnings():
+            # Without ipywidgets, tqdm warns once that it draws text: we do that on purpose.
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm as auto
+
+            try:
+                self._bar = self._make(auto, label, total)
+            except ImportError:  # a kernel without ipywidgets: no widget to draw
+                self._bar = self._make(text, label, total)
 
     @staticmethod
     def _make(tqdm: Any, label: str, total: int) -> Any:
