@@ -155,6 +155,17 @@ def test_progress_is_text_in_a_kernel_without_ipywidgets(wfdir, launcher):
     assert stdout == "bar {'FINISHED': 2}\n" and "Warning" not in stderr
 
 
+def test_a_motoko_014_orchestrator_executes_from_a_cell(wfdir, launcher):
+    write_config(wfdir, ["calc"], FAST + "orchestrator: orch.main\n")
+    (wfdir / "orch.py").write_text(
+        "async def main(workflow, **params):\n"
+        "    runs = await workflow.calc.createTask(x=[params['x']])\n"
+        "    workflow.vars.y = runs[0][0].y\n"
+    )
+    nb, _ = execute(wfdir, [SETUP, 'wf.execute(x=4.0)\nprint("y", wf.vars.y)'])
+    assert text(nb.cells[1]) == "y 8.0\n"
+
+
 def test_handles_show_html_tables_with_escaped_values(wfdir, launcher):
     nb, _ = execute(wfdir, [
         SETUP,

@@ -28,7 +28,7 @@ from motoko.config import find_config
 from motoko.errors import MotokoError, UnknownNameError, WorkflowError
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
-from motoko.study.blocking import motoko_loop
+from motoko.study.blocking import blocking, motoko_loop
 from motoko.study.records import ACTIVE, CREATED
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,9 @@ def run_orchestrator(workflow: Workflow, params: Mapping[str, Any]) -> None:
     main = getattr(module, func, None)
     if main is None:
         raise WorkflowError(f"{file} has no function {func!r}", where=str(workflow.config.path))
-    asyncio.run(run_orchestrator_async(workflow, main, params))
+    # On a loop of its own, in a helper thread under a notebook's running loop.
+    blocking("workflow.execute()", "await main(workflow, **params)",
+             lambda: run_orchestrator_async(workflow, main, params))
 
 
 @dataclass
