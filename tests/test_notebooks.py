@@ -308,3 +308,16 @@ def test_the_notebook_tour_runs(tmp_path: Path):
     assert "<b>run decay.3</b>" in html_of(nb.cells[5])
     assert "<b>study decay (run name &#x27;tour&#x27;): 7 runs (7 FINISHED)</b>" in html_of(nb.cells[6])
     assert states(html_of(nb.cells[7])) == ["FINISHED"]
+
+
+def test_a_cell_is_escaped_and_cut():
+    from motoko.study.display import CELL_LIMIT, cell, progress_bar, state_badge
+
+    long = "<b>" * 40
+    shown = cell(long)
+    assert shown.startswith("&lt;b&gt;") and shown.endswith("…") and "<" not in shown
+    assert len(cell("x" * 200)) == CELL_LIMIT
+    assert cell(None) == "" and cell(4.0) == "4.0" and cell(3.656158440062973e-05) == "3.65616e-05"
+    assert cell({"a": "<i>"}) == "{&#x27;a&#x27;: &#x27;&lt;i&gt;&#x27;}"
+    assert state_badge("<FORWARDED>") == '<span class="motoko-state" style="background:#616161">&lt;FORWARDED&gt;</span>'
+    assert progress_bar(None) == "" and progress_bar(0.5).endswith(" 50%")
