@@ -32,6 +32,7 @@ from ZEO.Exceptions import ClientDisconnected
 
 from motoko.errors import MotokoError, WorkflowError, did_you_mean
 from motoko.flow.context import current_event
+from motoko.study.blocking import motoko_loop
 
 _MARK = "__motoko_step__"
 _RESERVED = ("workflow",)
@@ -171,15 +172,17 @@ async def run_steps(
             on_step(name, "done")
         return result
 
-    for name in nx.topological_sort(graph):
-        tasks[name] = asyncio.ensure_future(run_one(name))
-    try:
-        await asyncio.gather(*tasks.values())
-    except BaseException:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-        raise
+    # The steps share this loop: a synchronous wait in one would stall them all.
+    with motoko_loop():
+        for name in nx.topological_sort(graph):
+            tasks[name] = asyncio.ensure_future(run_one(name))
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
     return results
 
 

@@ -31,6 +31,7 @@ from motoko.errors import MotokoError, UnknownNameError, WorkflowError
 from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
+from motoko.study.blocking import blocking, motoko_loop
 from motoko.study.query import Where
 from motoko.study.states import ACTIVE, CREATED
 
@@ -177,6 +178,11 @@ def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
 
 async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
+    with motoko_loop():  # main and the actions share this loop: refuse synchronous waits
+        await _run_orchestrator(workflow, main, params)
+
+
+async def _run_orchestrator(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     workflow.params = dict(params)
     token = current_event.set(getattr(main, "__name__", "main"))
     try:
@@ -219,7 +225,9 @@ def run_orchestrator(workflow: Workflow, params: Mapping[str, Any]) -> None:
     main = getattr(module, func, None)
     if main is None:
         raise WorkflowError(f"{file} has no function {func!r}", where=str(workflow.config.path))
-    asyncio.run(run_orchestrator_async(workflow, main, params))
+    # On a loop of its own, in a helper thread under a notebook's running loop.
+    blocking("workflow.execute()", "await main(workflow, **params)",
+             lambda: run_orchestrator_async(workflow, main, params))
 
 
 @dataclass

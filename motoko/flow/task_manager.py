@@ -18,6 +18,7 @@ from motoko.errors import ParameterError, RunNotFound, UnknownNameError
 from motoko.flow.context import current_event, current_parents
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
 from motoko.study.database import known_states
+from motoko.study.display import runs_html
 from motoko.study.query import Where
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
@@ -190,6 +191,12 @@ class TaskManager:
 
     def __repr__(self) -> str:
         return f"<TaskManager {self.name}>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the table of this study's runs of the current run name."""
+        selection = self.select()
+        self.workflow.refresh()
+        return runs_html(f"study {self.name} (run name {self.workflow.run_name!r})", selection._display_runs())
 
 
 def _states(study: Study, state: str | Iterable[str] | None) -> list[str] | None:

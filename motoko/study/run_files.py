@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -187,12 +187,38 @@ def follow_lines(
     """Yield the last ``lines`` lines, then each new line until the run ends.
 
     ``see_changes`` begins a new transaction (so the run's state is current);
-    ``wait(seconds)`` blocks until a commit arrives or the time passed. The
-    state is read *before* the file, so once a terminal state is seen, the
-    read that follows gets everything the run wrote.
+    ``wait(seconds)`` blocks until a commit arrives or the time passed.
 
     Raises:
         RunFileNotFound: when the run ended without ever writing the file.
+    """
+    for line in _follow(run, name, lines, see_changes):
+        if line is None:
+            wait(FOLLOW_INTERVAL)
+        else:
+            yield line
+
+
+async def follow_lines_async(
+    run: Run,
+    name: str,
+    lines: int,
+    see_changes: Callable[[], None],
+    wait: Callable[[float], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """:func:`follow_lines` for async code: ``wait(seconds)`` is awaited."""
+    for line in _follow(run, name, lines, see_changes):
+        if line is None:
+            await wait(FOLLOW_INTERVAL)
+        else:
+            yield line
+
+
+def _follow(run: Run, name: str, lines: int, see_changes: Callable[[], None]) -> Iterator[str | None]:
+    """The one following loop: yields lines, and None where the caller should wait.
+
+    The state is read *before* the file, so once a terminal state is seen,
+    the read that follows gets everything the run wrote.
     """
     offset: int | None = None
     partial = b""
@@ -219,7 +245,7 @@ def follow_lines(
             if partial:
                 yield partial.decode("utf-8", errors="replace")
             return
-        wait(FOLLOW_INTERVAL)
+        yield None
 
 
 def _existing(run: Run, name: str) -> Path | None:
