@@ -51,12 +51,15 @@ def _register() -> None:
         db_commands,
         launcher_commands,
         maintenance_commands,
+        rerun_commands,
         run_commands,
         runs_commands,
         view_commands,
     )
 
-    for module in (db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands, view_commands):
+    for module in (
+        db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands, view_commands, rerun_commands,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 
