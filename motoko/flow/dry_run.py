@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import networkx as nx
 from motoko.config import find_config
 from motoko.errors import WorkflowError
 from motoko.flow.dag import _arguments, build_graph, check_params
-from motoko.flow.outdated import OutdatedReport, find_outdated, is_done
+from motoko.flow.outdated import OutdatedReport, current_run_names, find_outdated, is_done
 from motoko.flow.runner import load_workflow_file
 from motoko.flow.task_manager import current_event
 from motoko.flow.workflow import Workflow
@@ -142,7 +141,8 @@ class DryTaskManager:
             if self._plan.policy == "rerun":
                 return f"would be rerun ({reason})"
             if self._plan.policy == "keep":
-                return f"reused although outdated ({reason})"
+                direct = run.id in self._plan.outdated.direct.get(self._manager.name, ())
+                return f"reused although outdated ({reason})" if direct else "reused"
             return f"outdated ({reason}): `motoko run` would ask, or stop when not on a terminal"
         if is_done(run):
             return "reused"
@@ -193,8 +193,14 @@ async def plan_steps(workflow: Workflow, steps: Mapping[str, Any], params: Mappi
         token = current_event.set(name)
         try:
             results[name] = await graph.nodes[name]["step"].func(**kwargs)
-        except WouldWait as wait:
-            blocked[name] = str(wait)
+        except WouldWait:
+            # Say what the step would wait for: every run it asked for that
+            # is not there to reuse (a gather stops at the first one).
+            waiting: dict[str, int] = {}
+            for (study, what), n in plan.counts.get(name, {}).items():
+                if not what.startswith("reused"):
+                    waiting[study] = waiting.get(study, 0) + n
+            blocked[name] = "would wait for " + ", ".join(f"{n} run(s) of {study}" for study, n in waiting.items())
             plan.steps[name].append(blocked[name])
         finally:
             current_event.reset(token)
@@ -215,10 +221,7 @@ def current_run_name(workflow_dir: Path, file: Path, run_name: str | None, fresh
         return run_name
     if fresh:
         return f"{file.stem}-(new)"
-    names: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        names = json.loads((workflow_dir / ".motoko" / "run-names.json").read_text())
-    return names.get(str(file), file.stem)
+    return current_run_names(workflow_dir).get(str(file), file.stem)
 
 
 def dry_run_file(

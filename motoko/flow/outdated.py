@@ -25,8 +25,10 @@ those marks, one transaction per database.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -61,6 +63,7 @@ class OutdatedReport:
         direct: Study → ids of runs whose own study files changed.
         descendants: Study → ids of the other outdated runs (descending from those).
         reasons: Run → why it is outdated, in one phrase.
+        kept: Study → ids of runs reused although outdated (``--keep-outdated``), not counted in ``total``.
     """
 
     run_name: str
@@ -69,6 +72,7 @@ class OutdatedReport:
     direct: dict[str, list[int]] = field(default_factory=dict)
     descendants: dict[str, list[int]] = field(default_factory=dict)
     reasons: dict[Key, str] = field(default_factory=dict)
+    kept: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -78,7 +82,7 @@ class OutdatedReport:
     def __bool__(self) -> bool:
         return self.total > 0
 
-    def keys(self) -> Iterator[Key]:
+    def runs(self) -> Iterator[Key]:
         """Every outdated run as ``(study, id)``."""
         for group in (self.direct, self.descendants):
             for study, ids in group.items():
@@ -113,6 +117,15 @@ class OutdatedReport:
 def _ids(ids: list[int], limit: int = 12) -> str:
     shown = ", ".join(str(i) for i in ids[:limit])
     return shown + (f", ... (+{len(ids) - limit})" if len(ids) > limit else "")
+
+
+def current_run_names(directory: Path) -> dict[str, str]:
+    """Workflow file → the run name ``motoko run`` resumes for it (recorded in .motoko/run-names.json)."""
+    try:
+        data = json.loads((directory / ".motoko" / "run-names.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def relative_folder(workflow: Workflow, name: str) -> str:
@@ -167,7 +180,9 @@ def find_outdated(workflow: Workflow, run_name: str | None = None) -> OutdatedRe
         if not is_done(run) or run.rerun_pending is not None or run.superseded is not None:
             continue
         changed = changed_files(run.fingerprint, fingerprint)
-        if changed and fingerprint is not None and run.outdated_kept != fingerprint["digest"]:
+        if changed and fingerprint is not None and run.outdated_kept == fingerprint["digest"]:
+            report.kept.setdefault(key[0], []).append(key[1])
+        elif changed and fingerprint is not None:
             direct.append(key)
             report.changed.setdefault(key[0], [])
             report.changed[key[0]] = sorted(set(report.changed[key[0]]) | set(changed))
@@ -183,7 +198,7 @@ def find_outdated(workflow: Workflow, run_name: str | None = None) -> OutdatedRe
                 continue
             if below_run.rerun_pending is None and below_run.superseded is None:
                 below.add(child)
-                report.reasons[child] = f"descends from {key[0]}.{key[1]}, which is outdated"
+                report.reasons[child] = f"descends from an outdated run of {key[0]}"
     for key in sorted(below):
         report.descendants.setdefault(key[0], []).append(key[1])
     report.folders = {name: relative_folder(workflow, name) for name in report.changed}
@@ -263,4 +278,4 @@ def settle_outdated(workflow: Workflow, policy: str | None, ask: Callable[[Outda
     return report
 
 
-__all__ = ["POLICIES", "OutdatedReport", "find_outdated", "is_done", "keep", "mark_pending", "provenance", "runs_of", "settle_outdated"]
+__all__ = ["POLICIES", "OutdatedReport", "current_run_names", "find_outdated", "is_done", "keep", "mark_pending", "provenance", "runs_of", "settle_outdated"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from motoko.flow.outdated import OutdatedReport, current_run_names, find_outdated
 from motoko.study.records import ACTIVE, CREATED, STATES, Run, now
 
 #: States reported as failures, newest first.
@@ -93,6 +94,7 @@ class Status:
     failures: list[RunLine] = field(default_factory=list)
     taken: _dt.datetime = field(default_factory=now)
     more_running: int = 0
+    outdated: list[OutdatedReport] = field(default_factory=list)
 
     @property
     def states(self) -> list[str]:
@@ -142,7 +144,11 @@ def collect_status(
     oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
     active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
-    return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running))
+    # Outdated runs of the run names `motoko run` resumes: this reads every
+    # run of those run names (their fingerprints), unlike the counts above.
+    run_names = sorted(set(current_run_names(workflow.directory).values()))
+    reports = [r for r in (find_outdated(workflow, name) for name in run_names) if r or r.kept]
+    return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running), outdated=reports)
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -215,6 +221,15 @@ def render_text(status: Status, *, title: str | None = None) -> str:
             lines.append("  ".join(parts).rstrip())
     if not status.running:
         lines += ["", click.style("nothing is running", dim=True)]
+    if status.outdated:
+        lines += ["", click.style("outdated (motoko run asks before reusing them)", bold=True)]
+        for report in status.outdated:
+            if report:
+                lines.append("  " + click.style(report.summary(), fg="yellow"))
+            kept = sum(len(ids) for ids in report.kept.values())
+            if kept:
+                studies = ", ".join(f"{len(ids)} of {study}" for study, ids in report.kept.items())
+                lines.append(f"  {kept} run(s) of {report.run_name} reused although outdated (--keep-outdated): {studies}")
     if status.failures:
         lines += ["", click.style("latest failures", bold=True)]
         names = [f"{r.study}.{r.id}" for r in status.failures]
@@ -245,6 +260,14 @@ def to_json(status: Status) -> dict[str, Any]:
         "running": [line(r) for r in status.running],
         "more_running": status.more_running,
         "failures": [line(r) for r in status.failures],
+        "outdated": [
+            {
+                "run_name": r.run_name, "total": r.total, "files": r.files(), "summary": r.summary() if r else "",
+                "runs": [f"{study}.{rid}" for study, rid in r.runs()],
+                "kept": [f"{study}.{rid}" for study, ids in r.kept.items() for rid in ids],
+            }
+            for r in status.outdated
+        ],
         "done": status.done,
     }
 
