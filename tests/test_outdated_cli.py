@@ -23,6 +23,7 @@ from conftest import motoko
 from motoko import Workflow
 from motoko.study.database import StudyDB
 from motoko.study.server import ensure_server
+from motoko.views.web.api import overview
 
 COEFFICIENTS = [0.342, -2.31]
 X = [1.0, 2.0, 3.0]
@@ -122,6 +123,8 @@ def test_an_edited_study_stops_a_non_terminal_run_before_anything_is_written(ex)
     before, runs = last_transaction(ex), snapshot(ex)
     result = motoko("run", "workflows/pipeline.py", cwd=ex)
     assert_user_error(result, OUTDATED_MULT)
+    # in the background too: said now, not in a log later
+    assert_user_error(motoko("run", "workflows/pipeline.py", "--detach", cwd=ex), OUTDATED_MULT)
     assert last_transaction(ex) == before
     assert snapshot(ex) == runs
 
@@ -200,6 +203,8 @@ def test_motoko_yaml_resume_rerun_and_status_marks_outdated_runs(ex):
     assert sorted(outdated[0]["runs"]) == ["add.1", "add.2", "mult.1", "mult.2", "mult.3", "mult.4", "norm.1", "norm.2"]
     text = motoko("status", cwd=ex).stdout
     assert "outdated (motoko run asks before reusing them)" in text
+    with Workflow(ex, run_name="pipeline") as workflow:  # what the dashboard shows
+        assert [o["total"] for o in overview(workflow)["outdated"]] == [8]
     with open(ex / "motoko.yaml", "a") as config:
         config.write("resume: {outdated: rerun}\n")
     result = motoko("run", "workflows/pipeline.py", cwd=ex)

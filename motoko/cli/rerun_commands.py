@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from motoko.cli.db_commands import open_workflow
-from motoko.flow.outdated import OutdatedReport
+from motoko.errors import OutdatedRunsError
+from motoko.flow.outdated import OutdatedReport, find_outdated
 
 
 def outdated_choice(rerun_outdated: bool, keep_outdated: bool) -> str | None:
@@ -27,6 +29,31 @@ def ask_outdated(report: OutdatedReport) -> str:
         return "rerun"
     click.confirm("Reuse them as they are (recorded on the runs)?", abort=True, err=True)
     return "keep"
+
+
+def outdated_before_detach(file: Path, run_name: str | None, fresh: bool, outdated: str | None) -> list[str]:
+    """Arguments deciding the outdated runs of a detached ``motoko run``: asked now, not in its log later.
+
+    Raises:
+        OutdatedRunsError: outdated runs, motoko.yaml says to ask, and this is not a terminal.
+    """
+    if outdated is not None or fresh:
+        return []
+    from motoko.config import find_config
+    from motoko.flow.dry_run import current_run_name
+    from motoko.flow.workflow import Workflow
+
+    path = Path(file).resolve()
+    config_path = find_config(path.parent)
+    with Workflow(config_path, run_name=current_run_name(config_path.parent, path, run_name, False), create=False) as workflow:
+        if workflow.config.resume_outdated != "ask":
+            return []
+        report = find_outdated(workflow)
+    if not report:
+        return []
+    if not sys.stdin.isatty():
+        raise OutdatedRunsError(report.summary(), report.files(), report.total)
+    return ["--rerun-outdated"] if ask_outdated(report) == "rerun" else ["--keep-outdated"]
 
 
 def print_dry_run(file: Path, params: dict[str, Any], *, run_name: str | None, fresh: bool, outdated: str | None) -> None:

@@ -144,6 +144,7 @@ def run(
 
         load_workflow_file(file, entry)  # bad input is reported now, not in a log later
         argv = [a for a in _own_argv() if a not in ("--detach", "-d")]
+        argv += rerun_commands.outdated_before_detach(file, run_name, fresh, outdated)
         from motoko.config import find_config
 
         record = detached.start(find_config(Path(file).resolve().parent).parent, argv, str(file))
