@@ -175,6 +175,19 @@ def test_rerun_outdated_below_the_first_step_leaves_the_first_step_alone(ex):
     assert sorted(s for s, _ in new) == ["mult", "mult", "norm", "norm"]  # 2 + 4 = the 6 outdated runs
 
 
+def test_a_failed_run_executed_again_after_a_fix_is_not_outdated(ex):
+    edit(ex, "add", "run, job = current_run()\n", "run, job = current_run()\nif job.x[0] < 0:\n    raise RuntimeError('negative')\n")
+    failed = motoko("run", "workflows/pipeline.py", "--rerun-outdated", cwd=ex)
+    assert failed.returncode == 1, failed.stderr
+    edit(ex, "add", "if job.x[0] < 0:\n    raise RuntimeError('negative')\n", "")
+    # the add run that finished with the broken file is outdated; the failed one is executed again
+    fixed = motoko("run", "workflows/pipeline.py", "--keep-outdated", cwd=ex)
+    assert fixed.returncode == 0, fixed.stderr
+    assert remult(fixed.stdout) == pytest.approx(expected())
+    again = motoko("run", "workflows/pipeline.py", cwd=ex)  # nothing outdated is left
+    assert again.returncode == 0, again.stderr
+
+
 def test_keep_outdated_reuses_the_old_result_and_records_it(ex):
     ten_times_mult(ex)
     before = snapshot(ex)

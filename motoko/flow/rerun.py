@@ -75,10 +75,30 @@ def requeue_pending(workflow: Workflow, study: str, runs: Sequence[Run]) -> list
 
     A superseded run was not asked for by an execution after a run it
     descends from was rerun: its inputs may be stale, so it is never reused.
+    Runs waiting to execute (CREATED, e.g. failed runs requeued on resume)
+    take the study's current fingerprint: they will be made from the
+    current files. Returns the requeued ids.
     """
     pending = {run.id: f"rerun: {run.rerun_pending}" for run in runs if run.rerun_pending is not None}
     pending.update({run.id: f"rerun: {run.superseded}" for run in runs if run.superseded is not None and run.id not in pending})
-    return requeue(workflow, study, pending, pending)
+    done = requeue(workflow, study, pending, pending)
+    fingerprint = study_fingerprint(workflow.task_managers[study].schema)
+    waiting = [run.id for run in runs if run.state == CREATED and run.id not in done and run.fingerprint != fingerprint]
+    if waiting:
+        db = workflow.db_for(study)
+
+        def change() -> None:
+            records = db.study(study)
+            for rid in waiting:
+                run = records.runs[rid]
+                if run.state == CREATED:
+                    run.fingerprint = fingerprint
+                    for mark in ("rerun_pending", "superseded"):
+                        if getattr(run, mark) is not None:
+                            setattr(run, mark, None)
+
+        db.transact(change, what=f"record the fingerprint of waiting runs of {study!r}")
+    return done
 
 
 def settle_pending(workflow: Workflow) -> int:
