@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from motoko.cli.db_commands import open_workflow
 from motoko.errors import OutdatedRunsError
-from motoko.flow.outdated import OutdatedReport, find_outdated
+
+if TYPE_CHECKING:  # the CLI starts fast: the engine is imported by the command that needs it
+    from motoko.flow.outdated import OutdatedReport
 
 
 def outdated_choice(rerun_outdated: bool, keep_outdated: bool) -> str | None:
@@ -41,6 +43,7 @@ def outdated_before_detach(file: Path, run_name: str | None, fresh: bool, outdat
         return []
     from motoko.config import find_config
     from motoko.flow.dry_run import current_run_name
+    from motoko.flow.outdated import find_outdated
     from motoko.flow.workflow import Workflow
 
     path = Path(file).resolve()

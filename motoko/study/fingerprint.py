@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from motoko import __version__
 from motoko.study.schema import StudySchema
 
 #: The hash of a file that does not exist (a config file deleted since).
@@ -107,8 +108,6 @@ def study_fingerprint(schema: StudySchema) -> dict[str, Any] | None:
 
     None for a schema not read from disk.
     """
-    from motoko import __version__
-
     files = study_files(schema)
     if not files:
         return None

@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from motoko.flow.outdated import OutdatedReport, current_run_names, find_outdated
 from motoko.study.records import ACTIVE, CREATED, STATES, Run, now
+
+if TYPE_CHECKING:
+    from motoko.flow.outdated import OutdatedReport
 
 #: States reported as failures, newest first.
 FAILURE_STATES = ("FAILED", "LOST")
@@ -146,6 +148,9 @@ def collect_status(
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
     # Outdated runs of the run names `motoko run` resumes: this reads every
     # run of those run names (their fingerprints), unlike the counts above.
+    # (Imported here: `motoko` commands that only format states start faster.)
+    from motoko.flow.outdated import current_run_names, find_outdated
+
     run_names = sorted(set(current_run_names(workflow.directory).values()))
     reports = [r for r in (find_outdated(workflow, name) for name in run_names) if r or r.kept]
     return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running), outdated=reports)
