@@ -382,3 +382,26 @@ def test_rerun_failure_paths_are_one_line_errors_that_change_nothing(ex):
     )
     assert last_transaction(ex) == before
     assert motoko("rerun", "a > 100", "-s", "mult", "-y", cwd=ex).stdout == "no finished run matches\n"
+
+
+def test_a_dry_run_drops_what_the_steps_write(ex):
+    (ex / "workflows" / "marks.py").write_text(
+        "from motoko import step\n\n\n"
+        "@step\nasync def mult(workflow):\n"
+        "    runs = await workflow.mult.createTask(a=[5.0])\n"
+        "    workflow.vars.seen = workflow.vars.seen + 1 if 'seen' in workflow.vars else 1\n"
+        "    for run, _ in runs:\n"
+        "        run.note = f'seen {workflow.vars.seen}'\n"
+        "    return workflow.vars.seen\n"
+    )
+    first = motoko("run", "workflows/marks.py", cwd=ex)
+    assert first.returncode == 0, first.stderr
+    assert "mult: 1\n" in first.stdout
+    before = last_transaction(ex)
+    dry = motoko("run", "workflows/marks.py", "--dry-run", cwd=ex)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[1:] == ["step mult: mult: 1 run(s) reused"]
+    assert last_transaction(ex) == before
+    with Workflow(ex, run_name="marks") as workflow:
+        assert workflow.vars.seen == 1
+        assert [run.note for run, _ in workflow.mult.select()] == ["seen 1"]

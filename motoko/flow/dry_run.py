@@ -153,12 +153,46 @@ class DryTaskManager:
         return f"waited for ({run.state})"
 
 
+class DryVars:
+    """``workflow.vars`` in a dry run: read from the database, written to memory only."""
+
+    def __init__(self, workflow: Workflow):
+        object.__setattr__(self, "_workflow", workflow)
+        object.__setattr__(self, "_written", {})
+
+    def __getattr__(self, name: str) -> Any:
+        written = object.__getattribute__(self, "_written")
+        if name in written and written[name] is not _DELETED:
+            return written[name]
+        if name in written:
+            raise AttributeError(f"workflow.vars has no {name!r}")
+        return getattr(object.__getattribute__(self, "_workflow").vars, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__getattribute__(self, "_written")[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        object.__getattribute__(self, "_written")[name] = _DELETED
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every variable, as the dry run sees it."""
+        merged = {**object.__getattribute__(self, "_workflow").vars.to_dict(), **object.__getattribute__(self, "_written")}
+        return {k: v for k, v in merged.items() if v is not _DELETED}
+
+
+_DELETED = object()
+
+
 class DryWorkflow:
     """The workflow as steps see it in a dry run: study attributes are dry task managers."""
 
     def __init__(self, workflow: Workflow, plan: DryRun):
         self._workflow = workflow
         self._managers = {name: DryTaskManager(tm, plan) for name, tm in workflow.task_managers.items()}
+        self.vars = DryVars(workflow)
 
     def __getattr__(self, name: str) -> Any:
         if name in self._managers:

@@ -97,7 +97,7 @@ class OutdatedReport:
         """One line: which files changed and how many runs are outdated."""
         direct = sum(len(v) for v in self.direct.values())
         below = self.total - direct
-        where = ", ".join(f"{len(ids)} of {study}" for study, ids in {**self.direct}.items())
+        where = ", ".join(f"{len(ids)} of {study}" for study, ids in self.direct.items())
         text = f"{self.total} finished run(s) of {self.run_name} are outdated: {', '.join(self.files())} changed ({where}"
         if below:
             text += f"; {below} descending from them: " + ", ".join(
