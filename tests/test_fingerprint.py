@@ -148,3 +148,25 @@ def test_the_new_errors_say_what_and_how_to_fix():
     undo = RerunUndoError("there is no rerun to undo", hint="`motoko rerun CONSTRAINTS` records one")
     assert isinstance(undo, RuntimeError) and undo.exit_code == 2
     assert str(undo) == "there is no rerun to undo (`motoko rerun CONSTRAINTS` records one)"
+
+
+def test_a_script_reusing_outdated_runs_is_warned_and_the_rule_finds_descendants(example, caplog):
+    from motoko.flow.outdated import find_outdated
+    from motoko.flow.workflow import Workflow
+
+    with Workflow(example, run_name="api") as workflow:
+        (run, _), = workflow.mult.createTask(a=[1.0])
+        (child, _), = workflow.add.createTask(x=[[1.0]], parents=[run])
+        for study, done in (("mult", run), ("add", child)):
+            db = workflow.db_for(study)
+            records = db.study(study)
+            db.transact(lambda records=records, done=done: (records.transition(done, LAUNCHED), records.transition(done, FINISHED)))
+        assert not find_outdated(workflow)
+        doit = example / "studies" / "mult" / "doIt.py"
+        doit.write_text(doit.read_text() + "# changed\n")
+        report = find_outdated(workflow)
+        assert (report.direct, report.descendants, report.total) == ({"mult": [run.id]}, {"add": [child.id]}, 2)
+        assert report.reasons[("add", child.id)] == "descends from an outdated run of mult"
+        with caplog.at_level("WARNING", logger="motoko.flow.rerun"):
+            workflow.mult.createTask(a=[1.0])
+        assert f"reusing 1 outdated run(s) of mult (its files changed since they were made): {run.id};" in caplog.text

@@ -21,6 +21,7 @@ results back as long as none of the new attempts has started.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,11 +30,13 @@ import networkx as nx
 
 from motoko.errors import RerunUndoError
 from motoko.flow.outdated import Key, is_done, provenance, runs_of
-from motoko.study.fingerprint import study_fingerprint
+from motoko.study.fingerprint import changed_files, study_fingerprint
 from motoko.study.records import CREATED, Run, now
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
+
+log = logging.getLogger(__name__)
 
 #: Where the last ``motoko rerun`` is recorded (root of the first study's database).
 LAST_RERUN = "motoko_last_rerun"
@@ -83,6 +86,7 @@ def requeue_pending(workflow: Workflow, study: str, runs: Sequence[Run]) -> list
     pending.update({run.id: f"rerun: {run.superseded}" for run in runs if run.superseded is not None and run.id not in pending})
     done = requeue(workflow, study, pending, pending)
     fingerprint = study_fingerprint(workflow.task_managers[study].schema)
+    _warn_outdated(study, [run for run in runs if run.id not in done], fingerprint)
     waiting = [run.id for run in runs if run.state == CREATED and run.id not in done and run.fingerprint != fingerprint]
     if waiting:
         db = workflow.db_for(study)
@@ -99,6 +103,22 @@ def requeue_pending(workflow: Workflow, study: str, runs: Sequence[Run]) -> list
 
         db.transact(change, what=f"record the fingerprint of waiting runs of {study!r}")
     return done
+
+
+def _warn_outdated(study: str, runs: Sequence[Run], fingerprint: dict[str, Any] | None) -> None:
+    """Say so when outdated runs are reused without a decision (a Python script, not `motoko run`)."""
+    if fingerprint is None:
+        return
+    stale = [
+        run.id for run in runs
+        if is_done(run) and run.outdated_kept != fingerprint["digest"] and changed_files(run.fingerprint, fingerprint)
+    ]
+    if stale:
+        log.warning(
+            "reusing %d outdated run(s) of %s (its files changed since they were made): %s; "
+            "`motoko run --rerun-outdated` or `motoko rerun` runs them again",
+            len(stale), study, ", ".join(map(str, stale[:12])),
+        )
 
 
 def settle_pending(workflow: Workflow) -> int:
