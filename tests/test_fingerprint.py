@@ -90,6 +90,7 @@ def test_requeue_keeping_results_then_restore_gives_the_previous_attempt_back(ad
         finished = run.finished
         db.transact(lambda: study.requeue(run, "rerun", keep_results=True))
         assert (run.state, run.attempt, run.history[-1]["results"]["y"]) == (CREATED, 2, [1.0, 2.0])
+        assert not hasattr(run, "y")  # the new attempt starts without the old result
         assert run.history[-1]["fingerprint"] == {"digest": "old"}
         db.transact(lambda: setattr(run, "fingerprint", {"digest": "new"}))
         db.transact(lambda: study.restore(run))

@@ -253,9 +253,9 @@ class Study(persistent.Persistent):
         """Put an ended run back to CREATED for another attempt, keeping history.
 
         With ``keep_results`` (a rerun of a finished run), the ended attempt's
-        entry in ``run.history`` also keeps its results (free attributes and
-        ``output``) and ``fingerprint``, so that :meth:`restore` can bring them
-        back and the user can compare old and new.
+        results (free attributes and ``output``) and ``fingerprint`` move to
+        its entry in ``run.history``: the new attempt starts without them, and
+        :meth:`restore` can bring them back.
         """
         if run._state == CREATED:
             return
@@ -278,6 +278,11 @@ class Study(persistent.Persistent):
         if keep_results:
             attempt["results"] = results_of(run)
             attempt["fingerprint"] = run.fingerprint
+            # The new attempt starts clean: a stale value must not pass for its result.
+            for name in attempt["results"]:
+                if name != "output":
+                    delattr(run, name)
+            run.output = None
         run.history = (*run.history, attempt)
         run.attempt = run.attempt + 1
         _move(self.by_state, run._state, CREATED, run)
