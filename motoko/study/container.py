@@ -276,10 +276,11 @@ class Study(persistent.Persistent):
             "reason": reason,
         }
         if keep_results:
-            attempt["results"] = results_of(run)
+            results = results_of(run)
+            attempt["results"] = results
             attempt["fingerprint"] = run.fingerprint
             # The new attempt starts clean: a stale value must not pass for its result.
-            for name in attempt["results"]:
+            for name in results:
                 if name != "output":
                     delattr(run, name)
             run.output = None
