@@ -417,3 +417,25 @@ class RunWriteRefused(MotokoError, ValueError):
     launcher when the database refuses it on commit (an impossible state
     change): then at the next ``run.commit()`` or on stderr at exit.
     """
+
+
+class OutdatedRunsError(MotokoError, RuntimeError):
+    """A resumed workflow would reuse finished runs whose study files changed since.
+
+    Attributes:
+        files: The changed files.
+        count: How many runs are outdated (with their descendants).
+    """
+
+    def __init__(self, summary: str, files: Sequence[str], count: int):
+        self.files = list(files)
+        self.count = count
+        super().__init__(
+            summary,
+            hint="give --rerun-outdated to run them again, --keep-outdated to reuse them, "
+            "or set `resume: {outdated: rerun}` in motoko.yaml",
+        )
+
+
+class RerunUndoError(MotokoError, RuntimeError):
+    """``motoko rerun --undo`` cannot restore the previous results (none recorded, or too late)."""
