@@ -104,7 +104,7 @@ class ChannelStats:
     writes: int = 0
     committed: int = 0
     refused: int = 0
-    unreadable: int = 0
+    errors: int = 0  # one-line errors told to a connection (unreadable, refused hello)
     peak_queued: int = 0
 
 
@@ -242,7 +242,11 @@ class RunChannel:
         self.stats.connections += 1
         peer: Peer | None = None
         try:
-            peer = self._admit(await reader.readline(), writer)
+            try:
+                hello = await reader.readline()
+            except ValueError:  # past the reader's limit
+                raise ChannelError(f"a hello message longer than {MAX_MESSAGE} bytes") from None
+            peer = self._admit(hello, writer)
             if peer is not None:
                 await self._read(peer, reader)
         except ConnectionError as exc:
@@ -298,7 +302,7 @@ class RunChannel:
                 message = decode(line)
                 check_write(message)
             except ValueError as exc:
-                self.stats.unreadable += 1
+                self.stats.errors += 1
                 text = f"launcher {self.owner}: run {peer.name}: {exc}"
                 log.warning("%s", text)
                 peer.send({"op": "error", "message": text})
@@ -330,7 +334,7 @@ class RunChannel:
             self._wake.set()
 
     def _tell(self, writer: asyncio.StreamWriter, text: str) -> None:
-        self.stats.unreadable += 1
+        self.stats.errors += 1
         log.warning("%s", text)
         with contextlib.suppress(ConnectionError, RuntimeError, MotokoError):
             if not writer.is_closing():
