@@ -304,7 +304,8 @@ class Launcher:
         self.executor.started.clear()
         while not queue.empty():
             self._unsettled.append(queue.get_nowait())
-        return list(self._unsettled)
+        # A run's last writes, still in its channel, are recorded before or with its outcome.
+        return self._unsettled[: self.channel.settleable(self._unsettled)]
 
     # -- one transaction per cycle ----------------------------------------------
 
