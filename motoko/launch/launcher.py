@@ -4,6 +4,7 @@ A launcher serves some studies of one database. Each *cycle* is a single
 transaction that, together:
 
 * marks the runs it just started RUNNING,
+* records what its runs wrote over the run channel (see :mod:`motoko.launch.channel`),
 * settles the runs whose process ended (FINISHED / FAILED / CANCELLED / LOST),
 * refreshes the heartbeat of the runs it owns when one is due,
 * claims CREATED runs (CREATED → LAUNCHED) for its free slots.
