@@ -13,8 +13,9 @@ What a run can rely on:
 
 * Writes are sent in order and applied in order. ``run.commit()`` returns
   once everything written before it is committed (or raises why not).
-* At exit the run flushes: the launcher has every write before the process
-  ends, and records them in the same transaction as the run's outcome.
+* A run exits without waiting for its launcher: the launcher reads the run's
+  connection to its end before settling it, so the last writes commit with
+  (or before) the run's outcome.
 * ``should_stop()`` answers from what the launcher pushed (a cancel, or the
   attempt superseded), without a round trip.
 * If the launcher goes away, the run keeps working; its writes are kept,
@@ -389,14 +390,18 @@ def connect(path: str, study: str, run_id: int, attempt: int | None) -> tuple[Ch
 
 
 def _at_exit(link: LauncherLink) -> None:
-    """Flush, then say in one line what could not be saved.
+    """Say in one line what could not be saved.
 
-    The launcher only needs to have received the last writes (it commits them
-    with the run's outcome), unless a state change was sent: the database may
-    refuse one, and the run waits for the commit to be able to say so.
+    The run does not wait for its launcher: the launcher reads the run's
+    connection to its end before it settles the run, so the last writes are
+    committed with (or before) the outcome. Unless a state change was sent:
+    the database may refuse one, and the run waits for the commit to be able
+    to say so.
     """
-    if not link.gone:
-        link.flush(commit=link.unchecked, timeout=EXIT_FLUSH_TIMEOUT)
+    if link.unchecked and not link.gone:
+        link.flush(commit=True, timeout=EXIT_FLUSH_TIMEOUT)
+    else:
+        link.poll()  # what the launcher already said (refusals, a stop, that it went)
     report = link.exit_report()
     if report:
         print(report, file=sys.stderr)
