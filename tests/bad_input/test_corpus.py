@@ -457,6 +457,9 @@ HARDENED_CASES = [
          ["rename it"], replace(BD, "  x: list\n", "  x: list\n  _p_oid: int\n")),
     case("bd-field-dunder", ["info"], ["studies/mult/bd.yaml:5", "job field name '__class__' is private"],
          ["rename it"], replace(BD, "  x: list\n", "  x: list\n  __class__: str\n")),
+    case("bd-field-type-changed", SELECT, ["studies/mult/bd.yaml", "job field 'a' of study 'mult' changed type",
+                                           "from float (stored) to str"],
+         ["keep `a: float`", "motoko create --yes"], replace(BD, "a: float", "a: str")),
 ]
 
 CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CASES + QUERY_CASES + CLI_CASES
