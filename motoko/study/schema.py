@@ -287,10 +287,10 @@ def _read_yaml(text: str, source: str) -> tuple[Any, Positions]:
     try:
         loader = yaml.SafeLoader(text)  # reads the whole text: refuses control characters here
     except yaml.reader.ReaderError as err:
-        line = text[: err.position].count("\n") + 1
+        at = text[: err.position].count("\n") + 1
         raise SchemaError(
             f"invalid YAML: character U+{int(err.character or 0):04X} is not allowed",
-            where=f"{source}:{line}",
+            where=f"{source}:{at}",
             hint="remove that NUL or control character: YAML files are plain text",
         ) from None
     root: yaml.Node | None = None
