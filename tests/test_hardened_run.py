@@ -112,3 +112,15 @@ def test_a_server_loss_motoko_recovers_from_prints_no_traceback(workdir):
     assert proc.returncode == 0, err
     assert "first: 2" in out
     assert "Traceback" not in err and "Traceback" not in out, err
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "inf"])
+def test_a_bad_server_wait_is_one_line(workdir, value):
+    write_study(workdir, "s", "{x: int}", "pass\n")
+    write_config(workdir, ["s"])
+    done = motoko("info", cwd=workdir, env={"MOTOKO_SERVER_WAIT": value})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"motoko: error: MOTOKO_SERVER_WAIT={value!r} is not a positive number of seconds "
+        "(set it to e.g. 120, or unset it (default 120 s))"
+    ]
