@@ -474,7 +474,7 @@ class _Parser:
                     'write e.g. [1, 2] or {"a": 1}',
                 ) from None
         try:
-            value = kind.coerce(value, field=name.text)
+            value = kind.coerce(value, field=name.text, stored=False)
         except ValueError:
             raise self.error(
                 f"field {name.text!r} expects {kind.expected}, got {raw.text!r}",
