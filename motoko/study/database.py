@@ -23,6 +23,7 @@ from ZODB.POSException import ConflictError
 
 from motoko.errors import (
     DatabaseError,
+    FieldTypeChanged,
     RunNotFound,
     ServerError,
     StudyNotFound,
@@ -357,6 +358,7 @@ class StudyDB:
             existing: Study | None = studies.get(schema.name)
             if existing is not None and not drop:
                 if existing.schema_data != schema.to_dict():
+                    _check_types_kept(existing, schema)
                     existing.set_schema(schema)
                 return existing
             study = Study(schema)
@@ -430,3 +432,15 @@ class StudyDB:
         the rest are checked run by run.
         """
         return select_runs(self.study(study_name), constraints)
+
+
+def _check_types_kept(study: Study, schema: StudySchema) -> None:
+    """Refuse a new schema that changes the type of a field the study holds values of."""
+    if not study.jobs:
+        return  # nothing stored yet: any type goes
+    stored = study.schema_data
+    for section, fields in (("job", schema.job_fields), ("run", schema.run_fields)):
+        for name, ftype in fields.items():
+            old = stored.get(f"{section}_fields", {}).get(name)
+            if old is not None and old != ftype.name:
+                raise FieldTypeChanged(schema.name, section, name, old, ftype.name, where=schema.source)
