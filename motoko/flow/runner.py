@@ -311,6 +311,7 @@ def run_file(
     workflow = Workflow(config_path, run_name=name, create=False)
     embedded = None
     try:
+        workflow.check()  # a refused bd.yaml says so before outdated runs are counted
         settle_outdated(workflow, outdated, ask_outdated)
         workflow.create()
         embedded = _start_launcher(workflow, launcher, launcher_overrides or {})

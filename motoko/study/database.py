@@ -367,6 +367,18 @@ class StudyDB:
 
         return self.transact(change, what=f"create study {schema.name!r}")
 
+    def check_schema(self, schema: StudySchema) -> None:
+        """Refuse, before anything is written, a schema that :meth:`create_study` would refuse.
+
+        Reads only: a study that does not exist yet accepts any schema.
+
+        Raises:
+            FieldTypeChanged: a field changed type in a study holding values of it.
+        """
+        existing = self._studies.get(schema.name)
+        if existing is not None and existing.schema_data != schema.to_dict():
+            _check_types_kept(existing, schema)
+
     def drop_study(self, name: str) -> bool:
         """Delete a study and everything in it; False if it did not exist."""
 
