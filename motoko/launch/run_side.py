@@ -31,6 +31,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ChannelError, RunSuperseded, RunWriteRefused
@@ -211,12 +212,17 @@ class ChannelRun:
     at once; see the module's docstring for what a run may rely on.
     """
 
-    __slots__ = ("_link", "_fields", "_types")
+    __slots__ = ("_link", "_fields", "_types", "_read_stored")
 
-    def __init__(self, link: LauncherLink, fields: dict[str, Any], types: dict[str, str]):
+    def __init__(
+        self, link: LauncherLink, fields: dict[str, Any], types: dict[str, str], read_stored: Callable[[str], Any]
+    ):
         object.__setattr__(self, "_link", link)
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_types", types)
+        # Reads the stored run ("study.id") through a database connection: the
+        # caller's (motoko.launch.runtime), so this module stays light.
+        object.__setattr__(self, "_read_stored", read_stored)
 
     # -- reading -------------------------------------------------------------
 
@@ -357,9 +363,7 @@ class ChannelRun:
 
     def _stored(self) -> Any:
         self.commit()
-        from motoko.launch.runtime import stored_run  # heavy: the database client
-
-        return stored_run(self._link.name)
+        return self._read_stored(self._link.name)
 
     def get_quantity(self, name: str) -> pandas.DataFrame:
         """Return a quantity as a DataFrame (commits first, then reads the database)."""
@@ -373,8 +377,13 @@ class ChannelRun:
     getQuantities = list_quantities  # noqa: N815
 
 
-def connect(path: str, study: str, run_id: int, attempt: int | None) -> tuple[ChannelRun, ChannelJob]:
+def connect(
+    path: str, study: str, run_id: int, attempt: int | None, read_stored: Callable[[str], Any]
+) -> tuple[ChannelRun, ChannelJob]:
     """Say hello to the launcher at ``path``; return the run and its job.
+
+    ``read_stored`` reads the stored run by name, for the rare reads the
+    launcher's hand-over cannot answer (quantities).
 
     Raises:
         OSError: no launcher listens there (the caller falls back to the database).
@@ -384,7 +393,7 @@ def connect(path: str, study: str, run_id: int, attempt: int | None) -> tuple[Ch
     welcome = link.welcome
     fields = dict(welcome.get("run") or {})
     fields["job"] = welcome.get("job") or {}
-    handle = ChannelRun(link, fields, dict(welcome.get("fields") or {}))
+    handle = ChannelRun(link, fields, dict(welcome.get("fields") or {}), read_stored)
     atexit.register(_at_exit, link)
     return handle, handle.job
 
