@@ -235,9 +235,10 @@ class RunsFailed(MotokoError, RuntimeError):
                 text += f": {last[:200]}"
             parts.append(text)
         more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        first = f"{failures[0][0]}.{failures[0][1]}" if failures else "ID"
         super().__init__(
-            f"{len(failures)} run(s) failed: " + "; ".join(parts) + more,
-            hint="see the run's stderr with `motoko runs tail ID --file stderr`",
+            f"{len(failures)} run{'' if len(failures) == 1 else 's'} failed: " + "; ".join(parts) + more,
+            hint=f"see the run's stderr with `motoko runs tail {first} --file stderr`",
         )
 
 

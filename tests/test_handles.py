@@ -211,7 +211,7 @@ def test_cancel_created_runs_at_once_and_is_idempotent(wf):
     assert rl.done() and rl.failed() == []
     with pytest.raises(RunsFailed) as failed:
         rl.result(timeout=5)
-    assert str(failed.value).startswith("2 run(s) failed: calc.1 CANCELLED: cancelled before it started")
+    assert str(failed.value).startswith("2 runs failed: calc.1 CANCELLED: cancelled before it started")
 
 
 def test_cancelling_finished_runs_changes_nothing(wf, launcher):

@@ -146,8 +146,8 @@ def test_a_failing_run_exits_1_naming_it(ex):
     assert result.returncode == 1
     assert result.stdout == ""
     assert re.fullmatch(
-        r"motoko: error: 1 run\(s\) failed: add\.\d FAILED \(exit code 1\): RuntimeError: negative input "
-        r"\(see the run's stderr with `motoko runs tail ID --file stderr`\)\n",
+        r"motoko: error: (\d) runs? failed: (add\.\d) FAILED \(exit code 1\): RuntimeError: negative input.* "
+        r"\(see the run's stderr with `motoko runs tail (add\.\d) --file stderr`\)\n",
         result.stderr,
     ), result.stderr
     assert "Traceback" not in result.stderr

@@ -233,7 +233,7 @@ def test_runs_wait_shows_progress_and_reports_failures_and_timeouts(wfdir, capsy
             assert "calc: 100%|" in err and "2/2 finished (100%)" in err
             code, out, err = run_cli(capsys, "-C", str(wfdir), "runs", "wait", "--no-progress", "x > 2.5")
             assert (code, out) == (1, "")
-            assert err.startswith("motoko: error: 1 run(s) failed: calc.3 FAILED (exit code 1): ValueError: x was 3.0")
+            assert err.startswith("motoko: error: 1 run failed: calc.3 FAILED (exit code 1): ValueError: x was 3.0")
         finally:
             embedded.stop()
         workflow.post.createTask(x=1.0)

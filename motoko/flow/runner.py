@@ -25,10 +25,10 @@ from types import ModuleType
 from typing import Any
 
 from motoko.config import find_config
-from motoko.errors import MotokoError, UnknownNameError, WorkflowError
+from motoko.errors import MotokoError, RunsFailed, UnknownNameError, WorkflowError
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
-from motoko.study.records import ACTIVE, CREATED
+from motoko.study.records import ACTIVE, CREATED, FAILED, LOST
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,13 @@ def run_file(
     try:
         embedded = _start_launcher(workflow, launcher, launcher_overrides or {})
         results = asyncio.run(_main(workflow, wf_file, params, monitor))
+    except RunsFailed as failed:
+        # The first failure ends the wait; the embedded launcher lets the
+        # other runs end first, so the summary counts every failed run.
+        if embedded is not None:
+            embedded.stop()
+            embedded = None
+        raise all_failures(workflow, failed) from None
     except KeyboardInterrupt:
         cancelled = cancel_unfinished(workflow)
         log.warning("interrupted: cancelled %d unfinished run(s) of %s", cancelled, name)
@@ -318,3 +325,21 @@ def cancel_unfinished(workflow: Workflow) -> int:
         with contextlib.suppress(MotokoError):
             count += db.transact(change, what="cancel unfinished runs")
     return count
+
+
+def all_failures(workflow: Workflow, failed: RunsFailed) -> RunsFailed:
+    """``failed`` completed with the other runs of the run name that failed meanwhile.
+
+    A wait stops at the first failure it sees; by the time the workflow has
+    ended, runs started next to it may have failed too. The summary names
+    them all (those of the studies ``failed`` names, in id order).
+    """
+    found = {(study, rid): (study, rid, state, code, err) for study, rid, state, code, err in failed.failures}
+    for study in dict.fromkeys(f[0] for f in failed.failures):
+        with contextlib.suppress(MotokoError, KeyError):
+            workflow.refresh()
+            name = workflow.run_name.replace("\\", "\\\\").replace("'", "\\'")
+            constraints = [f"run_name = '{name}'", f"state in ('{FAILED}', '{LOST}')"]
+            for run in workflow.db_for(study).select(study, constraints):
+                found.setdefault((study, run.id), (study, run.id, run.state, run.exit_code, run.error))
+    return RunsFailed(sorted(found.values(), key=lambda f: (f[0], f[1])))

@@ -1,0 +1,73 @@
+"""What a newcomer sees in the first hour, asserted as text, through the real CLI.
+
+Every test runs the real ``motoko`` command in a subprocess (stdout and
+stderr are then pipes, not a terminal: what a batch job, ``nohup`` or CI
+sees) against a real ZEO server in a temporary workflow directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import motoko, write_config, write_study
+
+FAST = """\
+poll: {initial: 0.05, factor: 2, maximum: 0.5}
+lost_after: 5
+launcher: {executor: local, max_parallel: 4, poll: 0.5, heartbeat: 0.5, cancel_grace: 1}
+"""
+
+CALC_DOIT = """\
+import time
+
+from motoko import current_run
+
+run, job = current_run()
+run.set_progress(0.5)
+time.sleep(job.sleep)
+if job.x > 1.5:
+    raise ValueError(f"x was {job.x}")
+run.y = 2 * job.x
+run.set_progress(1.0)
+"""
+
+FAILING = """\
+from motoko import step
+
+
+@step
+async def calc(workflow):
+    return await workflow.calc.createTask(x=[1.0, 2.0, 3.0, 4.0], sleep=[0.0])
+"""
+
+
+@pytest.fixture
+def calc_dir(workdir: Path) -> Path:
+    """A workflow with one study ``calc`` (x > 1.5 fails) and fast polls."""
+    write_study(workdir, "calc", "{x: float, sleep: float}", CALC_DOIT, extra="job_space: {sleep: 0.0}\n")
+    write_config(workdir, ["calc"], FAST)
+    (workdir / "workflows").mkdir()
+    return workdir
+
+
+# -- the failure summary -------------------------------------------------------------------
+
+
+def test_the_failure_summary_counts_every_failed_run_and_names_a_real_one(calc_dir: Path):
+    (calc_dir / "workflows" / "failing.py").write_text(FAILING)
+    result = motoko("run", "workflows/failing.py", cwd=calc_dir)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"motoko: error: 3 runs failed: calc\.(\d) FAILED \(exit code 1\): ValueError: x was 2\.0; "
+        r"calc\.\d FAILED \(exit code 1\): ValueError: x was 3\.0; calc\.\d FAILED \(exit code 1\): ValueError: x was 4\.0 "
+        r"\(see the run's stderr with `motoko runs tail (calc\.\d) --file stderr`\)",
+        last,
+    )
+    assert match, last
+    assert f"calc.{match.group(1)}" == match.group(2)
+    tail = motoko("runs", "tail", match.group(2), "--file", "stderr", cwd=calc_dir)
+    assert tail.returncode == 0, tail.stderr
+    assert "ValueError: x was 2.0" in tail.stdout
