@@ -71,3 +71,22 @@ def test_the_failure_summary_counts_every_failed_run_and_names_a_real_one(calc_d
     tail = motoko("runs", "tail", match.group(2), "--file", "stderr", cwd=calc_dir)
     assert tail.returncode == 0, tail.stderr
     assert "ValueError: x was 2.0" in tail.stdout
+
+
+# -- misspelt states -----------------------------------------------------------------------
+
+
+def test_a_misspelt_state_warns_with_a_did_you_mean(calc_dir: Path):
+    (calc_dir / "workflows" / "failing.py").write_text(FAILING)
+    assert motoko("run", "workflows/failing.py", cwd=calc_dir).returncode == 1
+    result = motoko("select", "state = FINISHD", cwd=calc_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "calc: 0 run(s)\n"
+    assert result.stderr == "motoko: warning: no run is in state 'FINISHD' (did you mean 'FINISHED'?)\n"
+    result = motoko("select", "state in (failed, FINISHED), x < 1.5", "--format", "csv", cwd=calc_dir)
+    assert result.stderr == "motoko: warning: no run is in state 'failed' (did you mean 'FAILED'?)\n"
+    assert len(result.stdout.splitlines()) == 2  # the header and calc.1
+    # Right states, and a workflow's own state far from any other, pass silently.
+    for constraint in ("state = FINISHED", "state != LOST", "state = FORWARDED", "state ~ FINI"):
+        result = motoko("select", constraint, cwd=calc_dir)
+        assert (result.returncode, result.stderr) == (0, ""), constraint
