@@ -397,3 +397,19 @@ class UnsafeValueError(StagingError):
         # Keeps the error intact across processes (executors may pickle it).
         args = (self.field, self.value, self.source, self.line, self.why, self.hint or "")
         return (type(self), args)
+
+
+class UnknownAttributeError(MotokoError, AttributeError):
+    """An attribute of the workflow or a job that does not exist (``workflow.slo``).
+
+    Also an ``AttributeError``, so ``hasattr`` and ``getattr(obj, name, default)``
+    keep working; a MotokoError, so ``motoko run`` reports it from workflow
+    code as one line naming the file and line, with a did-you-mean.
+
+    Attributes:
+        name: The unknown attribute.
+    """
+
+    def __init__(self, message: str, name: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.name = name  # after: AttributeError's __init__ resets it

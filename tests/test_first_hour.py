@@ -90,3 +90,60 @@ def test_a_misspelt_state_warns_with_a_did_you_mean(calc_dir: Path):
     for constraint in ("state = FINISHED", "state != LOST", "state = FORWARDED", "state ~ FINI"):
         result = motoko("select", constraint, cwd=calc_dir)
         assert (result.returncode, result.stderr) == (0, ""), constraint
+
+
+# -- errors in workflow code -----------------------------------------------------------------
+
+TYPO = """\
+from motoko import step
+
+
+@step
+async def calc(workflow):
+    return await workflow.clac.createTask(x=[1.0])
+"""
+
+BAD_CONSTRAINT = """\
+from motoko import step
+
+
+@step
+async def calc(workflow):
+    await workflow.calc.createTask(x=[1.0])
+    return await workflow.calc.select("x >")
+"""
+
+
+def test_a_typo_in_workflow_code_is_one_line_naming_file_and_line_exit_2(calc_dir: Path):
+    path = calc_dir / "workflows" / "typo.py"
+    path.write_text(TYPO)
+    result = motoko("run", "workflows/typo.py", cwd=calc_dir)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"motoko: error: {path}:6: workflow has no study or attribute 'clac' (did you mean 'calc'?)\n"
+    )
+    debug = motoko("--debug", "run", "workflows/typo.py", cwd=calc_dir)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert f'File "{path}", line 6, in calc' in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == (
+        f"motoko.errors.UnknownAttributeError: {path}:6: workflow has no study or attribute 'clac' (did you mean 'calc'?)"
+    )
+
+
+def test_a_bad_constraint_in_workflow_code_keeps_its_column(calc_dir: Path):
+    path = calc_dir / "workflows" / "bad.py"
+    path.write_text(BAD_CONSTRAINT)
+    result = motoko("run", "workflows/bad.py", cwd=calc_dir)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(
+        f"motoko: error: {path}:7, constraint 'x >', column 4: expected a value after '>'"
+    )
+
+
+def test_unknown_attribute_error_is_an_attribute_error_with_a_did_you_mean():
+    from motoko.errors import UnknownAttributeError
+
+    error = UnknownAttributeError("workflow has no study or attribute 'slo'", "slo", hint="did you mean 'slow'?")
+    assert str(error) == "workflow has no study or attribute 'slo' (did you mean 'slow'?)"
+    assert isinstance(error, AttributeError) and error.name == "slo" and error.exit_code == 2

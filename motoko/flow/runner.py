@@ -81,6 +81,24 @@ def load_module(path: Path, name: str | None = None) -> ModuleType:
     return module
 
 
+def in_workflow_code(exc: MotokoError, path: Path) -> MotokoError:
+    """``exc`` with the place in the workflow file it came from, when it names none.
+
+    A user error raised while a step or orchestrator runs (``workflow.slo``,
+    a bad constraint, a wrong parameter) is reported as one line; the line of
+    the workflow file that made the call is what the user has to fix. Failed
+    work (exit code 1: runs that failed, a timeout) is left as it is.
+    """
+    if exc.exit_code != 2 or (exc.where is not None and not exc.where.startswith("constraint ")):
+        return exc
+    line = _line_in(exc, path)
+    if line is not None:
+        # A constraint's column is kept: "FILE:LINE, constraint 'x >', column 4".
+        exc.where = f"{path}:{line}" + (f", {exc.where}" if exc.where else "")
+        exc.args = (str(exc),)
+    return exc
+
+
 def _line_in(exc: BaseException, path: Path) -> int | None:
     line = None
     for frame in traceback.extract_tb(exc.__traceback__):
@@ -268,6 +286,9 @@ def run_file(
             embedded.stop()
             embedded = None
         raise all_failures(workflow, failed) from None
+    except MotokoError as exc:
+        in_workflow_code(exc, wf_file.path)
+        raise
     except KeyboardInterrupt:
         cancelled = cancel_unfinished(workflow)
         log.warning("interrupted: cancelled %d unfinished run(s) of %s", cancelled, name)
