@@ -359,7 +359,7 @@ def all_failures(workflow: Workflow, failed: RunsFailed) -> RunsFailed:
     for study in dict.fromkeys(f[0] for f in failed.failures):
         with contextlib.suppress(MotokoError, KeyError):
             workflow.refresh()
-            name = workflow.run_name.replace("\\", "\\\\").replace("'", "\\'")
+            name = (workflow.run_name or "").replace("\\", "\\\\").replace("'", "\\'")
             constraints = [f"run_name = '{name}'", f"state in ('{FAILED}', '{LOST}')"]
             for run in workflow.db_for(study).select(study, constraints):
                 found.setdefault((study, run.id), (study, run.id, run.state, run.exit_code, run.error))
