@@ -203,14 +203,15 @@ class WaitTimeout(MotokoError, TimeoutError):
 
     exit_code = 1
 
-    def __init__(self, timeout: float, pending: list[tuple[str, int, str]]):
+    def __init__(self, timeout: float, pending: list[tuple[str, int, str]], unserved: str | None = None):
         self.timeout = timeout
         self.pending = pending
         shown = ", ".join(f"{s}.{i} ({st})" for s, i, st in pending[:10])
         more = f" and {len(pending) - 10} more" if len(pending) > 10 else ""
         super().__init__(
             f"{len(pending)} run(s) not done after {timeout:g} s: {shown}{more}",
-            hint="wait longer, or inspect them with `motoko runs show ID`",
+            # unserved: "3 runs waiting, no launcher alive: `motoko launcher start`"
+            hint=unserved or "wait longer, or inspect them with `motoko runs show ID`",
         )
 
 

@@ -7,6 +7,7 @@ sees) against a real ZEO server in a temporary workflow directory.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -147,3 +148,160 @@ def test_unknown_attribute_error_is_an_attribute_error_with_a_did_you_mean():
     error = UnknownAttributeError("workflow has no study or attribute 'slo'", "slo", hint="did you mean 'slow'?")
     assert str(error) == "workflow has no study or attribute 'slo' (did you mean 'slow'?)"
     assert isinstance(error, AttributeError) and error.name == "slo" and error.exit_code == 2
+
+
+# -- progress ------------------------------------------------------------------------------
+
+SLOW = """\
+from motoko import step
+
+
+@step
+async def calc(workflow):
+    return await workflow.calc.createTask(x=[0.1, 0.2, 0.3, 0.4], sleep=[1.5])
+"""
+
+PLAIN_LINE = re.compile(r"\[\d\d:\d\d\] calc: (\d)/4 finished \(\d+%\)(, \d running(: .*)?)?( \| eta \d\d:\d\d)?")
+
+
+def test_run_prints_plain_progress_lines_when_not_on_a_terminal(calc_dir: Path):
+    (calc_dir / "workflows" / "slow.py").write_text(SLOW)
+    result = motoko("run", "--progress-every", "0.3", "workflows/slow.py", cwd=calc_dir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("workflow workflows/slow.py finished (run name slow) in ")
+    progress = lines[:-1]
+    assert len(progress) >= 3, result.stderr
+    assert all(PLAIN_LINE.fullmatch(line) for line in progress), result.stderr
+    assert "\r" not in result.stderr and "\033" not in result.stderr  # nothing redrawn in a log
+    # The runs' own set_progress(0.5) while they sleep, then the counts move on.
+    assert re.search(r"running: calc\.\d 50%", result.stderr), result.stderr
+    finished = [int(PLAIN_LINE.fullmatch(line).group(1)) for line in progress]  # type: ignore[union-attr]
+    assert finished == sorted(finished)
+
+
+def test_the_interval_of_plain_lines_comes_from_the_environment(calc_dir: Path):
+    (calc_dir / "workflows" / "slow.py").write_text(SLOW)
+    quiet = motoko("run", "workflows/slow.py", cwd=calc_dir, env={"MOTOKO_PROGRESS_EVERY": "600"})
+    assert quiet.returncode == 0, quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if PLAIN_LINE.fullmatch(line)] == []
+    chatty = motoko("run", "--fresh", "workflows/slow.py", cwd=calc_dir, env={"MOTOKO_PROGRESS_EVERY": "0.3"})
+    assert len([line for line in chatty.stderr.splitlines() if PLAIN_LINE.fullmatch(line)]) >= 3, chatty.stderr
+
+
+def test_run_draws_bars_on_a_terminal(calc_dir: Path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    (calc_dir / "workflows" / "slow.py").write_text(SLOW)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a new pty has 0 columns
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "motoko.cli.main", "run", "workflows/slow.py"],
+                                   cwd=calc_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the terminal's last writer closed it
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert process.wait(60) == 0
+    finally:
+        os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "\r" in screen  # redrawn in place
+    assert re.search(r"calc: 100%\|█+\| 4/4 finished \(100%\) \[\d\d:\d\d<00:00\]", screen), screen
+    assert re.search(r"calc: +\d+%\|.*\| 0/4 finished \(0%\), \d running: calc\.\d 50%", screen), screen
+
+
+# -- no launcher alive -------------------------------------------------------------------------
+
+HINT = "4 runs waiting, no launcher alive: `motoko launcher start`"
+
+SCRIPT = """\
+from motoko import Workflow
+
+with Workflow("motoko.yaml", run_name="script") as wf:
+    rl = wf.calc.createTask(x=[5.0, 6.0, 7.0, 8.0])
+    try:
+        rl.result(timeout=4)
+    except TimeoutError as exc:
+        print(exc)
+"""
+
+
+def launcher_records(root: Path) -> list[str]:
+    """The ids of the launcher records in ``root``'s database (a read-only look)."""
+    from ZEO.ClientStorage import ClientStorage
+    from ZODB.DB import DB
+
+    from motoko.study.server import default_address
+
+    db = DB(ClientStorage(default_address(root).zeo()))
+    try:
+        with db.transaction() as conn:
+            tree = conn.root().get("motoko_launchers")
+            return [] if tree is None else [k for k, r in tree.items() if r.stopped is None]
+    finally:
+        db.close()
+
+
+def test_run_without_launcher_says_no_launcher_is_alive(calc_dir: Path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (calc_dir / "workflows" / "slow.py").write_text(SLOW)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "motoko.cli.main", "run", "--no-launcher", "--progress-every", "600", "workflows/slow.py"],
+        cwd=calc_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        said = process.stderr.readline()  # within seconds, not at a timeout
+        if said.startswith("motoko: started the database server"):
+            said = process.stderr.readline()
+        assert said == f"motoko: {HINT}\n"
+        status = motoko("status", cwd=calc_dir)
+        assert status.returncode == 0
+        assert f"\n{HINT}\n" in status.stdout
+        assert json.loads(motoko("status", "--format", "json", cwd=calc_dir).stdout)["unserved"] == HINT
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    # With a launcher alive nothing is said (its record heart-beats).
+    assert motoko("launcher", "start", "--detach", cwd=calc_dir).returncode == 0
+    try:
+        deadline = time.monotonic() + 30
+        while not launcher_records(calc_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        served = motoko("run", "--no-launcher", "--progress-every", "600", "--fresh", "workflows/slow.py", cwd=calc_dir)
+        assert served.returncode == 0, served.stderr
+        assert "no launcher alive" not in served.stderr
+        assert "no launcher alive" not in motoko("status", cwd=calc_dir).stdout
+    finally:
+        motoko("launcher", "stop", cwd=calc_dir)
+
+
+def test_a_script_waiting_without_launcher_is_told_and_its_timeout_says_why(calc_dir: Path):
+    import subprocess
+    import sys
+
+    (calc_dir / "script.py").write_text(SCRIPT)
+    result = subprocess.run([sys.executable, "script.py"], cwd=calc_dir, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"{HINT}\n"  # logged (WARNING) once, well before the timeout
+    assert re.fullmatch(r"4 run\(s\) not done after 4 s: calc\.1 \(CREATED\), calc\.2 \(CREATED\), calc\.3 \(CREATED\), "
+                        r"calc\.4 \(CREATED\) \(" + re.escape(HINT) + r"\)\n", result.stdout), result.stdout
+    # Read-only: looking for launchers created no launcher table.
+    assert launcher_records(calc_dir) == []

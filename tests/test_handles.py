@@ -113,7 +113,7 @@ def test_result_times_out_naming_the_unfinished_runs(wf):
     assert isinstance(info.value, TimeoutError)
     assert str(info.value) == (
         "2 run(s) not done after 0.2 s: calc.1 (CREATED), calc.2 (CREATED) "
-        "(wait longer, or inspect them with `motoko runs show ID`)"
+        "(2 runs waiting, no launcher alive: `motoko launcher start`)"
     )
     assert not rl.done() and rl.partial().ids == [] and len(rl.partial()) == 0
     assert rl.status() == {CREATED: 2}

@@ -342,7 +342,7 @@ def test_wait_timeout_is_a_timeout_error_naming_pending_runs(wf):
     assert info.value.pending == [("calc", 1, CREATED), ("calc", 2, CREATED)]
     assert str(info.value) == (
         "2 run(s) not done after 0.2 s: calc.1 (CREATED), calc.2 (CREATED) "
-        "(wait longer, or inspect them with `motoko runs show ID`)"
+        "(2 runs waiting, no launcher alive: `motoko launcher start`)"
     )
     with pytest.raises(TimeoutError) as selection:
         asyncio.run(wf.calc.select("state = FINISHED").wait(timeout=0.2))

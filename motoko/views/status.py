@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from motoko.study.records import ACTIVE, CREATED, STATES, Run, now
+from motoko.study.unserved import unserved
 
 #: States reported as failures, newest first.
 FAILURE_STATES = ("FAILED", "LOST")
@@ -93,6 +94,8 @@ class Status:
     failures: list[RunLine] = field(default_factory=list)
     taken: _dt.datetime = field(default_factory=now)
     more_running: int = 0
+    #: "3 runs waiting, no launcher alive: `motoko launcher start`", or None.
+    unserved: str | None = None
 
     @property
     def states(self) -> list[str]:
@@ -131,9 +134,11 @@ def collect_status(
     rows: list[StudyStatus] = []
     active: list[RunLine] = []
     failed: list[RunLine] = []
+    pairs = []
     for name in names:
         db = workflow.db_for(name)
         study = db.study(name)
+        pairs.append((db, name))
         rows.append(StudyStatus(name, study.counts(), str(db.address)))
         for state in ("RUNNING", "LAUNCHED"):
             active += [RunLine.of(run) for run in study.ids_in_state(state).values()]
@@ -142,7 +147,9 @@ def collect_status(
     oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
     active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
-    return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running))
+    waiting = unserved(pairs, within=workflow.config.lost_after)
+    return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running),
+                  unserved=str(waiting) if waiting else None)
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -197,6 +204,8 @@ def render_text(status: Status, *, title: str | None = None) -> str:
     if not status.studies:
         return "\n".join([*lines, "no study"])
     lines += _counts_table(status)
+    if status.unserved:
+        lines += ["", click.style(status.unserved, fg="yellow", bold=True)]
     if status.running:
         extra = f" (+{status.more_running} more)" if status.more_running else ""
         lines += ["", click.style(f"running{extra}", bold=True)]
@@ -246,6 +255,7 @@ def to_json(status: Status) -> dict[str, Any]:
         "more_running": status.more_running,
         "failures": [line(r) for r in status.failures],
         "done": status.done,
+        "unserved": status.unserved,
     }
 
 
