@@ -29,7 +29,8 @@ from motoko.study.server import Address, parse_address
 from motoko.yamldoc import Positions, check_duplicates
 
 CONFIG_NAME = "motoko.yaml"
-_TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir")
+_TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir",
+             "server_idle_stop")
 _LAUNCHER_KEYS = (
     "executor", "max_parallel", "slurm_options", "scheduler", "bundle_size",
     "heartbeat", "cancel_grace", "claim_ahead", "machine_name", "poll",
@@ -90,6 +91,9 @@ class WorkflowConfig:
     lost_after: float = 60.0
     database: Address | None = None
     runs_dir: Path | None = None
+    #: Seconds without a client before an auto-started server stops (0: never;
+    #: None: $MOTOKO_SERVER_IDLE_STOP, else 30 min).
+    server_idle_stop: float | None = None
 
     @property
     def directory(self) -> Path:
@@ -181,6 +185,8 @@ def _build(file: Path, data: Any, lines: Positions) -> WorkflowConfig:
         config.lost_after = _positive(data["lost_after"], "lost_after", lines.at("lost_after"))
     if data.get("database") is not None:
         config.database = _address(data["database"], base, lines.at("database"))
+    if data.get("server_idle_stop") is not None:
+        config.server_idle_stop = _idle_stop(data["server_idle_stop"], lines.at("server_idle_stop"))
     if data.get("runs_dir") is not None:
         if not isinstance(data["runs_dir"], str):
             # str() of a list or mapping made a directory named "['a']".
@@ -332,6 +338,16 @@ def _positive(value: Any, what: str, where: str) -> float:
             f"{what} must be a positive number of seconds, got {value!r}",
             where=where,
             hint="give a number > 0, e.g. 60, or remove the setting to use the default",
+        )
+    return float(value)
+
+
+def _idle_stop(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(
+            f"server_idle_stop must be a number of seconds, got {value!r}",
+            where=where,
+            hint="e.g. 1800 (the default: 30 min), or 0 for a server that never stops by itself",
         )
     return float(value)
 

@@ -45,12 +45,21 @@ async def calc(workflow):
 
 
 @pytest.fixture
-def calc_dir(workdir: Path) -> Path:
-    """A workflow with one study ``calc`` (x > 1.5 fails) and fast polls."""
+def calc_files(workdir: Path) -> Path:
+    """A workflow with one study ``calc`` (x > 1.5 fails) and fast polls; no server yet."""
     write_study(workdir, "calc", "{x: float, sleep: float}", CALC_DOIT, extra="job_space: {sleep: 0.0}\n")
     write_config(workdir, ["calc"], FAST)
     (workdir / "workflows").mkdir()
     return workdir
+
+
+@pytest.fixture
+def calc_dir(calc_files: Path) -> Path:
+    """``calc_files`` with its server running (so commands do not announce starting it)."""
+    from motoko.study.server import ensure_server
+
+    ensure_server(calc_files)
+    return calc_files
 
 
 # -- the failure summary -------------------------------------------------------------------
@@ -305,3 +314,90 @@ def test_a_script_waiting_without_launcher_is_told_and_its_timeout_says_why(calc
                         r"calc\.4 \(CREATED\) \(" + re.escape(HINT) + r"\)\n", result.stdout), result.stdout
     # Read-only: looking for launchers created no launcher table.
     assert launcher_records(calc_dir) == []
+
+
+# -- servers: announced, and stopped once idle --------------------------------------------------
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def test_a_server_started_on_the_way_is_announced_and_stops_once_idle(calc_files: Path):
+    from motoko.study.server import pid_alive, server_status, socket_path
+
+    result = motoko("info", cwd=calc_files, env={"MOTOKO_SERVER_IDLE_STOP": "1"})
+    assert result.returncode == 0, result.stderr
+    status = server_status(calc_files)
+    pid = (calc_files / ".motoko" / "zeo.pid").read_text().strip() if status.running else r"\d+"
+    assert re.fullmatch(
+        rf"motoko: started the database server zeo://{re.escape(str(socket_path(calc_files)))} \(pid {pid}\); "
+        rf"it stops by itself after 1 s without a client; stop it now with `motoko -C {re.escape(str(calc_files))} server stop`\n",
+        result.stderr,
+    ), result.stderr
+    started = int(re.search(r"\(pid (\d+)\)", result.stderr).group(1))  # type: ignore[union-attr]
+    assert wait_for(lambda: not pid_alive(started))
+    assert not server_status(calc_files).running
+    assert not (calc_files / ".motoko" / "zeo.pid").exists() and not socket_path(calc_files).exists()
+    assert "idle stop" in (calc_files / ".motoko" / "zeo.log").read_text()
+    # The next command starts it again (and says so); the data survived.
+    again = motoko("select", "state = CREATED", cwd=calc_files, env={"MOTOKO_SERVER_IDLE_STOP": "1"})
+    assert again.returncode == 0 and again.stderr.startswith("motoko: started the database server ")
+
+
+def test_a_connected_client_keeps_an_idle_stopping_server_up(calc_files: Path):
+    import time
+
+    from motoko.flow.workflow import Workflow
+    from motoko.study.server import pid_alive, server_status
+
+    with open(calc_files / "motoko.yaml", "a") as config:
+        config.write("server_idle_stop: 1\n")
+    with Workflow(calc_files / "motoko.yaml", run_name="r1") as workflow:
+        workflow.calc.createTask(x=[1.0])  # the workflow's connection stays open
+        pid = server_status(calc_files).pid
+        assert pid is not None
+        time.sleep(3)  # three idle periods, with a client connected all along
+        assert pid_alive(pid) and server_status(calc_files).running
+        quiet = motoko("info", cwd=calc_files)
+        assert quiet.returncode == 0 and quiet.stderr == ""  # it was running: nothing started, nothing said
+    assert wait_for(lambda: not pid_alive(pid))
+
+
+def test_a_server_started_on_purpose_is_not_stopped_for_idleness(calc_files: Path):
+    import time
+
+    from motoko.study.server import server_status
+
+    result = motoko("server", "start", cwd=calc_files, env={"MOTOKO_SERVER_IDLE_STOP": "0.5"})
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.startswith("server running at zeo://")
+    time.sleep(2)
+    assert server_status(calc_files).running
+
+
+def test_bad_idle_settings_are_one_line_errors(calc_files: Path, monkeypatch: pytest.MonkeyPatch):
+    from motoko.errors import ConfigError
+    from motoko.study.server import idle_stop_of
+
+    result = motoko("info", cwd=calc_files, env={"MOTOKO_SERVER_IDLE_STOP": "soon"})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "motoko: error: MOTOKO_SERVER_IDLE_STOP='soon' is not a number of seconds (e.g. 1800, or 0 for never)\n"
+    assert not (calc_files / ".motoko" / "zeo.pid").exists()
+    with open(calc_files / "motoko.yaml", "a") as config:
+        config.write("server_idle_stop: -5\n")
+    result = motoko("info", cwd=calc_files)
+    assert result.returncode == 2
+    assert result.stderr.startswith("motoko: error: ") and "server_idle_stop must be a number of seconds, got -5" in result.stderr
+    monkeypatch.setenv("MOTOKO_SERVER_IDLE_STOP", "-1")
+    assert idle_stop_of(12.0) == 12.0  # motoko.yaml's setting wins
+    with pytest.raises(ConfigError) as error:
+        idle_stop_of(None)
+    assert str(error.value) == "MOTOKO_SERVER_IDLE_STOP='-1' is not a number of seconds (e.g. 1800, or 0 for never)"

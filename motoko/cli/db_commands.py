@@ -251,7 +251,7 @@ def server_start(
         client = TLSFiles(str(Path(tls_ca).resolve()), str(Path(client_cert).resolve()), str(Path(client_key).resolve()))
     if listen or tls or ctx.get_parameter_source("insecure") == click.core.ParameterSource.COMMANDLINE:
         configure_server(config.directory, listen, tls, client, insecure)
-    address = ensure_server(config.directory)
+    address = ensure_server(config.directory, auto=False)  # started on purpose: runs until stopped
     click.echo(f"server running at {address}" + (" (TLS, client certificates required)" if tls else ""))
 
 

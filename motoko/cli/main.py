@@ -43,7 +43,27 @@ def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    _announce_servers()
     ctx.obj = Context(debug, directory)
+
+
+class _Stderr(logging.Handler):
+    """Writes to the stderr of the moment (tests swap it), as the CLI's own lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def _announce_servers() -> None:
+    """Print "motoko: started the database server ..." when a command starts one."""
+    from motoko.study.server import announce
+
+    if not any(isinstance(h, _Stderr) for h in announce.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("motoko: %(message)s"))
+        announce.addHandler(handler)
+        announce.setLevel(logging.INFO)
+        announce.propagate = False
 
 
 def _register() -> None:

@@ -178,7 +178,7 @@ class Workflow(EventsMixin):
             from motoko.study.server import default_address
 
             return default_address(self.directory)
-        return ensure_server(self.directory)
+        return ensure_server(self.directory, idle_stop=self.config.server_idle_stop)
 
     def db_for(self, study: str) -> StudyDB:
         """The connection (opened on first use) to the database holding ``study``."""

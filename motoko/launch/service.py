@@ -116,7 +116,7 @@ def build_launcher(
     """
     chosen = study or group
     first = config.resolve(chosen) if chosen else next(iter(config.studies))
-    address = database_address(config, first) or ensure_server(config.directory)
+    address = database_address(config, first) or ensure_server(config.directory, idle_stop=config.server_idle_stop)
     studies = served_studies(config, study, address)
     db = StudyDB(address)
     for schema in studies.values():
