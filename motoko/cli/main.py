@@ -8,9 +8,11 @@ exits 1; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -43,7 +45,6 @@ def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
-    _announce_servers()
     ctx.obj = Context(debug, directory)
 
 
@@ -54,16 +55,23 @@ class _Stderr(logging.Handler):
         click.echo(self.format(record), err=True)
 
 
-def _announce_servers() -> None:
-    """Print "motoko: started the database server ..." when a command starts one."""
+@contextlib.contextmanager
+def _announcing_servers() -> Iterator[None]:
+    """Print "motoko: started the database server ..." when the command starts one."""
     from motoko.study.server import announce
 
-    if not any(isinstance(h, _Stderr) for h in announce.handlers):
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("motoko: %(message)s"))
-        announce.addHandler(handler)
-        announce.setLevel(logging.INFO)
-        announce.propagate = False
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("motoko: %(message)s"))
+    level, propagate = announce.level, announce.propagate
+    announce.addHandler(handler)
+    announce.setLevel(logging.INFO)
+    announce.propagate = False
+    try:
+        yield
+    finally:  # called in-process (tests), the CLI's handler must not outlive the command
+        announce.removeHandler(handler)
+        announce.setLevel(level)
+        announce.propagate = propagate
 
 
 def _register() -> None:
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; the only place that turns exceptions into exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        result = cli.main(args=argv, prog_name="motoko", standalone_mode=False)
+        with _announcing_servers():
+            result = cli.main(args=argv, prog_name="motoko", standalone_mode=False)
         # ctx.exit(code) comes back as the return value without standalone mode.
         if isinstance(result, int) and not isinstance(result, bool) and result:
             sys.exit(result)

@@ -240,7 +240,9 @@ def ui(ctx: click.Context, host: str, port: int, open_browser: bool, exit_after:
 
     The page updates as the database changes. It listens on 127.0.0.1
     only, unless --host says otherwise: the dashboard has no login, so anyone
-    who reaches the port reads your studies.
+    who reaches the port reads your studies. Cancelling and retrying runs
+    from the page needs the token in the printed address (?token=...), and
+    is accepted from this machine only.
     """
     from motoko.views.web import Dashboard
 
@@ -252,11 +254,12 @@ def ui(ctx: click.Context, host: str, port: int, open_browser: bool, exit_after:
             raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror} (try another --port, or 0)") from None
         if host not in ("127.0.0.1", "localhost", "::1"):
             click.echo(f"motoko ui: warning: listening on {host}: anyone who reaches it reads your studies", err=True)
-        click.echo(f"motoko ui: serving {dashboard.url} (Ctrl-C to stop)", err=True)
+        # The Jupyter way: the token is in the address; whoever opens it may act.
+        click.echo(f"motoko ui: serving {dashboard.token_url} (Ctrl-C to stop)", err=True)
         if open_browser:
             import webbrowser
 
-            webbrowser.open(dashboard.url)
+            webbrowser.open(dashboard.token_url)
         try:
             dashboard.serve_forever(exit_after)
         except KeyboardInterrupt:

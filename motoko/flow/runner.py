@@ -27,6 +27,7 @@ from typing import Any
 from motoko.config import find_config
 from motoko.errors import MotokoError, RunsFailed, UnknownNameError, WorkflowError
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
+from motoko.flow.step_record import record_done
 from motoko.flow.workflow import Workflow
 from motoko.study.records import ACTIVE, CREATED, FAILED, LOST
 
@@ -317,7 +318,13 @@ async def _main(
     try:
         if wf_file.steps:
             graph = build_graph(wf_file.steps, str(wf_file.path))
-            return await run_steps(graph, workflow, params)
+            run_name = workflow.run_name or ""
+
+            def on_step(name: str, what: str) -> None:
+                if what == "done":  # a step without runs then shows as done, not PENDING
+                    record_done(workflow.directory, run_name, name)
+
+            return await run_steps(graph, workflow, params, on_step)
         assert wf_file.main is not None
         await run_orchestrator_async(workflow, wf_file.main, params)
         return {}
