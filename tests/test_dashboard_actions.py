@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import motoko, write_config, write_study
 from test_ui_browser import browser, chromium  # noqa: F401 (fixtures)
-from views_support import REPO
+from views_support import artifact
 
 from motoko.study.server import ensure_server, stop_server
 
@@ -198,9 +198,10 @@ def test_dashboard_actions_need_the_token_then_cancel_and_retry(browser, acting:
             "[...document.querySelectorAll('#runs tbody tr[data-id] .pill')].filter(p => p.innerText === 'FINISHED').length === 4",
             timeout=60_000,
         )
-        page.click("#runs tbody tr[data-id='2']")
-        page.wait_for_function("document.querySelector('#run-title').innerText.startsWith('calc.2')")
-        page.screenshot(path=str(REPO / "docs" / "dashboard-actions.png"))
+        page.click("#runs tbody tr[data-id='6']")
+        page.wait_for_function("document.querySelector('#run-title').innerText.startsWith('calc.6')")
+        assert page.is_visible("#retry-run") and not page.is_visible("#cancel-run")
+        page.screenshot(path=str(artifact("dashboard-actions.png")))  # docs/dashboard-actions.png is one
         assert states(root) == {1: "FINISHED", 2: "FINISHED", 3: "FINISHED", 4: "FINISHED", 5: "CANCELLED", 6: "CANCELLED"}
         assert errors == []
     finally:
@@ -226,6 +227,13 @@ def test_the_runs_table_never_shows_an_older_filter(browser, acting: Path):  # n
                 route.continue_()
 
         page.route("**/api/runs?*", hold)
+        # Every rendering of the table, in order (a stale one may be overwritten by the next refresh).
+        page.evaluate("""() => {
+            window.renders = [];
+            new MutationObserver(() => window.renders.push(
+                [...document.querySelectorAll('#runs tbody tr[data-id]')].map(r => Number(r.dataset.id)).sort().join(',')
+            )).observe(document.querySelector('#runs tbody'), {childList: true});
+        }""")
         page.fill("#constraints", "x > 2.5")
         page.press("#constraints", "Enter")
         page.wait_for_function("() => true")
@@ -237,10 +245,13 @@ def test_the_runs_table_never_shows_an_older_filter(browser, acting: Path):  # n
         page.press("#constraints", "Enter")
         page.wait_for_function("document.querySelector('#runs-foot').innerText.endsWith('matching x < 1')")
         assert page.locator("#runs tbody tr[data-id]").count() == 3
-        held[0].continue_()  # the stale answer arrives last
-        page.wait_for_timeout(1000)
+        with page.expect_response(lambda r: "x%20%3E%202.5" in r.url):
+            held[0].continue_()  # the stale answer arrives last
+        page.wait_for_timeout(500)
         assert page.inner_text("#runs-foot").endswith("matching x < 1")
-        assert sorted(int(i) for i in page.eval_on_selector_all("#runs tbody tr[data-id]", "rows => rows.map(r => r.dataset.id)")) == [1, 5, 6]
+        renders = page.evaluate("window.renders")
+        newest = renders.index("1,5,6")
+        assert "3,4" not in renders[newest:], renders  # the older filter's rows never came back
     finally:
         stop_ui(ui)
 
