@@ -401,3 +401,20 @@ def test_bad_idle_settings_are_one_line_errors(calc_files: Path, monkeypatch: py
     with pytest.raises(ConfigError) as error:
         idle_stop_of(None)
     assert str(error.value) == "MOTOKO_SERVER_IDLE_STOP='-1' is not a number of seconds (e.g. 1800, or 0 for never)"
+
+
+# -- Dask's logs ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dask_info_logs_do_not_flood_run(calc_dir: Path):
+    (calc_dir / "workflows" / "slow.py").write_text(SLOW.replace("sleep=[1.5]", "sleep=[0.1]"))
+    result = motoko("run", "--executor", "dask", "--progress-every", "600", "workflows/slow.py", cwd=calc_dir, timeout=180)
+    assert result.returncode == 0, result.stderr
+    # No "distributed.scheduler INFO: ..." (Dask's warnings, e.g. a slow worker shutdown
+    # on a loaded machine, still show), and no false "no launcher alive" while the
+    # embedded launcher's Dask cluster starts.
+    lines = result.stderr.splitlines()
+    assert re.fullmatch(r"workflow workflows/slow.py finished \(run name slow\) in \d+\.\d\d s", lines[-1]), result.stderr
+    assert [line for line in lines[:-1] if " WARNING: " not in line and " ERROR: " not in line] == [], result.stderr
+    assert "distributed.scheduler" not in result.stderr

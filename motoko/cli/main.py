@@ -45,6 +45,11 @@ def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    if not debug:
+        # Dask configures its own loggers at INFO when imported (here and in
+        # its worker processes): a dozen lines per cluster start and stop
+        # drowned `motoko run`'s output. Its warnings and errors still show.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     ctx.obj = Context(debug, directory)
 
 

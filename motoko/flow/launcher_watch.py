@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from motoko.study.records import CREATED
 from motoko.study.unserved import Unserved, unserved
@@ -39,6 +39,9 @@ class LauncherWatch:
         self._workflow = weakref.ref(workflow)
         self.told = False
         self.display = False
+        #: A launcher running in this process (``motoko run``'s embedded one): it
+        #: serves the workflow even before its executor started and it wrote its record.
+        self.embedded: Any = None
 
     def take_over(self) -> None:
         """A display shows the sentence itself: the watch stops logging it."""
@@ -52,7 +55,7 @@ class LauncherWatch:
                 the CREATED ones count.
         """
         workflow = self._workflow()
-        if workflow is None:
+        if workflow is None or (self.embedded is not None and self.embedded.alive):
             return None
         waiting: dict[str, int] | None = None
         if pending is not None:

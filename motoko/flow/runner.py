@@ -27,6 +27,7 @@ from typing import Any
 from motoko.config import find_config
 from motoko.errors import MotokoError, RunsFailed, UnknownNameError, WorkflowError
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
+from motoko.flow.launcher_watch import watch_for
 from motoko.flow.step_record import record_done
 from motoko.flow.workflow import Workflow
 from motoko.study.records import ACTIVE, CREATED, FAILED, LOST
@@ -308,7 +309,9 @@ def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, An
 
     if daemon_status(workflow.config) and not overrides:
         return None
-    return EmbeddedLauncher(workflow.config, **overrides).start()
+    embedded = EmbeddedLauncher(workflow.config, **overrides).start()
+    watch_for(workflow).embedded = embedded  # it serves the runs even before its executor is up
+    return embedded
 
 
 async def _main(

@@ -178,6 +178,11 @@ class EmbeddedLauncher:
             for launcher in self.launchers:
                 launcher.db.close()
 
+    @property
+    def alive(self) -> bool:
+        """True while the launchers' thread runs (also while its executor starts up)."""
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming, let running runs end (up to ``timeout``), join."""
         if self._loop is not None:
