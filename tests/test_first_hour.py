@@ -418,3 +418,39 @@ def test_dask_info_logs_do_not_flood_run(calc_dir: Path):
     assert re.fullmatch(r"workflow workflows/slow.py finished \(run name slow\) in \d+\.\d\d s", lines[-1]), result.stderr
     assert [line for line in lines[:-1] if " WARNING: " not in line and " ERROR: " not in line] == [], result.stderr
     assert "distributed.scheduler" not in result.stderr
+
+
+# -- a step without runs ---------------------------------------------------------------------
+
+NO_RUNS = """\
+from motoko import step
+
+
+@step
+async def prepare(workflow):
+    return [0.5]
+
+
+@step
+async def calc(workflow, prepare):
+    return await workflow.calc.createTask(x=prepare)
+"""
+
+
+def test_a_step_without_runs_shows_as_done(calc_dir: Path):
+    (calc_dir / "workflows" / "norun.py").write_text(NO_RUNS)
+    before = motoko("graph", "workflows/norun.py", "--states", cwd=calc_dir)
+    assert [line.split() for line in before.stdout.splitlines()] == [["prepare", "PENDING"], ["calc", "PENDING", "←", "prepare"]]
+    assert motoko("run", "workflows/norun.py", cwd=calc_dir).returncode == 0
+    after = motoko("graph", "workflows/norun.py", "--states", cwd=calc_dir)
+    assert after.returncode == 0, after.stderr
+    assert [line.split() for line in after.stdout.splitlines()] == [
+        ["prepare", "(no", "runs)", "FINISHED"], ["calc", "(1", "run)", "FINISHED", "←", "prepare"]]
+    mermaid = motoko("graph", "workflows/norun.py", "--states", "--format", "mermaid", cwd=calc_dir).stdout
+    assert 'n_prepare["prepare (no runs)<br/>FINISHED"]:::finished' in mermaid
+    png = motoko("graph", "workflows/norun.py", "--states", "--format", "png", "-o", "steps.png", cwd=calc_dir)
+    assert png.returncode == 0 and (calc_dir / "steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from motoko.flow.step_record import steps_done
+
+    assert steps_done(calc_dir, "norun") == {"prepare", "calc"}
+    assert steps_done(calc_dir, "other") == set()

@@ -117,8 +117,9 @@ def plain_line(views: list[StudyView], elapsed: float, eta: float | None) -> str
 class Bars:
     """One tqdm bar per study on stderr, redrawn in place."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 0) -> None:
         self._bars: dict[str, Any] = {}
+        self._width = width  # study names padded to it, so the bars line up
 
     def show(self, views: list[StudyView]) -> None:
         """Redraw (adding a bar for a study that got its first runs)."""
@@ -129,8 +130,8 @@ class Bars:
             total = max(view.progress.total, 1)
             if bar is None:
                 bar = self._bars[view.name] = tqdm(
-                    total=total, desc=view.name, unit=describe(view), file=sys.stderr, position=len(self._bars), leave=True,
-                    dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {unit} [{elapsed}<{remaining}]",
+                    total=total, desc=f"{view.name}:".ljust(self._width + 1), unit=describe(view), file=sys.stderr, position=len(self._bars), leave=True,
+                    dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| {unit} [{elapsed}<{remaining}]",
                 )
             bar.total = total
             bar.n = round(view.progress.overall * total, 3)
@@ -162,7 +163,7 @@ async def monitor(workflow: Any, *, tty: bool | None = None, every: float | None
     watch.take_over()  # the display says "no launcher alive" itself, once
     started = time.monotonic()
     eta = Eta()
-    bars = Bars() if tty else None
+    bars = Bars(max((len(name) for name in workflow.task_managers), default=0)) if tty else None
     hint_at: float | None = started + HINT_AFTER
     next_line = started + interval
     waiter = workflow.change_waiter()
