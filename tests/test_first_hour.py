@@ -302,6 +302,20 @@ def test_run_without_launcher_says_no_launcher_is_alive(calc_dir: Path):
         motoko("launcher", "stop", cwd=calc_dir)
 
 
+def test_runs_wait_without_launcher_says_so_then_times_out_saying_why(calc_dir: Path):
+    from motoko.flow.workflow import Workflow
+
+    with Workflow(calc_dir / "motoko.yaml", run_name="r1") as workflow:
+        workflow.calc.createTask(x=[1.0, 1.2])
+    result = motoko("runs", "wait", "--no-progress", "--timeout", "4", cwd=calc_dir)
+    assert (result.returncode, result.stdout) == (1, "")
+    two = "2 runs waiting, no launcher alive: `motoko launcher start`"
+    assert result.stderr == (
+        f"motoko: {two}\n"  # after 2 s, not only at the timeout
+        f"motoko: error: 2 run(s) not done after 4 s: calc.1 (CREATED), calc.2 (CREATED) ({two})\n"
+    )
+
+
 def test_a_script_waiting_without_launcher_is_told_and_its_timeout_says_why(calc_dir: Path):
     import subprocess
     import sys

@@ -61,22 +61,30 @@ class _Stderr(logging.Handler):
 
 
 @contextlib.contextmanager
-def _announcing_servers() -> Iterator[None]:
-    """Print "motoko: started the database server ..." when the command starts one."""
+def _announcing() -> Iterator[None]:
+    """Print what the library says to the user as the CLI's own ``motoko: ...`` lines.
+
+    "started the database server ..." (when the command starts one) and
+    "3 runs waiting, no launcher alive ..." (a wait with no launcher) are
+    log records of their modules; the CLI shows them without a timestamp.
+    """
+    from motoko.flow.launcher_watch import log as launcher_watch
     from motoko.study.server import announce
 
     handler = _Stderr()
     handler.setFormatter(logging.Formatter("motoko: %(message)s"))
-    level, propagate = announce.level, announce.propagate
-    announce.addHandler(handler)
-    announce.setLevel(logging.INFO)
-    announce.propagate = False
+    saved = [(logger, logger.level, logger.propagate) for logger in (announce, launcher_watch)]
+    for logger, _, _ in saved:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     try:
         yield
     finally:  # called in-process (tests), the CLI's handler must not outlive the command
-        announce.removeHandler(handler)
-        announce.setLevel(level)
-        announce.propagate = propagate
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def _register() -> None:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; the only place that turns exceptions into exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        with _announcing_servers():
+        with _announcing():
             result = cli.main(args=argv, prog_name="motoko", standalone_mode=False)
         # ctx.exit(code) comes back as the return value without standalone mode.
         if isinstance(result, int) and not isinstance(result, bool) and result:
