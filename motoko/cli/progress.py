@@ -171,10 +171,13 @@ async def monitor(workflow: Any, *, tty: bool | None = None, every: float | None
         while True:
             views = read_studies(workflow)
             now = time.monotonic()
+            left = eta.left(views)  # from the first read on: the pace is measured since the start
             if hint_at is not None and now >= hint_at:
-                hint_at = None
                 pending = [(v.name, 0, CREATED) for v in views for _ in range(v.waiting)]
                 found = watch.check(pending) if pending else None
+                # Said once; until then looked at again every few seconds (a later
+                # step's runs may be the first to wait).
+                hint_at = None if found is not None else now + HINT_AFTER
                 if found is not None:
                     text = f"motoko: {found}"
                     bars.write(text) if bars is not None else click.echo(text, err=True)
@@ -184,7 +187,7 @@ async def monitor(workflow: Any, *, tty: bool | None = None, every: float | None
                 await waiter.wait(1.0)
                 continue
             if now >= next_line:
-                click.echo(plain_line(views, now - started, eta.left(views)), err=True)
+                click.echo(plain_line(views, now - started, left), err=True)
                 next_line = now + interval
             wake = min(t for t in (next_line, hint_at) if t is not None)
             await asyncio.sleep(max(0.01, wake - time.monotonic()))
