@@ -178,9 +178,10 @@ async def monitor(workflow: Any, *, tty: bool | None = None, every: float | None
                 # Said once; until then looked at again every few seconds (a later
                 # step's runs may be the first to wait).
                 hint_at = None if found is not None else now + HINT_AFTER
-                if found is not None:
-                    text = f"motoko: {found}"
-                    bars.write(text) if bars is not None else click.echo(text, err=True)
+                if found is not None and bars is not None:
+                    bars.write(f"motoko: {found}")
+                elif found is not None:
+                    click.echo(f"motoko: {found}", err=True)
             if bars is not None:
                 bars.show(views)
                 await asyncio.sleep(REDRAW)
