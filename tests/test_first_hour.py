@@ -198,7 +198,8 @@ def test_the_interval_of_plain_lines_comes_from_the_environment(calc_dir: Path):
     assert len([line for line in chatty.stderr.splitlines() if PLAIN_LINE.fullmatch(line)]) >= 3, chatty.stderr
 
 
-def test_run_draws_bars_on_a_terminal(calc_dir: Path):
+def on_a_terminal(args: list[str], cwd: Path, stream: str = "stderr") -> str:
+    """Run the CLI with ``stream`` on a pseudo-terminal (160 columns); return what it wrote there."""
     import fcntl
     import os
     import pty
@@ -207,12 +208,12 @@ def test_run_draws_bars_on_a_terminal(calc_dir: Path):
     import sys
     import termios
 
-    (calc_dir / "workflows" / "slow.py").write_text(SLOW)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a new pty has 0 columns
     try:
-        process = subprocess.Popen([sys.executable, "-m", "motoko.cli.main", "run", "workflows/slow.py"],
-                                   cwd=calc_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, stream: slave}
+        process = subprocess.Popen([sys.executable, "-m", "motoko.cli.main", *args], cwd=cwd,
+                                   stdin=subprocess.DEVNULL, **streams)  # type: ignore[call-overload]
         os.close(slave)
         chunks = []
         while True:
@@ -223,10 +224,16 @@ def test_run_draws_bars_on_a_terminal(calc_dir: Path):
             if not data:
                 break
             chunks.append(data)
-        assert process.wait(60) == 0
+        process.communicate(timeout=60)
+        assert process.returncode == 0
     finally:
         os.close(master)
-    screen = b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_run_draws_bars_on_a_terminal(calc_dir: Path):
+    (calc_dir / "workflows" / "slow.py").write_text(SLOW)
+    screen = on_a_terminal(["run", "workflows/slow.py"], calc_dir)
     assert "\r" in screen  # redrawn in place
     assert re.search(r"calc: 100%\|█+\| 4/4 finished \(100%\) \[\d\d:\d\d<00:00\]", screen), screen
     assert re.search(r"calc: +\d+%\|.*\| 0/4 finished \(0%\), \d running: calc\.\d 50%", screen), screen
@@ -468,3 +475,10 @@ def test_a_step_without_runs_shows_as_done(calc_dir: Path):
 
     assert steps_done(calc_dir, "norun") == {"prepare", "calc"}
     assert steps_done(calc_dir, "other") == set()
+
+
+def test_status_watch_redraws_without_blanking_the_screen(calc_dir: Path):
+    screen = on_a_terminal(["status", "--watch", "--count", "2"], calc_dir, stream="stdout")
+    assert "\033[2J" not in screen  # clearing the whole screen first made it flicker
+    assert screen.count("\033[H") == 2 and "\033[K" in screen and screen.count("\033[J") == 2
+    assert "motoko status --watch" in screen

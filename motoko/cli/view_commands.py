@@ -91,8 +91,11 @@ def status(
             if fmt == "json":
                 click.echo(json.dumps(to_json(snapshot), indent=None if watch else 1))
             elif watch and tty:
-                # Home the cursor and clear: a redraw in place, without flicker of scrolling.
-                click.echo("\033[H\033[2J" + render_text(snapshot, title="motoko status --watch"))
+                # Home the cursor and overwrite line by line, clearing each line's
+                # rest and what is below the end: the screen is never blank, so a
+                # redraw does not flicker (clearing the whole screen first did).
+                lines = render_text(snapshot, title="motoko status --watch").splitlines()
+                click.echo("\033[H" + "".join(f"{line}\033[K\n" for line in lines) + "\033[J", nl=False)
             else:
                 click.echo(render_text(snapshot) + ("\n" if watch else ""))
             updates += 1
