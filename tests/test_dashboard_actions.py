@@ -210,7 +210,7 @@ def test_dashboard_actions_need_the_token_then_cancel_and_retry(browser, acting:
 
 def test_the_runs_table_never_shows_an_older_filter(browser, acting: Path):  # noqa: F811
     root = acting
-    wait_states(root, {2: "FAILED"})
+    wait_states(root, {2: "FAILED", 3: "FAILED", 4: "FAILED", 5: "RUNNING", 6: "RUNNING"})
     ui, token_url = start_ui(root)
     try:
         page = browser.new_page(viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
@@ -273,7 +273,9 @@ def post(url: str, body: object, token: str | None) -> tuple[int, dict[str, obje
 
 def test_actions_refuse_bad_requests_and_change_nothing(acting: Path):
     root = acting
-    before = wait_states(root, {2: "FAILED", 5: "RUNNING"})
+    settled = {1: "FINISHED", 2: "FAILED", 3: "FAILED", 4: "FAILED", 5: "RUNNING", 6: "RUNNING"}
+    before = wait_states(root, settled)
+    assert before == settled  # nothing moves any more by itself (the long runs sleep 120 s)
     ui, token_url = start_ui(root)
     base, token = token_url.split("/?token=")
     try:
