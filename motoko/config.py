@@ -34,7 +34,7 @@ from motoko.yamldoc import Positions, check_duplicates, check_size
 CONFIG_NAME = "motoko.yaml"
 _TOP_KEYS = (
     "task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir", "max_jobs",
-    "resume",
+    "resume", "server_idle_stop",
 )
 #: What a resumed workflow does with outdated runs (motoko.flow.outdated.POLICIES).
 _OUTDATED = ("ask", "rerun", "keep")
@@ -126,6 +126,9 @@ class WorkflowConfig:
     #: ``resume: {outdated: ask | rerun | keep}``: what ``motoko run`` does with
     #: finished runs whose study files changed (see motoko.flow.outdated).
     resume_outdated: str = "ask"
+    #: Seconds without a client before an auto-started server stops (0: never;
+    #: None: $MOTOKO_SERVER_IDLE_STOP, else 30 min).
+    server_idle_stop: float | None = None
 
     @property
     def directory(self) -> Path:
@@ -229,6 +232,8 @@ def _build(file: Path, data: Any, lines: Positions) -> WorkflowConfig:
         config.database = _address(data["database"], base, lines.at("database"))
     if "resume" in data:
         config.resume_outdated = _resume(data["resume"], lines)
+    if data.get("server_idle_stop") is not None:
+        config.server_idle_stop = _idle_stop(data["server_idle_stop"], lines.at("server_idle_stop"))
     if data.get("runs_dir") is not None:
         if not isinstance(data["runs_dir"], str):
             # str() of a list or mapping made a directory named "['a']".
@@ -455,6 +460,16 @@ def _positive(value: Any, what: str, where: str) -> float:
             f"{what} must be a positive number of seconds, got {value!r}",
             where=where,
             hint="give a number > 0, e.g. 60, or remove the setting to use the default",
+        )
+    return float(value)
+
+
+def _idle_stop(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(
+            f"server_idle_stop must be a number of seconds, got {value!r}",
+            where=where,
+            hint="e.g. 1800 (the default: 30 min), or 0 for a server that never stops by itself",
         )
     return float(value)
 

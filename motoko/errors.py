@@ -203,14 +203,15 @@ class WaitTimeout(MotokoError, TimeoutError):
 
     exit_code = 1
 
-    def __init__(self, timeout: float, pending: list[tuple[str, int, str]]):
+    def __init__(self, timeout: float, pending: list[tuple[str, int, str]], unserved: str | None = None):
         self.timeout = timeout
         self.pending = pending
         shown = ", ".join(f"{s}.{i} ({st})" for s, i, st in pending[:10])
         more = f" and {len(pending) - 10} more" if len(pending) > 10 else ""
         super().__init__(
             f"{len(pending)} run(s) not done after {timeout:g} s: {shown}{more}",
-            hint="wait longer, or inspect them with `motoko runs show ID`",
+            # unserved: "3 runs waiting, no launcher alive: `motoko launcher start`"
+            hint=unserved or "wait longer, or inspect them with `motoko runs show ID`",
         )
 
 
@@ -235,9 +236,10 @@ class RunsFailed(MotokoError, RuntimeError):
                 text += f": {last[:200]}"
             parts.append(text)
         more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        first = f"{failures[0][0]}.{failures[0][1]}" if failures else "ID"
         super().__init__(
-            f"{len(failures)} run(s) failed: " + "; ".join(parts) + more,
-            hint="see the run's stderr with `motoko runs tail ID --file stderr`",
+            f"{len(failures)} run{'' if len(failures) == 1 else 's'} failed: " + "; ".join(parts) + more,
+            hint=f"see the run's stderr with `motoko runs tail {first} --file stderr`",
         )
 
 
@@ -465,3 +467,19 @@ class FieldTypeChanged(SchemaError):
             hint=f"keep `{field}: {stored}` in bd.yaml, or start a fresh study: rename `study:` in bd.yaml, "
             "or drop the study's runs with `motoko create --yes`",
         )
+
+
+class UnknownAttributeError(MotokoError, AttributeError):
+    """An attribute of the workflow or a job that does not exist (``workflow.slo``).
+
+    Also an ``AttributeError``, so ``hasattr`` and ``getattr(obj, name, default)``
+    keep working; a MotokoError, so ``motoko run`` reports it from workflow
+    code as one line naming the file and line, with a did-you-mean.
+
+    Attributes:
+        name: The unknown attribute.
+    """
+
+    def __init__(self, message: str, name: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.name = name  # after: AttributeError's __init__ resets it

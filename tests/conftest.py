@@ -19,6 +19,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running(tmp_path_factory: pytest.TempPathFactory):
+    """At the end of the session (also after Ctrl-C): stop its ZEO servers, and SLURM if it started it."""
+    import leftovers
+
+    slurm_before = leftovers.slurm_running()
+    yield
+    leftovers.stop_servers(tmp_path_factory.getbasetemp())
+    if not slurm_before and leftovers.slurm_running() and not os.environ.get("MOTOKO_KEEP_SLURM"):
+        leftovers.stop_slurm()
+
+
 def write_study(root: Path, name: str, job: str, doit: str, *, extra: str = "", launch: str | None = None) -> Path:
     """Create studies/<name> with a bd.yaml, a launch.sh and a doIt.py."""
     folder = root / "studies" / name

@@ -115,7 +115,7 @@ def test_result_times_out_naming_the_unfinished_runs(wf):
     assert isinstance(info.value, TimeoutError)
     assert str(info.value) == (
         "2 run(s) not done after 0.2 s: calc.1 (CREATED), calc.2 (CREATED) "
-        "(wait longer, or inspect them with `motoko runs show ID`)"
+        "(2 runs waiting, no launcher alive: `motoko launcher start`)"
     )
     assert not rl.done() and rl.partial().ids == [] and len(rl.partial()) == 0
     assert rl.status() == {CREATED: 2}
@@ -309,7 +309,7 @@ def test_cancel_created_runs_at_once_and_is_idempotent(wf):
     assert rl.done() and rl.failed() == []
     with pytest.raises(RunsFailed) as failed:
         rl.result(timeout=5)
-    assert str(failed.value).startswith("2 run(s) failed: calc.1 CANCELLED: cancelled before it started")
+    assert str(failed.value).startswith("2 runs failed: calc.1 CANCELLED: cancelled before it started")
 
 
 def test_cancelling_finished_runs_changes_nothing(wf, launcher):

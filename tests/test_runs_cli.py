@@ -233,14 +233,14 @@ def test_runs_wait_shows_progress_and_reports_failures_and_timeouts(wfdir, capsy
             assert "calc: 100%|" in err and "2/2 finished (100%)" in err
             code, out, err = run_cli(capsys, "-C", str(wfdir), "runs", "wait", "--no-progress", "x > 2.5")
             assert (code, out) == (1, "")
-            assert err.startswith("motoko: error: 1 run(s) failed: calc.3 FAILED (exit code 1): ValueError: x was 3.0")
+            assert err.startswith("motoko: error: 1 run failed: calc.3 FAILED (exit code 1): ValueError: x was 3.0")
         finally:
             embedded.stop()
         workflow.post.createTask(x=1.0)
         code, out, err = run_cli(capsys, "-C", str(wfdir), "runs", "wait", "--no-progress", "--timeout", "0.2", "--study", "post")
         assert (code, out) == (1, "")
         assert err == ("motoko: error: 1 run(s) not done after 0.2 s: post.1 (CREATED) "
-                       "(wait longer, or inspect them with `motoko runs show ID`)\n")
+                       "(1 run waiting, no launcher alive: `motoko launcher start`)\n")
         assert run_cli(capsys, "-C", str(wfdir), "runs", "wait", "x > 100") == (0, "no run matches\n", "")
 
 

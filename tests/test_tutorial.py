@@ -55,7 +55,7 @@ def serve_and_check(line: str, cwd: Path, env: dict[str, str]) -> None:
     try:
         assert process.stderr is not None
         first = process.stderr.readline()
-        match = re.search(r"serving (http://\S+)", first)
+        match = re.search(r"serving (http://\S+/)\?token=\S+ \(Ctrl-C to stop\)", first)
         assert match, first + process.stderr.read()
         url = match.group(1)
         with urllib.request.urlopen(url, timeout=10) as page:

@@ -90,6 +90,8 @@ def test_dashboard_follows_a_running_workflow(browser, gated: tuple[Path, Path])
     try:
         assert ui.stderr is not None
         first = ui.stderr.readline()
+        if first.startswith("motoko: started the database server"):
+            first = ui.stderr.readline()
         match = re.search(r"serving (http://127\.0\.0\.1:\d+/)", first)
         assert match, first
         page = browser.new_page(viewport={"width": 1440, "height": 1000})  # type: ignore[attr-defined]

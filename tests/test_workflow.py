@@ -281,7 +281,7 @@ def test_a_failing_run_fails_the_await_naming_it_its_exit_code_and_stderr(wf, la
     assert [(s, i, st, code) for s, i, st, code, _ in failures][:1] == [("calc", failures[0][1], "FAILED", 1)]
     message = str(raised.value)
     assert f"calc.{failures[0][1]} FAILED (exit code 1): ValueError: x was " in message
-    assert message.endswith("(see the run's stderr with `motoko runs tail ID --file stderr`)")
+    assert message.endswith(f"(see the run's stderr with `motoko runs tail calc.{failures[0][1]} --file stderr`)")
     assert isinstance(raised.value, RuntimeError) and raised.value.exit_code == 1
 
     with pytest.raises(RunsFailed) as exited:
@@ -304,7 +304,7 @@ def test_a_cancelled_run_fails_the_await(wf):
     with pytest.raises(RunsFailed) as raised:
         asyncio.run(flow())
     assert raised.value.failures == [("calc", 2, CANCELLED, None, "cancelled before it started")]
-    assert str(raised.value).startswith("1 run(s) failed: calc.2 CANCELLED: cancelled before it started")
+    assert str(raised.value).startswith("1 run failed: calc.2 CANCELLED: cancelled before it started")
 
 
 def test_a_lost_run_fails_the_await(wf, wfdir):
@@ -342,7 +342,7 @@ def test_wait_timeout_is_a_timeout_error_naming_pending_runs(wf):
     assert info.value.pending == [("calc", 1, CREATED), ("calc", 2, CREATED)]
     assert str(info.value) == (
         "2 run(s) not done after 0.2 s: calc.1 (CREATED), calc.2 (CREATED) "
-        "(wait longer, or inspect them with `motoko runs show ID`)"
+        "(2 runs waiting, no launcher alive: `motoko launcher start`)"
     )
     with pytest.raises(TimeoutError) as selection:
         asyncio.run(wf.calc.select("state = FINISHED").wait(timeout=0.2))

@@ -137,11 +137,23 @@ def select(ctx: click.Context, constraints: tuple[str, ...], study: str | None, 
             known |= known_here
         if not outputs and errors:
             raise errors[0]
+        _warn_state_typos(workflow, [name for name, _, _ in outputs], list(constraints))
         if field_list:
             _check_fields(workflow, studies, field_list, known, any(rows for _, _, rows in outputs))
         _print_selection(outputs, fmt)
     finally:
         workflow.close()
+
+
+def _warn_state_typos(workflow: Any, studies: list[str], constraints: list[str]) -> None:
+    """Warn (stderr) about a state no run is in that looks like a misspelt known one."""
+    if not constraints:
+        return
+    from motoko.study.state_names import state_typos
+
+    found = state_typos((workflow.db_for(name).study(name) for name in studies), constraints)
+    for typo in found:
+        click.echo(f"motoko: warning: {typo}", err=True)
 
 
 def _print_selection(outputs: list[tuple[str, list[str], list[list[Any]]]], fmt: str) -> None:
@@ -246,7 +258,7 @@ def server_start(
     if listen or tls or ctx.get_parameter_source("insecure") == click.core.ParameterSource.COMMANDLINE:
         configure_server(config.directory, listen, tls, client, insecure)
     try:
-        address = ensure_server(config.directory)
+        address = ensure_server(config.directory, auto=False)  # started on purpose: runs until stopped
     except Exception:
         record_settings(config.directory, previous)  # a --listen that cannot start is not the address
         raise

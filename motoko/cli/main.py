@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -46,7 +47,46 @@ def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
     one_line_logs(debug)
+    if not debug:
+        # Dask configures its own loggers at INFO when imported (here and in
+        # its worker processes): a dozen lines per cluster start and stop
+        # drowned `motoko run`'s output. Its warnings and errors still show.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     ctx.obj = Context(debug, directory)
+
+
+class _Stderr(logging.Handler):
+    """Writes to the stderr of the moment (tests swap it), as the CLI's own lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+@contextlib.contextmanager
+def _announcing() -> Iterator[None]:
+    """Print what the library says to the user as the CLI's own ``motoko: ...`` lines.
+
+    "started the database server ..." (when the command starts one) and
+    "3 runs waiting, no launcher alive ..." (a wait with no launcher) are
+    log records of their modules; the CLI shows them without a timestamp.
+    """
+    from motoko.flow.launcher_watch import log as launcher_watch
+    from motoko.study.server import announce
+
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("motoko: %(message)s"))
+    saved = [(logger, logger.level, logger.propagate) for logger in (announce, launcher_watch)]
+    for logger, _, _ in saved:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        yield
+    finally:  # called in-process (tests), the CLI's handler must not outlive the command
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
 
 
 def _register() -> None:
@@ -80,7 +120,8 @@ def main(argv: list[str] | None = None) -> Any:
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
-        result = cli.main(args=argv, prog_name="motoko", standalone_mode=False)
+        with _announcing():
+            result = cli.main(args=argv, prog_name="motoko", standalone_mode=False)
         # ctx.exit(code) comes back as the return value without standalone mode.
         if isinstance(result, int) and not isinstance(result, bool) and result:
             sys.exit(result)

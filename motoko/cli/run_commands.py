@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,8 @@ from typing import Any
 import click
 import yaml
 
-from motoko.cli import rerun_commands
+from motoko.cli import progress, rerun_commands
 from motoko.cli.db_commands import open_workflow
-from motoko.cli.format import colour_state
 from motoko.errors import ParameterError
 from motoko.study.states import CANCELLED, TERMINAL
 from motoko.yamldoc import load_bounded
@@ -42,33 +42,6 @@ class KeyValue(click.ParamType):
         return name.strip(), parsed
 
 
-def _status_line(workflow: Any) -> str:
-    parts = []
-    for name in workflow.task_managers:
-        scoped = workflow[name].select().runs()
-        counts: dict[str, int] = {}
-        for run in scoped:
-            counts[run.state] = counts.get(run.state, 0) + 1
-        if counts:
-            parts.append(f"{name}: " + " ".join(colour_state(f"{n} {s}", s) for s, n in sorted(counts.items())))
-    return " | ".join(parts)
-
-
-async def _monitor(workflow: Any) -> None:
-    """Redraw a one-line status (per study, counts by state) on every change."""
-    if not sys.stderr.isatty():
-        return
-    waiter = workflow.change_waiter()
-    try:
-        while True:
-            line = _status_line(workflow)
-            click.echo("\r\033[K" + line, nl=False, err=True)
-            await waiter.wait(1.0)
-    finally:
-        click.echo("\r\033[K", nl=False, err=True)
-        waiter.close()
-
-
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED)
@@ -79,6 +52,8 @@ async def _monitor(workflow: Any) -> None:
 @click.option("--max-parallel", "-j", type=click.IntRange(min=1), help="Runs executing at once.")
 @click.option("--no-launcher", is_flag=True, help="Do not start a launcher (one runs elsewhere).")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background (see `motoko run status|stop|logs`).")
+@click.option("--progress-every", type=click.FloatRange(min=0.1), metavar="SECONDS",
+              help="When stderr is not a terminal: a progress line every SECONDS (default 30, or $MOTOKO_PROGRESS_EVERY).")
 @click.option("--follow", "-f", is_flag=True, hidden=True, help="With `run logs`: follow until the workflow ends.")
 @click.option("--rerun-outdated", is_flag=True, help="Run again finished runs whose study files changed, and their descendants.")
 @click.option("--keep-outdated", is_flag=True, help="Reuse finished runs whose study files changed (recorded on them).")
@@ -95,6 +70,7 @@ def run(
     max_parallel: int | None,
     no_launcher: bool,
     detach: bool,
+    progress_every: float | None,
     follow: bool,
     rerun_outdated: bool,
     keep_outdated: bool,
@@ -162,7 +138,7 @@ def run(
         entry=entry,
         launcher=not no_launcher,
         launcher_overrides=overrides,
-        monitor=_monitor,
+        monitor=functools.partial(progress.monitor, every=progress_every),
         outdated=outdated,
         ask_outdated=rerun_commands.ask_outdated if sys.stdin.isatty() else None,
     )

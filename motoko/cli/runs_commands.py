@@ -283,6 +283,7 @@ def runs_wait(ctx: click.Context, constraints: tuple[str, ...], study: str | Non
     """Wait until the runs matching CONSTRAINTS are FINISHED (exit 1 if one fails or on timeout)."""
     import time
 
+    from motoko.flow.launcher_watch import watch_for
     from motoko.flow.waiting import is_done
 
     workflow = open_workflow(ctx)
@@ -300,7 +301,9 @@ def runs_wait(ctx: click.Context, constraints: tuple[str, ...], study: str | Non
                 handle.result(timeout=left, progress=progress)
             except WaitTimeout as exc:  # name the whole timeout and every study's unfinished runs
                 later = [(h.study, r.id, r.state) for h in handles[index + 1:] for r in h.runs() if not is_done(r)]
-                raise WaitTimeout(timeout or 0.0, exc.pending + later) from None
+                pending = exc.pending + later
+                found = watch_for(workflow).check(pending)
+                raise WaitTimeout(timeout or 0.0, pending, str(found) if found else None) from None
         click.echo(f"{total} run(s) finished")
     finally:
         workflow.close()

@@ -91,8 +91,11 @@ def status(
             if fmt == "json":
                 click.echo(json.dumps(to_json(snapshot), indent=None if watch else 1))
             elif watch and tty:
-                # Home the cursor and clear: a redraw in place, without flicker of scrolling.
-                click.echo("\033[H\033[2J" + render_text(snapshot, title="motoko status --watch"))
+                # Home the cursor and overwrite line by line, clearing each line's
+                # rest and what is below the end: the screen is never blank, so a
+                # redraw does not flicker (clearing the whole screen first did).
+                lines = render_text(snapshot, title="motoko status --watch").splitlines()
+                click.echo("\033[H" + "".join(f"{line}\033[K\n" for line in lines) + "\033[J", nl=False)
             else:
                 click.echo(render_text(snapshot) + ("\n" if watch else ""))
             updates += 1
@@ -240,7 +243,9 @@ def ui(ctx: click.Context, host: str, port: int, open_browser: bool, exit_after:
 
     The page updates as the database changes. It listens on 127.0.0.1
     only, unless --host says otherwise: the dashboard has no login, so anyone
-    who reaches the port reads your studies.
+    who reaches the port reads your studies. Cancelling and retrying runs
+    from the page needs the token in the printed address (?token=...), and
+    is accepted from this machine only.
     """
     from motoko.study.server import is_loopback
     from motoko.views.web import Dashboard
@@ -253,11 +258,12 @@ def ui(ctx: click.Context, host: str, port: int, open_browser: bool, exit_after:
             raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror} (try another --port, or 0)") from None
         if not is_loopback(host):
             click.echo(f"motoko ui: warning: listening on {host}: anyone who reaches it reads your studies", err=True)
-        click.echo(f"motoko ui: serving {dashboard.url} (Ctrl-C to stop)", err=True)
+        # The Jupyter way: the token is in the address; whoever opens it may act.
+        click.echo(f"motoko ui: serving {dashboard.token_url} (Ctrl-C to stop)", err=True)
         if open_browser:
             import webbrowser
 
-            webbrowser.open(dashboard.url)
+            webbrowser.open(dashboard.token_url)
         try:
             dashboard.serve_forever(exit_after)
         except KeyboardInterrupt:

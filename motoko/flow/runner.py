@@ -29,15 +29,17 @@ from types import ModuleType
 from typing import Any
 
 from motoko.config import find_config
-from motoko.errors import MotokoError, UnknownNameError, WorkflowError
+from motoko.errors import MotokoError, RunsFailed, UnknownNameError, WorkflowError
 from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
+from motoko.flow.launcher_watch import watch_for
 from motoko.flow.outdated import OutdatedReport, settle_outdated
 from motoko.flow.rerun import settle_pending
+from motoko.flow.step_record import record_done
 from motoko.flow.workflow import Workflow
 from motoko.study.blocking import blocking, motoko_loop
 from motoko.study.query import Where
-from motoko.study.states import ACTIVE, CREATED
+from motoko.study.states import ACTIVE, CREATED, FAILED, LOST
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,24 @@ def load_module(path: Path, name: str | None = None) -> ModuleType:
             hint="run it with --debug for the traceback",
         ) from exc
     return module
+
+
+def in_workflow_code(exc: MotokoError, path: Path) -> MotokoError:
+    """``exc`` with the place in the workflow file it came from, when it names none.
+
+    A user error raised while a step or orchestrator runs (``workflow.slo``,
+    a bad constraint, a wrong parameter) is reported as one line; the line of
+    the workflow file that made the call is what the user has to fix. Failed
+    work (exit code 1: runs that failed, a timeout) is left as it is.
+    """
+    if exc.exit_code != 2 or (exc.where is not None and not exc.where.startswith("constraint ")):
+        return exc
+    line = _line_in(exc, path)
+    if line is not None:
+        # A constraint's column is kept: "FILE:LINE, constraint 'x >', column 4".
+        exc.where = f"{path}:{line}" + (f", {exc.where}" if exc.where else "")
+        exc.args = (str(exc),)
+    return exc
 
 
 def _line_in(exc: BaseException, path: Path) -> int | None:
@@ -318,6 +338,16 @@ def run_file(
         with _interruptible():
             results = asyncio.run(_main(workflow, wf_file, params, monitor))
         settle_pending(workflow)
+    except RunsFailed as failed:
+        # The first failure ends the wait; the embedded launcher lets the
+        # other runs end first, so the summary counts every failed run.
+        if embedded is not None:
+            embedded.stop()
+            embedded = None
+        raise all_failures(workflow, failed) from None
+    except MotokoError as exc:
+        in_workflow_code(exc, wf_file.path)
+        raise
     except KeyboardInterrupt:
         cancelled = cancel_unfinished(workflow)
         log.warning("interrupted: cancelled %d unfinished run(s) of %s", cancelled, name)
@@ -360,7 +390,9 @@ def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, An
     if daemon_status(workflow.config) and not overrides:
         return None
     databases = {str(db.address): db for db in workflow.databases}
-    return EmbeddedLauncher(workflow.config, databases=databases, **overrides).start()
+    embedded = EmbeddedLauncher(workflow.config, databases=databases, **overrides).start()
+    watch_for(workflow).embedded = embedded  # it serves the runs even before its executor is up
+    return embedded
 
 
 async def _main(
@@ -370,7 +402,13 @@ async def _main(
     try:
         if wf_file.steps:
             graph = build_graph(wf_file.steps, str(wf_file.path))
-            return await run_steps(graph, workflow, params)
+            run_name = workflow.run_name or ""
+
+            def on_step(name: str, what: str) -> None:
+                if what == "done":  # a step without runs then shows as done, not PENDING
+                    record_done(workflow.directory, run_name, name)
+
+            return await run_steps(graph, workflow, params, on_step)
         assert wf_file.main is not None
         await run_orchestrator_async(workflow, wf_file.main, params)
         return {}
@@ -404,3 +442,21 @@ def cancel_unfinished(workflow: Workflow) -> int:
         with contextlib.suppress(MotokoError):
             count += db.transact(change, what="cancel unfinished runs")
     return count
+
+
+def all_failures(workflow: Workflow, failed: RunsFailed) -> RunsFailed:
+    """``failed`` completed with the other runs of the run name that failed meanwhile.
+
+    A wait stops at the first failure it sees; by the time the workflow has
+    ended, runs started next to it may have failed too. The summary names
+    them all (those of the studies ``failed`` names, in id order).
+    """
+    found = {(study, rid): (study, rid, state, code, err) for study, rid, state, code, err in failed.failures}
+    for study in dict.fromkeys(f[0] for f in failed.failures):
+        with contextlib.suppress(MotokoError, KeyError):
+            workflow.refresh()
+            name = (workflow.run_name or "").replace("\\", "\\\\").replace("'", "\\'")
+            constraints = [f"run_name = '{name}'", f"state in ('{FAILED}', '{LOST}')"]
+            for run in workflow.db_for(study).select(study, constraints):
+                found.setdefault((study, run.id), (study, run.id, run.state, run.exit_code, run.error))
+    return RunsFailed(sorted(found.values(), key=lambda f: (f[0], f[1])))

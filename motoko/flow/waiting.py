@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ZEO.Exceptions import ClientDisconnected
 
 from motoko.errors import EventLoopError, HandleError, ServerError, WaitTimeout  # noqa: F401 (defined there, importable from here)
+from motoko.flow.launcher_watch import HINT_AFTER, watch_for
 from motoko.study.blocking import blocking, refuse_in_loop, run_blocking  # noqa: F401 (the one mechanism; importable from here)
 from motoko.study.records import Job, Run
 from motoko.study.states import (
@@ -64,6 +65,8 @@ async def wait_until(
     deadline = None if timeout is None else loop.time() + timeout
     poll = workflow.config.poll
     delay = poll.initial
+    watch = watch_for(workflow)
+    hint_at: float | None = loop.time() + HINT_AFTER if pending is not None else None
     waiter = workflow.change_waiter()
     lost_since: float | None = None
     try:
@@ -86,11 +89,18 @@ async def wait_until(
             lost_since = None
             if done:
                 return value
+            if hint_at is not None and pending is not None and loop.time() >= hint_at:
+                hint_at = None  # once per wait: "3 runs waiting, no launcher alive"
+                watch.warn(pending())
             budget = delay
+            if hint_at is not None:
+                budget = min(budget, max(0.01, hint_at - loop.time()))
             if deadline is not None:
                 budget = min(budget, deadline - loop.time())
                 if budget <= 0:
-                    error = WaitTimeout(timeout or 0.0, pending() if pending else [])
+                    left = pending() if pending else []
+                    unserved = watch.check(left) if left else None
+                    error = WaitTimeout(timeout or 0.0, left, str(unserved) if unserved else None)
                     if not error.pending:
                         # A selection has no pending runs to name; the
                         # message read "0 run(s) not done after 0.2 s: ".
@@ -302,7 +312,7 @@ class AsCompleted(Iterator[Pair], AsyncIterator[Pair]):
         try:
             return await wait_until(self._workflow, self._check, timeout=remaining, pending=self._pending)
         except WaitTimeout as error:
-            raise WaitTimeout(self._timeout or 0.0, error.pending) from None
+            raise WaitTimeout(self._timeout or 0.0, error.pending, error.hint) from None
 
     def _check(self) -> tuple[bool, list[int]]:
         runs = self._fetch()

@@ -22,7 +22,7 @@ from typing import Any
 from BTrees.OOBTree import OOBTree
 
 from motoko.config import WorkflowConfig, database_address, load_config
-from motoko.errors import AddressError, UnknownNameError
+from motoko.errors import AddressError, UnknownAttributeError, UnknownNameError
 from motoko.flow.events import EventsMixin
 from motoko.flow.task_manager import TaskManager
 from motoko.study.database import StudyDB
@@ -56,7 +56,7 @@ class WorkflowVars:
         tree = self._tree()
         if name in tree:
             return tree[name]
-        raise AttributeError(f"workflow.vars has no {name!r} (set it first: workflow.vars.{name} = ...)")
+        raise UnknownAttributeError(f"workflow.vars has no {name!r}", name, hint=f"set it first: workflow.vars.{name} = ...")
 
     def __setattr__(self, name: str, value: Any) -> None:
         db = self._workflow.main_db
@@ -138,9 +138,10 @@ class Workflow(EventsMixin):
             return managers[name]  # type: ignore[no-any-return]
         if config is not None and name in config.aliases:
             return managers[config.aliases[name]]  # type: ignore[no-any-return]
-        raise AttributeError(
-            f"workflow has no study or attribute {name!r}"
-            + (f" ({UnknownNameError('study', name, [*managers, *config.aliases]).hint})" if config else "")
+        raise UnknownAttributeError(
+            f"workflow has no study or attribute {name!r}",
+            name,
+            hint=UnknownNameError("study", name, [*managers, *config.aliases]).hint if config else None,
         )
 
     def __getitem__(self, name: str) -> TaskManager:
@@ -157,7 +158,7 @@ class Workflow(EventsMixin):
             from motoko.study.server import default_address
 
             return default_address(self.directory)
-        return ensure_server(self.directory)
+        return ensure_server(self.directory, idle_stop=self.config.server_idle_stop)
 
     def db_for(self, study: str) -> StudyDB:
         """The connection (opened on first use) to the database holding ``study``."""

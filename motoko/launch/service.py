@@ -123,7 +123,7 @@ def build_launcher(
     """
     chosen = study or group
     first = config.resolve(chosen) if chosen else next(iter(config.studies))
-    address = database_address(config, first) or ensure_server(config.directory)
+    address = database_address(config, first) or ensure_server(config.directory, idle_stop=config.server_idle_stop)
     studies = served_studies(config, study, address)
     shared = (databases or {}).get(str(address))
     db = shared.sibling() if shared is not None else StudyDB(address)
@@ -208,6 +208,11 @@ class EmbeddedLauncher:
             loop.close()
             for launcher in self.launchers:
                 launcher.db.close()
+
+    @property
+    def alive(self) -> bool:
+        """True while the launchers' thread runs (also while its executor starts up)."""
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming, let running runs end (up to ``timeout``), join."""

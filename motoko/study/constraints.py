@@ -276,6 +276,10 @@ class Query:
         """Return every field the constraint refers to."""
         return {leaf.field for leaf in _leaves(self.root)}
 
+    def comparisons(self) -> list[Compare]:
+        """Return every comparison of the constraint, in the order written."""
+        return list(_leaves(self.root))
+
     def __str__(self) -> str:
         return describe(self.root)
 

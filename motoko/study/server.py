@@ -37,6 +37,14 @@ from motoko.study import certificates
 from motoko.study.tls import TLSFiles, from_env, probe, server_block
 
 log = logging.getLogger(__name__)
+#: Says "started the database server ..." when a command starts one (the CLI
+#: prints this logger's INFO records as ``motoko: ...`` lines on stderr).
+announce = logging.getLogger(__name__ + ".started")
+
+#: Seconds without a client after which an auto-started server stops itself.
+DEFAULT_IDLE_STOP = 1800.0
+#: Overrides the idle period (seconds; 0: never) for servers started from now on.
+IDLE_STOP_ENV = "MOTOKO_SERVER_IDLE_STOP"
 
 STATE_DIR = ".motoko"
 _TCP = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d+)$")
@@ -362,11 +370,39 @@ def server_status(workflow_dir: Path) -> ServerStatus:
     return ServerStatus(address, running, pid if running else None, data, data.stat().st_size if data.exists() else 0)
 
 
-def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
+def idle_stop_of(configured: float | None) -> float:
+    """The idle period of an auto-started server: motoko.yaml's, else the environment's, else 30 min.
+
+    Raises:
+        ConfigError: when ``MOTOKO_SERVER_IDLE_STOP`` is not a number of seconds.
+    """
+    if configured is not None:
+        return configured
+    raw = os.environ.get(IDLE_STOP_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_IDLE_STOP
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{IDLE_STOP_ENV}={raw!r} is not a number of seconds", hint="e.g. 1800, or 0 for never")
+    return value
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def ensure_server(workflow_dir: Path, *, timeout: float = 15.0, idle_stop: float | None = None, auto: bool = True) -> Address:
     """Start the workflow's own server unless it is running; return its address.
 
     Idempotent: calling it while the server runs only returns the address.
     Safe to call from several processes at once (a file lock serialises them).
+    A server started here on the way (``auto``) stops itself after
+    ``idle_stop`` seconds without a client (see :func:`idle_stop_of`), and is
+    announced on the :data:`announce` logger; ``motoko server start``
+    (``auto=False``) starts one that runs until stopped.
 
     Raises:
         ServerError: when the server does not come up within ``timeout``,
@@ -383,8 +419,15 @@ def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
         _clean_stale(directory, address)
         settings = read_settings(workflow_dir)
         ssl_block = server_block(TLSFiles(**settings["tls"])) if settings.get("tls") else ""
-        server = _spawn(directory, address, ssl_block)
+        idle = idle_stop_of(idle_stop) if auto else 0.0
+        server = _spawn(directory, address, ssl_block, idle)
         _wait_up(directory, address, timeout, server)
+    if auto:
+        stops = f"it stops by itself after {_duration(idle)} without a client; " if idle else ""
+        announce.info(
+            "started the database server %s (pid %s); %sstop it now with `motoko -C %s server stop`",
+            address, _read_pid(directory / "zeo.pid"), stops, workflow_dir,
+        )
     return address
 
 
@@ -392,16 +435,17 @@ def is_our_server(pid: int, directory: Path) -> bool:
     """Whether ``pid`` is the ZEO server started with this directory's ``zeo.conf``.
 
     A pid file outlives its server and the kernel reuses pids, so a pid alone
-    proves nothing: only a process whose command line is ``ZEO.runzeo -C
-    <this directory>/zeo.conf`` is ever signalled. Without ``/proc`` nothing
-    can be proven and nothing is signalled.
+    proves nothing: only a process whose command line runs the server
+    (``motoko.study.zeo_main``, or ``ZEO.runzeo`` of older versions) with
+    ``-C <this directory>/zeo.conf`` is ever signalled. Without ``/proc``
+    nothing can be proven and nothing is signalled.
     """
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     conf = os.fsencode(Path(directory).resolve() / "zeo.conf")
-    return b"ZEO.runzeo" in argv and conf in argv
+    return (b"motoko.study.zeo_main" in argv or b"ZEO.runzeo" in argv) and conf in argv
 
 
 def _clean_stale(directory: Path, address: Address) -> None:
@@ -424,7 +468,7 @@ def _clean_stale(directory: Path, address: Address) -> None:
                 stale.unlink()
 
 
-def _spawn(directory: Path, address: Address, ssl_block: str = "") -> subprocess.Popen[bytes]:
+def _spawn(directory: Path, address: Address, ssl_block: str = "", idle_stop: float = 0.0) -> subprocess.Popen[bytes]:
     listen = address.path if address.path else f"{address.host}:{address.port}"
     conf = directory / "zeo.conf"
     conf.write_text(_config(directory, str(listen), ssl_block))
@@ -436,7 +480,7 @@ def _spawn(directory: Path, address: Address, ssl_block: str = "") -> subprocess
     old_umask = os.umask(0o077)  # data.fs, its index and the socket: owner only
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "ZEO.runzeo", "-C", str(conf)],
+            [sys.executable, "-m", "motoko.study.zeo_main", "--idle-stop", f"{idle_stop:g}", "-C", str(conf)],
             cwd=directory,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -27,6 +27,7 @@ from motoko.errors import (
     GraphRenderError,  # noqa: F401 (defined there, importable from here)
     MotokoError,
 )
+from motoko.flow.step_record import steps_done
 from motoko.study.states import ACTIVE, CREATED, FINISHED, STATES
 
 #: Fill colours (light) and border colours (dark) per state, shared by DOT,
@@ -170,7 +171,8 @@ def step_states(workflow: Any, graph: nx.DiGraph, run_name: str | None) -> nx.Di
 
     A step's runs are those of ``run_name`` whose ``event_name`` is the step.
     Each node gets ``counts`` (state → number), ``state`` (see
-    :func:`summarise`) and ``label``. Returns the graph.
+    :func:`summarise`) and ``label``. A step without runs that ``motoko run``
+    recorded as completed is FINISHED, labelled ``(no runs)``. Returns the graph.
     """
     counts: dict[str, dict[str, int]] = {name: {} for name in graph}
     for name in workflow.task_managers:
@@ -182,11 +184,15 @@ def step_states(workflow: Any, graph: nx.DiGraph, run_name: str | None) -> nx.Di
             if run.event_name in counts:
                 step_counts = counts[run.event_name]
                 step_counts[run.state] = step_counts.get(run.state, 0) + 1
+    done = steps_done(workflow.directory, run_name)
     for name, data in graph.nodes(data=True):
         data["counts"] = counts[name]
         data["state"] = summarise(counts[name])
         total = sum(counts[name].values())
-        data["label"] = f"{name} ({total} runs)" if total else name
+        data["label"] = f"{name} ({total} run{'' if total == 1 else 's'})" if total else name
+        if not total and name in done:  # it returned without creating a run
+            data["state"] = FINISHED
+            data["label"] = f"{name} (no runs)"
     return graph
 
 

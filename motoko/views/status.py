@@ -19,6 +19,7 @@ import click
 from motoko.study.liveness import silence_note
 from motoko.study.records import Run, now
 from motoko.study.states import ACTIVE, CREATED, STATES
+from motoko.study.unserved import unserved
 
 if TYPE_CHECKING:
     from motoko.flow.outdated import OutdatedReport
@@ -104,6 +105,8 @@ class Status:
     #: and runs whose launcher went silent.
     notes: list[str] = field(default_factory=list)
     outdated: list[OutdatedReport] = field(default_factory=list)
+    #: "3 runs waiting, no launcher alive: `motoko launcher start`", or None.
+    unserved: str | None = None
 
     @property
     def states(self) -> list[str]:
@@ -144,9 +147,11 @@ def collect_status(
     failed: list[RunLine] = []
     notes: list[str] = []
     stamp = now()
+    pairs = []
     for name in names:
         db = workflow.db_for(name)
         study = db.study(name)
+        pairs.append((db, name))
         rows.append(StudyStatus(name, study.counts(), str(db.address)))
         launchers = db.launchers()
         lost_after = workflow.task_managers[name].schema.lost_after or workflow.config.lost_after
@@ -170,9 +175,10 @@ def collect_status(
 
     run_names = sorted(set(current_run_names(workflow.directory).values()))
     reports = [r for r in (find_outdated(workflow, name) for name in run_names) if r or r.kept]
+    waiting = unserved(pairs, within=workflow.config.lost_after)
     return Status(
         rows, active[:running], failed[:failures], more_running=max(0, len(active) - running),
-        notes=sorted(set(notes)), outdated=reports,
+        notes=sorted(set(notes)), outdated=reports, unserved=str(waiting) if waiting else None,
     )
 
 
@@ -257,6 +263,8 @@ def render_text(status: Status, *, title: str | None = None) -> str:
     if not status.studies:
         return "\n".join([*lines, "no study"])
     lines += _counts_table(status)
+    if status.unserved:
+        lines += ["", click.style(status.unserved, fg="yellow", bold=True)]
     if status.running:
         extra = f" (+{status.more_running} more)" if status.more_running else ""
         lines += ["", click.style(f"running{extra}", bold=True)]
@@ -328,6 +336,7 @@ def to_json(status: Status) -> dict[str, Any]:
             for r in status.outdated
         ],
         "done": status.done,
+        "unserved": status.unserved,
     }
 
 

@@ -20,10 +20,12 @@ alive. The page re-reads what it shows on each ``change``.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import ipaddress
 import json
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from motoko.errors import MotokoError
 from motoko.study.values import jsonable
-from motoko.views.web import api
+from motoko.views.web import actions, api
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +50,30 @@ KEEPALIVE = 10.0
 SETTLE = 0.1
 #: Most readers (Workflows with their own connections) serving requests at once.
 MAX_READERS = 4
+#: The header an action carries the dashboard's token in.
+TOKEN_HEADER = "X-Motoko-Token"
+#: Bytes of an action's JSON body accepted.
+MAX_BODY = 64 * 1024
+#: POST path → the action it runs (see :mod:`motoko.views.web.actions`).
+ACTIONS = {"/api/cancel": actions.cancel_runs, "/api/retry": actions.retry_runs}
 
 
 class Dashboard:
     """A running dashboard over one Workflow.
 
     Args:
-        workflow: An open Workflow; the dashboard reads it, never writes.
+        workflow: An open Workflow; the dashboard reads it, and changes it
+            only for an action (cancel, retry) that carries the token.
         host: Address to listen on (loopback by default: the data is yours).
         port: TCP port; 0 picks a free one (see :attr:`url`).
+        token: The secret an action (cancel, retry) must carry; a random one
+            by default. Reading needs none; see :attr:`token_url`.
     """
 
-    def __init__(self, workflow: Any, host: str = "127.0.0.1", port: int = 8765):
+    def __init__(self, workflow: Any, host: str = "127.0.0.1", port: int = 8765, token: str | None = None):
         self.workflow = workflow
         self.host = host
+        self.token = token or secrets.token_urlsafe(24)
         self.lock = threading.Lock()
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._idle.put(workflow)
@@ -83,6 +95,11 @@ class Dashboard:
         host = host.decode() if isinstance(host, bytes) else str(host)
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
+
+    @property
+    def token_url(self) -> str:
+        """The page's address with its token (``...?token=...``): the page then may act."""
+        return f"{self.url}?token={self.token}"
 
     def _notify(self, oids: frozenset[bytes] | None) -> None:
         # ZEO's I/O thread: bump the version and wake the event streams.
@@ -216,6 +233,61 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # the page shows it; the server keeps serving
             log.exception("dashboard request %s failed", self.path)
             self._json({"error": f"{type(exc).__name__}: {exc}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    # -- actions (POST, token and loopback only) -----------------------------------------
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        path = urlsplit(self.path).path
+        try:
+            body = self._body()
+            refusal = self._refusal()
+            if refusal is not None:
+                self._json({"error": refusal}, HTTPStatus.FORBIDDEN)
+                return
+            act = ACTIONS.get(path)
+            if act is None:
+                self._json({"error": f"no action {path}"}, HTTPStatus.NOT_FOUND)
+                return
+            ids, constraints = body.get("ids"), str(body.get("q") or "")
+            result = self.dashboard.read(act, str(body.get("study") or ""), ids, constraints)
+            log.info("dashboard action %s on %s: %s", path, body.get("study"), result["message"])
+            self._json(result)
+        except MotokoError as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:
+            log.exception("dashboard action %s failed", self.path)
+            self._json({"error": f"{type(exc).__name__}: {exc}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise MotokoError(f"request body of {length} bytes is too large", hint=f"at most {MAX_BODY}")
+        raw = self.rfile.read(length) if length else b""
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise MotokoError("the request body is not JSON", hint='send {"study": ..., "ids": [...]}') from None
+        if not isinstance(data, dict):
+            raise MotokoError("the request body is not a JSON object", hint='send {"study": ..., "ids": [...]}')
+        return data
+
+    def _refusal(self) -> str | None:
+        """Why this request may not act, or None: it must come from this machine with the token."""
+        try:
+            loopback = ipaddress.ip_address(self.client_address[0].split("%")[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            return "actions are accepted from this machine only (the dashboard listens beyond loopback)"
+        # A header, not a cookie or a form field: another site's page cannot send it.
+        given = self.headers.get(TOKEN_HEADER) or ""
+        if not given:
+            return "this action needs the dashboard's token: open the address with ?token=... that `motoko ui` printed"
+        if not hmac.compare_digest(given.encode(), self.dashboard.token.encode()):
+            return "wrong token: open the address with ?token=... that `motoko ui` printed"
+        return None
 
     def _api(self, name: str, query: dict[str, list[str]]) -> Any:
         read = self.dashboard.read

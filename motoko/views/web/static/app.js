@@ -31,6 +31,31 @@ function ago(iso) {
   return `${Math.floor(s / 3600)}h${String(Math.floor(s % 3600 / 60)).padStart(2, "0")}m`;
 }
 
+// The token `motoko ui` printed (?token=...): kept for this tab, dropped from the
+// address bar so it is not copied around with the URL. Without it the page
+// reads but cannot act (the server refuses, the buttons say why).
+const token = (() => {
+  const params = new URLSearchParams(location.search);
+  const given = params.get("token");
+  if (given) {
+    sessionStorage.setItem("motoko-token", given);
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : "") + location.hash);
+  }
+  return given || sessionStorage.getItem("motoko-token");
+})();
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST", cache: "no-store",
+    headers: { "Content-Type": "application/json", "X-Motoko-Token": token || "" },
+    body: JSON.stringify(body),
+  });
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
 async function get(path) {
   const response = await fetch(path, { cache: "no-store" });
   const data = await response.json();
@@ -173,13 +198,21 @@ function query() {
   return parts.join(", ");
 }
 
+// Every request of the table and of the run details gets a sequence number;
+// an answer is applied only if no newer request was sent meanwhile, so a slow
+// answer to an older filter never replaces the rows of the current one.
+const sequence = { runs: 0, run: 0 };
+
 async function loadRuns() {
   if (!view.study) return;
+  const seq = ++sequence.runs;
   let data;
   try {
     data = await get(`/api/runs?study=${encodeURIComponent(view.study)}&q=${encodeURIComponent(query())}`);
+    if (seq !== sequence.runs) return;
     $("filter-error").hidden = true;
   } catch (error) {
+    if (seq !== sequence.runs) return;
     $("filter-error").textContent = error.message;
     $("filter-error").hidden = false;
     return;
@@ -247,15 +280,21 @@ async function openRun(study, id) {
 
 async function loadRun() {
   if (!view.run) return;
+  const seq = ++sequence.run;
   let run;
   try {
     run = await get(`/api/run?study=${encodeURIComponent(view.run.study)}&id=${view.run.id}`);
+    if (seq !== sequence.run) return;
   } catch (error) {
+    if (seq !== sequence.run) return;
     $("run-body").innerHTML = `<div class="filter-error">${esc(error.message)}</div>`;
     return;
   }
   $("drawer").hidden = false;
   $("run-title").innerHTML = `${esc(run.study)}.${run.id} ${pill(run.state)}`;
+  const ended = ["FINISHED", "FAILED", "CANCELLED", "LOST"].includes(run.state) || !STATES.includes(run.state);
+  $("cancel-run").hidden = ended;
+  $("retry-run").hidden = !["FAILED", "CANCELLED", "LOST"].includes(run.state);
   const f = run.fields;
   const rows = [["job", Object.entries(run.job).filter(([k]) => k !== "id").map(([k, v]) => `${k}=${fmt(v)}`).join(", ")],
     ["run name", f.run_name], ["step", f.event_name], ["machine", f.machine_name], ["progress", f.progress == null ? "" : Math.round(f.progress * 100) + "%"],
@@ -279,6 +318,38 @@ async function loadRun() {
   }
   $("run-body").innerHTML = html;
   $("run-body").querySelectorAll("a.run-link").forEach((a) => a.addEventListener("click", () => openRun(a.dataset.study, Number(a.dataset.id))));
+}
+
+// -- actions ---------------------------------------------------------------------------------
+
+function say(text, error) {
+  const box = $("action-msg");
+  box.textContent = text;
+  box.classList.toggle("error", Boolean(error));
+}
+
+// Cancel or retry: one run (the drawer's) or the table's selection.
+async function act(action, target) {
+  const what = target.ids ? `${target.study}.${target.ids[0]}` : `the ${action === "retry" ? "failed " : ""}runs of ${target.study}` +
+    (target.q ? ` matching ${target.q}` : "");
+  if (!confirm(`${action === "cancel" ? "Cancel" : "Retry"} ${what}?`)) return;
+  try {
+    const result = await post(`/api/${action}`, target);
+    say(result.message, false);
+  } catch (error) {
+    say(error.message, true);
+  }
+  refresh();
+}
+
+function setupActions() {
+  const hint = token ? "" : "open the address with ?token=... that `motoko ui` printed to act";
+  document.querySelectorAll("button.act").forEach((b) => { b.title = hint; });
+  $("cancel-selection").addEventListener("click", () => act("cancel", { study: view.study, q: query() }));
+  $("retry-failed").addEventListener("click", () => act("retry", { study: view.study, q: query() }));
+  $("cancel-run").addEventListener("click", () => act("cancel", { study: view.run.study, ids: [view.run.id] }));
+  $("retry-run").addEventListener("click", () => act("retry", { study: view.run.study, ids: [view.run.id] }));
+  if (!token) say("read-only: " + hint, false);
 }
 
 // -- refreshing ----------------------------------------------------------------------------
@@ -319,6 +390,7 @@ $("drawer-close").addEventListener("click", () => { $("drawer").hidden = true; v
   document.querySelectorAll("#runs tbody tr.selected").forEach((tr) => tr.classList.remove("selected")); });
 document.addEventListener("keydown", (event) => { if (event.key === "Escape") $("drawer-close").click(); });
 renderChips();
+setupActions();
 refresh();
 connect();
 setInterval(() => { if (view.overview) renderActivity(view.overview); }, 5000);

@@ -1,0 +1,75 @@
+"""The database server process: ZEO's ``runzeo``, ending itself once idle.
+
+``motoko`` starts a workflow's server on first use, detached, so that a fresh
+checkout needs no set-up step. Without an end, every directory tried leaves
+one behind. Started with ``--idle-stop SECONDS``, the server watches its own
+client connections (workflows, launchers, CLI commands, the dashboard) and
+closes once none has been connected for that long: ZEO then stops accepting,
+closes, removes its socket and pid file, and the process exits 0. The next
+command that needs the database starts it again.
+
+Run as ``python -m motoko.study.zeo_main [--idle-stop SECONDS] -C zeo.conf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from typing import Any
+
+from ZEO.runzeo import ZEOOptions, ZEOServer
+
+log = logging.getLogger(__name__)
+
+
+def clients(server: Any) -> int:
+    """How many clients are connected to a ZEO ``StorageServer`` now."""
+    return sum(len(connected) for connected in list(server.zeo_storages_by_storage_id.values()))
+
+
+class IdleStoppingServer(ZEOServer):  # type: ignore[misc]
+    """A ZEO server that closes after ``idle`` seconds without any client.
+
+    Args:
+        options: runzeo's options.
+        idle: Seconds without a client before closing; 0 or None: never.
+    """
+
+    def __init__(self, options: Any, idle: float | None):
+        super().__init__(options)
+        self.idle = idle or 0.0
+
+    def create_server(self) -> None:
+        super().create_server()
+        if self.idle > 0:
+            threading.Thread(target=self._watch, name="motoko-idle-stop", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Close the server once no client has been connected for ``idle`` seconds."""
+        check = max(0.05, min(self.idle / 10, 5.0))
+        quiet_since = time.monotonic()
+        while True:
+            time.sleep(check)
+            if clients(self.server):
+                quiet_since = time.monotonic()
+                continue
+            if time.monotonic() - quiet_since >= self.idle:
+                log.info("no client for %g s: stopping (idle stop)", self.idle)
+                self.server.close()  # the accept loop ends; main() removes socket and pid file
+                return
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse ``--idle-stop`` and pass the rest to runzeo."""
+    parser = argparse.ArgumentParser(prog="python -m motoko.study.zeo_main", add_help=False)
+    parser.add_argument("--idle-stop", type=float, default=0.0)
+    known, rest = parser.parse_known_args(argv)
+    options = ZEOOptions()
+    options.realize(rest)
+    IdleStoppingServer(options, known.idle_stop).main()
+
+
+if __name__ == "__main__":
+    main()
