@@ -100,15 +100,18 @@ def squeue_state(job: str) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def time_limited(slurm, tmp_path_factory):
-    """A run with ``--time=00:00:05`` (one minute to SLURM) sleeping 120 s, serving meanwhile."""
+    """A run with ``--time=00:00:05`` (one minute to SLURM) sleeping 120 s on its first attempt, serving meanwhile.
+
+    Its study retries a TIMEOUT with the time doubled; the second attempt is quick.
+    """
     root = tmp_path_factory.mktemp("timelimit") / "wf"
     root.mkdir()
     config, db = setup(
         root,
-        launch=SLEEPER % 120,
+        launch='#!/bin/bash\nif [ "$MOTOKO_ATTEMPT" = 1 ]; then exec sleep 120; fi\n',
         # the study's option comes after motoko.yaml's, so it wins
         launcher=", slurm_options: ['--time=00:10:00']",
-        extra="slurm_options: ['--time=00:00:05']\n",
+        extra="slurm_options: ['--time=00:00:05']\nretries: 1\nretry_on: []\nretry: {TIMEOUT: {time: x2, max_time: '00:00:08'}}\n",
     )
     (rid,) = create_runs(db, x=1)
     background = Background(config, once=True)
@@ -270,14 +273,19 @@ def test_errors_say_what_to_do(monkeypatch):
         SlurmExecutor(4)
 
 
-def test_time_limit_ends_the_run_failed_with_timeout(time_limited):
-    """Last in the module: SLURM needs one minute, plus up to 30 s, to enforce it."""
+def test_time_limit_fails_the_attempt_and_the_retry_gets_more_time(time_limited):
+    """Late in the module: SLURM needs one minute, plus up to 30 s, to enforce it."""
     background, db, rid = time_limited
     report = background.join(150)
-    assert report.failed == 1
+    assert report.failed == 1 and report.finished == 1
     run = run_of(db, rid)
-    assert run.state == FAILED
-    assert "TIMEOUT" in run.error and "time limit" in run.error
+    assert (run.state, run.attempt) == (FINISHED, 2)
+    first = run.history[0]
+    assert first["state"] == FAILED and first["failure"] == "TIMEOUT"
+    assert "TIMEOUT" in first["error"] and "time limit" in first["error"]
+    assert first["reason"] == "retry after FAILED (TIMEOUT)"
+    assert first["slurm_options"] == ["--time=00:00:05"]  # each attempt keeps its own options
+    assert run.slurm_options == ["--time=00:00:08"]  # doubled, then capped
 
 
 def test_a_queued_job_stays_launched_until_slurm_starts_it(slurm, workdir):

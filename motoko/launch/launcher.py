@@ -410,7 +410,7 @@ class Launcher:
                 error = outcome.describe()
                 if outcome.stderr_tail:
                     error += "\n" + outcome.stderr_tail
-                study.transition(run, FAILED, error=error)
+                study.transition(run, FAILED, error=error, failure=outcome.extra.get("failure"))
 
     def _register(self) -> None:
         record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))

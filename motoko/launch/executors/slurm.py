@@ -568,7 +568,8 @@ class SlurmExecutor(Executor):
         launch = task.launch
         cancelled = launch.key in self._cancelled
         outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
-        outcome.extra["slurm_state"] = state
+        if state in _KILLS:  # what a study's retry rules may fix (motoko.study.retry)
+            outcome.extra["failure"] = state
         why = f"{state}, {reason}" if reason and reason not in ("None", state) else state
         if cancelled:
             pass
