@@ -5,7 +5,8 @@
 For each executor, ``--runs`` runs whose ``launch.sh`` works a moment
 (0.5-2 s) and then appends its run id to a shared ``done`` file. A launcher
 (``motoko launcher start``, a real process) is killed with SIGKILL ``--kills``
-times, each at a random moment, and a new one started each time; the last
+times, each at a random moment of its working life (1.5-6 s after its first
+cycle), and a new one started each time; the last
 one serves until every run ended. Retries are allowed (``retries: 3,
 retry_on: [LOST]``), so a run wrongly given up would show as work done
 twice. On Dask, a worker is also killed once. Reported per executor:
@@ -72,6 +73,22 @@ def _states(root: Path) -> list[tuple[int, str, int]]:
         return [(run.id, run.state, run.attempt) for run in db.study("survive").runs.values()]
 
 
+def _wait_registered(root: Path, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with StudyDB(default_address(root)) as db:
+            if len(db.launchers()) >= count:
+                return
+        time.sleep(0.1)
+
+
+def _retry_reasons(root: Path) -> dict[str, int]:
+    """Why runs were retried: the ended attempts' errors, without their ids and times."""
+    with StudyDB(default_address(root)) as db:
+        errors = [str(h.get("error") or "").split("; ")[-1] for run in db.study("survive").runs.values() for h in run.history]
+    return dict(Counter(errors))
+
+
 def _scenario(kind: str, runs: int, kills: int, rng: random.Random, extra: str = "", chaos: Any = None) -> dict[str, Any]:
     with workflow({"survive": ("{i: int, work: float}", LAUNCH, "")}, CONFIG % (kind, extra)) as root:
         folder = root / "studies" / "survive"
@@ -87,7 +104,10 @@ def _scenario(kind: str, runs: int, kills: int, rng: random.Random, extra: str =
         start = time.monotonic()
         launcher = _launcher(root, 0)
         for n in range(1, kills + 1):
-            time.sleep(rng.uniform(1.0, 6.0))
+            # A random moment of the launcher's working life (from its first cycle on,
+            # which a loaded machine may delay by seconds).
+            _wait_registered(root, n)
+            time.sleep(rng.uniform(1.5, 6.0))
             if chaos is not None and n == 2:
                 chaos()
             os.kill(launcher.pid, signal.SIGKILL)
@@ -108,6 +128,8 @@ def _scenario(kind: str, runs: int, kills: int, rng: random.Random, extra: str =
             launcher.wait()
         counts = Counter(int(x) for x in done.read_text().split()) if done.exists() else Counter()
         logs = "".join(p.read_text(errors="replace") for p in root.glob("launcher-*.log"))
+        if os.environ.get("SURVIVE_LOGS"):
+            Path(os.environ["SURVIVE_LOGS"]).write_text(logs)
         ids = [rid for rid, _, _ in states]
         return {
             "runs": runs,
@@ -119,6 +141,7 @@ def _scenario(kind: str, runs: int, kills: int, rng: random.Random, extra: str =
             "never_done": sum(counts[rid] == 0 for rid in ids),
             "retried": sum(attempt > 1 for _, _, attempt in states),
             "adopted": logs.count("adopted run survive."),
+            "retry_reasons": _retry_reasons(root),
             "seconds": round(seconds, 1),
         }
 

@@ -144,7 +144,7 @@ def test_an_unrecorded_queued_job_is_revoked_before_the_run_is_given_up(slurm, t
     job = _sbatch(script_path(launch), "--hold")
     try:
         verdict = asyncio.run(SlurmExecutor(1).inspect(_orphan(tmp_path, 1)))
-        assert not verdict.adopt and "no SLURM job of attempt 1" in verdict.reason
+        assert not verdict.adopt and "attempt 1 left no trace of a SLURM job" in verdict.reason
         assert attempts.fence(tmp_path) == "revoked 1"
         subprocess.run(["scontrol", "release", job], check=True)
         wait_until(lambda: _ended(job), 60, "the revoked job to end")
@@ -169,11 +169,11 @@ def test_inspect_adopts_what_left_an_exit_status_or_a_job_id(slurm, tmp_path):  
 def test_a_retry_waits_until_slurm_ended_the_earlier_attempt(slurm, workdir):  # noqa: F811
     """Attempt 1 still runs (its run was declared LOST by someone): it is cancelled before attempt 2 starts."""
     done = workdir / "done"
-    first = Launch("s", 1, workdir, ("bash", "-c", f"sleep 30; echo 1 >> {done}"), dict(os.environ), attempt=1)
+    first = Launch("s", 1, workdir, ("bash", "-c", f"touch running; sleep 30; echo 1 >> {done}"), dict(os.environ), attempt=1)
     _write_run_script(first)
     job = _sbatch(script_path(first))
     try:
-        wait_until(lambda: attempts.started_file(workdir, 1).exists(), 60, "attempt 1 to start")
+        wait_until(lambda: (workdir / "running").exists(), 60, "attempt 1's command to start")
 
         async def retry() -> None:
             executor = SlurmExecutor(1, poll=0.2)

@@ -17,6 +17,10 @@ the attempt, and the directory holds one *fence*:
     attempt N up) writes the fence *first* and then looks for ``started.<N>``:
     of two processes that each write then read, at least one sees the
     other, so either the task stands down or the launcher knows it started.
+``submitted.<N>``
+    What the executor calls attempt N (a SLURM job id), written as soon as
+    the scheduler accepted it: an adopter finds the job even when its
+    launcher died before recording the id in the database.
 ``exit.<N>``
     Attempt N's exit status, written when its command ended. A launcher that
     adopts the runs of a dead launcher settles them from it.
@@ -47,13 +51,31 @@ def started_file(run_dir: Path, attempt: int) -> Path:
     return run_dir / f"started.{attempt}"
 
 
+def submitted_file(run_dir: Path, attempt: int) -> Path:
+    """Where the executor notes what the scheduler calls attempt ``attempt``."""
+    return run_dir / f"submitted.{attempt}"
+
+
+def write_submitted(run_dir: Path, attempt: int, ident: str) -> None:
+    """Note the scheduler's id of attempt ``attempt`` (written whole)."""
+    _write(submitted_file(run_dir, attempt), f"{ident}\n")
+
+
+def read_submitted(run_dir: Path, attempt: int) -> str | None:
+    """The scheduler's id of attempt ``attempt`` as noted at submission, or None."""
+    try:
+        return submitted_file(run_dir, attempt).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def write_fence(run_dir: Path, attempt: int) -> None:
     """Open the run directory to ``attempt`` alone (called before submitting it).
 
     The attempt's own stale files (from a submission that never ran) are
     removed, so that nothing answers for this attempt but its own task.
     """
-    for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt)):
+    for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt), submitted_file(run_dir, attempt)):
         path.unlink(missing_ok=True)
     _write(run_dir / FENCE_FILE, f"{attempt}\n")
 

@@ -222,8 +222,10 @@ class Executor(abc.ABC):
         """
 
     def report_submitted(self, key: tuple[str, int], ident: str) -> None:
-        """Say what the engine calls a run now (a job id): recorded on the run, for adoption."""
+        """Say what the engine calls a run now (a job id): recorded on the run soon, for adoption."""
         self.submitted.append((key, ident))
+        if self.wake is not None:
+            self.wake.set()
 
     async def inspect(self, orphan: Orphan) -> Verdict:
         """Find out what became of a run whose launcher died (see :mod:`motoko.launch.adoption`).

@@ -301,7 +301,7 @@ class SlurmExecutor(Executor):
         ident = _job_ident(orphan)
         if ident is None:
             if attempts.revoke(run_dir, n):
-                return Verdict(False, f"no SLURM job of attempt {n} was recorded or started (closed to late tasks)")
+                return Verdict(False, f"attempt {n} left no trace of a SLURM job (closed to late tasks)")
             ident = attempts.read_started(run_dir, n)
         return Verdict(True, f"SLURM job {ident}")
 
@@ -395,6 +395,8 @@ class SlurmExecutor(Executor):
             else:
                 task.log_file = task.launch.run_dir / f"slurm-{job}.out"
             self.running[task.launch.key] = task.slurm_id
+            with contextlib.suppress(OSError):  # the first trace of the job, before any commit
+                attempts.write_submitted(task.launch.run_dir, task.launch.attempt, task.slurm_id)
             self.report_submitted(task.launch.key, task.slurm_id)
         log.debug("submitted %d run(s) as SLURM job %s", len(tasks), job)
         for task in tasks:
@@ -841,7 +843,8 @@ def _task_ids(spec: str) -> set[int]:
 
 def _job_ident(orphan: Orphan) -> str | None:
     """The SLURM id of an orphan's job: as recorded on the run, else as its task wrote on start."""
-    for ident in (orphan.executor_id, attempts.read_started(orphan.run_dir, orphan.attempt)):
+    run_dir, n = orphan.run_dir, orphan.attempt
+    for ident in (orphan.executor_id, attempts.read_submitted(run_dir, n), attempts.read_started(run_dir, n)):
         if ident and _JOB_ID.match(ident):
             return ident
     return None
