@@ -10,6 +10,7 @@ show up twice.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import subprocess
 from pathlib import Path
@@ -20,14 +21,17 @@ from launch_support import (
     kill_launcher,
     make_study,
     run_of,
+    serve,
     start_launcher,
     wait_until,
 )
 from test_executor_slurm import slurm  # noqa: F401 (the session fixture)
 
+from motoko.config import load_config
 from motoko.launch import attempts
 from motoko.launch.executors.base import Launch, Orphan
 from motoko.launch.executors.slurm import SlurmExecutor, _write_run_script, script_path
+from motoko.study.container import LauncherRecord
 from motoko.study.records import FINISHED
 
 pytestmark = pytest.mark.slow
@@ -188,3 +192,29 @@ def test_a_retry_waits_until_slurm_ended_the_earlier_attempt(slurm, workdir):  #
     assert done.read_text() == "2\n"  # attempt 1 never reached its end
     state = subprocess.run(["squeue", "--states=all", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
     assert state.stdout.strip() == "CANCELLED"
+
+
+def test_a_claimed_run_that_never_reached_slurm_is_queued_again_without_a_retry(slurm, workdir):  # noqa: F811
+    """Its launcher died between the claim and sbatch: nothing ran, so it runs once more even with retries: 0."""
+    done = workdir / "done"
+    _, db = make_study(workdir, CONFIG % 1, launch=WORK % (0, done))
+    (rid,) = create_runs(db, x=1)
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    run_dir = workdir / "studies" / "s" / "BD-s-runs" / f"run-{rid}"
+
+    def claimed_by_a_dead_launcher() -> None:
+        record = LauncherRecord("dead-launcher", "here", 999_999_999, "slurm", ["s"])
+        record.heartbeat = hour_ago
+        db.launchers()["dead-launcher"] = record
+        study = db.study("s")
+        run = study.runs[rid]
+        study.transition(run, "LAUNCHED", launcher="dead-launcher", heartbeat=hour_ago, run_path=str(run_dir))
+        run.launched = run.created = hour_ago
+
+    db.transact(claimed_by_a_dead_launcher)
+    report = serve(load_config(workdir), "slurm", idle_exit=4)
+    run = run_of(db, rid)
+    assert (run.state, run.attempt) == (FINISHED, 2) and report.finished == 1
+    assert run.history[0]["state"] == "LOST" and run.history[0]["reason"] == "attempt 1 never ran: requeued"
+    assert "left no trace of a SLURM job" in run.history[0]["error"]
+    assert _done(done) == [rid]

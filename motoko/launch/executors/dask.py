@@ -365,7 +365,7 @@ class DaskExecutor(Executor):
         if attempts.read_exit(run_dir, n) is not None:
             return Verdict(True, f"attempt {n} recorded its exit status")
         if attempts.revoke(run_dir, n):
-            return Verdict(False, f"attempt {n} never started on a Dask worker (closed to late tasks)")
+            return Verdict(False, f"attempt {n} never started on a Dask worker (closed to late tasks)", never_ran=True)
         info = _read_started(attempts.started_file(run_dir, n))
         workers = await self._count_threads()
         if info.get("worker") in workers:

@@ -301,7 +301,7 @@ class SlurmExecutor(Executor):
         ident = _job_ident(orphan)
         if ident is None:
             if attempts.revoke(run_dir, n):
-                return Verdict(False, f"attempt {n} left no trace of a SLURM job (closed to late tasks)")
+                return Verdict(False, f"attempt {n} left no trace of a SLURM job (closed to late tasks)", never_ran=True)
             ident = attempts.read_started(run_dir, n)
         return Verdict(True, f"SLURM job {ident}")
 
