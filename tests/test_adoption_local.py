@@ -28,7 +28,6 @@ from launch_support import (
 
 from motoko.config import load_config
 from motoko.launch import attempts
-from motoko.launch.executors.local import _RECORDER
 from motoko.study.container import LauncherRecord
 from motoko.study.records import FAILED, FINISHED, RUNNING
 
@@ -98,7 +97,7 @@ def test_a_process_whose_pid_was_never_recorded_is_found_by_its_environment(work
     db.transact(started_by_a_dead_launcher)
     markers = {"MOTOKO_STUDY": "s", "MOTOKO_RUN_ID": str(rid), "MOTOKO_ATTEMPT": "1", "MOTOKO_LAUNCHER": "dead-launcher"}
     attempts.write_fence(run_dir, 1)
-    command = ("/bin/sh", "-c", _RECORDER, "exit.1", "sleep", "4")
+    command = attempts.recorded(1, ("sleep", "4"))
     orphan = subprocess.Popen(command, cwd=run_dir, env={**os.environ, **markers}, start_new_session=True)
     stranger = subprocess.Popen(["sleep", "60"], env={**os.environ, **markers, "MOTOKO_RUN_ID": "999"}, start_new_session=True)
     try:

@@ -33,12 +33,32 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 #: The fence: the attempt this run directory belongs to now.
 FENCE_FILE = ".motoko-attempt"
 #: What a launcher writes into the fence to give an attempt up (``revoked <N>``).
 REVOKED = "revoked"
+
+
+#: Runs a command, records its status in exit.<attempt> (``$0``), and ends as
+#: the command did: with its status, or killed by the same signal.
+_RECORDER = (
+    'c=0; "$@" || c=$?; echo "$c" > "$0"; '
+    'if [ "$c" -gt 128 ] && [ "$c" -lt 193 ]; then trap - $((c - 128)) 2>/dev/null; kill -$((c - 128)) $$; fi; '
+    'exit "$c"'
+)
+
+
+def recorded(attempt: int, command: Sequence[str]) -> tuple[str, ...]:
+    """``command`` run by a tiny ``/bin/sh`` that records its exit status in ``exit.<attempt>``.
+
+    Run in the run directory. The status then survives whoever waited for
+    the process (a launcher, a Dask worker) being killed: only a parent
+    learns a process's status, and the shell is that parent.
+    """
+    return ("/bin/sh", "-c", _RECORDER, f"exit.{attempt}", *command)
 
 
 def exit_file(run_dir: Path, attempt: int) -> Path:

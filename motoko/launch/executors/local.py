@@ -31,13 +31,6 @@ from motoko.launch import attempts
 from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
 from motoko.launch.processes import find_run_processes
 
-#: Runs the command, records its status in exit.<attempt> (``$0``), and ends
-#: as the command did: with its status, or killed by the same signal.
-_RECORDER = (
-    'c=0; "$@" || c=$?; echo "$c" > "$0"; '
-    'if [ "$c" -gt 128 ] && [ "$c" -lt 193 ]; then trap - $((c - 128)) 2>/dev/null; kill -$((c - 128)) $$; fi; '
-    'exit "$c"'
-)
 #: Seconds to wait for an ended orphan's exit file to be complete.
 EXIT_FILE_GRACE = 1.0
 
@@ -58,10 +51,9 @@ class LocalExecutor(Executor):
         """Start the run's process; its outcome is queued when it exits."""
         key = launch.key
         attempts.write_fence(launch.run_dir, launch.attempt)
-        exit_name = attempts.exit_file(launch.run_dir, launch.attempt).name
         with open(launch.run_dir / "stdout", "wb") as out, open(launch.run_dir / "stderr", "wb") as err:
             proc = subprocess.Popen(
-                ("/bin/sh", "-c", _RECORDER, exit_name, *launch.command),
+                attempts.recorded(launch.attempt, launch.command),
                 cwd=launch.run_dir,
                 env=launch.env,
                 stdin=subprocess.DEVNULL,
