@@ -111,3 +111,30 @@ def test_a_process_whose_pid_was_never_recorded_is_found_by_its_environment(work
     run = run_of(db, rid)
     assert (run.state, run.attempt, run.exit_code) == (FINISHED, 1, 0)
     assert report.finished == 1 and report.lost_detected == 0
+
+
+def test_a_claimed_run_that_never_started_runs_once_more_even_without_retries(workdir):
+    """Its launcher died between the claim and starting the process: the fence was never written."""
+    done = workdir / "done"
+    _, db = make_study(workdir, CONFIG, launch=f'#!/bin/bash\necho "$MOTOKO_RUN_ID" >> {done}\n')
+    (rid,) = create_runs(db, x=1)
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+
+    def claimed_by_a_dead_launcher() -> None:
+        record = LauncherRecord("dead-launcher", "here", dead.pid, "local", ["s"])
+        record.heartbeat = hour_ago
+        db.launchers()["dead-launcher"] = record
+        study = db.study("s")
+        run = study.runs[rid]
+        run_dir = workdir / "studies" / "s" / "BD-s-runs" / f"run-{rid}"
+        study.transition(run, "LAUNCHED", launcher="dead-launcher", heartbeat=hour_ago, run_path=str(run_dir))
+        run.launched = run.created = hour_ago
+
+    db.transact(claimed_by_a_dead_launcher)
+    report = serve(load_config(workdir), idle_exit=3)
+    run = run_of(db, rid)
+    assert (run.state, run.attempt) == (FINISHED, 2) and report.finished == 1
+    assert run.history[0]["reason"] == "attempt 1 never ran: requeued"
+    assert done.read_text().split() == [str(rid)]

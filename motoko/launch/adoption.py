@@ -106,12 +106,15 @@ class Adoption:
             run.machine_name, run.executor_id,
         )
         found = self._verdicts.get(orphan.key)
-        if found is None or (found[0].attempt, found[0].launcher) != (orphan.attempt, orphan.launcher):
-            if orphan.key not in self._inspecting and run.run_path:
+        if not run.run_path:  # claimed and never given a directory: nothing of it can exist
+            verdict = Verdict(False, "it was never staged")
+        elif found is None or (found[0].attempt, found[0].launcher) != (orphan.attempt, orphan.launcher):
+            if orphan.key not in self._inspecting:
                 self._to_inspect.append(orphan)
             return 0
-        verdict = found[1]
-        self._applied.append(orphan.key)
+        else:
+            verdict = found[1]
+            self._applied.append(orphan.key)
         if verdict.adopt:
             run.launcher = self.launcher_id
             run.heartbeat = now()

@@ -123,6 +123,9 @@ class LocalExecutor(Executor):
 
     async def inspect(self, orphan: Orphan) -> Verdict:
         """Adopt a dead launcher's run that recorded its exit status or still runs on this host."""
+        if attempts.fence(orphan.run_dir) != str(orphan.attempt):
+            # The fence is written before the process starts: this attempt never did.
+            return Verdict(False, f"attempt {orphan.attempt} never started", never_ran=True)
         if attempts.read_exit(orphan.run_dir, orphan.attempt) is not None:
             return Verdict(True, f"attempt {orphan.attempt} recorded its exit status")
         pids = await asyncio.to_thread(
