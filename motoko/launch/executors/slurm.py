@@ -560,8 +560,10 @@ class SlurmExecutor(Executor):
         why = f"{state}, {reason}" if reason and reason not in ("None", state) else state
         if cancelled:
             pass
-        elif state == "CANCELLED" and code is None:
+        elif state == "CANCELLED" and code != 0:
+            # The script may have recorded the killed command's status (143) before it died too.
             outcome = self._cancelled_outside(task, why)
+            outcome.exit_code = code
             outcome.stderr_tail = _failure_tail(task)
             return outcome
         elif state in _LOSSES and code is None:
