@@ -224,15 +224,17 @@ def test_queued_array_tasks_cancelled_behind_motokos_back_end_cancelled(slurm, w
     ids = create_runs(db, x=[1, 2, 3])
     background = Background(config, once=True)
     wait_for(lambda: all(run_of(db, r).executor_id for r in ids), 30, "the array to be submitted")
-    job = run_of(db, ids[0]).executor_id.split("_")[0]
+    by_task = {run_of(db, r).executor_id: r for r in ids}
+    victim = next(ident for ident in by_task if ident.endswith("_1"))  # a task in the middle of an array
+    jobs = {ident.split("_")[0] for ident in by_task}
     try:
-        subprocess.run(["scancel", f"{job}_1"], check=True)
-        wait_for(lambda: run_of(db, ids[1]).state == CANCELLED, 60, "the cancelled task's run to end")
-        assert {run_of(db, r).state for r in (ids[0], ids[2])} == {LAUNCHED}
-        subprocess.run(["scancel", job], check=True)  # the whole array, still queued
+        subprocess.run(["scancel", victim], check=True)
+        wait_for(lambda: run_of(db, by_task[victim]).state == CANCELLED, 60, "the cancelled task's run to end")
+        assert {run_of(db, r).state for i, r in by_task.items() if i != victim} == {LAUNCHED}
+        subprocess.run(["scancel", *jobs], check=True)  # the rest, still queued
         report = background.join(30)
     finally:
-        subprocess.run(["scancel", job], check=False)
+        subprocess.run(["scancel", *jobs], check=False)
     assert report.cancelled == 3
     for rid in ids:
         run = run_of(db, rid)
