@@ -56,6 +56,20 @@ def silence_note(run: Run, record: Any, lost_after: float, stamp: _dt.datetime |
     return f"launcher gone {gone:.0f} s ago: start a launcher to recover them"
 
 
+def served(db: StudyDB, study: str, lost_after: float) -> bool:
+    """Whether a live launcher (heart-beating, not stopped) serves ``study``: it looks after silent runs.
+
+    Read-only. An awaiting workflow then leaves silent runs to it, since a
+    launcher can adopt what a workflow could only declare LOST.
+    """
+    stamp = now()
+    return any(
+        record.stopped is None and study in record.studies
+        and (stamp - record.heartbeat).total_seconds() <= lost_after
+        for record in db.launchers().values()
+    )
+
+
 @dataclass(frozen=True)
 class OrphanProcess:
     """A local run's process whose launcher died: stopped once its run is LOST (pure data)."""
