@@ -43,7 +43,8 @@ def test_bad_rules_fail_with_one_line(rule, error, message):
 
 
 def test_the_cli_refuses_a_bad_rule_and_writes_nothing(workdir):
-    make_study(workdir, "lost_after: 5\n")
+    _, db = make_study(workdir, "lost_after: 5\n")
+    (rid,) = create_runs(db, x=1)
     bd = workdir / "studies" / "s" / "bd.yaml"
     bd.write_text(bd.read_text() + "retry: {TIMEOUT: {time: double}}\n")
     result = motoko("create", "--yes", cwd=workdir)
@@ -51,6 +52,8 @@ def test_the_cli_refuses_a_bad_rule_and_writes_nothing(workdir):
     assert result.stderr.startswith("motoko: error: ") and len(result.stderr.strip().splitlines()) == 1
     assert "'retry' TIMEOUT time expects a factor like x2, got 'double'" in result.stderr
     assert "Traceback" not in result.stderr
+    db.abort()
+    assert db.study("s").schema.retry_rules == {} and run_of(db, rid).state == "CREATED"  # nothing written
 
 
 def test_scaling_takes_the_last_value_and_respects_the_cap():
