@@ -1,16 +1,19 @@
-"""A local run outliving its killed launcher: stopped, and waited for, before the run is LOST and retried.
+"""A local run outliving its killed launcher is adopted by the next launcher, never run twice.
 
-Its exit status died with its launcher (only a parent learns it), so a
-local run is not adopted; what matters is that its retry never runs next
-to it, even when the launcher died before recording the process's pid.
+The command runs under a small shell that records its exit status in
+``exit.<attempt>``, so the adopting launcher settles the run with its real
+exit code; a process still running is found by its environment markers
+(even when its pid was never recorded) and watched to its end. Retries are
+allowed (``retries: 2, retry_on: [LOST]``): a run wrongly given up would run
+twice, and the ``done`` file would show it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 from launch_support import (
@@ -24,45 +27,57 @@ from launch_support import (
 )
 
 from motoko.config import load_config
+from motoko.launch import attempts
 from motoko.study.container import LauncherRecord
-from motoko.study.records import FINISHED, LOST, RUNNING
+from motoko.study.records import FAILED, FINISHED, RUNNING
 
 pytestmark = pytest.mark.slow
 
 CONFIG = "poll: {initial: 0.05, factor: 2, maximum: 0.5}\nlost_after: 2\nlauncher: {poll: 0.3, heartbeat: 0.5, cancel_grace: 1}\n"
-#: Attempt 1 works long and notes when it is stopped; attempt 2 is quick. Both log their start.
-LAUNCH = """#!/bin/bash
-echo "start $MOTOKO_ATTEMPT" >> {log}
-if [ "$MOTOKO_ATTEMPT" = 1 ]; then
-  trap 'echo "stopped $MOTOKO_ATTEMPT" >> {log}; exit 143' TERM
-  sleep 60 & wait
-fi
-"""
+RETRIES = "retries: 2\nretry_on: [LOST]\n"
 
 
-def test_killed_launchers_process_is_stopped_before_its_retry_starts(workdir):
-    log = workdir / "log"
-    _, db = make_study(workdir, CONFIG, launch=LAUNCH.format(log=log), extra="retries: 1\nretry_on: [LOST]\n")
-    (rid,) = create_runs(db, x=1)
+def test_killed_launchers_running_process_is_adopted_and_settled_once(workdir):
+    done = workdir / "done"
+    launch = f'#!/bin/bash\nsleep 4\necho "$MOTOKO_RUN_ID" >> {done}\n[ "$MOTOKO_PARAM_x" = 2 ] && exit 3\nexit 0\n'
+    _, db = make_study(workdir, CONFIG, launch=launch, extra=RETRIES)
+    ids = create_runs(db, x=[1, 2])
     first = start_launcher(workdir)
     try:
-        wait_until(lambda: run_of(db, rid).state == RUNNING and log.exists(), 30, "the run to start")
+        wait_until(lambda: all(run_of(db, r).state == RUNNING for r in ids), 30, "the runs to start")
     finally:
-        kill_launcher(first)  # the launcher alone: its run's process lives on
+        kill_launcher(first)  # the launcher alone: its runs' processes live on
     second = start_launcher(workdir, "--idle-exit", "3", log="second.log")
     try:
         second.wait(60)
     finally:
         kill_launcher(second)
+    ok, bad = (run_of(db, r) for r in ids)
+    assert (ok.state, ok.attempt, ok.exit_code) == (FINISHED, 1, 0)
+    assert (bad.state, bad.attempt, bad.exit_code) == (FAILED, 1, 3) and "exit code 3" in bad.error
+    assert sorted(int(x) for x in done.read_text().split()) == sorted(ids)  # each run's work once
+    assert (workdir / "second.log").read_text().count("adopted run s.") == 2
+
+
+def test_a_run_that_ended_after_its_launcher_died_is_settled_from_its_exit_file(workdir):
+    _, db = make_study(workdir, CONFIG, launch="#!/bin/bash\nsleep 1\nexit 5\n", extra=RETRIES)
+    (rid,) = create_runs(db, x=1)
+    first = start_launcher(workdir)
+    try:
+        wait_until(lambda: run_of(db, rid).state == RUNNING, 30, "the run to start")
+    finally:
+        kill_launcher(first)
+    run_dir = Path(run_of(db, rid).run_path)
+    wait_until(lambda: attempts.read_exit(run_dir, 1) is not None, 30, "the orphan to end")
+    report = serve(load_config(workdir), idle_exit=4)
     run = run_of(db, rid)
-    assert (run.state, run.attempt) == (FINISHED, 2)
-    assert run.history[0]["state"] == LOST and "was stopped before any retry" in run.history[0]["error"]
-    assert log.read_text().split("\n")[:3] == ["start 1", "stopped 1", "start 2"]
+    assert (run.state, run.attempt, run.exit_code) == (FAILED, 1, 5)  # its real outcome, not LOST and retried
+    assert report.failed == 1 and report.lost_detected == 0
 
 
 def test_a_process_whose_pid_was_never_recorded_is_found_by_its_environment(workdir):
     """The launcher died between starting the process and committing its pid."""
-    _, db = make_study(workdir, CONFIG)
+    _, db = make_study(workdir, CONFIG, extra=RETRIES)
     (rid,) = create_runs(db, x=1)
     hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
     dead = subprocess.Popen(["true"])
@@ -81,17 +96,45 @@ def test_a_process_whose_pid_was_never_recorded_is_found_by_its_environment(work
 
     db.transact(started_by_a_dead_launcher)
     markers = {"MOTOKO_STUDY": "s", "MOTOKO_RUN_ID": str(rid), "MOTOKO_ATTEMPT": "1", "MOTOKO_LAUNCHER": "dead-launcher"}
-    orphan = subprocess.Popen(["sleep", "60"], env={**os.environ, **markers}, start_new_session=True)
+    attempts.write_fence(run_dir, 1)
+    command = attempts.recorded(1, ("sleep", "4"))
+    orphan = subprocess.Popen(command, cwd=run_dir, env={**os.environ, **markers}, start_new_session=True)
     stranger = subprocess.Popen(["sleep", "60"], env={**os.environ, **markers, "MOTOKO_RUN_ID": "999"}, start_new_session=True)
     try:
-        # Judged once the new launcher's connection is older than lost_after (2 s).
-        report = serve(load_config(workdir), idle_exit=4)
-        assert orphan.wait(10) == -signal.SIGTERM
+        report = serve(load_config(workdir), idle_exit=3)  # judged once its connection is older than lost_after
+        assert orphan.wait(10) == 0
         assert stranger.poll() is None  # another run's process is never touched
     finally:
         for proc in (orphan, stranger):
             proc.kill()
             proc.wait()
     run = run_of(db, rid)
-    assert run.state == LOST and report.lost_detected == 1
-    assert f"its process {orphan.pid} outlived its launcher and was stopped before any retry" in run.error
+    assert (run.state, run.attempt, run.exit_code) == (FINISHED, 1, 0)
+    assert report.finished == 1 and report.lost_detected == 0
+
+
+def test_a_claimed_run_that_never_started_runs_once_more_even_without_retries(workdir):
+    """Its launcher died between the claim and starting the process: the fence was never written."""
+    done = workdir / "done"
+    _, db = make_study(workdir, CONFIG, launch=f'#!/bin/bash\necho "$MOTOKO_RUN_ID" >> {done}\n')
+    (rid,) = create_runs(db, x=1)
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+
+    def claimed_by_a_dead_launcher() -> None:
+        record = LauncherRecord("dead-launcher", "here", dead.pid, "local", ["s"])
+        record.heartbeat = hour_ago
+        db.launchers()["dead-launcher"] = record
+        study = db.study("s")
+        run = study.runs[rid]
+        run_dir = workdir / "studies" / "s" / "BD-s-runs" / f"run-{rid}"
+        study.transition(run, "LAUNCHED", launcher="dead-launcher", heartbeat=hour_ago, run_path=str(run_dir))
+        run.launched = run.created = hour_ago
+
+    db.transact(claimed_by_a_dead_launcher)
+    report = serve(load_config(workdir), idle_exit=3)
+    run = run_of(db, rid)
+    assert (run.state, run.attempt) == (FINISHED, 2) and report.finished == 1
+    assert run.history[0]["reason"] == "attempt 1 never ran: requeued"
+    assert done.read_text().split() == [str(rid)]

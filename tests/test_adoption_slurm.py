@@ -10,6 +10,7 @@ show up twice.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import subprocess
 from pathlib import Path
@@ -20,14 +21,17 @@ from launch_support import (
     kill_launcher,
     make_study,
     run_of,
+    serve,
     start_launcher,
     wait_until,
 )
 from test_executor_slurm import slurm  # noqa: F401 (the session fixture)
 
+from motoko.config import load_config
 from motoko.launch import attempts
 from motoko.launch.executors.base import Launch, Orphan
 from motoko.launch.executors.slurm import SlurmExecutor, _write_run_script, script_path
+from motoko.study.container import LauncherRecord
 from motoko.study.records import FINISHED
 
 pytestmark = pytest.mark.slow
@@ -42,9 +46,10 @@ RETRIES = "retries: 2\nretry_on: [LOST]\n"
 WORK = '#!/bin/bash\nsleep %s\necho "$MOTOKO_RUN_ID" >> %s\n'
 
 
-def _jobs_named(prefix: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%j"], capture_output=True, text=True).stdout
-    return [line.split("|")[0] for line in out.split() if line.split("|")[1].startswith(prefix)]
+def _queued(jobs: set[str]) -> list[str]:
+    """Those of ``jobs`` SLURM still queues or runs (other users' jobs are not ours to judge)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%F"], capture_output=True, text=True).stdout
+    return [line for line in out.split() if line.split("|")[1] in jobs]
 
 
 def _done(path: Path) -> list[int]:
@@ -73,7 +78,7 @@ def test_killed_launchers_jobs_are_adopted_and_each_run_works_once(slurm, workdi
         assert (run.state, run.attempt, run.exit_code) == (FINISHED, 1, 0), (rid, run.state, run.error)
     assert _done(done) == sorted(ids)  # each run's work exactly once
     assert "adopted run s." in (workdir / "second.log").read_text()
-    assert _jobs_named("motoko-s-") == []
+    assert _queued({run_of(db, r).executor_id.split("_")[0] for r in ids}) == []  # no job of ours left
 
 
 def test_a_finished_job_of_a_dead_launcher_is_settled_from_its_exit_status(slurm, workdir):  # noqa: F811
@@ -144,7 +149,7 @@ def test_an_unrecorded_queued_job_is_revoked_before_the_run_is_given_up(slurm, t
     job = _sbatch(script_path(launch), "--hold")
     try:
         verdict = asyncio.run(SlurmExecutor(1).inspect(_orphan(tmp_path, 1)))
-        assert not verdict.adopt and "no SLURM job of attempt 1" in verdict.reason
+        assert not verdict.adopt and "attempt 1 left no trace of a SLURM job" in verdict.reason
         assert attempts.fence(tmp_path) == "revoked 1"
         subprocess.run(["scontrol", "release", job], check=True)
         wait_until(lambda: _ended(job), 60, "the revoked job to end")
@@ -169,11 +174,11 @@ def test_inspect_adopts_what_left_an_exit_status_or_a_job_id(slurm, tmp_path):  
 def test_a_retry_waits_until_slurm_ended_the_earlier_attempt(slurm, workdir):  # noqa: F811
     """Attempt 1 still runs (its run was declared LOST by someone): it is cancelled before attempt 2 starts."""
     done = workdir / "done"
-    first = Launch("s", 1, workdir, ("bash", "-c", f"sleep 30; echo 1 >> {done}"), dict(os.environ), attempt=1)
+    first = Launch("s", 1, workdir, ("bash", "-c", f"touch running; sleep 30; echo 1 >> {done}"), dict(os.environ), attempt=1)
     _write_run_script(first)
     job = _sbatch(script_path(first))
     try:
-        wait_until(lambda: attempts.started_file(workdir, 1).exists(), 60, "attempt 1 to start")
+        wait_until(lambda: (workdir / "running").exists(), 60, "attempt 1's command to start")
 
         async def retry() -> None:
             executor = SlurmExecutor(1, poll=0.2)
@@ -188,3 +193,29 @@ def test_a_retry_waits_until_slurm_ended_the_earlier_attempt(slurm, workdir):  #
     assert done.read_text() == "2\n"  # attempt 1 never reached its end
     state = subprocess.run(["squeue", "--states=all", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
     assert state.stdout.strip() == "CANCELLED"
+
+
+def test_a_claimed_run_that_never_reached_slurm_is_queued_again_without_a_retry(slurm, workdir):  # noqa: F811
+    """Its launcher died between the claim and sbatch: nothing ran, so it runs once more even with retries: 0."""
+    done = workdir / "done"
+    _, db = make_study(workdir, CONFIG % 1, launch=WORK % (0, done))
+    (rid,) = create_runs(db, x=1)
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    run_dir = workdir / "studies" / "s" / "BD-s-runs" / f"run-{rid}"
+
+    def claimed_by_a_dead_launcher() -> None:
+        record = LauncherRecord("dead-launcher", "here", 999_999_999, "slurm", ["s"])
+        record.heartbeat = hour_ago
+        db.launchers()["dead-launcher"] = record
+        study = db.study("s")
+        run = study.runs[rid]
+        study.transition(run, "LAUNCHED", launcher="dead-launcher", heartbeat=hour_ago, run_path=str(run_dir))
+        run.launched = run.created = hour_ago
+
+    db.transact(claimed_by_a_dead_launcher)
+    report = serve(load_config(workdir), "slurm", idle_exit=4)
+    run = run_of(db, rid)
+    assert (run.state, run.attempt) == (FINISHED, 2) and report.finished == 1
+    assert run.history[0]["state"] == "LOST" and run.history[0]["reason"] == "attempt 1 never ran: requeued"
+    assert "left no trace of a SLURM job" in run.history[0]["error"]
+    assert _done(done) == [rid]

@@ -8,7 +8,6 @@ reach the test's ZEO server themselves.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -173,33 +172,54 @@ def test_cancel_terminates_a_running_run(workdir):
     assert time.monotonic() - begun < 25, "the sleep 30 was not interrupted"
 
 
-def test_worker_killed_while_running_makes_the_run_lost(workdir, dask_scheduler):
+def test_a_run_outliving_its_killed_worker_is_watched_to_its_real_end(workdir, dask_scheduler):
+    """The worker dies, the run's process does not: it is settled from the exit status it records."""
+    launch = "#!/bin/bash\necho $PPID > worker_pid\ntouch started\nsleep 3\necho x >> ran\nexit 4\n"
+    config, db = setup(workdir, launch=launch, launcher=f", scheduler: '{dask_scheduler}'")
+    (rid,) = create_runs(db, x=1)
+    background = Background(config, once=True)
+    wait_for(lambda: started(db, rid), 30, "the run to start")
+    run_dir = started(db, rid)
+    assert run_dir is not None
+    shell = int((run_dir / "worker_pid").read_text())  # the shell recording the exit status
+    worker = int(Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGKILL)
+    background.join(60)
+    run = run_of(db, rid)
+    assert (run.state, run.exit_code, run.attempt) == (FAILED, 4, 1)
+    assert (run_dir / "ran").read_text() == "x\n"
+
+
+def test_worker_and_process_killed_make_the_run_lost(workdir, dask_scheduler):
     config, db = setup(workdir, launch=SLEEPER % 30, launcher=f", scheduler: '{dask_scheduler}'")
     (rid,) = create_runs(db, x=1)
     background = Background(config, once=True)
     wait_for(lambda: started(db, rid), 30, "the run to start")
     run_dir = started(db, rid)
     assert run_dir is not None
-    worker = int((run_dir / "worker_pid").read_text())
-    sleeper = json.loads((run_dir / "started.1").read_text())["pid"]
+    shell = int((run_dir / "worker_pid").read_text())
+    worker = int(Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.killpg(shell, signal.SIGKILL)  # the run's session: it records nothing
     os.kill(worker, signal.SIGKILL)
     background.join(30)
     run = run_of(db, rid)
     assert run.state == LOST and "Dask worker" in run.error and "died while running it" in run.error
-    wait_for(lambda: not alive(sleeper), 5, "the orphaned run process to be killed")
 
 
 def test_local_cluster_worker_killed_and_restarted_does_not_run_twice(workdir):
-    config, db = setup(workdir, launch=SLEEPER % 30, launcher=", max_parallel: 1")
+    launch = "#!/bin/bash\necho $PPID > worker_pid\ntouch started\necho x >> ran\nsleep 3\n"
+    config, db = setup(workdir, launch=launch, launcher=", max_parallel: 1")
     (rid,) = create_runs(db, x=1)
     background = Background(config, once=True)
     wait_for(lambda: started(db, rid), 30, "the run to start")
     run_dir = started(db, rid)
     assert run_dir is not None
-    os.kill(int((run_dir / "worker_pid").read_text()), signal.SIGKILL)
-    background.join(30)
+    shell = int((run_dir / "worker_pid").read_text())
+    os.kill(int(Path(f"/proc/{shell}/stat").read_text().rsplit(")", 1)[1].split()[1]), signal.SIGKILL)
+    background.join(60)
     run = run_of(db, rid)
-    assert run.state == LOST and "died while running it" in run.error
+    assert (run.state, run.attempt) == (FINISHED, 1)
+    assert (run_dir / "ran").read_text() == "x\n"  # the restarted worker did not run it again
 
 
 def test_example_pipeline_through_the_cli_on_dask(example):

@@ -100,15 +100,18 @@ def squeue_state(job: str) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def time_limited(slurm, tmp_path_factory):
-    """A run with ``--time=00:00:05`` (one minute to SLURM) sleeping 120 s, serving meanwhile."""
+    """A run with ``--time=00:00:05`` (one minute to SLURM) sleeping 120 s on its first attempt, serving meanwhile.
+
+    Its study retries a TIMEOUT with the time doubled; the second attempt is quick.
+    """
     root = tmp_path_factory.mktemp("timelimit") / "wf"
     root.mkdir()
     config, db = setup(
         root,
-        launch=SLEEPER % 120,
+        launch='#!/bin/bash\nif [ "$MOTOKO_ATTEMPT" = 1 ]; then exec sleep 120; fi\n',
         # the study's option comes after motoko.yaml's, so it wins
         launcher=", slurm_options: ['--time=00:10:00']",
-        extra="slurm_options: ['--time=00:00:05']\n",
+        extra="slurm_options: ['--time=00:00:05']\nretries: 1\nretry_on: []\nretry: {TIMEOUT: {time: x2, max_time: '00:00:08'}}\n",
     )
     (rid,) = create_runs(db, x=1)
     background = Background(config, once=True)
@@ -221,15 +224,17 @@ def test_queued_array_tasks_cancelled_behind_motokos_back_end_cancelled(slurm, w
     ids = create_runs(db, x=[1, 2, 3])
     background = Background(config, once=True)
     wait_for(lambda: all(run_of(db, r).executor_id for r in ids), 30, "the array to be submitted")
-    job = run_of(db, ids[0]).executor_id.split("_")[0]
+    by_task = {run_of(db, r).executor_id: r for r in ids}
+    victim = next(ident for ident in by_task if ident.endswith("_1"))  # a task in the middle of an array
+    jobs = {ident.split("_")[0] for ident in by_task}
     try:
-        subprocess.run(["scancel", f"{job}_1"], check=True)
-        wait_for(lambda: run_of(db, ids[1]).state == CANCELLED, 60, "the cancelled task's run to end")
-        assert {run_of(db, r).state for r in (ids[0], ids[2])} == {LAUNCHED}
-        subprocess.run(["scancel", job], check=True)  # the whole array, still queued
+        subprocess.run(["scancel", victim], check=True)
+        wait_for(lambda: run_of(db, by_task[victim]).state == CANCELLED, 60, "the cancelled task's run to end")
+        assert {run_of(db, r).state for i, r in by_task.items() if i != victim} == {LAUNCHED}
+        subprocess.run(["scancel", *jobs], check=True)  # the rest, still queued
         report = background.join(30)
     finally:
-        subprocess.run(["scancel", job], check=False)
+        subprocess.run(["scancel", *jobs], check=False)
     assert report.cancelled == 3
     for rid in ids:
         run = run_of(db, rid)
@@ -270,14 +275,19 @@ def test_errors_say_what_to_do(monkeypatch):
         SlurmExecutor(4)
 
 
-def test_time_limit_ends_the_run_failed_with_timeout(time_limited):
-    """Last in the module: SLURM needs one minute, plus up to 30 s, to enforce it."""
+def test_time_limit_fails_the_attempt_and_the_retry_gets_more_time(time_limited):
+    """Late in the module: SLURM needs one minute, plus up to 30 s, to enforce it."""
     background, db, rid = time_limited
     report = background.join(150)
-    assert report.failed == 1
+    assert report.failed == 1 and report.finished == 1
     run = run_of(db, rid)
-    assert run.state == FAILED
-    assert "TIMEOUT" in run.error and "time limit" in run.error
+    assert (run.state, run.attempt) == (FINISHED, 2)
+    first = run.history[0]
+    assert first["state"] == FAILED and first["failure"] == "TIMEOUT"
+    assert "TIMEOUT" in first["error"] and "time limit" in first["error"]
+    assert first["reason"] == "retry after FAILED (TIMEOUT)"
+    assert first["slurm_options"] == ["--time=00:00:05"]  # each attempt keeps its own options
+    assert run.slurm_options == ["--time=00:00:08"]  # doubled, then capped
 
 
 def test_a_queued_job_stays_launched_until_slurm_starts_it(slurm, workdir):

@@ -319,9 +319,13 @@ def test_a_lost_run_fails_the_await(wf, wfdir):
             await wf.calc.select("state = RUNNING").wait(timeout=15)
 
         asyncio.run(until_running())
+        wf.refresh()
+        session = int(wf.db_for("calc").run("calc", 1).executor_id)  # the run's own session
     finally:
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
+    # Its process dies too, recording nothing: nobody can account for it (else it is adopted).
+    os.killpg(session, signal.SIGKILL)
     # Another launcher notices the missing heartbeats (lost_after: 1) and settles it LOST.
     embedded = EmbeddedLauncher(load_config(wfdir / "motoko.yaml")).start()
     try:

@@ -206,7 +206,8 @@ class Workflow(EventsMixin):
         Every ``lost_after / 4`` seconds it also declares LOST the runs whose
         local launcher stopped heart-beating, so an awaiting workflow is never
         stuck even when every launcher died. Runs of cluster launchers (SLURM,
-        Dask) wait for a launcher to adopt them: their jobs may still run.
+        Dask) wait for a launcher to adopt them: their jobs may still run; and
+        while a live launcher serves the study, it alone judges silent runs.
         """
         for db in self.databases:
             db.refresh()
@@ -216,7 +217,7 @@ class Workflow(EventsMixin):
 
     def _detect_lost(self) -> None:
         from motoko.launch.processes import stop_orphans
-        from motoko.study.liveness import OrphanProcess, declare_lost
+        from motoko.study.liveness import OrphanProcess, declare_lost, served
         from motoko.study.states import ACTIVE
 
         for name, manager in self.task_managers.items():
@@ -225,6 +226,8 @@ class Workflow(EventsMixin):
             if not any(study.ids_in_state(state) for state in ACTIVE):
                 continue
             lost_after = manager.schema.lost_after or self.config.lost_after
+            if served(db, name, lost_after):
+                continue  # a live launcher adopts what can be, and declares the rest
             orphans: list[OrphanProcess] = []
 
             def change(

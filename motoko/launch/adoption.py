@@ -13,7 +13,9 @@ written:
   conflict-checked transaction, so two launchers never adopt the same run)
   and its executor watches it to its real end;
 * nothing to be found (the scheduler forgot it and it left no exit status):
-  the run is LOST, and retried if its study allows it.
+  the run is LOST, and retried if its study allows it; an attempt that
+  provably never ran (it never reached the scheduler, and its fence is now
+  closed) is queued again as a new attempt whatever the retries allow.
 
 Inspections run in the background between cycles; their verdicts are
 applied by the next cycle's transaction, after checking that the run is
@@ -104,20 +106,28 @@ class Adoption:
             run.machine_name, run.executor_id,
         )
         found = self._verdicts.get(orphan.key)
-        if found is None or (found[0].attempt, found[0].launcher) != (orphan.attempt, orphan.launcher):
-            if orphan.key not in self._inspecting and run.run_path:
+        if not run.run_path:  # claimed and never given a directory: nothing of it can exist
+            verdict = Verdict(False, "it was never staged")
+        elif found is None or (found[0].attempt, found[0].launcher) != (orphan.attempt, orphan.launcher):
+            if orphan.key not in self._inspecting:
                 self._to_inspect.append(orphan)
             return 0
-        verdict = found[1]
-        self._applied.append(orphan.key)
+        else:
+            verdict = found[1]
+            self._applied.append(orphan.key)
         if verdict.adopt:
             run.launcher = self.launcher_id
             run.heartbeat = now()
             assert run._p_oid is not None
             self._adopted.append((orphan, run._p_oid))
             return 0
-        assert run._study is not None
-        run._study.transition(run, LOST, error=item.lost_error(observer, verdict.reason))
+        study = run._study
+        assert study is not None
+        study.transition(run, LOST, error=item.lost_error(observer, verdict.reason))
+        if verdict.never_ran and run.state == LOST:
+            # Nothing of it executed, and its attempt is closed: queue it again
+            # as a new attempt, whatever its retries allow.
+            study.requeue(run, f"attempt {orphan.attempt} never ran: requeued")
         return 1
 
     def after_commit(self) -> list[tuple[Key, bytes]]:

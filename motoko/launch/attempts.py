@@ -17,6 +17,10 @@ the attempt, and the directory holds one *fence*:
     attempt N up) writes the fence *first* and then looks for ``started.<N>``:
     of two processes that each write then read, at least one sees the
     other, so either the task stands down or the launcher knows it started.
+``submitted.<N>``
+    What the executor calls attempt N (a SLURM job id), written as soon as
+    the scheduler accepted it: an adopter finds the job even when its
+    launcher died before recording the id in the database.
 ``exit.<N>``
     Attempt N's exit status, written when its command ended. A launcher that
     adopts the runs of a dead launcher settles them from it.
@@ -29,12 +33,32 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 #: The fence: the attempt this run directory belongs to now.
 FENCE_FILE = ".motoko-attempt"
 #: What a launcher writes into the fence to give an attempt up (``revoked <N>``).
 REVOKED = "revoked"
+
+
+#: Runs a command, records its status in exit.<attempt> (``$0``), and ends as
+#: the command did: with its status, or killed by the same signal.
+_RECORDER = (
+    'c=0; "$@" || c=$?; echo "$c" > "$0"; '
+    'if [ "$c" -gt 128 ] && [ "$c" -lt 193 ]; then trap - $((c - 128)) 2>/dev/null; kill -$((c - 128)) $$; fi; '
+    'exit "$c"'
+)
+
+
+def recorded(attempt: int, command: Sequence[str]) -> tuple[str, ...]:
+    """``command`` run by a tiny ``/bin/sh`` that records its exit status in ``exit.<attempt>``.
+
+    Run in the run directory. The status then survives whoever waited for
+    the process (a launcher, a Dask worker) being killed: only a parent
+    learns a process's status, and the shell is that parent.
+    """
+    return ("/bin/sh", "-c", _RECORDER, f"exit.{attempt}", *command)
 
 
 def exit_file(run_dir: Path, attempt: int) -> Path:
@@ -47,13 +71,31 @@ def started_file(run_dir: Path, attempt: int) -> Path:
     return run_dir / f"started.{attempt}"
 
 
+def submitted_file(run_dir: Path, attempt: int) -> Path:
+    """Where the executor notes what the scheduler calls attempt ``attempt``."""
+    return run_dir / f"submitted.{attempt}"
+
+
+def write_submitted(run_dir: Path, attempt: int, ident: str) -> None:
+    """Note the scheduler's id of attempt ``attempt`` (written whole)."""
+    _write(submitted_file(run_dir, attempt), f"{ident}\n")
+
+
+def read_submitted(run_dir: Path, attempt: int) -> str | None:
+    """The scheduler's id of attempt ``attempt`` as noted at submission, or None."""
+    try:
+        return submitted_file(run_dir, attempt).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def write_fence(run_dir: Path, attempt: int) -> None:
     """Open the run directory to ``attempt`` alone (called before submitting it).
 
     The attempt's own stale files (from a submission that never ran) are
     removed, so that nothing answers for this attempt but its own task.
     """
-    for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt)):
+    for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt), submitted_file(run_dir, attempt)):
         path.unlink(missing_ok=True)
     _write(run_dir / FENCE_FILE, f"{attempt}\n")
 

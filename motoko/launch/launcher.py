@@ -452,7 +452,7 @@ class Launcher:
                 error = outcome.describe()
                 if outcome.stderr_tail:
                     error += "\n" + outcome.stderr_tail
-                study.transition(run, FAILED, error=error)
+                study.transition(run, FAILED, error=error, failure=outcome.extra.get("failure"))
 
     def _killed_with_pilot(self, outcome: Outcome) -> bool:
         """A pilot's run killed by a signal while SLURM stops the pilot (scancel, time limit).

@@ -38,6 +38,7 @@ from motoko.errors import TransitionError
 from motoko.study.columns import check as check_columns
 from motoko.study.columns import forget, record
 from motoko.study.records import MOTOKO_ATTRIBUTES, Job, Run, now
+from motoko.study.retry import scaled_options
 from motoko.study.run_index import RunIndex
 from motoko.study.schema import StudySchema
 from motoko.study.states import (
@@ -261,11 +262,21 @@ class Study(persistent.Persistent):
         for name, value in fields.items():
             setattr(run, name, value)
         if new in FAILURE and new != CANCELLED and self._may_retry(run, new):
-            self.requeue(run, f"retry after {new}")
+            rule = self.schema.retry_rules.get(run.failure or "") if new == "FAILED" else None
+            if rule is None:
+                self.requeue(run, f"retry after {new}")
+                return
+            # Retry with the resource that ran out scaled (see motoko.study.retry).
+            before = list(getattr(run, "slurm_options", None) or ())
+            added = scaled_options([*self.schema.slurm_options, *before], rule)
+            self.requeue(run, f"retry after {new} ({run.failure})")
+            run.slurm_options = [*before, *added]
 
     def _may_retry(self, run: Run, state: str) -> bool:
         schema = self.schema
-        return state in schema.retry_on and run.attempt <= schema.retries
+        if run.attempt > schema.retries:
+            return False
+        return state in schema.retry_on or (state == "FAILED" and (run.failure or "") in schema.retry_rules)
 
     def requeue(self, run: Run, reason: str = "requeued", *, keep_results: bool = False) -> None:
         """Put an ended run back to CREATED for another attempt, keeping history.
@@ -292,6 +303,9 @@ class Study(persistent.Persistent):
             "finished": run.finished,
             "machine_name": run.machine_name,
             "reason": reason,
+            "failure": run.failure,
+            # Each attempt's own options: a retry rule may have changed them.
+            "slurm_options": [*self.schema.slurm_options, *(getattr(run, "slurm_options", None) or ())],
         }
         if keep_results:
             results = results_of(run)
@@ -305,7 +319,7 @@ class Study(persistent.Persistent):
         run.history = (*run.history, attempt)
         run.attempt = run.attempt + 1
         self._set_state(run, CREATED)
-        for name in ("launched", "started", "finished", "exit_code", "error", "launcher"):
+        for name in ("launched", "started", "finished", "exit_code", "error", "launcher", "failure"):
             setattr(run, name, None)
         run.stop_requested = False
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,30 @@ def silence_note(run: Run, record: Any, lost_after: float, stamp: _dt.datetime |
     if gone <= lost_after:
         return None
     return f"launcher gone {gone:.0f} s ago: start a launcher to recover them"
+
+
+def launcher_records(db: StudyDB) -> Mapping[str, Any]:
+    """Launcher id → record, read-only: unlike ``db.launchers()``, never creates the container.
+
+    Views read this; a read that wrote the database root would conflict
+    with every launcher registering meanwhile.
+    """
+    records: Mapping[str, Any] | None = db.conn.root().get("motoko_launchers")
+    return records if records is not None else {}
+
+
+def served(db: StudyDB, study: str, lost_after: float) -> bool:
+    """Whether a live launcher (heart-beating, not stopped) serves ``study``: it looks after silent runs.
+
+    Read-only. An awaiting workflow then leaves silent runs to it, since a
+    launcher can adopt what a workflow could only declare LOST.
+    """
+    stamp = now()
+    return any(
+        record.stopped is None and study in record.studies
+        and (stamp - record.heartbeat).total_seconds() <= lost_after
+        for record in launcher_records(db).values()
+    )
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,7 @@ class Run(persistent.Persistent):
     heartbeat: _dt.datetime | None = None
     exit_code: int | None = None
     error: str | None = None
+    failure: str | None = None  # why the scheduler ended it (TIMEOUT, OUT_OF_MEMORY): what a retry rule fixes
     progress: float | None = None
     status: str | None = None
     attempt: int = 1

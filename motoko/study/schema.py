@@ -12,6 +12,7 @@ parameter space and of its runs, and the files a run needs::
     config_files: [doIt.py]
     retries: 2
     retry_on: [LOST, FAILED]
+    retry: {TIMEOUT: {time: x2, max_time: "08:00:00"}}   # see motoko.study.retry
     lost_after: 30
 
 Everything is checked when the file is loaded, so that a typo fails at once,
@@ -57,6 +58,7 @@ from motoko.study.fields import (
     field_type,
 )
 from motoko.study.records import MOTOKO_ATTRIBUTES, Job
+from motoko.study.retry import parse_rules
 from motoko.study.walltime import parse_duration
 from motoko.yamldoc import Positions, check_duplicates, check_size
 
@@ -85,6 +87,7 @@ _DICT_KEYS = {
     "config_files": "config_files",
     "retries": "retries",
     "retry_on": "retry_on",
+    "retry_rules": "retry",
     "lost_after": "lost_after",
     "slurm_options": "slurm_options",
     "walltime": "walltime",
@@ -110,6 +113,8 @@ class StudySchema:
         config_files: Files copied into each run directory, relative to the folder.
         retries: How many times a run ending in a ``retry_on`` state is retried.
         retry_on: States that trigger a retry (among LOST, FAILED).
+        retry_rules: Per reason of failure (TIMEOUT, OUT_OF_MEMORY), how a
+            retry scales the run's SLURM resources (see :mod:`motoko.study.retry`).
         lost_after: Seconds without heartbeat after which a run is LOST; None
             means the workflow's default.
         slurm_options: Extra sbatch options for this study's runs.
@@ -129,6 +134,7 @@ class StudySchema:
     config_files: list[str] = field(default_factory=lambda: ["doIt.py"])
     retries: int = 0
     retry_on: list[str] = field(default_factory=lambda: ["LOST"])
+    retry_rules: dict[str, dict[str, str]] = field(default_factory=dict)
     lost_after: float | None = None
     slurm_options: list[str] = field(default_factory=list)
     walltime: float | None = None
@@ -216,6 +222,7 @@ class StudySchema:
             "config_files": list(self.config_files),
             "retries": self.retries,
             "retry_on": list(self.retry_on),
+            "retry_rules": {reason: dict(rule) for reason, rule in self.retry_rules.items()},
             "lost_after": self.lost_after,
             "slurm_options": list(self.slurm_options),
             "walltime": self.walltime,
@@ -700,6 +707,7 @@ def _build(data: Any, lines: Positions, *, folder: Path | None, check_files: boo
         config_files=config_files,
         retries=_retries(data, lines),
         retry_on=_retry_on(data, lines),
+        retry_rules=parse_rules(data.get("retry"), lines),
         lost_after=_lost_after(data, lines),
         walltime=_walltime(data, lines),
         slurm_options=_slurm_options(data, lines),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from motoko.study.liveness import silence_note
+from motoko.study.liveness import launcher_records, silence_note
 from motoko.study.records import Run, now
 from motoko.study.states import ACTIVE, CREATED, STATES
 from motoko.study.unserved import unserved
@@ -153,11 +153,11 @@ def collect_status(
         study = db.study(name)
         pairs.append((db, name))
         rows.append(StudyStatus(name, study.counts(), str(db.address)))
-        launchers = db.launchers()
+        launchers = launcher_records(db)
         lost_after = workflow.task_managers[name].schema.lost_after or workflow.config.lost_after
         for state in ("RUNNING", "LAUNCHED"):
             for run in study.ids_in_state(state).values():
-                record = launchers.get(run.launcher)
+                record = launchers.get(run.launcher or "")
                 active.append(RunLine.of(run, silence_note(run, record, lost_after, stamp)))
         for state in FAILURE_STATES:
             failed += [RunLine.of(run) for run in study.ids_in_state(state).values()]
@@ -186,7 +186,7 @@ def run_note(workflow: Any, run: Run) -> str | None:
     """The silence note of one run ("launcher gone 40 s ago: ..."), or None (read-only)."""
     db = workflow.db_for(run.study)
     lost_after = workflow.task_managers[run.study].schema.lost_after or workflow.config.lost_after
-    return silence_note(run, db.launchers().get(run.launcher), lost_after)
+    return silence_note(run, launcher_records(db).get(run.launcher or ""), lost_after)
 
 
 def silent_counts(workflow: Any) -> dict[str, str]:

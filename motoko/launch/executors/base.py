@@ -144,10 +144,14 @@ class Verdict:
         adopt: True when the run's execution still exists or left its exit
             status: :meth:`Executor.adopt` then watches it to its end.
         reason: What was found, in words (kept in the run's error when it is LOST).
+        never_ran: True when the attempt provably never executed (it never
+            reached the engine, and is now closed to late tasks): the run is
+            then put back in the queue whatever its retries allow.
     """
 
     adopt: bool
     reason: str
+    never_ran: bool = False
 
 
 def tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
@@ -225,8 +229,10 @@ class Executor(abc.ABC):
         """
 
     def report_submitted(self, key: tuple[str, int], ident: str) -> None:
-        """Say what the engine calls a run now (a job id): recorded on the run, for adoption."""
+        """Say what the engine calls a run now (a job id): recorded on the run soon, for adoption."""
         self.submitted.append((key, ident))
+        if self.wake is not None:
+            self.wake.set()
 
     async def inspect(self, orphan: Orphan) -> Verdict:
         """Find out what became of a run whose launcher died (see :mod:`motoko.launch.adoption`).

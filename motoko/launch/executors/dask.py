@@ -13,19 +13,22 @@ RUNNING only when a worker starts its command: the task says so through a
 Dask event topic the executor subscribes to.
 
 Each attempt leaves ``started.<attempt>`` (the task's key, worker, host and
-pid) and ``exit.<attempt>`` (the command's status) in the run directory and
-respects the attempt fence (see :mod:`motoko.launch.attempts`). A launcher
-that finds the runs of a dead launcher adopts those whose worker still runs
-them, or which recorded their exit status, and watches the exit file to the
-end (:meth:`DaskExecutor.inspect`).
+pid) in the run directory, respects the attempt fence, and runs its command
+under a tiny shell that records the exit status in ``exit.<attempt>`` (see
+:mod:`motoko.launch.attempts`), so the status outlives the worker. A
+launcher that finds the runs of a dead launcher adopts those whose worker
+still runs them, whose process still runs, or which recorded their exit
+status, and watches them to the end (:meth:`DaskExecutor.inspect`).
 
 Dask cannot interrupt a running task, so cancelling writes a ``cancel`` file
 that the task watches: it then terminates the run's process group (TERM,
 then KILL after the grace period). A worker that dies while running a run
 is noticed two ways: the executor watches the scheduler's workers, and a
 task that Dask reschedules after its worker died refuses to run the command
-a second time. Either way the run is reported LOST, and motoko's own retry
-policy (``retries``/``retry_on`` in bd.yaml) decides what happens next.
+a second time. Either way the run is then followed through its files: its
+process, if it outlived the worker, records its real exit status; only a
+run whose process is gone without one is reported LOST, and motoko's own
+retry policy (``retries``/``retry_on`` in bd.yaml) decides what happens next.
 """
 
 from __future__ import annotations
@@ -88,15 +91,13 @@ def execute_run(command: list[str], cwd: str, env: dict[str, str], key: str, att
         return {"stale": True}
     with open(run_dir / "stdout", "wb") as out, open(run_dir / "stderr", "wb") as err:
         proc = subprocess.Popen(
-            command, cwd=run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            attempts.recorded(attempt, command), cwd=run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, close_fds=True,
         )
     info["pid"] = proc.pid
     attempts.write_started(run_dir, attempt, json.dumps(info))
     _tell_started(topic, key)
-    status = _wait(proc, run_dir / CANCEL_FILE)
-    attempts.record_exit(run_dir, attempt, status)
-    return {"status": status}
+    return {"status": _wait(proc, run_dir / CANCEL_FILE)}
 
 
 def _tell_started(topic: str, key: str) -> None:
@@ -328,18 +329,43 @@ class DaskExecutor(Executor):
         try:
             result = await task.future
         except FutureCancelledError:
+            if task.adopted:
+                return  # given up for its files when its worker died (see _watch_files)
             outcome.cancelled = True
             if key not in self._cancelled:
                 outcome.lost, outcome.reason = True, f"Dask task {task.key} was cancelled outside motoko"
         except KilledWorker as exc:
+            if self._watch_files(key):
+                return  # its process may outlive the workers: its exit file will say
             outcome.lost, outcome.reason = True, f"the Dask workers running it died ({exc})"
         except Exception as exc:  # the task itself raised (cwd missing, command not found...)
             outcome.reason = f"Dask task {task.key} failed: {type(exc).__name__}: {exc}"
         else:
+            if isinstance(result, dict) and "lost" in result and self._watch_files(key):
+                return  # run again after its worker died: the first process may still run
             _apply(outcome, result, key in self._cancelled)
         if not outcome.succeeded and not outcome.cancelled:
             outcome.stderr_tail = tail(launch.run_dir / "stderr")
         self._settle(key, outcome)
+
+    def _watch_files(self, key: tuple[str, int]) -> bool:
+        """Follow a started run through its exit file and process from now on (its worker died).
+
+        False when it never started (nothing to watch).
+        """
+        task = self._tasks.get(key)
+        if task is None:
+            return False
+        if task.started is None:
+            info = _read_started(attempts.started_file(task.launch.run_dir, task.launch.attempt))
+            if info.get("key") != task.key:
+                return False
+            task.started = info
+        if task.future is not None:
+            self._spawn(self._client.cancel([task.future], force=True))
+        task.future, task.adopted = None, True
+        self._check_adopted(None)
+        return True
 
     def _settle(self, key: tuple[str, int], outcome: Outcome) -> None:
         task = self._tasks.pop(key, None)
@@ -365,15 +391,16 @@ class DaskExecutor(Executor):
         if attempts.read_exit(run_dir, n) is not None:
             return Verdict(True, f"attempt {n} recorded its exit status")
         if attempts.revoke(run_dir, n):
-            return Verdict(False, f"attempt {n} never started on a Dask worker (closed to late tasks)")
+            return Verdict(False, f"attempt {n} never started on a Dask worker (closed to late tasks)", never_ran=True)
         info = _read_started(attempts.started_file(run_dir, n))
         workers = await self._count_threads()
         if info.get("worker") in workers:
             return Verdict(True, f"Dask worker {info.get('worker')} runs it")
         if attempts.read_exit(run_dir, n) is not None:
             return Verdict(True, f"attempt {n} recorded its exit status")
-        _kill_orphan(info, run_dir)
-        return Verdict(False, f"its Dask worker {info.get('worker')} left the cluster")
+        if _process_here(info, run_dir):
+            return Verdict(True, f"its process {info.get('pid')} outlived its Dask worker")
+        return Verdict(False, f"its Dask worker {info.get('worker')} left the cluster and it recorded no exit status")
 
     def adopt(self, orphan: Orphan) -> None:
         """Watch a dead launcher's run through its attempt files and its worker, to its end."""
@@ -409,10 +436,13 @@ class DaskExecutor(Executor):
             launch = task.launch
             code = attempts.read_exit(launch.run_dir, launch.attempt)
             outcome = Outcome(launch.study, launch.run_id, cancelled=key in self._cancelled)
+            worker = (task.started or {}).get("worker")
             if code is not None:
                 _apply(outcome, {"status": code}, key in self._cancelled)
-            elif workers is not None and (task.started or {}).get("worker") not in workers:
-                outcome.lost, outcome.reason = True, f"its Dask worker {(task.started or {}).get('worker')} died while running it"
+            elif _process_here(task.started or {}, launch.run_dir):
+                continue  # its worker may be gone, its process is not: it will record its status
+            elif workers is not None and worker not in workers:
+                outcome.lost, outcome.reason = True, f"its Dask worker {worker} died while running it"
             else:
                 continue
             if not outcome.succeeded and not outcome.cancelled:
@@ -431,12 +461,7 @@ class DaskExecutor(Executor):
             worker = task.started.get("worker")
             if worker in workers or worker == "?":
                 continue
-            _kill_orphan(task.started, task.launch.run_dir)
-            if task.future is not None:
-                self._spawn(self._client.cancel([task.future], force=True))
-            launch = task.launch
-            reason = f"its Dask worker {worker} died while running it"
-            self._settle(key, Outcome(launch.study, launch.run_id, lost=True, reason=reason))
+            self._watch_files(key)
 
 
 def _apply(outcome: Outcome, result: Any, cancelled: bool) -> None:
@@ -456,16 +481,19 @@ def _apply(outcome: Outcome, result: Any, cancelled: bool) -> None:
         outcome.cancelled = cancelled
 
 
-def _kill_orphan(info: dict[str, Any], run_dir: Path) -> None:
-    """KILL the process a dead worker left behind, when it runs on this host.
+def _process_here(info: dict[str, Any], run_dir: Path) -> bool:
+    """Whether a run's process still runs on this host (recognised by its working directory).
 
-    Its worker is gone and the run is reported LOST: left alive, it could
-    race a retry of the same run. The process is recognised by its working
-    directory, so a recycled pid is never killed.
+    The pid comes from the run's started file; the working directory check
+    makes sure a recycled pid is never taken for it.
     """
     pid = info.get("pid")
     if info.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return
-    with contextlib.suppress(OSError):
-        if Path(os.readlink(f"/proc/{pid}/cwd")) == run_dir.resolve():
-            _signal_group(pid, signal.SIGKILL)
+        return False
+    try:
+        if Path(os.readlink(f"/proc/{pid}/cwd")) != run_dir.resolve():
+            return False
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -7,12 +7,14 @@ so thousands of short runs cost no thread and no polling each; where pidfds
 are missing (old kernels, other systems) a waiting thread does the same job.
 
 A run's process outlives a launcher killed with SIGKILL (it has its own
-session). The launcher that finds the run silent asks :meth:`inspect`: the
-process, found on this host by its environment markers (even when its pid
-was never recorded), is stopped (TERM, then KILL) and waited for *before*
-the run is declared LOST, so that a retry never runs beside it. Its exit
-status died with its launcher (only a parent learns it), which is why a
-local run is not adopted.
+session), and only a parent learns a process's exit status. So the command
+runs under a tiny ``/bin/sh`` that records its status in ``exit.<attempt>``
+(see :mod:`motoko.launch.attempts`). The launcher that finds the run silent
+asks :meth:`inspect`: a run that recorded its exit status is settled from
+it; a process still running, found on this host by its environment markers
+(even when its pid was never recorded), is *adopted*: watched through a
+pidfd to its end, then settled from its exit file. Only a run with neither
+is LOST, and retried if allowed.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import subprocess
 import threading
 import time
 
+from motoko.launch import attempts
 from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
-from motoko.launch.processes import find_run_processes, stop_and_wait
+from motoko.launch.processes import find_run_processes
 
-#: Seconds between TERM and KILL for a process a dead launcher left behind.
-ORPHAN_GRACE = 5.0
+#: Seconds to wait for an ended orphan's exit file to be complete.
+EXIT_FILE_GRACE = 1.0
 
 
 class LocalExecutor(Executor):
@@ -43,13 +46,15 @@ class LocalExecutor(Executor):
         self._procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
         self._launches: dict[tuple[str, int], Launch] = {}
         self._cancelled: set[tuple[str, int]] = set()
+        self._adopted: dict[tuple[str, int], int] = {}  # orphans watched: run → pid
 
     async def submit(self, launch: Launch) -> str:
         """Start the run's process; its outcome is queued when it exits."""
         key = launch.key
+        attempts.write_fence(launch.run_dir, launch.attempt)
         with open(launch.run_dir / "stdout", "wb") as out, open(launch.run_dir / "stderr", "wb") as err:
             proc = subprocess.Popen(
-                launch.command,
+                attempts.recorded(launch.attempt, launch.command),
                 cwd=launch.run_dir,
                 env=launch.env,
                 stdin=subprocess.DEVNULL,
@@ -106,38 +111,85 @@ class LocalExecutor(Executor):
     async def cancel(self, key: tuple[str, int], grace: float) -> None:
         """TERM the run's process group, then KILL it after ``grace`` seconds."""
         proc = self._procs.get(key)
-        if proc is None:
+        pid = proc.pid if proc is not None else self._adopted.get(key)
+        if pid is None:
             return
         self._cancelled.add(key)
-        _signal_group(proc.pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and key in self._procs:
+        while time.monotonic() < deadline and (key in self._procs or key in self._adopted):
             await asyncio.sleep(0.02)
-        if key in self._procs:
-            _signal_group(proc.pid, signal.SIGKILL)
+        if key in self._procs or key in self._adopted:
+            _signal_group(pid, signal.SIGKILL)
 
     async def inspect(self, orphan: Orphan) -> Verdict:
-        """Stop the processes a dead launcher left of ``orphan`` on this host; never adopt.
-
-        Returns once they are gone: the run is then declared LOST (and
-        retried if allowed) with nothing of it left running.
-        """
+        """Adopt a dead launcher's run that recorded its exit status or still runs on this host."""
+        if attempts.fence(orphan.run_dir) != str(orphan.attempt):
+            # The fence is written before the process starts: this attempt never did.
+            return Verdict(False, f"attempt {orphan.attempt} never started", never_ran=True)
+        if attempts.read_exit(orphan.run_dir, orphan.attempt) is not None:
+            return Verdict(True, f"attempt {orphan.attempt} recorded its exit status")
         pids = await asyncio.to_thread(
             find_run_processes, orphan.study, orphan.run_id, orphan.launcher, orphan.attempt
         )
+        if pids:
+            return Verdict(True, f"its process {pids[0]} still runs")
+        await asyncio.sleep(EXIT_FILE_GRACE)  # it may have ended while we looked
+        if attempts.read_exit(orphan.run_dir, orphan.attempt) is not None:
+            return Verdict(True, f"attempt {orphan.attempt} recorded its exit status")
+        return Verdict(False, "no process of it runs on this host and it recorded no exit status")
+
+    def adopt(self, orphan: Orphan) -> None:
+        """Watch a dead launcher's process (a pidfd) to its end; settle it from its exit file."""
+        launch = Launch(orphan.study, orphan.run_id, orphan.run_dir, (), {}, attempt=orphan.attempt)
+        key = launch.key
+        self._launches[key] = launch
+        pids = find_run_processes(orphan.study, orphan.run_id, orphan.launcher, orphan.attempt)
         if not pids:
-            return Verdict(False, "no process of it runs on this host")
-        await stop_and_wait(pids, ORPHAN_GRACE)
-        listed = ", ".join(map(str, pids))
-        return Verdict(False, f"its process {listed} outlived its launcher and was stopped before any retry")
+            self.running[key] = "adopted"
+            self._finish_orphan(key)
+            return
+        pid = pids[0]
+        self._adopted[key] = pid
+        self.running[key] = str(pid)
+        self.report_started(key)
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already (or no pidfds): its exit file says how it ended
+            self._finish_orphan(key)
+            return
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self._finish_orphan(key)
+
+        loop.add_reader(pidfd, exited)
+
+    def _finish_orphan(self, key: tuple[str, int]) -> None:
+        launch = self._launches.pop(key)
+        self._adopted.pop(key, None)
+        code = attempts.read_exit(launch.run_dir, launch.attempt)
+        cancelled = key in self._cancelled
+        self._cancelled.discard(key)
+        outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
+        if code is None and not cancelled:
+            outcome.lost = True
+            outcome.reason = "its process ended without recording an exit status"
+        if code is not None and code != 0:
+            outcome.stderr_tail = tail(launch.run_dir / "stderr")
+        if code is not None:
+            self.report_started(key)
+        self.report(outcome)
 
     async def close(self) -> None:
         """Nothing to release: processes are owned by the launcher's drain."""
 
     def kill_all(self) -> None:
         """KILL every running process group (the launcher is going down hard)."""
-        for proc in list(self._procs.values()):
-            _signal_group(proc.pid, signal.SIGKILL)
+        for pid in [proc.pid for proc in self._procs.values()] + list(self._adopted.values()):
+            _signal_group(pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: int) -> None:

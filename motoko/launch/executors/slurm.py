@@ -58,8 +58,8 @@ import shlex
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from motoko.errors import (
@@ -69,6 +69,19 @@ from motoko.errors import (
 )
 from motoko.launch import attempts
 from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
+from motoko.launch.executors.slurm_cli import (  # noqa: F401 (_IDS_PER_CALL, _parse_squeue: importable from here)
+    _ENDED,
+    _IDS_PER_CALL,
+    _WAITING,
+    _active,
+    _call,
+    _parse_squeue,
+    _Queue,
+    _sacct,
+    _squeue,
+    cluster_limits,
+    parse_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +95,6 @@ DEFAULT_MAX_PARALLEL = 1000
 #: Seconds to wait for an ended job's exit status file (shared file systems
 #: may show it late) before reporting the job without it.
 EXIT_FILE_GRACE = 5.0
-#: Job ids per squeue/sacct call (one argument must stay under 128 KiB).
-_IDS_PER_CALL = 2000
-
-#: squeue states of a job that has not started executing yet.
-_WAITING = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
-_ENDED = {
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
-    "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
-}
 #: Ended states that are no fault of the run: reported LOST (a retry may help).
 _LOSSES = {
     "BOOT_FAIL": "its node failed to boot",
@@ -152,25 +156,6 @@ class _Task:
 
 #: What an outside ``scancel`` leaves in the run's error.
 _CANCELLED_OUTSIDE = "was cancelled outside motoko (scancel)"
-
-
-@dataclass
-class _Queue:
-    """What one squeue call says: state and reason per job id, and the arrays' unsplit tasks.
-
-    ``arrays`` maps an array's id to the task ids squeue still shows in one
-    range row ("123_[4-9%2]", not started yet) and that row's state.
-    """
-
-    rows: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    arrays: dict[str, tuple[set[int], str]] = field(default_factory=dict)
-
-    def array_state(self, job: str, index: int) -> str | None:
-        """The state of array task ``job_index`` if it is still in its array's range row."""
-        ranged = self.arrays.get(job)
-        if ranged is None or index not in ranged[0]:
-            return None
-        return ranged[1]
 
 
 class SlurmExecutor(Executor):
@@ -301,7 +286,7 @@ class SlurmExecutor(Executor):
         ident = _job_ident(orphan)
         if ident is None:
             if attempts.revoke(run_dir, n):
-                return Verdict(False, f"no SLURM job of attempt {n} was recorded or started (closed to late tasks)")
+                return Verdict(False, f"attempt {n} left no trace of a SLURM job (closed to late tasks)", never_ran=True)
             ident = attempts.read_started(run_dir, n)
         return Verdict(True, f"SLURM job {ident}")
 
@@ -395,6 +380,8 @@ class SlurmExecutor(Executor):
             else:
                 task.log_file = task.launch.run_dir / f"slurm-{job}.out"
             self.running[task.launch.key] = task.slurm_id
+            with contextlib.suppress(OSError):  # the first trace of the job, before any commit
+                attempts.write_submitted(task.launch.run_dir, task.launch.attempt, task.slurm_id)
             self.report_submitted(task.launch.key, task.slurm_id)
         log.debug("submitted %d run(s) as SLURM job %s", len(tasks), job)
         for task in tasks:
@@ -568,12 +555,15 @@ class SlurmExecutor(Executor):
         launch = task.launch
         cancelled = launch.key in self._cancelled
         outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
-        outcome.extra["slurm_state"] = state
+        if state in _KILLS:  # what a study's retry rules may fix (motoko.study.retry)
+            outcome.extra["failure"] = state
         why = f"{state}, {reason}" if reason and reason not in ("None", state) else state
         if cancelled:
             pass
-        elif state == "CANCELLED" and code is None:
+        elif state == "CANCELLED" and code != 0:
+            # The script may have recorded the killed command's status (143) before it died too.
             outcome = self._cancelled_outside(task, why)
+            outcome.exit_code = code
             outcome.stderr_tail = _failure_tail(task)
             return outcome
         elif state in _LOSSES and code is None:
@@ -727,120 +717,10 @@ def _array_command(tasks: list[_Task], options: tuple[str, ...]) -> list[str]:
     return [*base, *options, *first.options, f"--array=0-{len(tasks) - 1}", str(script)]
 
 
-async def _call(command: Sequence[str], *, ok: Iterable[str] = ()) -> str:
-    """Run a SLURM command without blocking the loop; return its stdout.
-
-    Raises:
-        SlurmError: on a non-zero exit, unless its stderr contains one of ``ok``.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    stderr = err.decode(errors="replace")
-    if proc.returncode != 0 and not any(text in stderr for text in ok):
-        raise SlurmError(command, stderr)
-    return out.decode(errors="replace")
-
-
-async def _squeue(jobs: list[str]) -> _Queue:
-    """squeue's view of ``jobs``, ended ones included (for ``MinJobAge``)."""
-    queue = _Queue()
-    for start in range(0, len(jobs), _IDS_PER_CALL):
-        ids = ",".join(jobs[start : start + _IDS_PER_CALL])
-        # Only ids squeue has forgotten: it then says so and exits 1.
-        out = await _call(
-            ["squeue", "--states=all", "--noheader", "--format=%i|%F|%K|%A|%T|%r", f"--jobs={ids}"],
-            ok=("Invalid job id",),
-        )
-        _parse_squeue(out, queue)
-    return queue
-
-
-def _parse_squeue(out: str, queue: _Queue) -> None:
-    for line in out.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 6:
-            continue
-        job_id, array_id, task_id, raw_id, state, reason = parts
-        state = state.split()[0] if state.strip() else "UNKNOWN"
-        if task_id not in ("N/A", "") and not task_id.isdigit():
-            queue.arrays[array_id] = (_task_ids(task_id), state)  # "123_[4-9%2]": tasks not started yet
-            continue
-        queue.rows[job_id] = (state, reason, raw_id)
-
-
-async def _sacct(ids: list[str]) -> dict[str, str]:
-    """Final states from accounting (``sacct``), else job completion logs (``sacct -c``)."""
-    if shutil.which("sacct") is None or not ids:
-        return {}
-    joined = ",".join(ids[:_IDS_PER_CALL])
-    for command in (
-        ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={joined}", "--format=JobID,State"],
-        ["sacct", "-c", "--noheader", "--parsable2", f"--jobs={joined}", "--format=jobid,state"],
-    ):
-        try:
-            out = await _call(command)
-        except (MotokoError, OSError):
-            continue
-        states = {}
-        for line in out.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) >= 2 and parts[1].strip():
-                states[parts[0]] = parts[1].split()[0]
-        if states:
-            return states
-    return {}
-
-
-async def cluster_limits() -> dict[str, int]:
-    """The cluster's MaxArraySize and MaxJobCount (``scontrol show config``); {} when unknown."""
-    if shutil.which("scontrol") is None:
-        return {}
-    try:
-        out = await _call(["scontrol", "show", "config"])
-    except (MotokoError, OSError) as exc:
-        log.warning("cannot read the cluster's limits (scontrol show config): %s", exc)
-        return {}
-    return parse_limits(out)
-
-
-def parse_limits(text: str) -> dict[str, int]:
-    """MaxArraySize and MaxJobCount from ``scontrol show config`` output."""
-    limits = {}
-    for line in text.splitlines():
-        name, _, value = line.partition("=")
-        name, value = name.strip(), value.strip().split(" ")[0]
-        if name in ("MaxArraySize", "MaxJobCount") and value.isdigit():
-            limits[name] = int(value)
-    return limits
-
-
-async def _active(ident: str) -> bool:
-    """Whether SLURM still queues or runs job ``ident`` (``123`` or ``123_4``)."""
-    try:
-        queue = await _squeue([ident])
-    except (MotokoError, OSError):
-        return False
-    job, _, index = ident.partition("_")
-    row = queue.rows.get(ident)
-    state = row[0] if row is not None else (queue.array_state(job, int(index)) if index else None)
-    return state is not None and state not in _ENDED
-
-
-def _task_ids(spec: str) -> set[int]:
-    """Task ids of an squeue range ("0-3,7", "4-9%2"); empty for what cannot be read."""
-    ids: set[int] = set()
-    for part in spec.split("%")[0].strip("[]").split(","):
-        low, _, high = part.partition("-")
-        with contextlib.suppress(ValueError):
-            ids.update(range(int(low), int(high or low) + 1))
-    return ids
-
-
 def _job_ident(orphan: Orphan) -> str | None:
     """The SLURM id of an orphan's job: as recorded on the run, else as its task wrote on start."""
-    for ident in (orphan.executor_id, attempts.read_started(orphan.run_dir, orphan.attempt)):
+    run_dir, n = orphan.run_dir, orphan.attempt
+    for ident in (orphan.executor_id, attempts.read_submitted(run_dir, n), attempts.read_started(run_dir, n)):
         if ident and _JOB_ID.match(ident):
             return ident
     return None
