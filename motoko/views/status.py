@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from motoko.study.prefetch import prefetch
 from motoko.study.records import ACTIVE, CREATED, STATES, Run, now
 
 #: States reported as failures, newest first.
@@ -131,18 +132,42 @@ def collect_status(
     rows: list[StudyStatus] = []
     active: list[RunLine] = []
     failed: list[RunLine] = []
+    in_flight = 0
     for name in names:
         db = workflow.db_for(name)
         study = db.study(name)
-        rows.append(StudyStatus(name, study.counts(), str(db.address)))
+        counts = study.counts()
+        rows.append(StudyStatus(name, counts, str(db.address)))
+        in_flight += counts.get("RUNNING", 0) + counts.get("LAUNCHED", 0)
+        # A study of a million runs may have thousands running or failed: only
+        # the newest few of each are read (run ids grow with creation), in one batch.
         for state in ("RUNNING", "LAUNCHED"):
-            active += [RunLine.of(run) for run in study.ids_in_state(state).values()]
+            active += [RunLine.of(run) for run in _newest(study.ids_in_state(state), _LOOK_AHEAD * running)]
         for state in FAILURE_STATES:
-            failed += [RunLine.of(run) for run in study.ids_in_state(state).values()]
+            failed += [RunLine.of(run) for run in _newest(study.ids_in_state(state), _LOOK_AHEAD * failures)]
     oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
     active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
-    return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running))
+    return Status(rows, active[:running], failed[:failures], more_running=max(0, in_flight - running))
+
+
+#: Runs read per state for every one listed: the listed ones are sorted by
+#: progress or end time, which the run ids only approximate.
+_LOOK_AHEAD = 10
+
+
+def _newest(runs: Any, n: int) -> list[Run]:
+    """The ``n`` runs with the highest ids of a state index, fetched in one batch."""
+    picked: list[Run] = []
+    key = None
+    while len(picked) < n:
+        try:
+            key = runs.maxKey() if key is None else runs.maxKey(key - 1)
+        except ValueError:  # nothing below
+            break
+        picked.append(runs[key])
+    prefetch(picked)
+    return picked
 
 
 # -- rendering ---------------------------------------------------------------------------
