@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: Seconds a busy launcher waits for more outcomes to record them in one commit.
 BATCH_WINDOW = 0.003
+#: Seconds a launcher waits for runs it just started to end before marking them RUNNING.
+START_WINDOW = 0.05
 
 
 @dataclass
@@ -247,7 +249,14 @@ class Launcher:
             await self._handle_cancels()
             if self._should_exit():
                 break
-            if claimed or (outcomes and not self._unsettled) or self._started:
+            if claimed or (outcomes and not self._unsettled):
+                continue
+            if self._started:
+                # Runs just started: give them a moment to end, so that marking
+                # them RUNNING and settling a short one share one commit (every
+                # commit wakes every client of the server).
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), START_WINDOW)
                 continue
             await self._sleep()
 
