@@ -54,3 +54,12 @@ def test_a_deadline_admits_only_runs_that_fit():
     created = IOBTree({i + 1: run for i, run in enumerate(runs)})
     assert sorted(pick(created, 4, Share(), per_run)) == [1, 2, 4]
     assert Deadline(time.time() + 5, margin=10).closed() and not deadline.closed()
+
+
+def test_parts_stay_put_while_the_top_launcher_eats_its_part():
+    created = _created(range(1, 101))
+    for rid in (100, 99, 98, 97, 96):
+        del created[rid]
+    # Cut up to the highest CREATED id, every part would have moved down into its neighbour's.
+    assert pick(created, 3, Share(2, 4), ceiling=100) == [74, 73, 72]
+    assert pick(created, 3, Share(2, 4)) == [70, 69, 68]

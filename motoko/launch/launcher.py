@@ -512,7 +512,7 @@ class Launcher:
                 continue
             schema = self.studies[name]
             fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            for rid in pick(created, want - len(claimed), share, fits):
+            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value):
                 claimed.append(self._claim_one(study, created[rid]))
             if len(claimed) >= want:
                 break
