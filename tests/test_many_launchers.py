@@ -23,16 +23,21 @@ COUNTING = '#!/bin/bash\necho "$MOTOKO_RUN_ID" >> "$COUNT_FILE"\n'
 
 def test_many_launcher_processes_share_the_runs_once_each_and_show_their_conflicts(workdir: Path):
     config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 1}\n", launch=COUNTING)
-    ids = create_runs(db, x=list(range(120)))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "motoko.cli.main", "launcher", "start", "--executor", "local", "-j", "1", "--idle-exit", "3"],
+            [sys.executable, "-m", "motoko.cli.main", "launcher", "start", "--executor", "local", "-j", "1", "--idle-exit", "15"],
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "COUNT_FILE": str(workdir / "executions")},
         )
         for _ in range(6)
     ]
     try:
+        # Runs come once every launcher is serving: each can then take a share.
+        deadline = time.monotonic() + 60
+        while len([r for r in db.launchers().values() if r.stopped is None]) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            db.abort()
+        ids = create_runs(db, x=list(range(120)))
         deadline = time.monotonic() + 120
         status = None
         while time.monotonic() < deadline:
@@ -48,6 +53,7 @@ def test_many_launcher_processes_share_the_runs_once_each_and_show_their_conflic
             if proc.poll() is None:
                 proc.kill()
     assert all(p.returncode == 0 for p in procs), outputs
+    db.abort()
     executions = (workdir / "executions").read_text().split()
     assert sorted(executions, key=int) == [str(i) for i in ids], "every run executed exactly once"
     study = db.study("s")
