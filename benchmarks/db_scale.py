@@ -1,6 +1,6 @@
-"""Study database scale: inserts and selects at N = 10k and 100k runs.
+"""Study database scale: inserts and selects at N = 10k and 100k runs (1M opt-in).
 
-    python -m benchmarks.db_scale [--sizes 10000 100000] [--chunk 10000]
+    python -m benchmarks.db_scale [--sizes 10000 100000] [--chunk 10000] [--million]
 
 For each N, in a fresh database: insert N runs in chunks of ``--chunk`` (one
 transaction each; per-chunk times must stay flat, showing O(N log N)), mark
@@ -14,14 +14,21 @@ again warm (``warm_s``, the best of three):
 ``cold_s`` is the select itself: it returns the matching runs, whose data is
 already on its way (requested in one batch). ``cold_read_s`` adds reading a
 field of every returned run, what a table of the results costs. Memory is the
-benchmark process's peak RSS.
+benchmark process's peak RSS; ``server_rss_mb`` the ZEO server's.
+
+``cli`` times the real command line in fresh processes (best of three):
+``motoko select`` printing 1,000 runs, ``motoko status``, ``motoko info``,
+and ``motoko --version`` (the floor: Python and the CLI's imports).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import emit, workflow
@@ -87,21 +94,64 @@ def measure(n: int, chunk: int) -> dict[str, Any]:
             "select_job_range": _select_times(address, f"x > {n * 0.2}, x < {n * 0.21}"),
             "select_full_filter": _select_times(address, "runs.score > 0"),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cli": _cli_times(root, n),
+            "server_rss_mb": _server_rss_mb(root),
         }
         wf.close()
     return result
+
+
+def _cli_times(root: Path, n: int, repeat: int = 3) -> dict[str, Any]:
+    """Wall time of the real CLI (a fresh process each), best of ``repeat``.
+
+    ``version_s`` is the floor: starting Python and importing the CLI.
+    """
+    commands = {
+        "select_1000_s": ["select", f"x < {min(n, 1000)}", "--study", "scale"],
+        "status_s": ["status"],
+        "info_s": ["info"],
+        "version_s": ["--version"],
+    }
+    out: dict[str, Any] = {}
+    for label, args in commands.items():
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "motoko.cli.main", *args], cwd=root, capture_output=True, text=True)
+            times.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                out[label + "_error"] = proc.stderr.strip()[-300:]
+        out[label] = min(times)
+    return out
+
+
+def _server_rss_mb(root: Path) -> float | None:
+    """Resident memory of the study's ZEO server (from its pid file)."""
+    try:
+        pid = int((root / ".motoko" / "zeo.pid").read_text().strip())
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--chunk", type=int, default=10_000)
+    parser.add_argument("--million", action="store_true", help="also measure 1,000,000 runs (minutes; opt-in)")
     args = parser.parse_args()
-    results = [measure(n, min(args.chunk, n)) for n in args.sizes]
+    sizes = [*args.sizes, *([1_000_000] if args.million and 1_000_000 not in args.sizes else [])]
+    results = [measure(n, min(args.chunk, n)) for n in sizes]
     emit({
         "benchmark": "db_scale",
         "results": results,
-        "targets": {"insert_100k_s": 30, "indexed_select_s": 0.020, "full_filter_100k_s": 1.5},
+        "targets": {
+            "insert_100k_s": 30, "indexed_select_s": 0.020, "full_filter_100k_s": 1.5,
+            "cli_select_1000_and_status_100k_s": 0.5, "cli_select_1000_and_status_1m_s": 1.0, "insert_1m_s": 300,
+        },
     })
 
 

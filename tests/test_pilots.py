@@ -36,8 +36,10 @@ def _port() -> int:
 
 
 def _queue(name: str) -> list[tuple[str, str]]:
-    """(job id, state) of the jobs named ``name`` still in squeue."""
-    out = subprocess.run(["squeue", "--noheader", f"--name={name}", "--format=%i|%T"], capture_output=True, text=True, check=True)
+    """(job id, state) of the jobs named ``name`` in squeue (ended ones for a while too)."""
+    out = subprocess.run(
+        ["squeue", "--noheader", "--states=all", f"--name={name}", "--format=%i|%T"], capture_output=True, text=True, check=True
+    )
     return [tuple(line.split("|")) for line in out.stdout.split()]  # type: ignore[misc]
 
 
@@ -76,7 +78,7 @@ def pilot_wf(workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slu
     port = _port()
     state["port"] = port
     yield state
-    ours = [job for job, _ in _queue(name)]
+    ours = _active(name)
     if ours:
         subprocess.run(["scancel", *ours], check=False)
     stop_server(workdir)
@@ -196,3 +198,20 @@ def test_pilots_claim_only_runs_that_fit_their_time(pilot_wf):  # type: ignore[n
     states = {run.job.x: run.state for run in db.study("s").runs.values()}
     db.close()
     assert states == {1: FINISHED, 2: FINISHED, 3: CREATED}, "the hour-long run waits for a pilot that can hold it"
+
+
+def test_motoko_run_with_executor_pilot(pilot_wf):  # type: ignore[no-untyped-def]
+    pilot_wf["configure"]("max: 1, cores: 2, time: '00:05:00', idle_exit: 2")
+    _start_server(pilot_wf)
+    root, name = pilot_wf["root"], pilot_wf["name"]
+    (root / "motoko.yaml").write_text((root / "motoko.yaml").read_text().replace("executor: pilot", "executor: local"))
+    (root / "wf.py").write_text(
+        "from motoko import step\n\n@step\nasync def fan(workflow):\n"
+        "    runs = await workflow.s.createTask(x=list(range(6)))\n    return len(runs)\n"
+    )
+    result = motoko("run", "wf.py", "--executor", "pilot", cwd=root, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "fan: 6" in result.stdout
+    assert sorted(_executions(pilot_wf), key=int) == [str(i) for i in range(1, 7)]
+    _wait(lambda: _active(name) == [], 30, "the pilot leaving after idle_exit")
+    assert [job for job, _ in _queue(name)], "the runs went through a pilot job"

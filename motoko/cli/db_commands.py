@@ -10,6 +10,7 @@ import click
 from motoko.cli.format import colour_state, render
 from motoko.config import WorkflowConfig, load_config
 from motoko.errors import QueryError, UnknownNameError
+from motoko.study.prefetch import jobs_by_id
 from motoko.study.states import STATES
 from motoko.views.status import silent_counts
 
@@ -82,9 +83,10 @@ def _select_rows(
     job_fields = list(manager.schema.job_fields)
     columns = fields or ["id", "job_id", "state", "run_name", *job_fields, "progress", "machine_name"]
     known = {c for c in columns if _column_known(c, manager.schema, runs)}
+    jobs = jobs_by_id(workflow.db_for(study).study(manager.name).jobs, (run.job_id for run in runs))
     rows = []
     for run in runs:
-        job = run.job
+        job = jobs.get(run.job_id) or run.job
         row = []
         for column in columns:
             name = column.split(".", 1)[1] if column.startswith(("runs.", "jobs.")) else column

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -177,7 +178,13 @@ def _records(config: Any) -> list[Any]:
         return []
     db = StudyDB(address)
     try:
-        return [record for record in db.launchers().values() if record.stopped is None]
+        return [
+            SimpleNamespace(
+                machine_name=r.machine_name, pid=r.pid, executor=r.executor, pilot_job=r.pilot_job, executed=r.executed,
+                conflicts=r.conflicts, studies=list(r.studies), started=r.started,
+            )
+            for r in db.launchers().values() if r.stopped is None
+        ]
     finally:
         db.close()
 

@@ -128,7 +128,9 @@ def fits_within(deadline: Deadline | None, study_walltime: float | None, per_run
     return lambda run: (run_walltime(run, study_walltime) or 0.0) <= left
 
 
-def pick(created: Any, want: int, share: Share, fits: Callable[[Any], bool] | None = None) -> list[int]:
+def pick(
+    created: Any, want: int, share: Share, fits: Callable[[Any], bool] | None = None, ceiling: int | None = None
+) -> list[int]:
     """Up to ``want`` ids of CREATED runs, from this launcher's own part first.
 
     Within its part a launcher takes the *highest* ids first: removing a
@@ -141,10 +143,16 @@ def pick(created: Any, want: int, share: Share, fits: Callable[[Any], bool] | No
         want: How many runs the launcher has room for.
         share: This launcher's rank among the live launchers.
         fits: A test a run must pass (walltime), or None.
+        ceiling: The study's highest run id: parts are cut from the lowest
+            CREATED id to it, so that they stay put while launchers eat them
+            from the top (cut up to the highest CREATED id, every part moved
+            down each time the top launcher claimed, into its neighbour's).
     """
     if want <= 0 or not created:
         return []
     low, high = created.minKey(), created.maxKey()
+    if ceiling is not None and ceiling > high:
+        high = ceiling
     top = share.next().start(low, high) if share.index + 1 < share.count else high + 1
     picked: list[int] = []
     limit = want if fits is None else want * SCAN_PER_RUN

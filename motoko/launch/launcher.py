@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: Seconds a busy launcher waits for more outcomes to record them in one commit.
 BATCH_WINDOW = 0.003
+#: Seconds a launcher waits for runs it just started to end before marking them RUNNING.
+START_WINDOW = 0.05
 
 
 @dataclass
@@ -263,7 +265,14 @@ class Launcher:
             await self._handle_cancels()
             if self._should_exit():
                 break
-            if claimed or (outcomes and not self._unsettled) or self._started:
+            if claimed or (outcomes and not self._unsettled):
+                continue
+            if self._started:
+                # Runs just started: give them a moment to end, so that marking
+                # them RUNNING and settling a short one share one commit (every
+                # commit wakes every client of the server).
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), START_WINDOW)
                 continue
             await self._sleep()
 
@@ -532,7 +541,7 @@ class Launcher:
                 continue
             schema = self.studies[name]
             fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            for rid in pick(created, want - len(claimed), share, fits):
+            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value):
                 claimed.append(self._claim_one(study, created[rid]))
             if len(claimed) >= want:
                 break

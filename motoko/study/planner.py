@@ -27,7 +27,7 @@ from BTrees.IOBTree import IOBTree
 from motoko.study.columns import scan
 from motoko.study.constraints import compile_pattern, predicate
 from motoko.study.container import Study
-from motoko.study.prefetch import prefetch, prefetch_buckets
+from motoko.study.prefetch import jobs_by_id, prefetch, prefetch_buckets
 from motoko.study.query import And, Compare, Not, Or, Query, TrueNode, parse_query
 from motoko.study.records import MOTOKO_ATTRIBUTES, Run
 
@@ -75,10 +75,7 @@ def select_runs(study: Study, constraints: Any) -> list[Run]:
         return runs
     needs_jobs = any(f.table == "jobs" for f in query.fields())
     if needs_jobs:
-        jobs_tree = study.jobs
-        prefetch_buckets(jobs_tree, keys=sorted({r.job_id for r in runs}))
-        jobs = {r.job_id: jobs_tree.get(r.job_id) for r in runs}
-        prefetch([j for j in jobs.values() if j is not None])
+        jobs = jobs_by_id(study.jobs, (r.job_id for r in runs))
         return [r for r in runs if query.matches(r, jobs.get(r.job_id))]
     return [r for r in runs if query.matches(r, None)]
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from motoko.study.liveness import launcher_records, silence_note
+from motoko.study.prefetch import prefetch
 from motoko.study.records import Run, now
 from motoko.study.states import ACTIVE, CREATED, STATES
 from motoko.study.unserved import unserved
@@ -148,19 +149,24 @@ def collect_status(
     notes: list[str] = []
     stamp = now()
     pairs = []
+    in_flight = 0
     for name in names:
         db = workflow.db_for(name)
         study = db.study(name)
         pairs.append((db, name))
-        rows.append(StudyStatus(name, study.counts(), str(db.address)))
+        counts = study.counts()
+        rows.append(StudyStatus(name, counts, str(db.address)))
+        in_flight += counts.get("RUNNING", 0) + counts.get("LAUNCHED", 0)
         launchers = launcher_records(db)
         lost_after = workflow.task_managers[name].schema.lost_after or workflow.config.lost_after
+        # A study of a million runs may have thousands running or failed: only
+        # the newest few of each are read (run ids grow with creation), in one batch.
         for state in ("RUNNING", "LAUNCHED"):
-            for run in study.ids_in_state(state).values():
+            for run in _newest(study.ids_in_state(state), _LOOK_AHEAD * running):
                 record = launchers.get(run.launcher or "")
                 active.append(RunLine.of(run, silence_note(run, record, lost_after, stamp)))
         for state in FAILURE_STATES:
-            failed += [RunLine.of(run) for run in study.ids_in_state(state).values()]
+            failed += [RunLine.of(run) for run in _newest(study.ids_in_state(state), _LOOK_AHEAD * failures)]
         notes += launcher_notes(launchers, name, lost_after, stamp)
     silent = sum(1 for r in active if r.note)
     if silent:
@@ -177,7 +183,7 @@ def collect_status(
     reports = [r for r in (find_outdated(workflow, name) for name in run_names) if r or r.kept]
     waiting = unserved(pairs, within=workflow.config.lost_after)
     return Status(
-        rows, active[:running], failed[:failures], more_running=max(0, len(active) - running),
+        rows, active[:running], failed[:failures], more_running=max(0, in_flight - running),
         notes=sorted(set(notes)), outdated=reports, unserved=str(waiting) if waiting else None,
     )
 
@@ -209,6 +215,25 @@ def launcher_notes(launchers: Any, study: str, lost_after: float, stamp: _dt.dat
         if record.note and record.stopped is None and study in record.studies
         and (stamp - record.heartbeat).total_seconds() <= lost_after
     ]
+
+
+#: Runs read per state for every one listed: the listed ones are sorted by
+#: progress or end time, which the run ids only approximate.
+_LOOK_AHEAD = 10
+
+
+def _newest(runs: Any, n: int) -> list[Run]:
+    """The ``n`` runs with the highest ids of a state index, fetched in one batch."""
+    picked: list[Run] = []
+    key = None
+    while len(picked) < n:
+        try:
+            key = runs.maxKey() if key is None else runs.maxKey(key - 1)
+        except ValueError:  # nothing below
+            break
+        picked.append(runs[key])
+    prefetch(picked)
+    return picked
 
 
 # -- rendering ---------------------------------------------------------------------------

@@ -402,6 +402,9 @@ CLI_CASES = [
          ["possible"]),
     case("cli-listen-malformed", ["server", "start", "--listen", "localhost"], ["cannot listen on 'localhost'"],
          ["HOST:PORT"]),
+    # Without certificate files the user's own are made (tests/test_certificates.py); half of them is refused.
+    case("cli-listen-partial-tls", ["server", "start", "--listen", "0.0.0.0:8123", "--tls-cert", "motoko.yaml"],
+         ["TLS needs all of --tls-cert, --tls-key and --tls-ca"], ["motoko server start --help"]),
     case("cli-pack-negative-days", ["db", "pack", "--days", "-1"], ["'--days'", "-1"], ["x>=0"]),
     case("cli-runs-unknown-subcommand", ["runs", "lst"], ["No such command 'lst'"], ["'list', 'ls'"]),
     case("cli-runs-show-unknown-id", ["runs", "show", "mult.999"], ["no run with id 999 in study 'mult'"],

@@ -1,0 +1,65 @@
+"""Which runs a launcher claims: its own part, top down; only runs that fit a deadline."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from types import SimpleNamespace
+
+from BTrees.IOBTree import IOBTree
+
+from motoko.launch.claiming import Deadline, Share, Shares, fits_within, pick
+
+
+def _created(ids: range | list[int]) -> IOBTree:
+    return IOBTree({i: SimpleNamespace(id=i, walltime=None) for i in ids})
+
+
+def test_each_launcher_starts_at_the_top_of_its_own_part():
+    created = _created(range(1, 101))
+    parts = [pick(created, 3, Share(i, 4)) for i in range(4)]
+    assert parts == [[24, 23, 22], [49, 48, 47], [74, 73, 72], [100, 99, 98]]
+    assert len({rid for part in parts for rid in part}) == 12, "no two launchers want the same run"
+
+
+def test_an_emptied_part_takes_from_the_parts_above_then_below():
+    created = _created([1, 2, 3, 90, 95])
+    assert pick(created, 5, Share(1, 2)) == [95, 90, 3, 2, 1]
+    assert pick(created, 10, Share(0, 2)) == [3, 2, 1, 95, 90]
+    assert pick(_created([]), 3, Share()) == [] and pick(created, 0, Share()) == []
+
+
+def test_shares_rank_only_live_launchers():
+    now = _dt.datetime.now(_dt.timezone.utc)
+    records = {
+        "a": SimpleNamespace(stopped=None, heartbeat=now),
+        "b": SimpleNamespace(stopped=now, heartbeat=now),  # stopped
+        "c": SimpleNamespace(stopped=None, heartbeat=now - _dt.timedelta(hours=1)),  # silent
+        "d": SimpleNamespace(stopped=None, heartbeat=now),
+    }
+    assert Shares("d", alive_for=60).current(records) == Share(1, 2)
+    assert Shares("new", alive_for=60).current(records) == Share(2, 3), "a launcher not yet recorded counts itself"
+
+
+def test_a_deadline_admits_only_runs_that_fit():
+    deadline = Deadline(time.time() + 100, margin=10)
+    assert fits_within(None, 1000.0, True) is None, "not a pilot: everything fits"
+    assert fits_within(deadline, 50.0, False) is None, "the study's runs all fit"
+    refuse = fits_within(deadline, 500.0, False)
+    assert refuse is not None and not refuse(SimpleNamespace())
+    per_run = fits_within(deadline, None, True)
+    assert per_run is not None
+    runs = [SimpleNamespace(walltime=w) for w in (10.0, "00:01:00", 200.0, None)]
+    assert [per_run(run) for run in runs] == [True, True, False, True]
+    created = IOBTree({i + 1: run for i, run in enumerate(runs)})
+    assert sorted(pick(created, 4, Share(), per_run)) == [1, 2, 4]
+    assert Deadline(time.time() + 5, margin=10).closed() and not deadline.closed()
+
+
+def test_parts_stay_put_while_the_top_launcher_eats_its_part():
+    created = _created(range(1, 101))
+    for rid in (100, 99, 98, 97, 96):
+        del created[rid]
+    # Cut up to the highest CREATED id, every part would have moved down into its neighbour's.
+    assert pick(created, 3, Share(2, 4), ceiling=100) == [74, 73, 72]
+    assert pick(created, 3, Share(2, 4)) == [70, 69, 68]

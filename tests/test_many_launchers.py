@@ -1,0 +1,84 @@
+"""Many real launcher processes on one database: every run once, fair shares, counters exact.
+
+Also the walltime-aware claiming of a launcher with a deadline (a pilot's),
+driven in-process through its bounded modes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import launch_support
+from conftest import motoko
+from launch_support import create_runs, make_study
+
+from motoko.study.records import CREATED, FINISHED
+
+COUNTING = '#!/bin/bash\necho "$MOTOKO_RUN_ID" >> "$COUNT_FILE"\n'
+
+
+def test_many_launcher_processes_share_the_runs_once_each_and_show_their_conflicts(workdir: Path):
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 1}\n", launch=COUNTING)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "motoko.cli.main", "launcher", "start", "--executor", "local", "-j", "1", "--idle-exit", "15"],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COUNT_FILE": str(workdir / "executions")},
+        )
+        for _ in range(6)
+    ]
+    try:
+        # Runs come once every launcher is serving: each can then take a share.
+        deadline = time.monotonic() + 60
+        while len([r for r in db.launchers().values() if r.stopped is None]) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            db.abort()
+        ids = create_runs(db, x=list(range(120)))
+        deadline = time.monotonic() + 120
+        status = None
+        while time.monotonic() < deadline:
+            db.abort()
+            if db.study("s").count(FINISHED) == len(ids):
+                break
+            if status is None and db.study("s").count(FINISHED) > 30:
+                status = motoko("launcher", "status", cwd=workdir)
+            time.sleep(0.2)
+        outputs = [p.communicate(timeout=60)[1] for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(p.returncode == 0 for p in procs), outputs
+    db.abort()
+    executions = (workdir / "executions").read_text().split()
+    assert sorted(executions, key=int) == [str(i) for i in ids], "every run executed exactly once"
+    study = db.study("s")
+    assert study.counts() == {FINISHED: len(ids)} and study.check_indexes() == []
+    records = [r for r in db.launchers().values() if "s" in r.studies]
+    assert len(records) == 6 and sum(r.executed for r in records) == len(ids)
+    assert min(r.executed for r in records) > 0, [r.executed for r in records]
+    assert all("conflict retries" in out for out in outputs)
+    assert status is not None and status.returncode == 0, status
+    header = next(line for line in status.stdout.splitlines() if line.startswith("host"))
+    assert header.split() == ["host", "pid", "executor", "pilot", "job", "runs", "conflict", "retries", "per", "run"]
+
+
+def test_a_launcher_with_a_deadline_claims_only_what_fits_then_leaves(workdir: Path):
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 0.5}\n", extra="run: {walltime: float}\n")
+    schema = db.study("s").schema
+    from motoko.study.space import expand
+
+    short = [r.id for r, _ in db.insert("s", expand(schema, {"x": [1, 2]}), {"walltime": 1.0}, run_name="t")]
+    long = [r.id for r, _ in db.insert("s", expand(schema, {"x": [3]}), {"walltime": 600.0}, run_name="t")]
+    started = time.monotonic()
+    report = launch_support.serve(config, "local", walltime_end=time.time() + 30, walltime_margin=5, idle_exit=60)
+    # It left once its remaining time fit no run: long before idle_exit.
+    assert time.monotonic() - started < 45
+    assert report.executed == 2
+    db.abort()
+    assert [launch_support.run_of(db, rid).state for rid in short] == [FINISHED, FINISHED]
+    assert launch_support.run_of(db, long[0]).state == CREATED
