@@ -38,6 +38,7 @@ from typing import Any
 from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
+from motoko.launch.cancelling import stop_cooperatively
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
@@ -153,6 +154,7 @@ class Launcher:
         self._started: list[tuple[str, int]] = []  # started since the last cycle
         self._unsettled: list[Outcome] = []  # ended, not yet recorded
         self._stopping = False
+        self._cancelling: set[tuple[str, int]] = set()  # asked to stop, given cancel_grace
         self._wake: asyncio.Event | None = None
         self._changed: set[bytes] = set()
         self._external = True  # someone else committed since our last cycle
@@ -387,7 +389,7 @@ class Launcher:
                 continue
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
-            if outcome.cancelled:
+            if outcome.cancelled or run.stop_requested:  # stopped on request, on its own or by signal
                 study.transition(run, CANCELLED, error="cancelled on request")
             elif outcome.lost:
                 study.transition(run, LOST, error=outcome.describe())
@@ -556,7 +558,11 @@ class Launcher:
             if run is None or not run.stop_requested:
                 continue
             if key in self.executor.running:
-                asyncio.get_running_loop().create_task(self.executor.cancel(key, self.options.cancel_grace))
+                if key not in self._cancelling:  # asked once; later changes to the run are not new requests
+                    self._cancelling.add(key)
+                    task = stop_cooperatively(self.executor, key, self.options.cancel_grace)
+                    asyncio.get_running_loop().create_task(task).add_done_callback(
+                        lambda _, key=key: self._cancelling.discard(key))  # type: ignore[misc]
             else:
                 self._queue = [c for c in self._queue if (c.study, c.run_id) != key]
                 self._unsettled.append(Outcome(key[0], key[1], cancelled=True))
