@@ -29,6 +29,7 @@ from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
 from motoko.study.columns import record as record_column
+from motoko.study.downloads import RunDownloads
 from motoko.study.journal import ABSENT, DELETE, REQUEUE, SET, STATE, journal_of
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ class Quantity(persistent.Persistent):
         self.steps: IOBTree = IOBTree()
 
 
-class Run(persistent.Persistent):
+class Run(persistent.Persistent, RunDownloads):
     """One execution of a job.
 
     Besides its fields (see :data:`motoko.study.fields.BUILTIN_RUN_FIELDS` and
@@ -370,8 +371,10 @@ class Run(persistent.Persistent):
 
         The stored fields and free attributes (see :meth:`fields`), plus
         ``job`` (its parameters), ``computation_time``, ``total_time``,
-        ``queue_position`` and the names of its ``quantities``.
+        ``queue_position`` and the names of its ``quantities``. Live: on a
+        workflow's connection it first sees what was committed since.
         """
+        self._see_commits()
         out = self.fields()
         out["job"] = self.job.to_dict()
         out["computation_time"] = self.computation_time
@@ -419,8 +422,18 @@ class Run(persistent.Persistent):
     @overload
     def tail(self, name: str = ..., lines: int = ..., *, follow: Literal[True]) -> Iterator[str]: ...
 
-    def tail(self, name: str = "stdout", lines: int = 20, follow: bool = False) -> list[str] | Iterator[str]:
+    @overload
+    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., follow: Literal[False] = ...) -> dict[str, list[str]]: ...
+
+    @overload
+    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., *, follow: Literal[True]) -> Iterator[tuple[str, str]]: ...
+
+    def tail(self, name: str | list[str] | tuple[str, ...] = "stdout", lines: int = 20, follow: bool = False) -> Any:
         """The last ``lines`` lines of a file of the run directory (``stdout`` by default).
+
+        Several files at once (Inductiva's ``tail_files``): ``run.tail(["stdout",
+        "stderr"])`` returns ``{name: lines}``, and with ``follow=True`` yields
+        ``(name, line)`` pairs from all of them until the run ends.
 
         With ``follow=True``, returns an iterator that yields those lines,
         then every new line as the run writes it, and stops once the run has
@@ -434,6 +447,10 @@ class Run(persistent.Persistent):
         """
         from motoko.study import run_files
 
+        if not isinstance(name, str):
+            if not follow:
+                return {each: run_files.tail_lines(self, each, lines) for each in name}
+            return run_files.follow_many(self, list(name), lines, self._see_changes, self._wait_for_change)
         if not follow:
             return run_files.tail_lines(self, name, lines)
         return run_files.follow_lines(self, name, lines, self._see_changes, self._wait_for_change)
@@ -457,12 +474,16 @@ class Run(persistent.Persistent):
     def get_quantity(self, name: str) -> pandas.DataFrame:
         """Return a DataFrame: column ``step``, then the value column(s).
 
+        Live: on a workflow's connection it first sees what was committed since.
+
         Raises:
             UnknownNameError: listing the quantities this run has.
         """
         import pandas as pd
 
         from motoko.errors import UnknownNameError
+
+        self._see_commits()
 
         quantities = self._quantities
         if quantities is None or name not in quantities:
@@ -528,6 +549,13 @@ class Run(persistent.Persistent):
         hook: Callable[[], None] | None = getattr(self, "_v_on_change", None)
         if hook is not None:
             hook()
+
+    def _see_commits(self) -> None:
+        """Live reads: a workflow's connection begins anew if others committed since (StudyDB.sync)."""
+        jar = self._p_jar
+        sync: Callable[[], Any] | None = getattr(jar, "motoko_sync", None) if jar is not None else None
+        if sync is not None:
+            sync()
 
     def _refresh(self) -> None:
         hook: Callable[[], None] | None = getattr(self, "_v_on_refresh", None)

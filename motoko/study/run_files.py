@@ -175,30 +175,59 @@ def follow_lines(
     Raises:
         RunFileNotFound: when the run ended without ever writing the file.
     """
-    offset: int | None = None
-    partial = b""
+    return (line for _, line in follow_many(run, [name], lines, see_changes, wait))
+
+
+class _Follower:
+    """Where the reading of one followed file stands."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.offset: int | None = None
+        self.partial = b""
+
+    def read(self, path: Path, lines: int) -> list[str]:
+        """The last ``lines`` lines the first time, then every line completed since."""
+        out: list[str] = []
+        if self.offset is None:
+            out, self.offset = last_lines(path, lines, complete_only=True)
+        if path.stat().st_size < self.offset:  # restaged for another attempt: a new file
+            self.offset, self.partial = 0, b""
+        with open(path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        self.offset += len(data)
+        chunks = (self.partial + data).split(b"\n")
+        self.partial = chunks.pop()
+        return out + [c.decode("utf-8", errors="replace") for c in chunks]
+
+
+def follow_many(
+    run: Run,
+    names: list[str],
+    lines: int,
+    see_changes: Callable[[], None],
+    wait: Callable[[float], None],
+) -> Iterator[tuple[str, str]]:
+    """:func:`follow_lines` over several files at once: yields ``(name, line)`` until the run ends.
+
+    Raises:
+        RunFileNotFound: when the run ended without ever writing one of the files.
+    """
+    followers = [_Follower(name) for name in dict.fromkeys(names)]
     while True:
         see_changes()
         ended = run.is_terminal
-        path = _existing(run, name)
-        if path is not None:
-            if offset is None:
-                first, offset = last_lines(path, lines, complete_only=True)
-                yield from first
-            if path.stat().st_size < offset:  # restaged for another attempt: a new file
-                offset, partial = 0, b""
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
-            offset += len(data)
-            chunks = (partial + data).split(b"\n")
-            partial = chunks.pop()
-            yield from (c.decode("utf-8", errors="replace") for c in chunks)
+        for follower in followers:
+            path = _existing(run, follower.name)
+            if path is not None:
+                yield from ((follower.name, line) for line in follower.read(path, lines))
+            elif ended:
+                raise _missing(run, follower.name)
         if ended:
-            if path is None:
-                raise _missing(run, name)
-            if partial:
-                yield partial.decode("utf-8", errors="replace")
+            for follower in followers:
+                if follower.partial:
+                    yield follower.name, follower.partial.decode("utf-8", errors="replace")
             return
         wait(FOLLOW_INTERVAL)
 

@@ -1,0 +1,131 @@
+"""Copying a run's files out of its directory: ``run.download_outputs()``, ``download_inputs()``.
+
+The names follow Inductiva's ``Task`` (``download_outputs(filenames=None,
+output_dir=None)``, ``last_modified_file()``). A run's *inputs* are what its
+launcher staged: the study's ``exec_file`` and ``config_files`` (rendered) and
+``run.json``; its *outputs* are every other file of its directory (``stdout``,
+``stderr`` and whatever the run wrote).
+
+Files are read where the run directory is: on this host, or through a shared
+file system. A run that executed on a host whose directory this host cannot
+see is refused with :class:`~motoko.errors.RunFileNotFound` naming that
+host, before anything is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from motoko.errors import RunFileNotFound, did_you_mean
+from motoko.study.run_files import RunFile, list_files, run_directory
+
+if TYPE_CHECKING:
+    from motoko.study.records import Run
+
+#: The parameters file every staged run has (``motoko.launch.staging.RUN_JSON``).
+STAGED_PARAMETERS = "run.json"
+#: Where downloads go by default, under the current directory (Inductiva: ``inductiva_output``).
+OUTPUT_ROOT = "motoko_output"
+INPUT_ROOT = "motoko_input"
+
+
+def input_names(run: Run) -> list[str]:
+    """The names a launcher stages into the run directory: exec file, config files, run.json."""
+    study = run._study
+    names: list[str] = []
+    if study is not None:
+        schema = study.schema
+        names += [schema.exec_file, *schema.config_files]
+    elif run.exec:
+        names.append(run.exec)
+    return list(dict.fromkeys([*names, STAGED_PARAMETERS]))
+
+
+def _label(run: Run) -> str:
+    return f"{run.study}.{run.id}"
+
+
+def _directory(run: Run) -> Path:
+    """The run directory, or RunFileNotFound saying why there is none to copy from."""
+    directory = run_directory(run)  # raises when it ran on a host we cannot see
+    if directory is None:
+        label = _label(run)
+        state = f"ended {run.state}" if run.is_terminal else f"is {run.state}"
+        raise RunFileNotFound(
+            label, None, f"run {label} has no directory to copy from: it {state} and was never staged",
+            hint="download once it has started",
+        )
+    return directory
+
+
+def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, output_dir: str | Path | None) -> Path:
+    """Copy the run's inputs or outputs (or just ``filenames``) into ``output_dir``; return it.
+
+    Every name is checked before anything is copied; sub-directories are kept.
+
+    Raises:
+        RunFileNotFound: the run has no directory (yet, or on this host), or
+            a requested file does not exist (with close names).
+    """
+    directory = _directory(run)
+    staged = set(input_names(run))
+    present = [f.name for f in list_files(run)]
+    if filenames is None:
+        chosen = [name for name in present if (name in staged) == inputs]
+    else:
+        chosen = [str(name) for name in filenames]
+        for name in chosen:
+            if name not in present:
+                label = _label(run)
+                raise RunFileNotFound(
+                    label, name, f"run {label} has no file {name!r} in {directory}", hint=did_you_mean(name, present)
+                )
+    root = INPUT_ROOT if inputs else OUTPUT_ROOT
+    target = Path(output_dir) if output_dir is not None else Path.cwd() / root / _label(run)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(directory / name, destination)
+    return target
+
+
+def last_modified(run: Run) -> RunFile | None:
+    """The most recently modified file of the run directory; None when it has none."""
+    files = list_files(run)
+    return max(files, key=lambda f: (f.modified, f.name)) if files else None
+
+
+class RunDownloads:
+    """Inductiva-style file methods of a :class:`~motoko.study.records.Run` (a mixin)."""
+
+    def download_outputs(self, filenames: Iterable[str] | None = None, output_dir: str | Path | None = None) -> Path:
+        """Copy the run's outputs (every file but the staged inputs) into ``output_dir``; return it.
+
+        Args:
+            filenames: Only these files (relative to the run directory), inputs or not.
+            output_dir: Default ``./motoko_output/STUDY.ID``; created if needed.
+
+        Raises:
+            RunFileNotFound: no run directory (not staged yet, or on a host
+                this one cannot see, which it names), or an unknown file name.
+        """
+        return copy_files(self, inputs=False, filenames=filenames, output_dir=output_dir)  # type: ignore[arg-type]
+
+    def download_inputs(self, filenames: Iterable[str] | None = None, output_dir: str | Path | None = None) -> Path:
+        """Copy the files the launcher staged (exec file, config files, run.json); return the directory.
+
+        ``output_dir`` defaults to ``./motoko_input/STUDY.ID``. Raises as :meth:`download_outputs`.
+        """
+        return copy_files(self, inputs=True, filenames=filenames, output_dir=output_dir)  # type: ignore[arg-type]
+
+    def last_modified_file(self) -> RunFile | None:
+        """The run directory's most recently modified file ``(name, size, modified)``; None if none.
+
+        Raises:
+            RunFileNotFound: the run started on a host whose directory this one cannot see.
+        """
+        return last_modified(self)  # type: ignore[arg-type]
