@@ -86,7 +86,7 @@ def plan_clean(workflow: Workflow, studies: list[str], constraints: list[str] | 
             if directory is not None:
                 entry.directories.append(directory)
             elif why is not None:
-                entry.outside.append((run.id, Path(run.run_path), why))
+                entry.outside.append((run.id, Path(str(run.run_path)), why))
         plan.append(entry)
     return plan
 
