@@ -41,6 +41,8 @@ if job.x < 0:
     raise SystemExit("negative x")
 Path("results").mkdir()
 Path("results/y.txt").write_text(str(2 * job.x))
+if job.x == 1.5:
+    run.store_file("results/y.txt")  # readable from hosts that cannot see this directory
 run.set_output({"y": 2 * job.x})
 """
 
@@ -116,6 +118,44 @@ def test_downloading_from_another_host_or_an_unknown_file_is_a_clear_error(wf, l
         "(look on the machine that ran it, or check whether `motoko clean` removed it)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_files_a_run_stored_are_downloaded_over_the_database_from_another_host(wf, launcher, tmp_path):
+    run = wf.calc.createTask(x=1.5).result(timeout=60).run
+    assert run.stored_files() == ["results/y.txt"]
+    with StudyDB(wf.address_of("calc")) as other:  # its directory is now on a node this host cannot see
+        def move() -> None:
+            stored = other.run("calc", 1)
+            stored.run_path = "/scratch/node42/BD-calc-runs/run-1"
+            stored.machine_name = "node42"
+
+        other.transact(move)
+    run = wf.calc.runs[1]
+    out = run.download_outputs(output_dir=tmp_path / "out")
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == ["results/y.txt"]
+    assert (out / "results" / "y.txt").read_text() == "3.0"
+    with pytest.raises(RunFileNotFound) as not_stored:
+        run.download_outputs(filenames=["stdout"], output_dir=tmp_path / "other")
+    assert str(not_stored.value) == (
+        "the directory /scratch/node42/BD-calc-runs/run-1 of run calc.1 does not exist on this host "
+        "(it ran on node42); it stored only results/y.txt in the database (possible: results/y.txt)"
+    )
+    assert not (tmp_path / "other").exists()
+    assert run.download_inputs(output_dir=tmp_path / "in") == tmp_path / "in"  # nothing staged was stored
+    assert list((tmp_path / "in").iterdir()) == []
+
+
+def test_store_file_refuses_names_outside_the_run_directory_and_huge_files(wf):
+    from motoko.study.downloads import MAX_STORED_BYTES
+
+    run = wf.calc.createTask(x=1.0).run
+    with pytest.raises(ParameterError) as escaping:
+        run.store_file("../secret")
+    assert str(escaping.value) == (
+        "store_file takes a name inside the run directory, got '../secret' (e.g. run.store_file('results/y.txt'))")
+    with pytest.raises(ParameterError, match=f"a run stores at most {MAX_STORED_BYTES} bytes per file"):
+        run.store_file("big.bin", data=b"0" * (MAX_STORED_BYTES + 1))
+    assert run.stored_files() == []
 
 
 def test_tail_of_several_files_at_once(wf, launcher):

@@ -215,7 +215,7 @@ def _read(method: str) -> Callable[[RunSession], Callable[..., Any]]:
 
 _WRITE_METHODS = (
     "push_quantity", "pushScalarQuantity", "pushVectorQuantity", "pushQuantity",
-    "set_progress", "set_status", "set_output", "set_metadata", "requeue",
+    "set_progress", "set_status", "set_output", "set_metadata", "requeue", "store_file",
 )
 _READ_METHODS = ("get_quantity", "getQuantity", "list_quantities", "getQuantities", "get_metadata", "fields", "get")
 _API: dict[str, Callable[[RunSession], Callable[..., Any]]] = {

@@ -7,9 +7,11 @@ launcher staged: the study's ``exec_file`` and ``config_files`` (rendered) and
 ``stderr`` and whatever the run wrote).
 
 Files are read where the run directory is: on this host, or through a shared
-file system. A run that executed on a host whose directory this host cannot
-see is refused with :class:`~motoko.errors.RunFileNotFound` naming that
-host, before anything is written.
+file system. When the directory is on a host this one cannot see (a cluster
+node's scratch disk), the files the run stored in the database with
+``run.store_file(name)`` are read instead, over the database connection;
+anything else is refused with :class:`~motoko.errors.RunFileNotFound`
+naming that host, before anything is written.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from motoko.errors import RunFileNotFound, did_you_mean
+import persistent
+from BTrees.OOBTree import OOBTree
+
+from motoko.errors import ParameterError, RunFileNotFound, did_you_mean
 from motoko.study.run_files import RunFile, list_files, run_directory
 
 if TYPE_CHECKING:
@@ -30,6 +35,15 @@ STAGED_PARAMETERS = "run.json"
 #: Where downloads go by default, under the current directory (Inductiva: ``inductiva_output``).
 OUTPUT_ROOT = "motoko_output"
 INPUT_ROOT = "motoko_input"
+#: The largest file a run may store in the database (bytes): results, not data sets.
+MAX_STORED_BYTES = 16 << 20
+
+
+class StoredFile(persistent.Persistent):
+    """One file a run stored in the database (its own record: storing another never rewrites it)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
 
 
 def input_names(run: Run) -> list[str]:
@@ -61,18 +75,38 @@ def _directory(run: Run) -> Path:
     return directory
 
 
+def stored(run: Run) -> dict[str, bytes]:
+    """The files ``run`` stored in the database, by name."""
+    files = getattr(run, "_stored_files", None)
+    return {name: item.data for name, item in files.items()} if files is not None else {}
+
+
 def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, output_dir: str | Path | None) -> Path:
     """Copy the run's inputs or outputs (or just ``filenames``) into ``output_dir``; return it.
 
     Every name is checked before anything is copied; sub-directories are kept.
+    When the run directory is on a host this one cannot see, the files the
+    run stored in the database are copied instead.
 
     Raises:
-        RunFileNotFound: the run has no directory (yet, or on this host), or
-            a requested file does not exist (with close names).
+        RunFileNotFound: the run has no directory (yet, or on this host, and
+            did not store the file), or a requested file does not exist
+            (with close names).
     """
-    directory = _directory(run)
+    try:
+        directory: Path | None = _directory(run)
+    except RunFileNotFound as unreachable:
+        if not stored(run):
+            raise
+        directory, kept = None, stored(run)
+        if filenames is not None and any(str(name) not in kept for name in filenames):
+            missing = next(str(name) for name in filenames if str(name) not in kept)
+            raise RunFileNotFound(
+                _label(run), missing, f"{unreachable.message}; it stored only {', '.join(sorted(kept))} in the database",
+                hint=did_you_mean(missing, kept),
+            ) from None
     staged = set(input_names(run))
-    present = [f.name for f in list_files(run)]
+    present = [f.name for f in list_files(run)] if directory is not None else sorted(stored(run))
     if filenames is None:
         chosen = [name for name in present if (name in staged) == inputs]
     else:
@@ -86,10 +120,14 @@ def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, outpu
     root = INPUT_ROOT if inputs else OUTPUT_ROOT
     target = Path(output_dir) if output_dir is not None else Path.cwd() / root / _label(run)
     target.mkdir(parents=True, exist_ok=True)
+    kept = stored(run) if directory is None else {}
     for name in chosen:
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(directory / name, destination)
+        if directory is None:
+            destination.write_bytes(kept[name])
+        else:
+            shutil.copy2(directory / name, destination)
     return target
 
 
@@ -121,6 +159,39 @@ class RunDownloads:
         ``output_dir`` defaults to ``./motoko_input/STUDY.ID``. Raises as :meth:`download_outputs`.
         """
         return copy_files(self, inputs=True, filenames=filenames, output_dir=output_dir)  # type: ignore[arg-type]
+
+    def store_file(self, name: str, data: bytes | None = None) -> None:
+        """Store a file of the run directory in the database, for hosts that cannot see the directory.
+
+        Called inside the run (``run.store_file("results/y.txt")``): the file
+        is read relative to the run directory, unless ``data`` is given.
+        ``download_outputs()`` reads stored files when the run directory is
+        on another host. Storing a name again replaces it.
+
+        Raises:
+            ParameterError: for an absolute or escaping name, or a file over
+                :data:`MAX_STORED_BYTES`.
+            FileNotFoundError: when the file does not exist.
+        """
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ParameterError(f"store_file takes a name inside the run directory, got {name!r}", field="name",
+                                 value=name, hint="e.g. run.store_file('results/y.txt')")
+        content = relative.read_bytes() if data is None else bytes(data)
+        if len(content) > MAX_STORED_BYTES:
+            raise ParameterError(
+                f"{name} is {len(content)} bytes; a run stores at most {MAX_STORED_BYTES} bytes per file",
+                field="name", value=name, hint="keep large files on a shared file system and download from there",
+            )
+        files: Any = getattr(self, "_stored_files", None)
+        if files is None:
+            files = OOBTree()
+            self._stored_files = files
+        files[relative.as_posix()] = StoredFile(content)
+
+    def stored_files(self) -> list[str]:
+        """The names of the files the run stored in the database (see :meth:`store_file`)."""
+        return sorted(stored(self))  # type: ignore[arg-type]
 
     def last_modified_file(self) -> RunFile | None:
         """The run directory's most recently modified file ``(name, size, modified)``; None if none.
