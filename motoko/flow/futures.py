@@ -355,8 +355,8 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
 
         CREATED runs end CANCELLED at once. Launched and running ones get a
         stop request (``run.should_stop()`` turns True inside them); their
-        launcher terminates them (TERM, then KILL after ``cancel_grace``) and
-        settles them CANCELLED. With ``wait_timeout``, waits up to that many
+        launcher gives them ``cancel_grace`` seconds to stop on their own, then
+        TERM, then KILL, and settles them CANCELLED. With ``wait_timeout``, waits up to that many
         seconds for them to end. Idempotent and harmless on ended runs: a
         FINISHED or FAILED run is left alone and reported False.
 

@@ -388,8 +388,8 @@ class Run(persistent.Persistent, RunDownloads):
 
         A CREATED run ends CANCELLED at once. A launched or running run gets a
         stop request (``run.should_stop()`` turns True inside it); its
-        launcher then terminates it (TERM, then KILL after ``cancel_grace``)
-        and settles it CANCELLED. With ``wait_timeout``, waits up to that many
+        launcher gives it ``cancel_grace`` seconds to stop on its own, then
+        TERM, then KILL, and settles it CANCELLED. With ``wait_timeout``, waits up to that many
         seconds for the run to end. Idempotent: cancelling an ended run
         changes nothing and returns False (True if it was already CANCELLED).
         Like every motoko wait, it commits pending changes of the connection.
