@@ -18,6 +18,7 @@ possible keys, before anything is written anywhere.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,17 @@ import yaml
 
 from motoko.errors import ConfigError, UnknownNameError, did_you_mean
 from motoko.study.server import Address, parse_address
+from motoko.study.walltime import parse_duration
 from motoko.yamldoc import Positions, check_duplicates
 
 CONFIG_NAME = "motoko.yaml"
 _TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir")
 _LAUNCHER_KEYS = (
     "executor", "max_parallel", "slurm_options", "scheduler", "bundle_size",
-    "heartbeat", "cancel_grace", "claim_ahead", "machine_name", "poll",
+    "heartbeat", "cancel_grace", "claim_ahead", "machine_name", "poll", "pilots",
 )
-_EXECUTORS = ("local", "slurm", "dask")
+_EXECUTORS = ("local", "slurm", "dask", "pilot")
+_PILOT_KEYS = ("max", "cores", "time", "idle_exit", "slurm_options", "name")
 
 
 @dataclass
@@ -53,6 +56,27 @@ class StudyRef:
 
 
 @dataclass
+class PilotSettings:
+    """Pilot launchers submitted as SLURM jobs (motoko.yaml ``launcher: pilots:``).
+
+    Attributes:
+        max: Pilots queued or running at once.
+        cores: Runs each pilot executes at once (its ``max_parallel``).
+        time: Each pilot's walltime, in seconds (its sbatch ``--time``).
+        idle_exit: Seconds a pilot with nothing to do waits before it leaves.
+        slurm_options: Extra sbatch options of every pilot job.
+        name: The pilots' SLURM job name (how ``motoko pilots`` finds them).
+    """
+
+    max: int = 1
+    cores: int = 1
+    time: float = 3600.0
+    idle_exit: float = 60.0
+    slurm_options: list[str] = field(default_factory=list)
+    name: str = "motoko-pilot"
+
+
+@dataclass
 class LauncherSettings:
     """How launchers execute runs (motoko.yaml ``launcher:``)."""
 
@@ -66,6 +90,7 @@ class LauncherSettings:
     claim_ahead: int | None = None
     machine_name: str | None = None
     poll: float = 5.0
+    pilots: PilotSettings = field(default_factory=PilotSettings)
 
 
 @dataclass
@@ -271,8 +296,62 @@ def _launcher(raw: Any, lines: Positions) -> LauncherSettings:
         where = lines.at("launcher", str(key))
         if key not in _LAUNCHER_KEYS:
             raise ConfigError(f"unknown launcher setting {key!r}", where=where, hint=did_you_mean(str(key), _LAUNCHER_KEYS))
+        if key == "pilots":
+            settings.pilots = _pilots(value, lines)
+            continue
         setattr(settings, key, _launcher_value(str(key), value, where))
     return settings
+
+
+def _pilots(raw: Any, lines: Positions) -> PilotSettings:
+    """``launcher: pilots:``; each mistake names the key, the value and what is allowed."""
+    pilots = PilotSettings()
+    if raw is None:
+        return pilots
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"launcher pilots must be a mapping, got {raw!r}",
+            where=lines.at("launcher", "pilots"),
+            hint="e.g. `pilots: {max: 10, cores: 8, time: '02:00:00', idle_exit: 60}`",
+        )
+    for key, value in raw.items():
+        where = lines.at("launcher", "pilots", str(key))
+        if key not in _PILOT_KEYS:
+            raise ConfigError(f"unknown pilots setting {key!r}", where=where, hint=did_you_mean(str(key), _PILOT_KEYS))
+        setattr(pilots, key, _pilot_value(str(key), value, where))
+    return pilots
+
+
+def _pilot_value(key: str, value: Any, where: str) -> Any:
+    if key in ("max", "cores"):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+            raise ConfigError(
+                f"pilots {key} must be an integer from 1 to 100000, got {value!r}", where=where, hint=f"e.g. `{key}: 4`"
+            )
+        return value
+    if key == "time":
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"pilots time must be a walltime: {exc}", where=where, hint="give seconds or HH:MM:SS, e.g. `time: '02:00:00'`"
+            ) from None
+    if key == "idle_exit":
+        return _positive(value, "pilots idle_exit", where)
+    if key == "name":
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.+-]{1,64}", value):
+            raise ConfigError(
+                f"pilots name must be a SLURM job name (letters, digits, _.+-), got {value!r}", where=where,
+                hint="e.g. `name: motoko-pilot`",
+            )
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("-") and "\n" not in v for v in value):
+        raise ConfigError(
+            f"pilots slurm_options must be a list of sbatch options, got {value!r}",
+            where=where,
+            hint="e.g. `slurm_options: [--partition=short]`",
+        )
+    return list(value)
 
 
 def _launcher_value(key: str, value: Any, where: str) -> Any:

@@ -398,6 +398,25 @@ class UnsafeValueError(StagingError):
         return (type(self), args)
 
 
+class ChannelError(MotokoError, ConnectionError):
+    """A run and its launcher cannot talk over the run channel.
+
+    Raised in the run when the launcher refuses it (another process already
+    speaks for the same run, or the launcher does not execute that run), and
+    logged by the launcher when a run sends what it cannot read.
+    """
+
+
+class RunWriteRefused(MotokoError, ValueError):
+    """A run wrote something that cannot be stored.
+
+    Raised at the call when the run side can tell (a value JSON cannot carry,
+    a run field's declared type, a progress outside 0–1), and reported by the
+    launcher when the database refuses it on commit (an impossible state
+    change): then at the next ``run.commit()`` or on stderr at exit.
+    """
+
+
 class CleanRefused(MotokoError, ValueError):
     """``motoko clean`` would delete a directory that is not this project's run directory.
 

@@ -67,3 +67,35 @@ def run_of(db: StudyDB, rid: int) -> Run:
     """The run as stored now (a fresh transaction)."""
     db.abort()
     return db.run("s", rid)
+
+
+def start_launcher(root: Path, *args: str, log: str = "launcher.log") -> Any:
+    """``motoko launcher start ARGS`` as a real process (its own session), output in ``root/log``."""
+    import subprocess
+    import sys
+
+    with open(root / log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "motoko.cli.main", "launcher", "start", *args],
+            cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def kill_launcher(proc: Any) -> None:
+    """SIGKILL the launcher process alone: what it started (runs, jobs) is left behind."""
+    import os
+    import signal
+
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.1 s until it is true; fail naming ``what`` after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

@@ -325,7 +325,38 @@ def test_version_1_database_is_migrated_on_open_and_nothing_is_lost(db, address,
         assert reopened.run("demo", pairs[2][0].id).y == "kept"
         assert [r.id for r in reopened.select("demo", "runs.y = kept")] == [pairs[2][0].id]
         assert "y" in study.columns and "compiler" in study.columns
+        assert study.counts() == {CREATED: 6, FINISHED: 1}
     assert "migrated" in caplog.text and "study demo" in caplog.text
+
+
+def test_version_2_database_gets_state_counters_and_run_indexes(db, address, caplog):
+    from BTrees.IOBTree import IOBTree
+
+    from motoko.study.run_index import RunIndex
+
+    pairs = insert(db, n=4)
+    db.run("demo", pairs[0][0].id).state = LAUNCHED
+    db.run("demo", pairs[0][0].id).state = "FORWARDED"
+    db.commit()
+
+    def make_version_2() -> None:  # plain trees, no counters
+        study = db.study("demo")
+        for index in (study.by_state, study.by_run_name):
+            for key, runs in list(index.items()):
+                index[key] = IOBTree(runs)
+        del study.state_counts
+        db.conn.root()["motoko_version"] = 2
+
+    db.transact(make_version_2)
+    with caplog.at_level("WARNING"), StudyDB(address) as reopened:
+        study = reopened.study("demo")
+        assert reopened.conn.root()["motoko_version"] == SCHEMA_VERSION == 3
+        assert study.counts() == {CREATED: 3, "FORWARDED": 1}
+        assert all(isinstance(runs, RunIndex) for runs in study.by_state.values())
+        assert study.check_indexes() == []
+        reopened.transact(lambda: study.transition(reopened.run("demo", pairs[1][0].id), LAUNCHED))
+        assert study.counts() == {CREATED: 2, LAUNCHED: 1, "FORWARDED": 1}
+    assert "runs counted per state" in caplog.text
 
 
 def test_unreachable_server_is_a_clear_error_not_a_hang(tmp_path):

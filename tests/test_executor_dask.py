@@ -8,6 +8,7 @@ reach the test's ZEO server themselves.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -180,7 +181,7 @@ def test_worker_killed_while_running_makes_the_run_lost(workdir, dask_scheduler)
     run_dir = started(db, rid)
     assert run_dir is not None
     worker = int((run_dir / "worker_pid").read_text())
-    sleeper = int((run_dir / "dask-task.json").read_text().split('"pid": ')[1].rstrip("}"))
+    sleeper = json.loads((run_dir / "started.1").read_text())["pid"]
     os.kill(worker, signal.SIGKILL)
     background.join(30)
     run = run_of(db, rid)
@@ -211,3 +212,52 @@ def test_unreachable_scheduler_says_how_to_fix_it():
     executor = DaskExecutor(2, scheduler=f"tcp://127.0.0.1:{free_port()}", connect_timeout=1)
     with pytest.raises(DaskError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:.*dask scheduler"):
         asyncio.run(executor.start())
+
+
+# -- adoption: runs outlive their launcher ----------------------------------------------------
+
+
+def test_killed_launchers_dask_runs_are_adopted_and_each_runs_once(workdir, dask_scheduler):
+    """Running runs are adopted and settled from their exit status; queued ones are given up and retried."""
+    from launch_support import kill_launcher, start_launcher, wait_until
+
+    done = workdir / "done"
+    launch = f'#!/bin/bash\nsleep 3\necho "$MOTOKO_RUN_ID" >> {done}\n'
+    config = FAST % f", scheduler: '{dask_scheduler}'" + "lost_after: 2\n"
+    _, db = make_study(workdir, config, launch=launch, extra="retries: 2\nretry_on: [LOST]\n")
+    ids = create_runs(db, x=[1, 2, 3, 4])
+    first = start_launcher(workdir)
+    try:
+        wait_until(lambda: sum(run_of(db, r).state == "RUNNING" for r in ids) == 2, 60, "two runs to start")
+    finally:
+        kill_launcher(first)
+    running = [r for r in ids if run_of(db, r).state == "RUNNING"]
+    second = start_launcher(workdir, "--idle-exit", "3", log="second.log")
+    try:
+        second.wait(120)
+    finally:
+        kill_launcher(second)
+    for rid in ids:
+        run = run_of(db, rid)
+        assert run.state == FINISHED, (rid, run.state, run.error, (workdir / "second.log").read_text()[-2000:])
+    assert {run_of(db, r).attempt for r in running} == {1}  # adopted, not retried
+    assert sorted(int(x) for x in done.read_text().split()) == sorted(ids)  # each run's work once
+    assert "adopted run s." in (workdir / "second.log").read_text()
+
+
+def test_a_run_is_running_only_once_a_worker_starts_it(workdir, dask_scheduler):
+    """Two worker threads, four runs: never more than two handed out, never more than two RUNNING."""
+    launch = "#!/bin/bash\nsleep 1\n"
+    config, db = setup(workdir, launch=launch, launcher=f", scheduler: '{dask_scheduler}'")
+    ids = create_runs(db, x=[1, 2, 3, 4])
+    background = Background(config, once=True)
+    most = 0
+    while background.thread.is_alive():
+        states = [run_of(db, r).state for r in ids]
+        most = max(most, states.count("RUNNING"))
+        time.sleep(0.05)
+    report = background.join(5)
+    assert report.finished == 4 and 1 <= most <= 2
+    runs = [run_of(db, r) for r in ids]
+    starts = sorted(run.started for run in runs)
+    assert starts[2] >= min(run.finished for run in runs)  # the third started after one ended

@@ -27,7 +27,7 @@ from motoko.launch.executors.base import Launch
 from motoko.launch.executors.slurm import SlurmError, SlurmExecutor, run_script
 from motoko.launch.launcher import LauncherReport
 from motoko.study.database import StudyDB
-from motoko.study.records import CANCELLED, FAILED, FINISHED, LAUNCHED, LOST
+from motoko.study.records import CANCELLED, FAILED, FINISHED, LAUNCHED
 from motoko.study.server import stop_server
 
 pytestmark = pytest.mark.slow
@@ -133,7 +133,7 @@ def test_single_jobs_finish_with_outputs_and_exit_codes(slurm, workdir):
         assert run.y == 2 * run.job.x
         run_dir = Path(run.run_path)
         assert (run_dir / "stdout").read_text() == f"x is {run.job.x}\n"
-        assert (run_dir / "exit_code").read_text() == "0\n"
+        assert (run_dir / "exit.1").read_text() == "0\n" and (run_dir / ".motoko-attempt").read_text() == "1\n"
         assert (run_dir / f"slurm-{run.slurm_job}.out").exists()
         assert run.slurm_array is None
         jobs.add(run.slurm_job)
@@ -209,10 +209,31 @@ def test_job_cancelled_behind_motokos_back_is_not_left_running(slurm, workdir):
     (log,) = Path(run_of(db, rid).run_path).glob("slurm-*.out")
     job = log.stem.removeprefix("slurm-")
     subprocess.run(["scancel", job], check=True)
-    background.join(30)
+    report = background.join(30)
     run = run_of(db, rid)
-    assert run.state in (FAILED, LOST)
+    assert run.state == CANCELLED and report.cancelled == 1  # never LOST: a retry would undo the user's scancel
     assert f"SLURM job {job}" in run.error and "cancelled outside motoko (scancel)" in run.error
+
+
+def test_queued_array_tasks_cancelled_behind_motokos_back_end_cancelled(slurm, workdir):
+    """A pending array task that is scancelled simply leaves squeue's range row: CANCELLED, not LOST."""
+    config, db = setup(workdir, launcher=", bundle_size: 3", extra="slurm_options: ['--hold']\nretries: 1\nretry_on: [LOST]\n")
+    ids = create_runs(db, x=[1, 2, 3])
+    background = Background(config, once=True)
+    wait_for(lambda: all(run_of(db, r).executor_id for r in ids), 30, "the array to be submitted")
+    job = run_of(db, ids[0]).executor_id.split("_")[0]
+    try:
+        subprocess.run(["scancel", f"{job}_1"], check=True)
+        wait_for(lambda: run_of(db, ids[1]).state == CANCELLED, 60, "the cancelled task's run to end")
+        assert {run_of(db, r).state for r in (ids[0], ids[2])} == {LAUNCHED}
+        subprocess.run(["scancel", job], check=True)  # the whole array, still queued
+        report = background.join(30)
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert report.cancelled == 3
+    for rid in ids:
+        run = run_of(db, rid)
+        assert (run.state, run.attempt) == (CANCELLED, 1) and "cancelled outside motoko (scancel)" in run.error
 
 
 def test_sbatch_refusal_fails_the_run_with_sbatch_words(slurm, workdir):
@@ -236,7 +257,8 @@ def test_run_script_quotes_every_value():
     assert "export MOTOKO_X='it'\"'\"'s $(here)'" in script
     assert "cd -- '/tmp/run dir' || exit 97" in script
     assert "/bin/echo 'a b' '$(x)' </dev/null >stdout 2>stderr" in script
-    assert "SLURM_" not in script.replace("SLURM executor", "")
+    assert "export SLURM_" not in script and "unset SLURM_" not in script  # the job's own, not the launcher's
+    assert "motoko-slurm" not in script and 'if [[ "$(cat .motoko-attempt 2>/dev/null)" != 1 ]]' in script
 
 
 def test_errors_say_what_to_do(monkeypatch):

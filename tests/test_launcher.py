@@ -264,7 +264,8 @@ def test_killed_launcher_leaves_a_lost_run_that_another_launcher_detects(workdir
 
 
 def test_only_a_process_naming_the_run_and_its_launcher_is_stopped():
-    from motoko.study.liveness import Orphan, stop_orphans
+    from motoko.launch.processes import stop_orphans
+    from motoko.study.liveness import OrphanProcess as Orphan
     from motoko.study.server import pid_alive
 
     env = {**os.environ, "MOTOKO_RUN_ID": "7", "MOTOKO_STUDY": "s", "MOTOKO_LAUNCHER": "other"}

@@ -431,3 +431,32 @@ def test_unknown_field_lists_possible_names() -> None:
 def test_builtins_are_added_when_missing() -> None:
     query = parse_query("state = A, jobs.id = 2, id = 1", {}, {})
     assert {f.table for f in query.fields()} == {"runs", "jobs"}
+
+
+# -- constraints given as structures (Where) -------------------------------------------------
+
+
+def test_where_selects_by_a_value_with_quotes_exactly():
+    from motoko.study.query import Where
+
+    query = parse_query([Where("run_name", "=", "it's a \\ name' or 'x")], {}, {})
+    (leaf,) = query.root.items if hasattr(query.root, "items") else (query.root,)
+    assert leaf.field.name == "run_name" and leaf.value == "it's a \\ name' or 'x"
+    # its description parses back to the same tree
+    assert parse_query(str(query), {}, {}).root == query.root
+
+
+def test_where_coerces_and_refuses_like_a_constraint_string():
+    from motoko.errors import QueryError
+    from motoko.study.fields import FIELD_TYPES
+    from motoko.study.query import Where
+
+    jobs = {"x": FIELD_TYPES["int"]}
+    assert parse_query([Where("x", "in", ["1", 2])], jobs, {}).root.value == (1, 2)
+    assert str(Where("x", "in", [1, "a'b"])) == "x in (1, 'a\\'b')"
+    with pytest.raises(QueryError, match="expects"):
+        parse_query([Where("x", "=", "not a number")], jobs, {})
+    with pytest.raises(QueryError, match="unknown field 'y'"):
+        parse_query([Where("y", "=", 1)], jobs, {})
+    with pytest.raises(QueryError, match="unsupported operator"):
+        parse_query([Where("x", "~", "a")], jobs, {})

@@ -10,7 +10,8 @@ import click
 from motoko.cli.format import colour_state, render
 from motoko.config import WorkflowConfig, load_config
 from motoko.errors import QueryError, UnknownNameError
-from motoko.study.records import STATES
+from motoko.study.states import STATES
+from motoko.views.status import silent_counts
 
 FORMATS = click.Choice(["table", "json", "csv"])
 
@@ -185,6 +186,8 @@ def info(ctx: click.Context, fmt: str) -> None:
             for state in states:
                 text = text.replace(state, colour_state(state, state), 1)
             click.echo(text)
+            for name, note in silent_counts(workflow).items():
+                click.echo(click.style(f"{name}: {note}", fg="red"))
         else:
             click.echo(render(columns, rows, fmt))
     finally:
@@ -224,7 +227,7 @@ def server_start(
     With --listen it serves TCP; any address but loopback requires TLS with
     client certificates (--tls-cert, --tls-key, --tls-ca) unless --insecure.
     """
-    from motoko.study.server import configure_server, ensure_server
+    from motoko.study.server import configure_server, ensure_server, read_settings
     from motoko.study.tls import TLSFiles
 
     config = config_of(ctx)
@@ -240,7 +243,8 @@ def server_start(
     if listen or tls or ctx.get_parameter_source("insecure") == click.core.ParameterSource.COMMANDLINE:
         configure_server(config.directory, listen, tls, client, insecure)
     address = ensure_server(config.directory)
-    click.echo(f"server running at {address}" + (" (TLS, client certificates required)" if tls else ""))
+    secure = bool(read_settings(config.directory).get("tls"))
+    click.echo(f"server running at {address}" + (" (TLS, client certificates required)" if secure else ""))
 
 
 @server.command("stop")

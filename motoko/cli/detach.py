@@ -21,14 +21,12 @@ import click
 
 from motoko.cli.format import render
 from motoko.errors import MotokoError
-from motoko.study.server import pid_alive
+from motoko.study.server import pid_alive, state_dir
 
 SUBCOMMANDS = ("status", "stop", "logs")
 
 
 def _records_dir(workflow_dir: Path) -> Path:
-    from motoko.study.server import state_dir
-
     path = state_dir(workflow_dir) / "workflows"
     path.mkdir(mode=0o700, exist_ok=True)
     return path
@@ -42,7 +40,7 @@ def start(workflow_dir: Path, args: list[str], file: str) -> dict[str, Any]:
     record_path = directory / f"{Path(file).stem}-{stamp}.json"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "motoko.cli.detach", str(record_path), "run", *args],
+            [sys.executable, "-m", "motoko.cli.detached_child", str(record_path), "run", *args],
             cwd=Path.cwd(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         )
     record = {"pid": proc.pid, "file": file, "log": str(log), "started": time.time(), "exit_code": None}
@@ -96,28 +94,3 @@ def logs(workflow_dir: Path, follow: bool) -> None:
             if current.get("exit_code") is not None or not pid_alive(record["pid"]):
                 return
             time.sleep(0.2)
-
-
-def _main() -> None:
-    """Entry of the detached process: run the CLI and record its exit status."""
-    record_path = Path(sys.argv[1])
-    code = 0
-    try:
-        from motoko.cli.main import main
-
-        main(sys.argv[2:])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        code = 1
-        raise
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(record_path.read_text())
-            record["exit_code"] = code
-            record_path.write_text(json.dumps(record))
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    _main()

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from motoko.study.values import jsonable
 from motoko.views.status import STATE_COLOURS  # one palette for every view
 
 
@@ -30,19 +31,6 @@ def cell(value: Any) -> str:
         return json.dumps(value, default=str)
     text = str(value)
     return text.replace("\n", "⏎")
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-serialisable copy of ``value``."""
-    if isinstance(value, _dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def colour_state(text: str, state: str) -> str:

@@ -12,7 +12,7 @@ import yaml
 from motoko.cli.db_commands import open_workflow
 from motoko.cli.format import colour_state
 from motoko.errors import ParameterError
-from motoko.study.records import CANCELLED, TERMINAL
+from motoko.study.states import CANCELLED, TERMINAL
 
 
 class KeyValue(click.ParamType):
@@ -71,7 +71,7 @@ async def _monitor(workflow: Any) -> None:
 @click.option("--run-name", "-n", help="Scope of the runs (default: resume the file's current one).")
 @click.option("--fresh", is_flag=True, help="Start a new run name instead of resuming.")
 @click.option("-p", "--param", "params", multiple=True, type=KeyValue(), help="Step parameter name=value (YAML).")
-@click.option("--executor", type=click.Choice(["local", "slurm", "dask"]), help="Override motoko.yaml's executor.")
+@click.option("--executor", type=click.Choice(["local", "slurm", "dask", "pilot"]), help="Override motoko.yaml's executor.")
 @click.option("--max-parallel", "-j", type=click.IntRange(min=1), help="Runs executing at once.")
 @click.option("--no-launcher", is_flag=True, help="Do not start a launcher (one runs elsewhere).")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background (see `motoko run status|stop|logs`).")

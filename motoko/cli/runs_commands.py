@@ -13,9 +13,11 @@ from typing import Any
 import click
 
 from motoko.cli.db_commands import open_workflow
-from motoko.cli.format import cell, colour_state, jsonable, render
+from motoko.cli.format import cell, colour_state, render
 from motoko.errors import MotokoError, RunNotFound, UnknownNameError, WaitTimeout
 from motoko.study.records import Run
+from motoko.study.values import jsonable
+from motoko.views.status import run_note
 
 #: The fields ``runs show`` prints first, in this order (the rest follows).
 SHOWN_FIRST = (
@@ -204,10 +206,15 @@ def runs_show(ctx: click.Context, run: tuple[str | None, int], study: str | None
     workflow = open_workflow(ctx)
     try:
         found = find_run(workflow, run, study)
+        note = run_note(workflow, found)
         if fmt == "json":
-            click.echo(json.dumps(found.to_dict(), indent=1))
+            click.echo(json.dumps({**found.to_dict(), **({"note": note} if note else {})}, indent=1))
         else:
-            click.echo("\n".join(show_lines(found)))
+            lines = show_lines(found)
+            if note:  # its launcher went silent: say so, aligned with the other values
+                width = len(lines[0]) - len(lines[0][3:].lstrip())
+                lines.append("note".ljust(width) + click.style(note, fg="red"))
+            click.echo("\n".join(lines))
     finally:
         workflow.close()
 

@@ -77,11 +77,11 @@ def status(
     database (ZEO pushes changes; nothing polls) and every 5 s for the
     elapsed times; with --format json each update is one JSON line.
     """
-    from motoko.views.live import ChangeSignal
+    from motoko.study.feed import ThreadWaiter
     from motoko.views.status import collect_status, render_text, to_json
 
     workflow = open_workflow(ctx)
-    signal = ChangeSignal(workflow.databases) if watch else None
+    signal = ThreadWaiter([db.feed for db in workflow.databases]) if watch else None
     tty = sys.stdout.isatty()
     updates = 0
     try:

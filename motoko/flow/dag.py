@@ -29,6 +29,7 @@ from typing import Any
 import networkx as nx
 
 from motoko.errors import WorkflowError, did_you_mean
+from motoko.flow.context import current_event
 
 _MARK = "__motoko_step__"
 _RESERVED = ("workflow",)
@@ -141,8 +142,6 @@ async def run_steps(
 
     The first step to raise cancels the others and its exception propagates.
     """
-    from motoko.flow.task_manager import current_event
-
     results: dict[str, Any] = {}
     tasks: dict[str, asyncio.Task[Any]] = {}
 

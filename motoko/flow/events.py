@@ -30,7 +30,7 @@ from motoko.errors import (
     WorkflowAborted,  # noqa: F401 (defined there, importable from here)
     WorkflowError,
 )
-from motoko.flow.task_manager import current_event, current_parents
+from motoko.flow.context import current_event, current_parents
 
 if TYPE_CHECKING:
     from motoko.flow.task_manager import TaskManager
@@ -235,7 +235,7 @@ class EventsMixin:
                 self._requeue_lost()
                 for task in await self.check_events():
                     tasks.add(task)
-                    task.add_done_callback(lambda _t: waiter_kick(waiter))
+                    task.add_done_callback(lambda _t: waiter.kick())
                 for task in [t for t in tasks if t.done()]:
                     tasks.discard(task)
                     task.result()  # re-raise an action's exception
@@ -294,9 +294,3 @@ def _describe_runs(study: str, value: Any) -> str:
         parts.append(text)
     more = f"; and {len(value) - 5} more" if len(value) > 5 else ""
     return "; ".join(parts) + more
-
-
-def waiter_kick(waiter: Any) -> None:
-    """Wake the event loop's waiter when an action ends (it may have set finished)."""
-    for inner in getattr(waiter, "waiters", []):
-        inner._notify(None)

@@ -34,13 +34,13 @@ from motoko.flow.waiting import (
     Progress,
     ProgressBar,
     blocking,
-    is_done,
-    is_ended,
     progress_of,
     refuse_in_loop,
     wait_until,
 )
-from motoko.study.records import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, Run
+from motoko.study.records import Run
+from motoko.study.states import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, is_done, is_ended
+from motoko.study.table import to_dataframe
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
@@ -193,11 +193,9 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
     def to_dataframe(self, quantities: Any = None) -> Any:
         """One row per run: job parameters, run fields, last value of each quantity.
 
-        See :func:`motoko.views.export.to_dataframe` (imported lazily: pandas
+        See :func:`motoko.study.table.to_dataframe` (imported lazily: pandas
         is only loaded when a table is asked for).
         """
-        from motoko.views.export import to_dataframe
-
         return to_dataframe(self, quantities)
 
     def status(self) -> dict[str, int]:
@@ -573,11 +571,9 @@ class TaskSelection:
     def to_dataframe(self, quantities: Any = None) -> Any:
         """One row per run: job parameters, run fields, last value of each quantity.
 
-        See :func:`motoko.views.export.to_dataframe` (imported lazily: pandas
+        See :func:`motoko.study.table.to_dataframe` (imported lazily: pandas
         is only loaded when a table is asked for).
         """
-        from motoko.views.export import to_dataframe
-
         return to_dataframe(self, quantities)
 
     def status(self) -> dict[str, int]:

@@ -26,9 +26,11 @@ from typing import Any
 
 from motoko.config import find_config
 from motoko.errors import MotokoError, UnknownNameError, WorkflowError
+from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
-from motoko.study.records import ACTIVE, CREATED
+from motoko.study.query import Where
+from motoko.study.states import ACTIVE, CREATED
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +175,6 @@ def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
 
 async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
-    from motoko.flow.task_manager import current_event
-
     workflow.params = dict(params)
     token = current_event.set(getattr(main, "__name__", "main"))
     try:
@@ -279,7 +279,8 @@ def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, An
 
     if daemon_status(workflow.config) and not overrides:
         return None
-    return EmbeddedLauncher(workflow.config, **overrides).start()
+    databases = {str(db.address): db for db in workflow.databases}
+    return EmbeddedLauncher(workflow.config, databases=databases, **overrides).start()
 
 
 async def _main(
@@ -309,7 +310,7 @@ def cancel_unfinished(workflow: Workflow) -> int:
         def change(manager: Any = manager, db: Any = db) -> int:
             study = db.study(manager.name)
             n = 0
-            for run in db.select(manager.name, [f"run_name = '{workflow.run_name}'"]):
+            for run in db.select(manager.name, [Where("run_name", "=", workflow.run_name)]):
                 if run.state == CREATED or run.state in ACTIVE:
                     study.cancel(run)
                     n += 1

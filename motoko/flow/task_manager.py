@@ -10,7 +10,6 @@ same runs back, already finished or not.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ParameterError, RunNameMissing, RunNotFound, UnknownNameError
 from motoko.flow.compat import RunSelector
+from motoko.flow.context import current_event, current_parents
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
 from motoko.study.database import known_states
+from motoko.study.query import Where
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.space import Together, expand
@@ -27,14 +28,6 @@ from motoko.study.space import Together, expand
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow
     from motoko.study.database import Study, StudyDB
-
-#: The step or action currently executing (recorded as runs' event_name).
-current_event: contextvars.ContextVar[str | None] = contextvars.ContextVar("motoko_event", default=None)
-#: The runs the current action was fired for (recorded as runs' parents).
-current_parents: contextvars.ContextVar[tuple[tuple[str, int], ...]] = contextvars.ContextVar(
-    "motoko_parents", default=()
-)
-
 
 class RunsById(Mapping[int, Run]):
     """Runs of a study by id (``workflow.mult.runs[3]``, as in motoko 0.1.4), and a finder.
@@ -234,7 +227,7 @@ class TaskManager:
             items.extend(constraints)
         scope = self.workflow.run_name if run_name == "" else run_name
         if scope is not None:
-            items.append(f"run_name = {_quote(scope)}")
+            items.append(Where("run_name", "=", scope))
         return TaskSelection(self.workflow, self.name, items)
 
     def __repr__(self) -> str:
@@ -279,10 +272,6 @@ def _newest_first(study: Study, states: list[str] | None, run_name: str | None) 
     if candidates is None:
         return list(reversed(list(study.runs.keys())))
     return sorted(candidates, reverse=True)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _caller_name() -> str | None:

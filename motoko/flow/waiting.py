@@ -20,16 +20,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ZEO.Exceptions import ClientDisconnected
 
 from motoko.errors import EventLoopError, HandleError, WaitTimeout  # noqa: F401 (defined there, importable from here)
-from motoko.study.records import (
+from motoko.study.records import Job, Run
+from motoko.study.states import (
     ACTIVE,
     CANCELLED,
     FAILED,
-    FINISHED,
     LOST,
-    STATES,
     TERMINAL,
-    Job,
-    Run,
+    is_done,
+    is_ended,
 )
 
 if TYPE_CHECKING:
@@ -38,21 +37,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Pair = tuple[Run, Job]
 _NEVER = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
-
-
-def is_done(run: Run) -> bool:
-    """FINISHED, or a user state entered after the run finished (FINISHED → FORWARDED)."""
-    state = run.state
-    return state == FINISHED or (state not in STATES and run.finished is not None)
-
-
-def is_ended(run: Run) -> bool:
-    """True once nothing more will happen to the run: done, FAILED, LOST or CANCELLED.
-
-    A run that failed and will be retried is CREATED again (the retry happens
-    in the same transaction), so it is not ended.
-    """
-    return run.state in TERMINAL or is_done(run)
 
 
 def refuse_in_loop(call: str, instead: str) -> None:

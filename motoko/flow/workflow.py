@@ -81,26 +81,6 @@ class WorkflowVars:
         return dict(self._tree().items())
 
 
-class _MultiWaiter:
-    """Waits for a change on any of the workflow's databases."""
-
-    def __init__(self, waiters: list[AsyncWaiter]):
-        self.waiters = waiters
-
-    async def wait(self, timeout: float | None) -> bool:
-        if len(self.waiters) == 1:
-            return await self.waiters[0].wait(timeout)
-        tasks = [asyncio.ensure_future(w.wait(timeout)) for w in self.waiters]
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return any(t.result() for t in done)
-
-    def close(self) -> None:
-        for waiter in self.waiters:
-            waiter.close()
-
-
 class Workflow(EventsMixin):
     """A workflow over the studies listed in a motoko.yaml.
 
@@ -221,8 +201,9 @@ class Workflow(EventsMixin):
         """Commit this workflow's pending changes and see everybody else's.
 
         Every ``lost_after / 4`` seconds it also declares LOST the runs whose
-        launcher stopped heart-beating, so an awaiting workflow is never stuck
-        even when every launcher died.
+        local launcher stopped heart-beating, so an awaiting workflow is never
+        stuck even when every launcher died. Runs of cluster launchers (SLURM,
+        Dask) wait for a launcher to adopt them: their jobs may still run.
         """
         for db in self.databases:
             db.refresh()
@@ -231,8 +212,9 @@ class Workflow(EventsMixin):
             self._detect_lost()
 
     def _detect_lost(self) -> None:
-        from motoko.study.liveness import Orphan, declare_lost, stop_orphans
-        from motoko.study.records import ACTIVE
+        from motoko.launch.processes import stop_orphans
+        from motoko.study.liveness import OrphanProcess, declare_lost
+        from motoko.study.states import ACTIVE
 
         for name, manager in self.task_managers.items():
             db = self.db_for(name)
@@ -240,23 +222,24 @@ class Workflow(EventsMixin):
             if not any(study.ids_in_state(state) for state in ACTIVE):
                 continue
             lost_after = manager.schema.lost_after or self.config.lost_after
-            orphans: list[Orphan] = []
+            orphans: list[OrphanProcess] = []
 
             def change(
-                db: StudyDB = db, name: str = name, lost_after: float = lost_after, orphans: list[Orphan] = orphans
+                db: StudyDB = db, name: str = name, lost_after: float = lost_after, orphans: list[OrphanProcess] = orphans
             ) -> int:
                 orphans.clear()  # a retried transaction finds them again
+                # Cluster jobs may outlive their launcher: only a launcher can look for them.
                 return declare_lost(
-                    db, db.study(name), lost_after, observer=f"workflow {self.run_name}", orphans=orphans
+                    db, db.study(name), lost_after, observer=f"workflow {self.run_name}", orphans=orphans,
+                    executors=("local",),
                 )
 
             db.transact(change, what="declare lost runs")
             stop_orphans(orphans)
 
-    def change_waiter(self) -> _MultiWaiter:
+    def change_waiter(self) -> AsyncWaiter:
         """An awaitable that fires on the next commit to any workflow database."""
-        loop = asyncio.get_running_loop()
-        return _MultiWaiter([db.feed.async_waiter(loop) for db in self.databases])
+        return AsyncWaiter([db.feed for db in self.databases], asyncio.get_running_loop())
 
     def close(self) -> None:
         """Commit pending changes and close every connection."""

@@ -38,12 +38,18 @@ from typing import Any
 from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
+from motoko.launch.adoption import Adoption, record_submitted
 from motoko.launch.cancelling import stop_cooperatively
+from motoko.launch.channel import RunChannel
+from motoko.launch.claiming import Deadline, Shares, fits_within, pick
 from motoko.launch.executors.base import Executor, Launch, Outcome
+from motoko.launch.messages import ENV_CHANNEL
+from motoko.launch.processes import stop_orphans
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.database import LauncherRecord, Study, StudyDB
-from motoko.study.liveness import Orphan, declare_lost, stop_orphans
-from motoko.study.records import (
+from motoko.study.records import Run, now
+from motoko.study.schema import StudySchema
+from motoko.study.states import (
     ACTIVE,
     CANCELLED,
     CREATED,
@@ -52,10 +58,7 @@ from motoko.study.records import (
     LAUNCHED,
     LOST,
     RUNNING,
-    Run,
-    now,
 )
-from motoko.study.schema import StudySchema
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,10 @@ class LauncherOptions:
         runs_dir: Where run directories go (default: each study's folder).
         workflow_file: The workflow's motoko.yaml, given to runs.
         db_address: The database address given to runs (``MOTOKO_DB``).
+        walltime_end: When this launcher's allocation ends (seconds since
+            the epoch; pilots): it claims only runs that fit before then.
+        walltime_margin: Seconds before ``walltime_end`` when claiming stops.
+        pilot_job: The SLURM job id of a pilot, recorded for ``motoko pilots``.
     """
 
     machine_name: str = field(default_factory=socket.gethostname)
@@ -99,6 +106,9 @@ class LauncherOptions:
     runs_dir: Path | None = None
     workflow_file: str | None = None
     db_address: str | None = None
+    walltime_end: float | None = None
+    walltime_margin: float = 10.0
+    pilot_job: str | None = None
 
 
 @dataclass
@@ -163,8 +173,18 @@ class Launcher:
         self._idle_since: float | None = None
         self._cache = TemplateCache()
         self._claimed_total = 0
+        #: Where this launcher's local runs send their writes (see motoko.launch.channel).
+        self.channel = RunChannel(self.id)
+        self._adoption = Adoption(executor, self.id, self._wake_up)
+        self._shares = Shares(self.id, self.options.lost_after)
+        self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
+        self._hungry = True  # room for claims: only then do others' commits wake us
 
     # -- public ------------------------------------------------------------
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def stop(self) -> None:
         """Ask the launcher to stop claiming and exit once its runs ended."""
@@ -186,10 +206,14 @@ class Launcher:
                 loop.add_signal_handler(sig, self.stop)
         unsubscribe = self.db.feed.subscribe(self._on_change(loop))
         await self.executor.start()
+        if self.executor.shares_host:
+            await self.channel.start(self._wake)
         try:
             await self._loop()
         finally:
             unsubscribe()
+            await self.channel.close()
+            await self._adoption.close()
             await self.executor.close()
             self._unregister()
         return self.report
@@ -199,6 +223,8 @@ class Launcher:
             record = self._record
             if record is not None:
                 record.stopped = now()
+                record.executed = self.report.executed
+                record.conflicts = self.report.claims_conflicts
 
         with contextlib.suppress(Exception):
             self.db.transact(change, what="record the launcher's stop", fresh=True)
@@ -213,6 +239,10 @@ class Launcher:
             self._external = True
             if oids:
                 self._changed |= oids
+            # A launcher with no room cannot take new work: only a change to
+            # one of its own runs (a stop request) is worth waking up for.
+            if not self._hungry and oids is not None and oids.isdisjoint(self._owned.values()):
+                return
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
@@ -263,7 +293,7 @@ class Launcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _should_exit(self) -> bool:
-        busy = bool(self._owned)
+        busy = bool(self._owned) or self._adoption.busy
         if self._stopping:
             return not busy
         opts = self.options
@@ -274,6 +304,8 @@ class Launcher:
         if busy:
             self._idle_since = None
             return False
+        if self._deadline is not None and self._deadline.closed():
+            return True  # a pilot whose remaining time fits no run leaves
         if opts.once and not self._claimable():
             return True
         if opts.idle_exit is not None:
@@ -308,19 +340,26 @@ class Launcher:
         started = list(self._started)
         want = self._claim_room()
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
-        check_lost = time.monotonic() - self._last_lost_check >= self._lost_check_interval()
-        orphans: list[Orphan] = []
+        check_lost = (
+            time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
+        )
+        submitted = list(self.executor.submitted)
+        writes = self.channel.pending()
 
         def change() -> list[Claimed]:
-            orphans.clear()  # a retried transaction finds them again
             if self._record is None:
                 self._register()
+            record_submitted(self.db, self.id, submitted)
+            self._show_note()
             self._mark_running(started)
+            self.channel.apply(self.db, writes)  # before settling: a run's own final state wins
             self._settle(outcomes)
             if beat:
                 self._heartbeat()
             if check_lost:
-                self._detect_lost(orphans)
+                self._detect_lost()
+            if outcomes and self._record is not None:
+                self._record.executed = self.report.executed + len(outcomes)
             return self._claim(want) if want > 0 else []
 
         try:
@@ -328,28 +367,38 @@ class Launcher:
             # seen; after our own commit the connection is already current.
             external, self._external = self._external, False
             claimed = self.db.transact(
-                change, what="record run states", fresh=external, on_conflict=self._heartbeat_alone
+                change, what="record run states", fresh=external, on_conflict=self._conflicted
             )
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
             return []
         self._started = self._started[len(started) :]
+        self.channel.committed(writes)
+        del self.executor.submitted[: len(submitted)]
         self._unsettled = self._unsettled[len(outcomes) :]
         self._account(outcomes)
         if beat:
             self._last_heartbeat = time.monotonic()
         if check_lost:
             self._last_lost_check = time.monotonic()
-            stop_orphans(orphans)
+            stop_orphans(self._adoption.orphans)
+            for key, oid in self._adoption.after_commit():
+                self._owned[key] = oid
         for item in claimed:
             self._owned[(item.study, item.run_id)] = item.oid
         self._queue.extend(claimed)
         self._claimed_total += len(claimed)
+        self._hungry = self._claim_room() > 0
         return claimed
 
+    def _conflicted(self) -> None:
+        """Count a conflict retry (shown by ``motoko launcher status``), heart-beat if due."""
+        self.report.claims_conflicts += 1
+        self._heartbeat_alone()
+
     def _claim_room(self) -> int:
-        if self._stopping:
+        if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
         room = self.executor.free_slots() - len(self._queue)
@@ -390,9 +439,11 @@ class Launcher:
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
             if outcome.cancelled or run.stop_requested:  # stopped on request, on its own or by signal
-                study.transition(run, CANCELLED, error="cancelled on request")
+                study.transition(run, CANCELLED, error=(outcome.reason if outcome.cancelled else None) or "cancelled on request")
             elif outcome.lost:
                 study.transition(run, LOST, error=outcome.describe())
+            elif self._killed_with_pilot(outcome):
+                study.transition(run, LOST, error=f"its pilot (SLURM job {self.options.pilot_job}) was stopped: {outcome.describe()}")
             elif outcome.succeeded:
                 study.transition(run, FINISHED)
             else:
@@ -401,8 +452,21 @@ class Launcher:
                     error += "\n" + outcome.stderr_tail
                 study.transition(run, FAILED, error=error)
 
+    def _killed_with_pilot(self, outcome: Outcome) -> bool:
+        """A pilot's run killed by a signal while SLURM stops the pilot (scancel, time limit).
+
+        SLURM signals every process of the job: the run did not fail, its
+        allocation went away, so it is LOST (and retried if allowed), as if
+        the pilot had died at once.
+        """
+        code = outcome.exit_code
+        killed = outcome.signal is not None or (code is not None and code > 128)
+        return bool(self.options.pilot_job) and self._stopping and killed
+
     def _register(self) -> None:
         record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
+        record.pilot_job = self.options.pilot_job
+        record.walltime_end = self.options.walltime_end
         self.db.launchers()[self.id] = record
 
     @property
@@ -420,6 +484,12 @@ class Launcher:
             if run is not None and run.state in ACTIVE and run.launcher == self.id:
                 run.heartbeat = stamp
 
+    def _show_note(self) -> None:
+        """Put the executor's note (sbatch refusing jobs for now...) on our record, for ``motoko status``."""
+        record = self._record
+        if record is not None and record.note != self.executor.note:
+            record.note = self.executor.note
+
     def _heartbeat_alone(self) -> None:
         """Commit the launcher's heartbeat by itself, while its cycle keeps meeting conflicts.
 
@@ -432,6 +502,7 @@ class Launcher:
         if record is None:
             return
         record.heartbeat = now()
+        record.conflicts = self.report.claims_conflicts
         try:
             self.db.tm.commit()
         except ConflictError:
@@ -439,24 +510,27 @@ class Launcher:
             return
         self._last_heartbeat = time.monotonic()
 
-    def _detect_lost(self, orphans: list[Orphan]) -> None:
-        """Declare LOST the active runs whose launcher stopped heart-beating."""
-        for name, schema in self.studies.items():
-            self.report.lost_detected += declare_lost(
-                self.db, self.db.study(name), schema.lost_after or self.options.lost_after,
-                observer=self.id, skip_launcher=self.id, orphans=orphans,
-            )
+    def _detect_lost(self) -> None:
+        """Adopt, or declare LOST, the active runs whose launcher stopped heart-beating."""
+        lost_after = {name: schema.lost_after or self.options.lost_after for name, schema in self.studies.items()}
+        self.report.lost_detected += self._adoption.judge(self.db, lost_after, observer=self.id)
 
     def _claim(self, want: int) -> list[Claimed]:
         claimed: list[Claimed] = []
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies
+        share = self._shares.current(self.db.launchers())
+        record = self._record
+        if record is not None and record.conflicts != self.report.claims_conflicts:
+            record.conflicts = self.report.claims_conflicts
         for name in names:
             study = self.db.study(name)
             created = study.ids_in_state(CREATED)
             if not created:
                 continue
-            for rid in _spread(created, want - len(claimed)):
+            schema = self.studies[name]
+            fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
+            for rid in pick(created, want - len(claimed), share, fits):
                 claimed.append(self._claim_one(study, created[rid]))
             if len(claimed) >= want:
                 break
@@ -492,6 +566,7 @@ class Launcher:
     def _account(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             self._owned.pop(outcome.key, None)
+            self.channel.forget(outcome.key)
             self.report.executed += 1
             if outcome.cancelled:
                 self.report.cancelled += 1
@@ -527,7 +602,8 @@ class Launcher:
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
         env = run_environment(item.values, self._base_env(item, run_dir))
-        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options)
+        attempt = int(item.run_json["run"]["attempt"])
+        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options, attempt)
 
     def _base_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
         env = dict(os.environ)
@@ -542,6 +618,9 @@ class Launcher:
             MOTOKO_LAUNCHER=self.id,
             MOTOKO_PYTHON=sys.executable,
         )
+        env.pop(ENV_CHANNEL, None)
+        types = {name: ftype.name for name, ftype in self.studies[item.study].run_fields.items()}
+        env.update(self.channel.environment((item.study, item.run_id), item.run_json, types))
         paths = [p for p in (env.get("PYTHONPATH"), _PACKAGE_ROOT) if p]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         return env
@@ -558,6 +637,7 @@ class Launcher:
             if run is None or not run.stop_requested:
                 continue
             if key in self.executor.running:
+                self.channel.stop(key)
                 if key not in self._cancelling:  # asked once; later changes to the run are not new requests
                     self._cancelling.add(key)
                     task = stop_cooperatively(self.executor, key, self.options.cancel_grace)
@@ -568,31 +648,6 @@ class Launcher:
                 self._unsettled.append(Outcome(key[0], key[1], cancelled=True))
                 if self._wake is not None:
                     self._wake.set()
-
-
-def _spread(ids: Any, n: int) -> list[int]:
-    """Pick up to ``n`` ids from a set, starting at a random point.
-
-    Launchers that all took the lowest ids would all want the same runs and
-    conflict; starting at a random key keeps them apart.
-    """
-    if n <= 0:
-        return []
-    low, high = ids.minKey(), ids.maxKey()
-    start = random.randint(low, high) if high > low else low
-    picked = list(_take(ids.keys(min=start), n))
-    if len(picked) < n:
-        picked += list(_take(ids.keys(max=start, excludemax=True), n - len(picked)))
-    return picked
-
-
-def _take(iterable: Any, n: int) -> list[int]:
-    out: list[int] = []
-    for item in iterable:
-        if len(out) >= n:
-            break
-        out.append(item)
-    return out
 
 
 def _command(exec_path: Path) -> tuple[str, ...]:

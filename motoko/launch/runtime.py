@@ -1,24 +1,32 @@
 """Inside a run: ``current_run()`` and the run-side API.
 
 A run's own code (``doIt.py``) finds its run through the environment the
-launcher gave it (``MOTOKO_DB``, ``MOTOKO_STUDY``, ``MOTOKO_RUN_ID``)::
+launcher gave it::
 
     from motoko import current_run
     run, job = current_run()
     run.y = [2.0 * job.x]
     run.push_quantity(0.5, step=0, name="energy")
 
-The returned ``run`` is a :class:`RunHandle`: it reads like the stored run and
-writes through to it, and it commits at every API call (``push_quantity``,
-``set_progress``, ``finish``...) and at process exit. Each change is kept in a
-journal until committed, so that a conflict with another writer (the
-launcher marking the run RUNNING, a workflow tagging it) is retried by
-replaying the change on fresh data instead of being lost.
+Two paths lead to the run:
 
-Every commit is fenced by the attempt the launcher started (``MOTOKO_ATTEMPT``):
-a process that outlived its launcher, whose run was meanwhile declared LOST
-and requeued, cannot write into the new attempt. Its changes are dropped with
-:class:`~motoko.errors.RunSuperseded` and ``should_stop()`` turns True.
+* **The run channel** (``MOTOKO_CHANNEL`` set, the usual case under a local
+  launcher): the run talks to its launcher over a private unix socket and
+  never opens the database; see :mod:`motoko.launch.run_side`.
+* **The database** (no channel: ``doIt.py`` started by hand with
+  ``MOTOKO_DB``, a SLURM array task on another node, or a channel that cannot
+  be reached): the returned ``run`` is a :class:`RunHandle` that reads like the
+  stored run and writes through to it, committing at every API call
+  (``push_quantity``, ``set_progress``, ``finish``...) and at process exit.
+  Each change is kept in a journal until committed, so that a conflict with
+  another writer (the launcher marking the run RUNNING, a workflow tagging
+  it) is retried by replaying the change on fresh data instead of being lost.
+
+Either way every write is fenced by the attempt the launcher started
+(``MOTOKO_ATTEMPT``): a process that outlived its launcher, whose run was
+meanwhile declared LOST and requeued, cannot write into the new attempt. Its
+changes are dropped with :class:`~motoko.errors.RunSuperseded` and
+``should_stop()`` turns True.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import ConflictRetriesExhausted, NotInRunError, RunSuperseded
+from motoko.errors import ChannelError, ConflictRetriesExhausted, NotInRunError, RunSuperseded
+from motoko.launch.messages import ENV_CHANNEL
+from motoko.launch.run_side import ChannelJob, ChannelRun, connect
 
 if TYPE_CHECKING:
     from motoko.study.database import StudyDB
@@ -37,6 +47,7 @@ if TYPE_CHECKING:
 
 _ENV = ("MOTOKO_DB", "MOTOKO_STUDY", "MOTOKO_RUN_ID")
 _session: RunSession | None = None
+_channel: tuple[ChannelRun, ChannelJob] | None = None
 
 Change = Callable[["Run"], None]
 
@@ -155,7 +166,7 @@ class RunHandle:
 
     def start(self) -> None:
         """Mark the run RUNNING (the launcher also does it when it starts the run)."""
-        from motoko.study.records import LAUNCHED, RUNNING
+        from motoko.study.states import LAUNCHED, RUNNING
 
         def change(run: Run) -> None:
             if run.state == LAUNCHED:
@@ -224,39 +235,91 @@ _API: dict[str, Callable[[RunSession], Callable[..., Any]]] = {
 }
 
 
-def current_run() -> tuple[RunHandle, Job]:
+def current_run() -> tuple[RunHandle | ChannelRun, Job | ChannelJob]:
     """Return ``(run, job)`` for the run this process executes.
 
-    The run is found through the environment its launcher set
-    (``MOTOKO_DB``, ``MOTOKO_STUDY``, ``MOTOKO_RUN_ID``). Calling it again
-    returns the same run.
+    The run is found through the environment its launcher set: its channel
+    (``MOTOKO_CHANNEL``) when there is one, else the database (``MOTOKO_DB``,
+    ``MOTOKO_STUDY``, ``MOTOKO_RUN_ID``). Calling it again returns the same run.
 
     Raises:
         NotInRunError: outside a run launched by motoko, saying how runs are found.
+        ChannelError: the launcher refused this process (another one already
+            speaks for the run).
     """
+    global _channel
+    if _channel is not None:
+        return _channel
+    study, run_id, attempt = _identity()
+    path = os.environ.get(ENV_CHANNEL)
+    if path and _session is None:
+        try:
+            _channel = connect(path, study, run_id, attempt)
+            return _channel
+        except ChannelError:
+            raise  # the launcher answered, and refused: say why
+        except OSError:
+            pass  # no launcher listens there any more: the database still works
+    return _direct(study, run_id, attempt)
+
+
+def _identity() -> tuple[str, int, int | None]:
+    """(study, run id, attempt) from the environment, or a NotInRunError saying what is missing."""
+    wanted = ("MOTOKO_STUDY", "MOTOKO_RUN_ID") if os.environ.get(ENV_CHANNEL) else _ENV
+    missing = [name for name in wanted if not os.environ.get(name)]
+    if missing:
+        raise NotInRunError(
+            "current_run() is only available inside a run launched by motoko "
+            f"({', '.join(missing)} not set)",
+            hint="runs find themselves through MOTOKO_DB, MOTOKO_STUDY and MOTOKO_RUN_ID, "
+            "which launchers set; to inspect runs from elsewhere use Workflow(...).STUDY.select(...)",
+        )
+    try:
+        run_id = int(os.environ["MOTOKO_RUN_ID"])
+    except ValueError:
+        raise NotInRunError(f"MOTOKO_RUN_ID is not a run id: {os.environ['MOTOKO_RUN_ID']!r}") from None
+    attempt = os.environ.get("MOTOKO_ATTEMPT")
+    return os.environ["MOTOKO_STUDY"], run_id, int(attempt) if attempt and attempt.isdigit() else None
+
+
+def _direct(study: str, run_id: int, attempt: int | None) -> tuple[RunHandle, Job]:
+    """The database path: this process becomes a client of the run's database."""
     global _session
     if _session is None:
-        missing = [name for name in _ENV if not os.environ.get(name)]
-        if missing:
+        if not os.environ.get("MOTOKO_DB"):
             raise NotInRunError(
-                "current_run() is only available inside a run launched by motoko "
-                f"({', '.join(missing)} not set)",
-                hint="runs find themselves through MOTOKO_DB, MOTOKO_STUDY and MOTOKO_RUN_ID, "
-                "which launchers set; to inspect runs from elsewhere use Workflow(...).STUDY.select(...)",
+                "the run's launcher channel cannot be reached and MOTOKO_DB is not set",
+                hint="start runs through a launcher, or set MOTOKO_DB to the database address",
             )
         from motoko.study.database import StudyDB
 
-        try:
-            run_id = int(os.environ["MOTOKO_RUN_ID"])
-        except ValueError:
-            raise NotInRunError(f"MOTOKO_RUN_ID is not a run id: {os.environ['MOTOKO_RUN_ID']!r}") from None
-        attempt = os.environ.get("MOTOKO_ATTEMPT")
         db = StudyDB(os.environ["MOTOKO_DB"], cache_size=10_000)
-        _session = RunSession(db, os.environ["MOTOKO_STUDY"], run_id, int(attempt) if attempt and attempt.isdigit() else None)
+        _session = RunSession(db, study, run_id, attempt)
     session = _session
     return RunHandle(session), session.run.job
 
 
-def getRunFromScript() -> tuple[RunHandle, Job]:  # noqa: N802
+def stored_run_handle(name: str) -> RunHandle:
+    """The database path to the run ``study.id`` (``run.store_file`` on the channel path uses it)."""
+    study, _, rid = name.rpartition(".")
+    handle, _ = _direct(study, int(rid), None)
+    return handle
+
+
+def stored_run(name: str) -> Run:
+    """The stored run ``study.id``, read through a database connection of this process.
+
+    The channel path reads quantities this way (after committing), the only
+    reads a run cannot answer from what its launcher handed over.
+    """
+    study, _, rid = name.rpartition(".")
+    handle, _ = _direct(study, int(rid), None)
+    assert isinstance(handle, RunHandle)
+    session = handle._session
+    session.refresh()
+    return session.run
+
+
+def getRunFromScript() -> tuple[RunHandle | ChannelRun, Job | ChannelJob]:  # noqa: N802
     """motoko 0.1.4 / BlackDynamite spelling of :func:`current_run`."""
     return current_run()

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from motoko.config import WorkflowConfig, database_address
 from motoko.errors import ConfigError, MotokoError
 from motoko.launch.executors.base import Executor
 from motoko.launch.launcher import Launcher, LauncherOptions, LauncherReport
+from motoko.launch.pilots import PilotManager, settings_for
 from motoko.study.database import StudyDB
 from motoko.study.schema import load_schema
 from motoko.study.server import Address, default_address, ensure_server, pid_alive, state_dir
@@ -53,7 +55,7 @@ def make_executor(config: WorkflowConfig, kind: str | None = None, max_parallel:
         from motoko.launch.executors.dask import DaskExecutor  # type: ignore[import-not-found]
 
         return DaskExecutor(parallel, scheduler=settings.scheduler)  # type: ignore[no-any-return]
-    raise ConfigError(f"unknown executor {kind!r}", hint="use local, slurm or dask")
+    raise ConfigError(f"unknown executor {kind!r}", hint="use local, slurm, dask or pilot")
 
 
 def served_studies(config: WorkflowConfig, study: str | None, address: Address) -> dict[str, Any]:
@@ -105,45 +107,73 @@ def build_launcher(
     group: str | None = None,
     executor: str | None = None,
     max_parallel: int | None = None,
+    databases: Mapping[str, StudyDB] | None = None,
     **overrides: Any,
-) -> Launcher:
+) -> Launcher | PilotManager:
     """Open a connection and build a launcher for a workflow's studies.
 
     Args:
         study: Serve only this study.
         group: Serve every study in the same database as this one (default:
             the first study's).
+        databases: Connections of this process by address: the launcher
+            shares their database client (see ``StudyDB.sibling``) instead
+            of opening its own.
     """
     chosen = study or group
     first = config.resolve(chosen) if chosen else next(iter(config.studies))
     address = database_address(config, first) or ensure_server(config.directory)
     studies = served_studies(config, study, address)
-    db = StudyDB(address)
+    shared = (databases or {}).get(str(address))
+    db = shared.sibling() if shared is not None else StudyDB(address)
     for schema in studies.values():
         db.create_study(schema)
+    if (executor or config.launcher.executor) == "pilot":
+        return _pilot_manager(config, db, studies, address, study, max_parallel, overrides)
     options = launcher_options(config, db_address=str(address), **overrides)
     return Launcher(db, studies, make_executor(config, executor, max_parallel), options)
 
 
-def build_launchers(config: WorkflowConfig, *, study: str | None = None, **kwargs: Any) -> list[Launcher]:
+def _pilot_manager(
+    config: WorkflowConfig, db: StudyDB, studies: dict[str, Any], address: Address, study: str | None,
+    cores: int | None, overrides: dict[str, Any],
+) -> PilotManager:
+    """A pilot manager where a launcher was asked for (``executor: pilot``)."""
+    try:
+        return PilotManager(
+            db, studies, settings_for(config.launcher.pilots, cores), address, config.directory,
+            poll=min(config.launcher.poll, 2.0), once=bool(overrides.get("once")),
+            idle_exit=overrides.get("idle_exit"), study=study,
+        )
+    except BaseException:
+        db.close()
+        raise
+
+
+def build_launchers(config: WorkflowConfig, *, study: str | None = None, **kwargs: Any) -> list[Launcher | PilotManager]:
     """One launcher per database holding the workflow's studies (or for ``study``)."""
     if study:
         return [build_launcher(config, study=study, **kwargs)]
     return [build_launcher(config, group=names[0], **kwargs) for names in database_groups(config).values()]
 
 
-async def serve_all(launchers: list[Launcher]) -> list[LauncherReport]:
+async def serve_all(launchers: list[Launcher | PilotManager]) -> list[LauncherReport]:
     """Serve several launchers on this event loop until all have exited."""
     return list(await asyncio.gather(*(launcher.serve_async() for launcher in launchers)))
 
 
 class EmbeddedLauncher:
-    """Launchers (one per database) running in a background thread of this process."""
+    """Launchers (one per database) running in a background thread of this process.
+
+    Given the workflow's ``databases`` (address → connection), each launcher
+    shares the workflow's database client: it hears of the runs the workflow
+    creates, and the workflow of their outcomes, in-process.
+    """
 
     def __init__(self, config: WorkflowConfig, **kwargs: Any):
         self.config = config
         self.kwargs = kwargs
-        self.launchers: list[Launcher] = []
+        self.launchers: list[Launcher | PilotManager] = []
         self.reports: list[LauncherReport] = []
         self.error: BaseException | None = None
         self._ready = threading.Event()

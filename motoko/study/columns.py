@@ -30,6 +30,7 @@ from BTrees.IOBTree import IOBTree
 from ZODB.POSException import ConflictError
 
 from motoko.study.prefetch import prefetch, prefetch_buckets
+from motoko.study.values import same
 
 #: Runs per page: run ids ``k * PAGE_SIZE`` to ``(k + 1) * PAGE_SIZE - 1``.
 PAGE_SIZE = 256
@@ -64,20 +65,15 @@ class ColumnPage(persistent.Persistent):
         merged = dict(theirs)
         for rid in set(base) | set(theirs) | set(mine):
             o, c, n = base.get(rid, _ABSENT), theirs.get(rid, _ABSENT), mine.get(rid, _ABSENT)
-            if _same(n, o):
+            if same(n, o):
                 continue
-            if not _same(c, o) and not _same(c, n):
+            if not same(c, o) and not same(c, n):
                 raise ConflictError(f"both changed the column value of run {rid}")
             if n is _ABSENT:
                 merged.pop(rid, None)
             else:
                 merged[rid] = n
         return {**committed, "values": merged}
-
-
-def _same(a: Any, b: Any) -> bool:
-    # Types matter: 1 and 1.0 and True are different values to keep.
-    return a is b or (type(a) is type(b) and a == b)
 
 
 def record(columns: Any, name: str, rid: int, value: Any) -> None:
@@ -95,7 +91,7 @@ def record(columns: Any, name: str, rid: int, value: Any) -> None:
             return
         page = column[number] = ColumnPage()
     current = page.values.get(rid, _ABSENT)
-    if _same(current, stored):
+    if same(current, stored):
         return
     if stored is _ABSENT:
         del page.values[rid]
@@ -159,7 +155,7 @@ def check(columns: Any, runs: Any, skip: frozenset[str]) -> list[str]:
                 continue
             stored = seen.get(name, {}).pop(rid, _ABSENT)
             wanted = column_value(value)
-            if not (_same(stored, wanted) or (stored != stored and wanted != wanted)):  # NaN
+            if not (same(stored, wanted) or (stored != stored and wanted != wanted)):  # NaN
                 problems.append(f"run {rid}: column {name} holds {stored!r}, the run {wanted!r}")
     for name, left in seen.items():
         for rid in left:

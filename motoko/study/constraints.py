@@ -261,7 +261,7 @@ def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _literal(value: Any) -> str:
+def literal(value: Any) -> str:
     """Spell a coerced value so that parsing it back gives the same value."""
     if value is None:
         return "null"
@@ -289,11 +289,11 @@ def describe(node: Node | Query) -> str:
         node = node.root
     if isinstance(node, Compare):
         if node.op in ("in", "not in"):
-            value = "(" + ", ".join(_literal(v) for v in node.value) + ")"
+            value = "(" + ", ".join(literal(v) for v in node.value) + ")"
         elif node.op in REGEX_OPERATORS:
             value = _quote(node.value)
         else:
-            value = _literal(node.value)
+            value = literal(node.value)
         return f"{node.field.qualified} {node.op} {value}"
     if isinstance(node, And):
         return " and ".join(

@@ -30,30 +30,31 @@ from typing import Any
 import persistent
 from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
+from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree, OOTreeSet
 
 from motoko.errors import TransitionError
 from motoko.study.columns import check as check_columns
 from motoko.study.columns import forget, record
-from motoko.study.prefetch import prefetch_buckets
-from motoko.study.records import (
+from motoko.study.records import MOTOKO_ATTRIBUTES, Job, Run, now
+from motoko.study.run_index import RunIndex
+from motoko.study.schema import StudySchema
+from motoko.study.states import (
+    ACTIVE,
+    CANCELLED,
     CREATED,
     FAILURE,
     LAUNCHED,
-    MOTOKO_ATTRIBUTES,
     RUNNING,
     STATES,
     TERMINAL,
     TRANSITIONS,
-    Job,
-    Run,
-    now,
+    allowed,
 )
-from motoko.study.schema import StudySchema
 
 #: Version of the layout above. Older versions are migrated when opened
 #: (see :func:`migrate`); a newer one is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Counter(persistent.Persistent):
@@ -78,6 +79,10 @@ class LauncherRecord(persistent.Persistent):
     when one run's heartbeat write lost a conflict.
     """
 
+    #: What the launcher's executor wants the user to know now (e.g. sbatch
+    #: refusing jobs for a while), or None; ``motoko status`` shows it.
+    note: str | None = None
+
     def __init__(self, launcher_id: str, machine_name: str, pid: int, executor: str, studies: list[str]):
         self.id = launcher_id
         self.machine_name = machine_name
@@ -87,6 +92,16 @@ class LauncherRecord(persistent.Persistent):
         self.started = now()
         self.heartbeat = self.started
         self.stopped: Any = None
+
+    # Class-level defaults: records written before these existed read as such.
+    #: Runs this launcher executed (settled).
+    executed = 0
+    #: Cycles it retried after a conflict with another launcher.
+    conflicts = 0
+    #: The SLURM job id when the launcher is a pilot.
+    pilot_job: str | None = None
+    #: When a pilot's allocation ends (seconds since the epoch).
+    walltime_end: float | None = None
 
 
 def canonical(values: Mapping[str, Any]) -> str:
@@ -119,6 +134,9 @@ class Study(persistent.Persistent):
         # buckets, not one bucket of ``runs`` per run scattered over the study.
         self.by_state: OOBTree = OOBTree()
         self.by_run_name: OOBTree = OOBTree()
+        # state → Length: runs per state without walking the index. Lengths
+        # merge concurrent changes (they add up), so counting never conflicts.
+        self.state_counts: OOBTree = _state_counts()
         # Indexes keyed per job keep their values inline (tuples in buckets)
         # rather than one persistent set per key: a cold range query then
         # loads a few buckets instead of one object per matching value.
@@ -184,6 +202,7 @@ class Study(persistent.Persistent):
         self.runs[rid] = run
         self.run_keys[key] = rid
         _add(self.by_state, CREATED, run)
+        self._count(CREATED, 1)
         if run_name is not None:
             _add(self.by_run_name, run_name, run)
         self.job_runs[job.id] = (*self.job_runs.get(job.id, ()), rid)
@@ -211,13 +230,15 @@ class Study(persistent.Persistent):
             for name, value in fields.items():
                 setattr(run, name, value)
             return
-        if old in TRANSITIONS and new in TRANSITIONS and new not in TRANSITIONS[old]:
+        if not allowed(old, new):
             hint = "use run.requeue() to run it again" if new == CREATED else None
             raise TransitionError(
                 f"run {self.name}.{run.id} cannot go from {old} to {new}",
                 hint=hint or f"allowed from {old}: {', '.join(sorted(TRANSITIONS[old])) or 'none'}",
             )
         _move(self.by_state, old, new, run)
+        self._count(old, -1)
+        self._count(new, 1)
         run._state = new
         stamp = now()
         if new == LAUNCHED:
@@ -228,7 +249,7 @@ class Study(persistent.Persistent):
             run.finished = stamp
         for name, value in fields.items():
             setattr(run, name, value)
-        if new in FAILURE and new != "CANCELLED" and self._may_retry(run, new):
+        if new in FAILURE and new != CANCELLED and self._may_retry(run, new):
             self.requeue(run, f"retry after {new}")
 
     def _may_retry(self, run: Run, state: str) -> bool:
@@ -239,7 +260,7 @@ class Study(persistent.Persistent):
         """Put an ended run back to CREATED for another attempt, keeping history."""
         if run._state == CREATED:
             return
-        if run._state in (LAUNCHED, RUNNING):
+        if run._state in ACTIVE:
             raise TransitionError(
                 f"run {self.name}.{run.id} is {run._state} and cannot be requeued",
                 hint="cancel it first (motoko cancel)",
@@ -258,6 +279,8 @@ class Study(persistent.Persistent):
         run.history = (*run.history, attempt)
         run.attempt = run.attempt + 1
         _move(self.by_state, run._state, CREATED, run)
+        self._count(run._state, -1)
+        self._count(CREATED, 1)
         run._state = CREATED
         for name in ("launched", "started", "finished", "exit_code", "error", "launcher"):
             setattr(run, name, None)
@@ -268,8 +291,8 @@ class Study(persistent.Persistent):
         rid = run.id
         for index, key in ((self.by_state, run._state), (self.by_run_name, run.run_name)):
             runs = index.get(key) if key is not None else None
-            if runs is not None:
-                runs.pop(rid, None)
+            if runs is not None and runs.pop(rid, None) is not None and index is self.by_state:
+                self._count(str(key), -1)
         remaining = tuple(r for r in self.job_runs.get(run.job_id, ()) if r != rid)
         if remaining:
             self.job_runs[run.job_id] = remaining
@@ -291,7 +314,7 @@ class Study(persistent.Persistent):
         if run._state == CREATED:
             self.transition(run, "CANCELLED", error="cancelled before it started")
             return True
-        if run._state in (LAUNCHED, RUNNING):
+        if run._state in ACTIVE:
             if not run.stop_requested:
                 run.stop_requested = True
             return True
@@ -309,11 +332,25 @@ class Study(persistent.Persistent):
         return runs if runs is not None else IOBTree()
 
     def counts(self) -> dict[str, int]:
-        """Return the number of runs per state (states with runs only)."""
-        trees = dict(self.by_state.items())
-        for runs in trees.values():
-            prefetch_buckets(runs)  # len() reads every bucket: ask for all of them at once
-        return {state: len(runs) for state, runs in trees.items() if runs}
+        """Return the number of runs per state (states with runs only).
+
+        Read from the per-state counters: a handful of small objects, whatever
+        the study's size.
+        """
+        return {state: value for state, length in self.state_counts.items() if (value := length()) > 0}
+
+    def count(self, state: str) -> int:
+        """The number of runs in ``state`` (0 for a state without runs)."""
+        length = self.state_counts.get(state)
+        return int(length()) if length is not None else 0
+
+    def _count(self, state: str, delta: int) -> None:
+        """Keep the counter of ``state`` exact (only the state-changing methods call it)."""
+        length = self.state_counts.get(state)
+        if length is None:
+            # A user state seen for the first time (motoko's own exist from the start).
+            length = self.state_counts[state] = Length()
+        length.change(delta)
 
     def runs_of_jobs(self, job_ids: Iterable[int]) -> IITreeSet:
         """Return the ids of every run of the given jobs."""
@@ -337,6 +374,10 @@ class Study(persistent.Persistent):
                 value = getattr(run, attribute)
                 if seen.get(rid) != value:
                     problems.append(f"run {rid} has {label} {value} but is indexed under {seen.get(rid)}")
+        for state in set(self.by_state.keys()) | set(self.state_counts.keys()):
+            indexed = len(self.by_state.get(state, ()))
+            if self.count(state) != indexed:
+                problems.append(f"state {state} counts {self.count(state)} runs but its index holds {indexed}")
         problems += check_columns(self.columns, self.runs, MOTOKO_ATTRIBUTES)
         return problems
 
@@ -344,8 +385,16 @@ class Study(persistent.Persistent):
 def _add(index: OOBTree, key: Any, run: Run) -> None:
     runs = index.get(key)
     if runs is None:
-        runs = index[key] = IOBTree()
+        runs = index[key] = RunIndex()
     runs[run.id] = run
+
+
+def _state_counts() -> OOBTree:
+    """A counter per motoko state, made up front so that launchers never race to make one."""
+    counts = OOBTree()
+    for state in STATES:
+        counts[state] = Length()
+    return counts
 
 
 def _move(index: OOBTree, old: str, new: str, run: Run) -> None:
@@ -366,7 +415,8 @@ def migrate(root: Any) -> list[str]:
     Must run inside a transaction. Returns what was done, one line per step
     (empty when the database is current). Nothing is dropped: version 1 kept
     the state and run-name indexes as sets of ids; version 2 keeps the runs
-    in them, and they are rebuilt from the runs themselves.
+    in them, and they are rebuilt from the runs themselves; version 3 keeps
+    them in :class:`RunIndex` trees and counts runs per state.
     """
     done: list[str] = []
     version = root.get("motoko_version")
@@ -383,7 +433,17 @@ def migrate(root: Any) -> list[str]:
                     if not attribute.startswith("_") and attribute not in MOTOKO_ATTRIBUTES:
                         record(study.columns, attribute, run.id, value)
             done.append(f"study {name}: state and run-name indexes hold the runs; run attributes have columns")
-        root["motoko_version"] = 2
+        root["motoko_version"] = version = 2
+    if version == 2:
+        for name, study in root["motoko_studies"].items():
+            study.state_counts = _state_counts()
+            for index in (study.by_state, study.by_run_name):
+                for key, runs in list(index.items()):
+                    index[key] = RunIndex(runs)
+            for state, runs in study.by_state.items():
+                study._count(state, len(runs))
+            done.append(f"study {name}: runs counted per state; state indexes merge launchers' changes")
+        root["motoko_version"] = 3
     return done
 
 

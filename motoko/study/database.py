@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -23,7 +22,6 @@ from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import ConflictError
 
 from motoko.errors import (
-    ConflictRetriesExhausted,
     DatabaseError,
     RunNotFound,
     ServerError,
@@ -40,10 +38,11 @@ from motoko.study.container import (  # noqa: F401 (re-exported: the database's 
     migrate,
 )
 from motoko.study.feed import ChangeFeed, FeedStorage
-from motoko.study.journal import Journal
+from motoko.study.journal import Journal, commit_with_retries
+from motoko.study.planner import select_runs
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
-from motoko.study.server import Address, parse_address
+from motoko.study.server import Address, parse_address, with_user_tls
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -66,19 +65,6 @@ def _open_db(storage: Any, cache_size: int) -> ZODB.DB:
     return ZODB.DB(storage, cache_size=cache_size, large_record_size=1 << 26)
 
 
-def _back_off(delay: float) -> float:
-    """Sleep a jittered ``delay`` after a conflict; return the next, doubled up to 0.25 s."""
-    time.sleep(delay * (1 + random.random()))
-    return min(delay * 2, 0.25)
-
-
-def _exhausted(what: str, attempts: int) -> ConflictRetriesExhausted:
-    return ConflictRetriesExhausted(
-        f"could not {what}: other processes kept changing the same records ({attempts} attempts)",
-        hint="try again; if it persists, fewer concurrent writers on the same runs help",
-    )
-
-
 class StudyDB:
     """A connection to a study database served by ZEO.
 
@@ -96,6 +82,8 @@ class StudyDB:
         ssl_server_hostname: Host name to check the server certificate against.
     """
 
+    _sibling = False  # True for a connection sharing another's client (see sibling())
+
     def __init__(
         self,
         address: Address | str,
@@ -105,7 +93,7 @@ class StudyDB:
         ssl: Any = None,
         ssl_server_hostname: str | None = None,
     ):
-        self.address = address if isinstance(address, Address) else parse_address(address)
+        self.address = with_user_tls(address if isinstance(address, Address) else parse_address(address))
         self.feed = ChangeFeed()
         if ssl is None and self.address.tls is not None:
             from motoko.study.tls import client_context
@@ -184,7 +172,28 @@ class StudyDB:
             self.tm.abort()
         with contextlib.suppress(Exception):
             self.conn.close()
-        self.db.close()
+        if not getattr(self, "_sibling", False):  # a sibling leaves the shared client open
+            self.db.close()
+
+    def sibling(self) -> StudyDB:
+        """Another connection through this one's database client, for another thread.
+
+        One ZEO client per process instead of two: the sibling's commits
+        reach this connection's readers in-process (no server echo, see
+        :mod:`motoko.study.feed`) and the objects they changed are read from
+        the shared client cache. An embedded launcher uses one, so that it
+        hears of its workflow's runs, and its workflow of their outcomes,
+        without waiting for the server. Closing the sibling leaves this
+        connection open; close the sibling first.
+        """
+        other = object.__new__(StudyDB)
+        other.address, other.feed, other.db = self.address, self.feed, self.db
+        other.tm = transaction.TransactionManager()
+        other.conn = other.db.open(transaction_manager=other.tm)
+        other.journal = Journal(other)
+        other.conn.motoko_journal = other.journal
+        other._sibling = True
+        return other
 
     def __enter__(self) -> StudyDB:
         return self
@@ -222,30 +231,12 @@ class StudyDB:
             ConflictRetriesExhausted: after ``attempts`` conflicts in a row.
             ServerError: if the server stays unreachable.
         """
-        delay = 0.002
         if fresh:
             self.begin()
-        for attempt in range(attempts):
-            try:
-                with self.journal.paused():
-                    result = change()
-                self.tm.commit()
-                self.journal.clear()
-                return result
-            except ConflictError:
-                self.tm.abort()
-                delay = _back_off(delay)
-                if on_conflict is not None:
-                    on_conflict()
-                self._replay_journal()
-            except ClientDisconnected:
-                self.tm.abort()
-                self._wait_reconnect(attempt)
-                self._replay_journal()
-            except BaseException:
-                self._drop_pending()
-                raise
-        raise _exhausted(what, attempts)
+        return commit_with_retries(
+            self.tm, self.journal, change, attempts=attempts, what=what,
+            on_conflict=on_conflict, wait_reconnect=self._wait_reconnect,
+        )
 
     #: Seconds to wait for a lost server to come back before giving up.
     reconnect_timeout = 120.0
@@ -265,15 +256,6 @@ class StudyDB:
             hint="restart it with `motoko server start`",
         )
 
-    def _replay_journal(self) -> None:
-        """After an abort: begin anew and make the journalled run changes again.
-
-        If they cannot be made again (a true conflict), they are dropped.
-        """
-        if len(self.journal):
-            self.tm.begin()
-            self.journal.replay()
-
     def commit(self, attempts: int = 20) -> None:
         """Commit pending changes (made outside :meth:`transact`).
 
@@ -287,37 +269,7 @@ class StudyDB:
                 if changes that are not journalled met a conflict (they are
                 dropped and the error names it).
         """
-        delay = 0.002
-        for attempt in range(attempts):
-            try:
-                self.tm.commit()
-                self.journal.clear()
-                return
-            except ConflictError as exc:
-                self.tm.abort()
-                if not len(self.journal):
-                    raise ConflictRetriesExhausted(
-                        f"a change could not be saved because another process changed the same value: {exc}",
-                        hint="change runs in fewer places at once, or inside db.transact() which retries",
-                    ) from None
-                delay = _back_off(delay)
-                self._replay_journal()
-            except ClientDisconnected:
-                self.tm.abort()
-                if not len(self.journal):
-                    raise
-                # The server went away: wait for it, then make the changes again
-                # (a commit that did land before the loss replays as a no-op).
-                self._wait_reconnect(attempt)
-                self._replay_journal()
-            except BaseException:
-                self._drop_pending()
-                raise
-        raise _exhausted("save changes to runs", attempts)
-
-    def _drop_pending(self) -> None:
-        self.tm.abort()
-        self.journal.clear()
+        commit_with_retries(self.tm, self.journal, attempts=attempts, wait_reconnect=self._wait_reconnect)
 
     def abort(self) -> None:
         """Drop pending changes and see every commit finished before this call."""
@@ -499,6 +451,4 @@ class StudyDB:
         (state, run_name, id, job parameters) narrow the candidates first;
         the rest are checked run by run.
         """
-        from motoko.study.planner import select_runs
-
-        return select_runs(self, self.study(study_name), constraints)
+        return select_runs(self.study(study_name), constraints)

@@ -20,20 +20,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from BTrees.IIBTree import IITreeSet, difference, intersection, multiunion, union
 from BTrees.IOBTree import IOBTree
 
 from motoko.study.columns import scan
 from motoko.study.constraints import predicate
+from motoko.study.container import Study
 from motoko.study.prefetch import prefetch, prefetch_buckets
 from motoko.study.query import And, Compare, Not, Or, Query, TrueNode, parse_query
-from motoko.study.records import MOTOKO_ATTRIBUTES
-
-if TYPE_CHECKING:
-    from motoko.study.database import Study, StudyDB
-    from motoko.study.records import Run
+from motoko.study.records import MOTOKO_ATTRIBUTES, Run
 
 # Operators answered from a sorted index of values.
 _RANGE_OPS = {"=", "<", ">", "<=", ">=", "in"}
@@ -61,7 +58,7 @@ def compile_for(study: Study, constraints: Any) -> Query:
     return parse_query(constraints, schema.all_job_fields(), schema.all_run_fields())
 
 
-def select_runs(db: StudyDB, study: Study, constraints: Any) -> list[Run]:
+def select_runs(study: Study, constraints: Any) -> list[Run]:
     """Return the runs of ``study`` matching ``constraints``, in id order."""
     query = compile_for(study, constraints)
     plan = plan_query(study, query.root)

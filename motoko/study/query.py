@@ -77,6 +77,7 @@ from motoko.study.constraints import (  # noqa: F401 (the tree is part of this A
     TrueNode,
     compile_pattern,
     describe,
+    literal,
 )
 from motoko.study.fields import BUILTIN_JOB_FIELDS, BUILTIN_RUN_FIELDS, FIELD_TYPES, FieldType
 
@@ -469,14 +470,71 @@ class _Parser:
 # ---------------------------------------------------------------------- entry
 
 
-def _texts(constraints: str | Sequence[str] | None) -> list[str]:
+@dataclass(frozen=True)
+class Where:
+    """One comparison given as a structure, never as text: ``Where("run_name", "=", name)``.
+
+    Code that selects by a value it did not write itself (a run name, a
+    user's string) passes a ``Where`` among the constraints instead of
+    formatting a constraint string, so no quoting can break or widen the
+    selection. The field is resolved and the value coerced exactly as in a
+    constraint string.
+
+    Attributes:
+        field: A field name as in a constraint string (``x``, ``runs.x``, ``state``).
+        op: An operator (``=``, ``!=``, ``<``, ..., ``in``, ``not in``).
+        value: The value; a sequence of values for ``in``/``not in``.
+    """
+
+    field: str
+    op: str
+    value: Any
+
+    def resolve(self, jobs: Mapping[str, FieldType], runs: Mapping[str, FieldType]) -> Compare:
+        """Return the comparison node, the field resolved against the study's fields.
+
+        Raises:
+            QueryError: for an unknown field or operator, or a value of the wrong type.
+        """
+        op = _SPELLINGS.get(self.op, self.op)
+        text = f"{self.field} {op} ..."
+        parser = _Parser(self.field, jobs, runs)
+        if op not in OPERATORS or op in REGEX_OPERATORS:
+            raise QueryError(f"unsupported operator {self.op!r} in a Where", text=text, hint=_OPERATOR_HINT)
+        field = parser.resolve(parser.token) if parser.token.kind == "word" else None
+        if field is None:
+            raise QueryError(f"not a field name: {self.field!r}", text=text)
+        values = tuple(self.value) if op in ("in", "not in") else (self.value,)
+        coerced = []
+        for value in values:
+            if field.type is None or value is None:
+                coerced.append(value)
+                continue
+            try:
+                coerced.append(field.type.coerce(value, field=self.field))
+            except ValueError:
+                raise QueryError(
+                    f"field {self.field!r} expects {field.type.expected}, got {value!r}", text=text
+                ) from None
+        return Compare(field, op, tuple(coerced) if op in ("in", "not in") else coerced[0])
+
+    def __str__(self) -> str:
+        if self.op in ("in", "not in"):
+            return f"{self.field} {self.op} (" + ", ".join(literal(v) for v in self.value) + ")"
+        return f"{self.field} {self.op} {literal(self.value)}"
+
+
+Constraint = str | Where
+
+
+def _texts(constraints: Constraint | Sequence[Constraint] | None) -> list[Constraint]:
     if constraints is None:
         return []
-    if isinstance(constraints, str):
+    if isinstance(constraints, str | Where):
         return [constraints]
     if isinstance(constraints, list | tuple):
         for item in constraints:
-            if not isinstance(item, str):
+            if not isinstance(item, str | Where):
                 raise QueryError(
                     f"a constraint must be a string, got {item!r} ({type(item).__name__})",
                     text=repr(constraints),
@@ -491,7 +549,7 @@ def _texts(constraints: str | Sequence[str] | None) -> list[str]:
 
 
 def parse_query(
-    constraints: str | Sequence[str] | None,
+    constraints: Constraint | Sequence[Constraint] | None,
     job_fields: Mapping[str, FieldType],
     run_fields: Mapping[str, FieldType],
 ) -> Query:
@@ -499,7 +557,7 @@ def parse_query(
 
     Args:
         constraints: One string, a list/tuple of strings (AND-ed; each may use
-            the whole syntax), or None. None, ``""`` and ``[]`` mean "every run".
+            the whole syntax) or :class:`Where` structures, or None. None, ``""`` and ``[]`` mean "every run".
         job_fields: The study's job fields by name. The built-in ones
             (:data:`BUILTIN_JOB_FIELDS`) are added when missing.
         run_fields: The study's run fields by name, built-in ones
@@ -513,10 +571,14 @@ def parse_query(
         QueryError: on any syntax error, unknown or ambiguous field, value of
             the wrong type or invalid regex, with the 1-based column and a hint.
     """
-    texts = _texts(constraints)
+    items = _texts(constraints)
     jobs = {name: FIELD_TYPES[kind] for name, kind in BUILTIN_JOB_FIELDS.items()} | dict(job_fields)
     runs = {name: FIELD_TYPES[kind] for name, kind in BUILTIN_RUN_FIELDS.items()} | dict(run_fields)
-    roots = [_Parser(text, jobs, runs).parse() for text in texts]
+    roots = [
+        item.resolve(jobs, runs) if isinstance(item, Where) else _Parser(item, jobs, runs).parse()
+        for item in items
+    ]
+    texts = [item if isinstance(item, str) else describe(root) for item, root in zip(items, roots, strict=True)]
     shown = [text.strip() for text in texts if text.strip()]
     text = shown[0] if len(shown) == 1 else " and ".join(f"({t})" for t in shown)
     return Query(text, _join(And, roots))

@@ -18,55 +18,46 @@ claim (CREATED → LAUNCHED) exactly-once.
 from __future__ import annotations
 
 import datetime as _dt
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import persistent
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
+from motoko.study import run_files
 from motoko.study.columns import record as record_column
 from motoko.study.downloads import RunDownloads
-from motoko.study.journal import ABSENT, DELETE, REQUEUE, SET, STATE, journal_of
+from motoko.study.journal import (
+    ABSENT,
+    DELETE,
+    REQUEUE,
+    SET,
+    STATE,
+    commit_with_retries,
+    journal_of,
+)
+from motoko.study.run_files import RunFile
+from motoko.study.states import (  # noqa: F401 (re-exported: the rules live in states.py)
+    ACTIVE,
+    CANCELLED,
+    CREATED,
+    FAILED,
+    FAILURE,
+    FINISHED,
+    LAUNCHED,
+    LOST,
+    RUNNING,
+    STATES,
+    TERMINAL,
+    TRANSITIONS,
+)
+from motoko.study.values import jsonable, same
 
 if TYPE_CHECKING:
     import pandas
-
-    from motoko.study.database import Study
-    from motoko.study.run_files import RunFile
-
-CREATED = "CREATED"
-LAUNCHED = "LAUNCHED"
-RUNNING = "RUNNING"
-FINISHED = "FINISHED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
-LOST = "LOST"
-
-#: The states motoko itself knows; any other string is a user state.
-STATES = (CREATED, LAUNCHED, RUNNING, FINISHED, FAILED, CANCELLED, LOST)
-#: States after which nothing executes any more.
-TERMINAL = frozenset({FINISHED, FAILED, CANCELLED, LOST})
-#: States in which a launcher owns the run (heartbeats, lost-run detection).
-ACTIVE = frozenset({LAUNCHED, RUNNING})
-#: States that make an awaiting RunList fail (unless a retry follows).
-FAILURE = frozenset({FAILED, CANCELLED, LOST})
-
-#: Allowed transitions between motoko's own states. User states may be
-#: entered from, and left to, any state: workflows use them as markers
-#: (``FINISHED → FORWARDED``), motoko attaches no meaning to them.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    CREATED: frozenset({LAUNCHED, CANCELLED, FAILED}),
-    LAUNCHED: frozenset({RUNNING, FINISHED, FAILED, CANCELLED, LOST, CREATED}),
-    RUNNING: frozenset({FINISHED, FAILED, CANCELLED, LOST}),
-    FINISHED: frozenset(),
-    FAILED: frozenset(),
-    CANCELLED: frozenset(),
-    LOST: frozenset({FINISHED, FAILED}),
-}
 
 # Attributes that two concurrent transactions may never both change, even to
 # the same value: a claim is exclusive, so two launchers writing LAUNCHED must
@@ -79,11 +70,21 @@ def now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except (ValueError, TypeError):  # e.g. PersistentReference across databases
-        return False
+class Study(Protocol):
+    """What a run needs of the study that holds it (:class:`motoko.study.container.Study`).
+
+    A protocol, so that records need not import the container that imports them.
+    """
+
+    name: str
+    jobs: Any
+    columns: Any
+    schema: Any  # its StudySchema (what a run's inputs are: motoko.study.downloads)
+
+    def transition(self, run: Run, new: str, **fields: Any) -> None: ...
+    def requeue(self, run: Run, reason: str = ...) -> None: ...
+    def cancel(self, run: Run) -> bool: ...
+    def ids_in_state(self, state: str) -> Any: ...
 
 
 class Job(persistent.Persistent):
@@ -381,7 +382,7 @@ class Run(persistent.Persistent, RunDownloads):
         out["total_time"] = self.total_time
         out["queue_position"] = self.queue_position
         out["quantities"] = self.list_quantities()
-        return {str(k): _jsonable(v) for k, v in out.items()}
+        return {str(k): jsonable(v) for k, v in out.items()}
 
     def cancel(self, wait_timeout: float | None = None) -> bool:
         """Cancel this run and commit; return whether it is CANCELLED.
@@ -412,9 +413,7 @@ class Run(persistent.Persistent, RunDownloads):
         Raises:
             RunFileNotFound: the run started but its directory is not on this host.
         """
-        from motoko.study.run_files import list_files
-
-        return list_files(self)
+        return run_files.list_files(self)
 
     @overload
     def tail(self, name: str = ..., lines: int = ..., follow: Literal[False] = ...) -> list[str]: ...
@@ -445,8 +444,6 @@ class Run(persistent.Persistent, RunDownloads):
                 naming the files it has; when following, only if the run
                 ended without writing it.
         """
-        from motoko.study import run_files
-
         if not isinstance(name, str):
             if not follow:
                 return {each: run_files.tail_lines(self, each, lines) for each in name}
@@ -567,32 +564,7 @@ class Run(persistent.Persistent, RunDownloads):
         jar = self._p_jar
         if jar is None:  # not stored (yet): nothing to commit
             return change()
-        manager = jar.transaction_manager
-        journal = journal_of(self)
-        delay = 0.002
-        for _ in range(20):
-            try:
-                result = change()
-                manager.commit()
-                if journal is not None:
-                    journal.clear()
-                return result
-            except ConflictError:
-                manager.abort()
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
-                if journal is not None and len(journal):
-                    manager.begin()
-                    journal.replay()  # the connection's earlier, uncommitted changes (or raise)
-            except BaseException:
-                manager.abort()
-                raise
-        from motoko.errors import ConflictRetriesExhausted
-
-        raise ConflictRetriesExhausted(
-            f"could not {what}: other processes kept changing the same run",
-            hint="try again; if it persists, fewer concurrent writers on the same runs help",
-        )
+        return commit_with_retries(jar.transaction_manager, journal_of(self), change, what=what)
 
     def _see_changes(self) -> None:
         """Commit pending changes of the run's connection and see other processes' commits."""
@@ -633,16 +605,16 @@ class Run(persistent.Persistent, RunDownloads):
         # A requeue is a barrier: a change made while the run was in its
         # previous attempt (by a process that outlived its launcher, say)
         # must not slip into the new attempt unnoticed.
-        requeued = not _same(committed.get("attempt", _MISSING), old.get("attempt", _MISSING))
+        requeued = not same(committed.get("attempt", _MISSING), old.get("attempt", _MISSING))
         for key in set(old) | set(committed) | set(new):
             o, c, n = old.get(key, _MISSING), committed.get(key, _MISSING), new.get(key, _MISSING)
-            mine = not _same(n, o)
-            theirs = not _same(c, o)
+            mine = not same(n, o)
+            theirs = not same(c, o)
             if not mine:
                 continue
             if requeued:
                 raise ConflictError(f"run attribute {key!r} changed while the run was requeued")
-            if theirs and (key in _EXCLUSIVE or not _same(n, c)):
+            if theirs and (key in _EXCLUSIVE or not same(n, c)):
                 raise ConflictError(f"both changed run attribute {key!r}")
             if n is _MISSING:
                 merged.pop(key, None)
@@ -671,19 +643,6 @@ def _plain(values: Any) -> Any:
         return float(values)
     except (TypeError, ValueError):
         return values
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-ready copy: dates as ISO text, tuples as lists, unknown objects as text."""
-    if isinstance(value, _dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def ids_of(runs: Iterable[Run]) -> list[int]:

@@ -18,15 +18,34 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from motoko.errors import (
     RunFileNotFound,  # noqa: F401 (defined there, importable from here)
     did_you_mean,
 )
 
-if TYPE_CHECKING:
-    from motoko.study.records import Run
+
+class Run(Protocol):
+    """What finding a run's files needs of a run (a stored :class:`~motoko.study.records.Run`).
+
+    A protocol: records call this module, so it does not import them.
+    """
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def study(self) -> str: ...
+    @property
+    def run_path(self) -> str | None: ...
+    @property
+    def started(self) -> _dt.datetime | None: ...
+    @property
+    def machine_name(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def is_terminal(self) -> bool: ...
 
 #: Seconds between two reads of a followed file when no commit wakes us.
 FOLLOW_INTERVAL = 0.2

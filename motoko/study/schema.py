@@ -56,6 +56,7 @@ from motoko.study.fields import (
     FieldType,
     field_type,
 )
+from motoko.study.walltime import parse_duration
 from motoko.yamldoc import Positions, check_duplicates
 
 #: States after which a run may be retried.
@@ -80,6 +81,7 @@ _DICT_KEYS = {
     "retry_on": "retry_on",
     "lost_after": "lost_after",
     "slurm_options": "slurm_options",
+    "walltime": "walltime",
     "description": "description",
 }
 
@@ -105,6 +107,8 @@ class StudySchema:
         lost_after: Seconds without heartbeat after which a run is LOST; None
             means the workflow's default.
         slurm_options: Extra sbatch options for this study's runs.
+        walltime: Expected seconds per run (pilots claim only runs that fit
+            their remaining time), or None when unknown.
         description: Free text.
         source: The bd.yaml the schema was read from, or None.
     """
@@ -121,6 +125,7 @@ class StudySchema:
     retry_on: list[str] = field(default_factory=lambda: ["LOST"])
     lost_after: float | None = None
     slurm_options: list[str] = field(default_factory=list)
+    walltime: float | None = None
     description: str = ""
     source: str | None = None
 
@@ -207,6 +212,7 @@ class StudySchema:
             "retry_on": list(self.retry_on),
             "lost_after": self.lost_after,
             "slurm_options": list(self.slurm_options),
+            "walltime": self.walltime,
             "description": self.description,
             "source": self.source,
         }
@@ -569,6 +575,22 @@ def _lost_after(data: Mapping[str, Any], lines: Positions) -> float | None:
     return float(value)
 
 
+def _walltime(data: Mapping[str, Any], lines: Positions) -> float | None:
+    value = data.get("walltime")
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ParameterError(
+            f"'walltime' expects the expected duration of a run: {exc}",
+            field="walltime",
+            value=value,
+            where=lines("walltime"),
+            hint='give seconds (e.g. 600) or a SLURM time string (e.g. "00:10:00")',
+        ) from None
+
+
 def _slurm_options(data: Mapping[str, Any], lines: Positions) -> list[str]:
     options = _text_list(data, "slurm_options", [], lines)
     for i, option in enumerate(options):
@@ -659,6 +681,7 @@ def _build(data: Any, lines: Positions, *, folder: Path | None, check_files: boo
         retries=_retries(data, lines),
         retry_on=_retry_on(data, lines),
         lost_after=_lost_after(data, lines),
+        walltime=_walltime(data, lines),
         slurm_options=_slurm_options(data, lines),
         description=_text(data, "description", "", lines),
     )

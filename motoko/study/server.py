@@ -13,6 +13,7 @@ Stale pid and socket files left by a killed server are detected and removed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from motoko.errors import AddressError, ConfigError, ServerError
-from motoko.study.tls import TLSFiles, from_env, server_block
+from motoko.study import certificates
+from motoko.study.tls import TLSFiles, from_env, probe, server_block
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,22 @@ def parse_address(text: str, base: Path | None = None) -> Address:
     return Address(path=str(path))
 
 
+def with_user_tls(address: Address) -> Address:
+    """``address`` with the user's client certificate when its server requires TLS.
+
+    Only for a TCP address given without certificates (see
+    :mod:`motoko.study.certificates`): the server is asked, with one
+    handshake, whether it requires TLS, so that a plain server keeps working
+    for a user who has certificates.
+    """
+    if address.tls is not None or address.host is None or address.port is None:
+        return address
+    files = certificates.client_files()
+    if files is None or probe(address.host.strip("[]"), address.port, None, None) is None:
+        return address
+    return dataclasses.replace(address, tls=files)
+
+
 # -- the per-workflow server --------------------------------------------------
 
 
@@ -145,9 +163,6 @@ def default_address(workflow_dir: Path) -> Address:
     return Address(path=str(socket_path(workflow_dir)))
 
 
-_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
-
-
 def read_settings(workflow_dir: Path) -> dict[str, Any]:
     """The server settings recorded by ``motoko server start --listen``."""
     try:
@@ -166,9 +181,10 @@ def configure_server(
 ) -> None:
     """Record how the workflow's server listens; applied at its next start.
 
-    ``listen`` is ``HOST:PORT`` (None: the private unix socket). Binding
-    anything but loopback requires TLS with client certificates unless
-    ``insecure`` is given explicitly.
+    ``listen`` is ``HOST:PORT`` (None: the private unix socket). TCP always
+    uses TLS with client certificates unless ``insecure`` is given
+    explicitly; without certificate files the user's own are made (see
+    :mod:`motoko.study.certificates`).
 
     Raises:
         ConfigError: for a malformed address, missing certificate files, or a
@@ -179,11 +195,10 @@ def configure_server(
         match = _TCP.match(listen)
         if not match:
             raise ConfigError(f"cannot listen on {listen!r}", hint="write HOST:PORT, e.g. 127.0.0.1:8100")
-        if not match.group("host").startswith(_LOOPBACK) and tls is None and not insecure:
-            raise ConfigError(
-                f"refusing to listen on {listen} without TLS: anyone who can reach it could change the database",
-                hint="give --tls-cert, --tls-key and --tls-ca (client certificates), or --insecure explicitly",
-            )
+        if tls is None and not insecure:
+            # No files given: the user's own CA and certificates (made once).
+            tls, auto_client = certificates.ensure(match.group("host"))
+            client_tls = client_tls or auto_client
     for files in (tls, client_tls):
         if files is not None:
             files.check()

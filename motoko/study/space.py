@@ -30,13 +30,30 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from motoko.errors import ParameterError, UnknownNameError
+from motoko.study.fields import FieldType
 
-if TYPE_CHECKING:
-    from motoko.study.fields import FieldType
-    from motoko.study.schema import StudySchema
+
+class StudySchema(Protocol):
+    """What expanding a space needs of a study's schema.
+
+    A protocol rather than :class:`motoko.study.schema.StudySchema` itself:
+    the schema checks its ``job_space`` with this module while it is read, so
+    importing it here would make the two modules need each other.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def job_fields(self) -> Mapping[str, FieldType]: ...
+    @property
+    def run_fields(self) -> Mapping[str, FieldType]: ...
+    @property
+    def job_space(self) -> Mapping[str, Any]: ...
 
 #: Most values one Range or Linspace may produce: a mistyped step (``1e-9``
 #: instead of ``1e-3``) must fail with a message, not exhaust the memory.

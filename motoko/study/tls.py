@@ -34,11 +34,13 @@ class TLSFiles:
     key: str
 
     def check(self, what: str = "TLS") -> None:
-        """Raise ConfigError naming any file that does not exist."""
+        """Raise ConfigError naming any file that does not exist or cannot be read."""
         for name in ("ca", "cert", "key"):
             path = getattr(self, name)
             if not Path(path).is_file():
                 raise ConfigError(f"{what} {name} file {path} does not exist", hint="give existing PEM files")
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"{what} {name} file {path} is not readable", hint="check its owner and permissions")
 
     def to_dict(self) -> dict[str, str]:
         """Plain data for server.json."""

@@ -12,5 +12,4 @@ a run stays cheap:
 - :mod:`motoko.views.plot`: quantities as line plots (matplotlib).
 - :mod:`motoko.views.web`: the local web dashboard (``motoko ui``).
 - :mod:`motoko.views.scaffold`: ``motoko init``.
-- :mod:`motoko.views.live`: waking up when any of a workflow's databases changes.
 """

@@ -27,7 +27,7 @@ from motoko.errors import (
     GraphRenderError,  # noqa: F401 (defined there, importable from here)
     MotokoError,
 )
-from motoko.study.records import ACTIVE, CREATED, FINISHED, STATES
+from motoko.study.states import ACTIVE, CREATED, FINISHED, STATES
 
 #: Fill colours (light) and border colours (dark) per state, shared by DOT,
 #: Mermaid, matplotlib and the dashboard. PENDING: a step that created no run yet.

@@ -16,7 +16,9 @@ from typing import Any
 
 import click
 
-from motoko.study.records import ACTIVE, CREATED, STATES, Run, now
+from motoko.study.liveness import silence_note
+from motoko.study.records import Run, now
+from motoko.study.states import ACTIVE, CREATED, STATES
 
 #: States reported as failures, newest first.
 FAILURE_STATES = ("FAILED", "LOST")
@@ -47,11 +49,13 @@ class RunLine:
     finished: _dt.datetime | None = None
     exit_code: int | None = None
     error: str | None = None
+    note: str | None = None
 
     @classmethod
-    def of(cls, run: Run) -> RunLine:
+    def of(cls, run: Run, note: str | None = None) -> RunLine:
         """Describe ``run``; ``error`` is the last non-empty line of its error text."""
         return cls(
+            note=note,
             study=run.study,
             id=run.id,
             state=run.state,
@@ -93,6 +97,9 @@ class Status:
     failures: list[RunLine] = field(default_factory=list)
     taken: _dt.datetime = field(default_factory=now)
     more_running: int = 0
+    #: What launchers want the user to know (sbatch refusing jobs for now),
+    #: and runs whose launcher went silent.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def states(self) -> list[str]:
@@ -131,18 +138,59 @@ def collect_status(
     rows: list[StudyStatus] = []
     active: list[RunLine] = []
     failed: list[RunLine] = []
+    notes: list[str] = []
+    stamp = now()
     for name in names:
         db = workflow.db_for(name)
         study = db.study(name)
         rows.append(StudyStatus(name, study.counts(), str(db.address)))
+        launchers = db.launchers()
+        lost_after = workflow.task_managers[name].schema.lost_after or workflow.config.lost_after
         for state in ("RUNNING", "LAUNCHED"):
-            active += [RunLine.of(run) for run in study.ids_in_state(state).values()]
+            for run in study.ids_in_state(state).values():
+                record = launchers.get(run.launcher)
+                active.append(RunLine.of(run, silence_note(run, record, lost_after, stamp)))
         for state in FAILURE_STATES:
             failed += [RunLine.of(run) for run in study.ids_in_state(state).values()]
+        notes += launcher_notes(launchers, name, lost_after, stamp)
+    silent = sum(1 for r in active if r.note)
+    if silent:
+        notes.append(f"{silent} run(s) whose launcher stopped heart-beating: start a launcher to recover them")
     oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
     active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
-    return Status(rows, active[:running], failed[:failures], more_running=max(0, len(active) - running))
+    return Status(
+        rows, active[:running], failed[:failures], more_running=max(0, len(active) - running), notes=sorted(set(notes))
+    )
+
+
+def run_note(workflow: Any, run: Run) -> str | None:
+    """The silence note of one run ("launcher gone 40 s ago: ..."), or None (read-only)."""
+    db = workflow.db_for(run.study)
+    lost_after = workflow.task_managers[run.study].schema.lost_after or workflow.config.lost_after
+    return silence_note(run, db.launchers().get(run.launcher), lost_after)
+
+
+def silent_counts(workflow: Any) -> dict[str, str]:
+    """Per study with silent runs: ``N run(s): launcher gone S s ago: start a launcher...`` (read-only)."""
+    out = {}
+    for name in workflow.task_managers:
+        study = workflow.db_for(name).study(name)
+        notes = [run_note(workflow, run) for state in ACTIVE for run in study.ids_in_state(state).values()]
+        found = [note for note in notes if note]
+        if found:
+            out[name] = f"{len(found)} run(s): {min(found, key=len)}"
+    return out
+
+
+def launcher_notes(launchers: Any, study: str, lost_after: float, stamp: _dt.datetime) -> list[str]:
+    """The notes of the live launchers serving ``study`` (``launcher ID: NOTE``)."""
+    return [
+        f"launcher {record.id}: {record.note}"
+        for record in launchers.values()
+        if record.note and record.stopped is None and study in record.studies
+        and (stamp - record.heartbeat).total_seconds() <= lost_after
+    ]
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -212,9 +260,13 @@ def render_text(status: Status, *, title: str | None = None) -> str:
             ]
             if r.status:
                 parts.append(r.status)
+            if r.note:
+                parts.append(click.style(r.note, fg="red"))
             lines.append("  ".join(parts).rstrip())
     if not status.running:
         lines += ["", click.style("nothing is running", dim=True)]
+    if status.notes:
+        lines += ["", click.style("notes", bold=True), *(f"  {click.style(note, fg='red')}" for note in status.notes)]
     if status.failures:
         lines += ["", click.style("latest failures", bold=True)]
         names = [f"{r.study}.{r.id}" for r in status.failures]
@@ -245,8 +297,9 @@ def to_json(status: Status) -> dict[str, Any]:
         "running": [line(r) for r in status.running],
         "more_running": status.more_running,
         "failures": [line(r) for r in status.failures],
+        "notes": list(status.notes),
         "done": status.done,
     }
 
 
-__all__ = ["Status", "StudyStatus", "RunLine", "collect_status", "render_text", "to_json"]
+__all__ = ["Status", "StudyStatus", "RunLine", "collect_status", "render_text", "run_note", "silent_counts", "to_json"]

@@ -33,6 +33,9 @@ class Launch:
         env: The complete environment of the run.
         nproc: Cores the run asked for.
         options: Scheduler options (sbatch flags), per study and per run.
+        attempt: The run's attempt number: files an executor leaves in the
+            run directory (scripts, exit statuses) carry it, so that a
+            stale task of an earlier attempt is never taken for this one.
     """
 
     study: str
@@ -42,6 +45,7 @@ class Launch:
     env: dict[str, str]
     nproc: int = 1
     options: tuple[str, ...] = ()
+    attempt: int = 1
 
     @property
     def key(self) -> tuple[str, int]:
@@ -104,6 +108,48 @@ class Outcome:
         return f"exit code {code}"
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """A run whose launcher stopped heart-beating, as the launcher that found it sees it.
+
+    Attributes:
+        study: The study's name.
+        run_id: The run's id.
+        attempt: The attempt its silent launcher was executing.
+        run_dir: The run's directory (where attempt files are).
+        launcher: The silent launcher's id (its runs carry it in ``MOTOKO_LAUNCHER``).
+        machine: The host the silent launcher ran on.
+        executor_id: What that launcher recorded of it (a pid, a SLURM id, a Dask key).
+    """
+
+    study: str
+    run_id: int
+    attempt: int
+    run_dir: Path
+    launcher: str
+    machine: str | None = None
+    executor_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(study, run id)."""
+        return (self.study, self.run_id)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an executor found of an orphan.
+
+    Attributes:
+        adopt: True when the run's execution still exists or left its exit
+            status: :meth:`Executor.adopt` then watches it to its end.
+        reason: What was found, in words (kept in the run's error when it is LOST).
+    """
+
+    adopt: bool
+    reason: str
+
+
 def tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
     """Return the last ``lines`` lines of a file ('' if it does not exist)."""
     from motoko.study.run_files import last_lines
@@ -129,6 +175,9 @@ class Executor(abc.ABC):
     #: :meth:`report_started` when it really starts, so that the run stays
     #: LAUNCHED, not RUNNING, while it waits in the queue.
     reports_start = False
+    #: True when runs execute on the launcher's own host, so that they can
+    #: reach its run channel (a unix socket) instead of the database.
+    shares_host = False
 
     def __init__(self, max_parallel: int):
         self.max_parallel = max(1, int(max_parallel))
@@ -136,8 +185,13 @@ class Executor(abc.ABC):
         self.running: dict[tuple[str, int], str] = {}
         #: Runs that started since the launcher last looked (see :attr:`reports_start`).
         self.started: list[tuple[str, int]] = []
+        #: Engine ids given to runs since the launcher last looked (see :meth:`report_submitted`).
+        self.submitted: list[tuple[tuple[str, int], str]] = []
         #: Set by the launcher: an event to set whenever an outcome is queued.
         self.wake: asyncio.Event | None = None
+        #: What the engine says that the user should know (sbatch refusing jobs for now);
+        #: the launcher shows it on its record, for ``motoko status``.
+        self.note: str | None = None
 
     def report(self, outcome: Outcome) -> None:
         """Queue an outcome and wake the launcher."""
@@ -169,6 +223,22 @@ class Executor(abc.ABC):
 
         Its outcome, with ``cancelled=True``, still arrives on :attr:`outcomes`.
         """
+
+    def report_submitted(self, key: tuple[str, int], ident: str) -> None:
+        """Say what the engine calls a run now (a job id): recorded on the run, for adoption."""
+        self.submitted.append((key, ident))
+
+    async def inspect(self, orphan: Orphan) -> Verdict:
+        """Find out what became of a run whose launcher died (see :mod:`motoko.launch.adoption`).
+
+        Default: nothing can be known, the run is LOST. An executor that can
+        find its runs again overrides this and :meth:`adopt`.
+        """
+        return Verdict(False, f"the {self.name} executor cannot find runs of other launchers")
+
+    def adopt(self, orphan: Orphan) -> None:
+        """Watch an orphan that :meth:`inspect` found: its outcome arrives on :attr:`outcomes`."""
+        raise NotImplementedError(f"the {self.name} executor cannot adopt runs")
 
     async def reconcile(self) -> None:  # noqa: B027 (optional hook)
         """Compare what is believed running with the engine's view (schedulers)."""

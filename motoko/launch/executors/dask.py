@@ -7,6 +7,18 @@ talks to Dask through the asynchronous client, so the launcher's event loop
 never blocks. Without a scheduler address it starts, and owns, a
 ``LocalCluster`` of single-threaded worker processes.
 
+At most ``max_parallel`` runs are handed to the scheduler at once (by
+default, as many as the cluster has worker threads), and a run becomes
+RUNNING only when a worker starts its command: the task says so through a
+Dask event topic the executor subscribes to.
+
+Each attempt leaves ``started.<attempt>`` (the task's key, worker, host and
+pid) and ``exit.<attempt>`` (the command's status) in the run directory and
+respects the attempt fence (see :mod:`motoko.launch.attempts`). A launcher
+that finds the runs of a dead launcher adopts those whose worker still runs
+them, or which recorded their exit status, and watches the exit file to the
+end (:meth:`DaskExecutor.inspect`).
+
 Dask cannot interrupt a running task, so cancelling writes a ``cancel`` file
 that the task watches: it then terminates the run's process group (TERM,
 then KILL after the grace period). A worker that dies while running a run
@@ -36,15 +48,14 @@ from motoko.errors import (
     ConfigError,
     DaskError,  # noqa: F401 (defined there, importable from here)
     )
-from motoko.launch.executors.base import Executor, Launch, Outcome, tail
+from motoko.launch import attempts
+from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
 
 log = logging.getLogger(__name__)
 
 #: Written into the run directory to ask the task to stop (holds the grace period).
 CANCEL_FILE = "cancel"
-#: Written by the task when it starts the command: key, worker, host, pid.
-STARTED_FILE = "dask-task.json"
-#: Runs in flight when no ``max_parallel`` is configured (Dask queues them).
+#: Runs in flight before the cluster's worker threads are counted (see :meth:`DaskExecutor.start`).
 DEFAULT_MAX_PARALLEL = 1000
 #: Seconds between checks of the cancel file, on the worker.
 CANCEL_POLL = 0.1
@@ -53,30 +64,49 @@ CANCEL_POLL = 0.1
 # -- on the worker ------------------------------------------------------------------
 
 
-def execute_run(command: list[str], cwd: str, env: dict[str, str], key: str) -> dict[str, Any]:
-    """Run one staged run on a Dask worker; return how it ended.
+def execute_run(command: list[str], cwd: str, env: dict[str, str], key: str, attempt: int = 1, topic: str = "") -> dict[str, Any]:
+    """Run one attempt of a staged run on a Dask worker; return how it ended.
 
     Module-level so that workers import it by name. Returns ``{"status": N}``
     (a Popen return code: negative for a signal), ``{"cancelled": True}`` if
-    cancelled before it started, or ``{"lost": reason}`` when Dask runs the
-    task again after the worker that started it died: a run's command is
-    never executed twice by one submission.
+    cancelled before it started, ``{"stale": True}`` when the run moved on
+    to another attempt, or ``{"lost": reason}`` when Dask runs the task
+    again after the worker that started it died: a run's command is never
+    executed twice by one submission.
     """
     run_dir = Path(cwd)
-    started = run_dir / STARTED_FILE
+    started = attempts.started_file(run_dir, attempt)
     previous = _read_started(started)
     if previous.get("key") == key:
         return {"lost": f"its Dask worker {previous.get('worker')} died while running it"}
     if (run_dir / CANCEL_FILE).exists():
         return {"cancelled": True}
+    info: dict[str, Any] = {"key": key, "worker": _worker_address(), "host": socket.gethostname(), "pid": None}
+    attempts.write_started(run_dir, attempt, json.dumps(info))
+    if attempts.fence(run_dir) != str(attempt):  # said started, then checked: see motoko.launch.attempts
+        started.unlink(missing_ok=True)
+        return {"stale": True}
     with open(run_dir / "stdout", "wb") as out, open(run_dir / "stderr", "wb") as err:
         proc = subprocess.Popen(
             command, cwd=run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, close_fds=True,
         )
-    info = {"key": key, "worker": _worker_address(), "host": socket.gethostname(), "pid": proc.pid}
-    started.write_text(json.dumps(info))
-    return {"status": _wait(proc, run_dir / CANCEL_FILE)}
+    info["pid"] = proc.pid
+    attempts.write_started(run_dir, attempt, json.dumps(info))
+    _tell_started(topic, key)
+    status = _wait(proc, run_dir / CANCEL_FILE)
+    attempts.record_exit(run_dir, attempt, status)
+    return {"status": status}
+
+
+def _tell_started(topic: str, key: str) -> None:
+    """Tell the launcher (subscribed to ``topic``) that ``key``'s command started."""
+    if not topic:
+        return
+    with contextlib.suppress(ImportError, ValueError):
+        from distributed import get_worker
+
+        get_worker().log_event(topic, {"key": key})
 
 
 def _wait(proc: subprocess.Popen[bytes], cancel_file: Path) -> int:
@@ -127,14 +157,17 @@ class _Task:
     launch: Launch
     key: str
     future: Any  # distributed.Future
-    started: dict[str, Any] | None = None  # the task's STARTED_FILE, once read
+    started: dict[str, Any] | None = None  # the task's started file, once read
+    adopted: bool = False  # a dead launcher's run: watched through its files, not a future
 
 
 class DaskExecutor(Executor):
     """Executes runs on a Dask cluster (see the module docstring).
 
     Args:
-        max_parallel: Runs submitted at once (queued ones count); default 1000.
+        max_parallel: Runs handed to the scheduler at once (queued ones
+            count); default: the cluster's worker threads, counted again as
+            workers come and go.
         scheduler: ``tcp://HOST:PORT`` of a running scheduler; None starts a
             LocalCluster owned (and closed) by this executor.
         n_workers: Workers of the LocalCluster; default ``min(max_parallel,
@@ -147,6 +180,7 @@ class DaskExecutor(Executor):
     """
 
     name = "dask"
+    reports_start = True
 
     def __init__(
         self,
@@ -158,6 +192,7 @@ class DaskExecutor(Executor):
         connect_timeout: float = 10.0,
     ):
         super().__init__(max_parallel or DEFAULT_MAX_PARALLEL)
+        self._auto_parallel = not max_parallel
         try:
             import distributed  # noqa: F401
         except ImportError:
@@ -175,6 +210,8 @@ class DaskExecutor(Executor):
         self._cancelled: set[tuple[str, int]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._topic = f"motoko-started-{uuid.uuid4().hex}"
+        self._keys: dict[str, tuple[str, int]] = {}  # Dask key → run
 
     async def start(self) -> None:
         """Connect to the scheduler, or start the LocalCluster (idempotent).
@@ -201,20 +238,39 @@ class DaskExecutor(Executor):
                 f"cannot reach the Dask scheduler at {where}: {exc}",
                 hint="start one with `dask scheduler` and `dask worker`, or leave `scheduler:` out to use a local cluster",
             ) from None
+        self._client.subscribe_topic(self._topic, self._on_started)
+        if self._auto_parallel:
+            await self._count_threads()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_workers())
+
+    async def _count_threads(self) -> set[str]:
+        """The workers' addresses; sizes ``max_parallel`` to their threads unless configured."""
+        nthreads = await self._client.nthreads()
+        if self._auto_parallel:
+            self.max_parallel = max(1, sum(nthreads.values()))
+        return set(nthreads)
+
+    def _on_started(self, event: Any) -> None:
+        """A worker started a run's command (a ``log_event`` on our topic)."""
+        _, message = event
+        run = self._keys.get(str(message.get("key"))) if isinstance(message, dict) else None
+        if run is not None and run in self._tasks:
+            self.report_started(run)
 
     async def submit(self, launch: Launch) -> str:
         """Submit the run as a Dask task; its outcome is queued when it ends."""
         await self.start()
-        for name in (CANCEL_FILE, STARTED_FILE):  # left by an earlier attempt of this run
-            (launch.run_dir / name).unlink(missing_ok=True)
-        key = f"motoko-{launch.study}-{launch.run_id}-{uuid.uuid4().hex[:8]}"
+        (launch.run_dir / CANCEL_FILE).unlink(missing_ok=True)  # left by an earlier attempt
+        attempts.write_fence(launch.run_dir, launch.attempt)
+        key = f"motoko-{launch.study}-{launch.run_id}-{launch.attempt}-{uuid.uuid4().hex[:8]}"
         future = self._client.submit(
-            execute_run, list(launch.command), str(launch.run_dir), dict(launch.env), key,
-            key=key, pure=False, retries=0,
+            execute_run, list(launch.command), str(launch.run_dir), dict(launch.env), key, launch.attempt,
+            self._topic, key=key, pure=False, retries=0,
         )
         self._tasks[launch.key] = _Task(launch, key, future)
+        self._keys[key] = launch.key
         self.running[launch.key] = key
+        self.report_submitted(launch.key, key)
         self._spawn(self._await(launch.key))
         return key
 
@@ -225,7 +281,9 @@ class DaskExecutor(Executor):
             return
         self._cancelled.add(key)
         (task.launch.run_dir / CANCEL_FILE).write_text(f"{grace}\n")
-        if not (task.launch.run_dir / STARTED_FILE).exists():
+        if task.future is None:
+            return  # adopted: the task reads the cancel file
+        if not attempts.started_file(task.launch.run_dir, task.launch.attempt).exists():
             await self._client.cancel([task.future])  # not started: it never will
             return
         # Started: the task stops the process itself and returns. Should its
@@ -233,7 +291,7 @@ class DaskExecutor(Executor):
         deadline = time.monotonic() + grace + 10
         while key in self._tasks and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        if key in self._tasks:
+        if key in self._tasks and task.future is not None:
             await self._client.cancel([task.future], force=True)
 
     async def close(self) -> None:
@@ -284,10 +342,48 @@ class DaskExecutor(Executor):
         self._settle(key, outcome)
 
     def _settle(self, key: tuple[str, int], outcome: Outcome) -> None:
-        if self._tasks.pop(key, None) is None:
+        task = self._tasks.pop(key, None)
+        if task is None:
             return  # already reported (lost worker, then the task's own answer)
+        self._keys.pop(task.key, None)
+        if outcome.exit_code is not None and not outcome.cancelled:
+            self.report_started(key)  # it ran, even if its start went unheard
         self._cancelled.discard(key)
         self.report(outcome)
+
+    # -- adoption ------------------------------------------------------------------------------
+
+    async def inspect(self, orphan: Orphan) -> Verdict:
+        """Whether a dead launcher's run can be adopted: it recorded its exit, or its worker runs it.
+
+        A run that never started is revoked (a late task stands down) and
+        given up; one whose worker left the cluster is LOST, and its process,
+        if on this host, killed.
+        """
+        await self.start()
+        run_dir, n = orphan.run_dir, orphan.attempt
+        if attempts.read_exit(run_dir, n) is not None:
+            return Verdict(True, f"attempt {n} recorded its exit status")
+        if attempts.revoke(run_dir, n):
+            return Verdict(False, f"attempt {n} never started on a Dask worker (closed to late tasks)")
+        info = _read_started(attempts.started_file(run_dir, n))
+        workers = await self._count_threads()
+        if info.get("worker") in workers:
+            return Verdict(True, f"Dask worker {info.get('worker')} runs it")
+        if attempts.read_exit(run_dir, n) is not None:
+            return Verdict(True, f"attempt {n} recorded its exit status")
+        _kill_orphan(info, run_dir)
+        return Verdict(False, f"its Dask worker {info.get('worker')} left the cluster")
+
+    def adopt(self, orphan: Orphan) -> None:
+        """Watch a dead launcher's run through its attempt files and its worker, to its end."""
+        launch = Launch(orphan.study, orphan.run_id, orphan.run_dir, (), {}, attempt=orphan.attempt)
+        info = _read_started(attempts.started_file(orphan.run_dir, orphan.attempt))
+        task = _Task(launch, str(info.get("key") or orphan.executor_id), None, info or None, adopted=True)
+        self._tasks[launch.key] = task
+        self.running[launch.key] = task.key
+        self.report_started(launch.key)
+        self._check_adopted(None)
 
     # -- lost workers -----------------------------------------------------------------------
 
@@ -298,16 +394,37 @@ class DaskExecutor(Executor):
             if not self._tasks:
                 continue
             try:
-                workers = set(await self._client.nthreads())
+                workers = await self._count_threads()
             except Exception as exc:  # the scheduler may be restarting
                 log.warning("cannot list Dask workers: %s", exc)
                 continue
+            self._check_adopted(workers)
             self._check_started(workers)
+
+    def _check_adopted(self, workers: set[str] | None) -> None:
+        """Settle adopted runs that recorded their exit, or whose worker left (``workers`` known)."""
+        for key, task in list(self._tasks.items()):
+            if not task.adopted:
+                continue
+            launch = task.launch
+            code = attempts.read_exit(launch.run_dir, launch.attempt)
+            outcome = Outcome(launch.study, launch.run_id, cancelled=key in self._cancelled)
+            if code is not None:
+                _apply(outcome, {"status": code}, key in self._cancelled)
+            elif workers is not None and (task.started or {}).get("worker") not in workers:
+                outcome.lost, outcome.reason = True, f"its Dask worker {(task.started or {}).get('worker')} died while running it"
+            else:
+                continue
+            if not outcome.succeeded and not outcome.cancelled:
+                outcome.stderr_tail = tail(launch.run_dir / "stderr")
+            self._settle(key, outcome)
 
     def _check_started(self, workers: set[str]) -> None:
         for key, task in list(self._tasks.items()):
+            if task.adopted:
+                continue
             if task.started is None:
-                info = _read_started(task.launch.run_dir / STARTED_FILE)
+                info = _read_started(attempts.started_file(task.launch.run_dir, task.launch.attempt))
                 if info.get("key") != task.key:
                     continue  # not started yet: queued in Dask, nothing to lose
                 task.started = info
@@ -315,7 +432,8 @@ class DaskExecutor(Executor):
             if worker in workers or worker == "?":
                 continue
             _kill_orphan(task.started, task.launch.run_dir)
-            self._spawn(self._client.cancel([task.future], force=True))
+            if task.future is not None:
+                self._spawn(self._client.cancel([task.future], force=True))
             launch = task.launch
             reason = f"its Dask worker {worker} died while running it"
             self._settle(key, Outcome(launch.study, launch.run_id, lost=True, reason=reason))
@@ -329,6 +447,8 @@ def _apply(outcome: Outcome, result: Any, cancelled: bool) -> None:
         outcome.lost, outcome.reason = True, str(result["lost"])
     elif result.get("cancelled"):
         outcome.cancelled = True
+    elif result.get("stale"):
+        outcome.lost, outcome.reason = True, "the run moved on to another attempt before this one started"
     else:
         status = int(result["status"])
         outcome.exit_code = status if status >= 0 else None

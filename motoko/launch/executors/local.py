@@ -5,6 +5,14 @@ children too), with stdout and stderr written to files in its directory.
 Process exits are noticed through a pidfd registered with the event loop,
 so thousands of short runs cost no thread and no polling each; where pidfds
 are missing (old kernels, other systems) a waiting thread does the same job.
+
+A run's process outlives a launcher killed with SIGKILL (it has its own
+session). The launcher that finds the run silent asks :meth:`inspect`: the
+process, found on this host by its environment markers (even when its pid
+was never recorded), is stopped (TERM, then KILL) and waited for *before*
+the run is declared LOST, so that a retry never runs beside it. Its exit
+status died with its launcher (only a parent learns it), which is why a
+local run is not adopted.
 """
 
 from __future__ import annotations
@@ -17,13 +25,18 @@ import subprocess
 import threading
 import time
 
-from motoko.launch.executors.base import Executor, Launch, Outcome, tail
+from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
+from motoko.launch.processes import find_run_processes, stop_and_wait
+
+#: Seconds between TERM and KILL for a process a dead launcher left behind.
+ORPHAN_GRACE = 5.0
 
 
 class LocalExecutor(Executor):
     """Executes runs on this machine."""
 
     name = "local"
+    shares_host = True
 
     def __init__(self, max_parallel: int | None = None):
         super().__init__(max_parallel or os.cpu_count() or 1)
@@ -102,6 +115,21 @@ class LocalExecutor(Executor):
             await asyncio.sleep(0.02)
         if key in self._procs:
             _signal_group(proc.pid, signal.SIGKILL)
+
+    async def inspect(self, orphan: Orphan) -> Verdict:
+        """Stop the processes a dead launcher left of ``orphan`` on this host; never adopt.
+
+        Returns once they are gone: the run is then declared LOST (and
+        retried if allowed) with nothing of it left running.
+        """
+        pids = await asyncio.to_thread(
+            find_run_processes, orphan.study, orphan.run_id, orphan.launcher, orphan.attempt
+        )
+        if not pids:
+            return Verdict(False, "no process of it runs on this host")
+        await stop_and_wait(pids, ORPHAN_GRACE)
+        listed = ", ".join(map(str, pids))
+        return Verdict(False, f"its process {listed} outlived its launcher and was stopped before any retry")
 
     async def close(self) -> None:
         """Nothing to release: processes are owned by the launcher's drain."""

@@ -1,25 +1,46 @@
 """Run staged runs as SLURM batch jobs: one job per run, or job arrays of many.
 
 Submitting
-    Each run gets a small bash script in its directory (``motoko-slurm.sh``)
-    that exports the run's variables (each value ``shlex``-quoted, so a value
-    is never shell-interpreted), runs the command with stdout and stderr in
-    the run's ``stdout``/``stderr`` files, and records the exit status in
-    ``exit_code``. With ``bundle_size`` > 1, runs submitted within a short
-    window and sharing sbatch options become *one* job array: 10,000 runs are
-    then a few hundred scheduler jobs, not 10,000.
+    Each attempt of a run gets a small bash script in the run's directory
+    (``motoko-slurm.<attempt>.sh``) that exports the run's variables (each
+    value ``shlex``-quoted, so a value is never shell-interpreted), checks
+    the directory's attempt fence (see :mod:`motoko.launch.attempts`: a
+    stale task of an earlier attempt exits without running anything), runs
+    the command with stdout and stderr in the run's ``stdout``/``stderr``
+    files, and records the exit status in ``exit.<attempt>``. With
+    ``bundle_size`` > 1, runs submitted within a short window and sharing
+    sbatch options become *one* job array: 10,000 runs are then a few
+    hundred scheduler jobs, not 10,000. Before an attempt is submitted, an
+    earlier attempt of the run that SLURM still runs is cancelled, so two
+    attempts never execute at once.
 
 Tracking
     A background task asks ``squeue`` (one call for all our jobs) every
     ``poll`` seconds. A run stays LAUNCHED while its job waits in the queue
-    and becomes RUNNING once squeue shows it started. ``--states=all`` keeps ended jobs visible for the
-    cluster's ``MinJobAge``, so their final state (COMPLETED, TIMEOUT,
-    CANCELLED, PREEMPTED, NODE_FAIL...) is known without accounting. The
-    ``exit_code`` file gives the exit status, so even a cluster without
-    ``sacct`` reports failures exactly. A job that left the queue unseen is
-    looked up with ``sacct`` (``sacct -c`` when only job completion logging
-    is configured); found nowhere and without an ``exit_code``, it is
-    reported LOST, never left RUNNING.
+    and becomes RUNNING once squeue shows it started. ``--states=all`` keeps
+    ended jobs visible for the cluster's ``MinJobAge``, so their final state
+    (COMPLETED, TIMEOUT, CANCELLED, PREEMPTED, NODE_FAIL...) is known
+    without accounting. The ``exit.<attempt>`` file gives the exit status,
+    so even a cluster without ``sacct`` reports failures exactly. A job
+    that left the queue unseen is looked up with ``sacct`` (``sacct -c``
+    when only job completion logging is configured); found nowhere and
+    without an exit status, it is reported LOST, never left RUNNING.
+
+Cluster limits
+    ``scontrol show config`` is read once: arrays are split to fit the
+    cluster's ``MaxArraySize``, and no more runs than ``MaxJobCount`` are
+    in flight. A refusal that passes (``Resource temporarily unavailable``,
+    a submit limit, a controller that times out) keeps the runs queued and
+    tries sbatch again with back-off, saying so in the launcher's log and
+    in its note that ``motoko status`` shows. A refusal that never passes
+    fails the runs with one line naming the setting to change.
+
+Adopting
+    A launcher that finds runs whose launcher died asks :meth:`inspect`
+    about each: a job still queued or running is *adopted* (tracked like
+    one of ours, to its real end), an ended one is settled from its exit
+    status, and only a job SLURM no longer knows, with no exit status, is
+    LOST (see :mod:`motoko.launch.adoption`).
 
 Cancelling
     ``scancel`` (``JOBID_TASK`` for an array task). SLURM sends TERM, then
@@ -46,20 +67,19 @@ from motoko.errors import (
     MotokoError,
     SlurmError,  # noqa: F401 (defined there, importable from here)
 )
-from motoko.launch.executors.base import Executor, Launch, Outcome, tail
+from motoko.launch import attempts
+from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
 
 log = logging.getLogger(__name__)
 
-#: The per-run script, written into the run directory.
-RUN_SCRIPT = "motoko-slurm.sh"
-#: Where the run script records the command's exit status.
-EXIT_CODE_FILE = "exit_code"
+#: The per-attempt script, written into the run directory (``{attempt}`` filled in).
+RUN_SCRIPT = "motoko-slurm.{attempt}.sh"
 #: Where array scripts and their SLURM logs go, beside the run directories.
 ARRAYS_DIR = "slurm-arrays"
 #: Runs in flight when the configuration sets no ``max_parallel``: a cluster
 #: queues them, so this bounds the launcher's claims, not the cluster's load.
 DEFAULT_MAX_PARALLEL = 1000
-#: Seconds to wait for an ended job's ``exit_code`` file (shared file systems
+#: Seconds to wait for an ended job's exit status file (shared file systems
 #: may show it late) before reporting the job without it.
 EXIT_FILE_GRACE = 5.0
 #: Job ids per squeue/sacct call (one argument must stay under 128 KiB).
@@ -80,7 +100,6 @@ _LOSSES = {
 }
 #: Ended states in which SLURM killed the run: reported FAILED with the reason.
 _KILLS = {
-    "CANCELLED": "was cancelled outside motoko (scancel)",
     "DEADLINE": "reached its deadline",
     "OUT_OF_MEMORY": "ran out of memory",
     "TIMEOUT": "was killed at its time limit",
@@ -91,6 +110,25 @@ _NOT_EXPORTED = {
     "BASH_VERSINFO", "EUID", "PPID", "UID", "GROUPS",
 }
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: A job id (``123``) or an array task's id (``123_4``).
+_JOB_ID = re.compile(r"(\d+)(?:_(\d+))?\Z")
+#: Seconds to wait for SLURM to end an earlier attempt before a retry is submitted.
+STALE_STOP_TIMEOUT = 120.0
+#: sbatch complaints that pass with time: the runs stay queued and sbatch is tried again.
+_TRANSIENT = (
+    "Resource temporarily unavailable", "Socket timed out", "temporarily unable", "Unable to contact slurm controller",
+    "job submit limit", "MaxSubmitJobs", "MaxJobCount", "SubmitJob", "Job count limit",
+)
+#: sbatch complaints that never pass, and the setting that fixes them.
+_FIXES = {
+    "Invalid job array specification": "the array is larger than the cluster's MaxArraySize: "
+    "lower bundle_size (motoko.yaml launcher) below it",
+    "invalid partition": "name an existing partition in slurm_options (`sinfo -s` lists them)",
+    "Requested node configuration is not available": "ask for no more cores or memory than a node has "
+    "(nproc, --mem in slurm_options; `sinfo -o '%c %m'`)",
+    "Requested time limit is invalid": "lower --time in slurm_options below the partition's MaxTime (`sinfo -o '%l'`)",
+    "Invalid account": "set --account in slurm_options to an account of yours (`sacctmgr show assoc user=$USER`)",
+}
 
 
 @dataclass
@@ -104,7 +142,7 @@ class _Task:
     raw_id: str | None = None  # an array task's own job id (what sacct -c knows)
     missing: int = 0  # consecutive polls without the job in squeue
     started: bool = False  # squeue showed it out of the queue (or it wrote its exit code)
-    ended_at: float | None = None  # when squeue said it ended without an exit_code
+    ended_at: float | None = None  # when squeue said it ended without an exit status
 
     @property
     def slurm_id(self) -> str:
@@ -112,12 +150,27 @@ class _Task:
         return f"{self.job}_{self.index}" if self.index is not None else str(self.job)
 
 
+#: What an outside ``scancel`` leaves in the run's error.
+_CANCELLED_OUTSIDE = "was cancelled outside motoko (scancel)"
+
+
 @dataclass
 class _Queue:
-    """What one squeue call says: state and reason per job id, and pending arrays."""
+    """What one squeue call says: state and reason per job id, and the arrays' unsplit tasks.
+
+    ``arrays`` maps an array's id to the task ids squeue still shows in one
+    range row ("123_[4-9%2]", not started yet) and that row's state.
+    """
 
     rows: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    pending_arrays: set[str] = field(default_factory=set)
+    arrays: dict[str, tuple[set[int], str]] = field(default_factory=dict)
+
+    def array_state(self, job: str, index: int) -> str | None:
+        """The state of array task ``job_index`` if it is still in its array's range row."""
+        ranged = self.arrays.get(job)
+        if ranged is None or index not in ranged[0]:
+            return None
+        return ranged[1]
 
 
 class SlurmExecutor(Executor):
@@ -131,6 +184,10 @@ class SlurmExecutor(Executor):
         poll: Seconds between squeue calls while jobs are tracked.
         window: Seconds a partial bundle waits for more runs before submission.
         submitters: sbatch commands allowed to run at once.
+        max_array_size: Runs per array at most, below the cluster's own
+            ``MaxArraySize`` (which is read and always respected).
+        backoff: First and longest pause, in seconds, after sbatch refused
+            for a reason that passes.
 
     Raises:
         ConfigError: if the SLURM commands are not installed here.
@@ -148,6 +205,8 @@ class SlurmExecutor(Executor):
         poll: float = 0.5,
         window: float = 0.05,
         submitters: int = 4,
+        max_array_size: int | None = None,
+        backoff: tuple[float, float] = (1.0, 60.0),
     ):
         super().__init__(max_parallel or DEFAULT_MAX_PARALLEL)
         _require_commands()
@@ -165,11 +224,23 @@ class SlurmExecutor(Executor):
         self._poke = asyncio.Event()
         self._polling = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
+        self.max_array_size = max_array_size
+        self.backoff = backoff
+        self._refusals = 0
+        self._limits_read = False
 
     # -- the Executor interface ------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the background squeue poller."""
+        """Read the cluster's limits (once) and start the background squeue poller."""
+        if not self._limits_read:
+            self._limits_read = True
+            limits = await cluster_limits()
+            if "MaxArraySize" in limits:
+                # Task ids run from 0 to MaxArraySize - 1.
+                self.max_array_size = min(self.max_array_size or limits["MaxArraySize"], limits["MaxArraySize"])
+            if "MaxJobCount" in limits and limits["MaxJobCount"] > 0:
+                self.max_parallel = min(self.max_parallel, limits["MaxJobCount"])
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
 
@@ -186,12 +257,17 @@ class SlurmExecutor(Executor):
         group = (launch.options, launch.nproc)
         buffer = self._buffers.setdefault(group, [])
         buffer.append(task)
-        if len(buffer) >= self.bundle_size:
+        if len(buffer) >= self.bundle_limit:
             self._flush(group)
         elif group not in self._timers:
             self._timers[group] = asyncio.get_running_loop().call_later(self.window, self._flush, group)
         await self.start()
         return "queued"
+
+    @property
+    def bundle_limit(self) -> int:
+        """Runs per array: ``bundle_size``, split to fit the cluster's ``MaxArraySize``."""
+        return max(1, min(self.bundle_size, self.max_array_size or self.bundle_size))
 
     async def cancel(self, key: tuple[str, int], grace: float) -> None:
         """scancel the run's job (or array task); the outcome says cancelled.
@@ -210,6 +286,47 @@ class SlurmExecutor(Executor):
                     self._settle(task, Outcome(key[0], key[1], cancelled=True))
             return  # otherwise sbatch is under way: cancelled once it answers
         await self._scancel(task)
+
+    async def inspect(self, orphan: Orphan) -> Verdict:
+        """Whether a dead launcher's run can be adopted: its job is known, or it left its exit status.
+
+        A run with neither a recorded job id nor a ``started`` file may
+        still wait in the queue (its launcher died before recording the job
+        id): the attempt is revoked first, so that such a task exits at once
+        when it starts, and only then is the run given up.
+        """
+        run_dir, n = orphan.run_dir, orphan.attempt
+        if attempts.read_exit(run_dir, n) is not None:
+            return Verdict(True, f"attempt {n} recorded its exit status")
+        ident = _job_ident(orphan)
+        if ident is None:
+            if attempts.revoke(run_dir, n):
+                return Verdict(False, f"no SLURM job of attempt {n} was recorded or started (closed to late tasks)")
+            ident = attempts.read_started(run_dir, n)
+        return Verdict(True, f"SLURM job {ident}")
+
+    def adopt(self, orphan: Orphan) -> None:
+        """Track a dead launcher's job like one of ours, to its real end."""
+        launch = Launch(orphan.study, orphan.run_id, orphan.run_dir, (), {}, attempt=orphan.attempt)
+        task = _Task(launch)
+        self._tasks[launch.key] = task
+        self.running[launch.key] = "adopted"
+        ident = _job_ident(orphan)
+        code = _read_exit_code(launch)
+        if ident is None:
+            self._settle(task, self._outcome(task, "COMPLETED", "", code))  # no job: its exit status or LOST
+            return
+        match = _JOB_ID.match(ident)
+        assert match is not None
+        task.job = match.group(1)
+        task.index = int(match.group(2)) if match.group(2) is not None else None
+        if task.index is None:
+            task.log_file = orphan.run_dir / f"slurm-{task.job}.out"
+        self._jobs.setdefault(task.job, []).append(task)
+        self.running[launch.key] = task.slurm_id
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        self._poke.set()
 
     async def reconcile(self) -> None:
         """Ask squeue now instead of at the next poll."""
@@ -244,15 +361,29 @@ class SlurmExecutor(Executor):
 
     async def _submit(self, tasks: list[_Task]) -> None:
         """sbatch one bundle; report every run of it as failed if SLURM refuses."""
+        for task in [t for t in tasks if t.launch.key in self._cancelled]:  # while waiting to retry
+            tasks.remove(task)
+            self._settle(task, Outcome(task.launch.study, task.launch.run_id, cancelled=True))
+        if not tasks:
+            return
+        for task in tasks:
+            await self._stop_stale(task.launch)
         try:
             command = _array_command(tasks, self.options) if len(tasks) > 1 else _job_command(tasks[0], self.options)
             async with self._submitters:
                 out = await _call(command)
-        except (MotokoError, OSError) as exc:
-            for task in tasks:
-                reason = f"could not submit to SLURM: {exc}"
-                self._settle(task, Outcome(task.launch.study, task.launch.run_id, reason=reason))
+        except SlurmError as exc:
+            if any(text in exc.stderr for text in _TRANSIENT):
+                self._retry_later(tasks, exc)
+                return
+            self._refuse(tasks, exc)
             return
+        except (MotokoError, OSError) as exc:
+            self._refuse(tasks, exc)
+            return
+        if self._refusals:
+            log.warning("sbatch accepts jobs again")
+            self._refusals, self.note = 0, None
         job = out.strip().split(";")[0]
         self._jobs[job] = list(tasks)
         for index, task in enumerate(tasks):
@@ -264,10 +395,62 @@ class SlurmExecutor(Executor):
             else:
                 task.log_file = task.launch.run_dir / f"slurm-{job}.out"
             self.running[task.launch.key] = task.slurm_id
+            self.report_submitted(task.launch.key, task.slurm_id)
         log.debug("submitted %d run(s) as SLURM job %s", len(tasks), job)
         for task in tasks:
             if task.launch.key in self._cancelled:  # cancelled while sbatch ran
                 await self._scancel(task)
+
+    def _refuse(self, tasks: list[_Task], exc: Exception) -> None:
+        """Fail every run of a bundle sbatch refused for good, naming the fix when it is known."""
+        stderr = getattr(exc, "stderr", "")
+        fix = next((hint for text, hint in _FIXES.items() if text.lower() in stderr.lower()), None)
+        if fix is not None and isinstance(exc, SlurmError):
+            exc = SlurmError(exc.command, exc.stderr, hint=fix)
+        for task in tasks:
+            reason = f"could not submit to SLURM: {exc}"
+            self._settle(task, Outcome(task.launch.study, task.launch.run_id, reason=reason))
+
+    def _retry_later(self, tasks: list[_Task], exc: SlurmError) -> None:
+        """Keep a bundle queued after a refusal that passes; sbatch it again after a growing pause."""
+        first, longest = self.backoff
+        delay = min(longest, first * 2**self._refusals)
+        self._refusals += 1
+        detail = exc.stderr.splitlines()[-1] if exc.stderr else "no message"
+        self.note = (
+            f"SLURM refused jobs for now ({detail}): {len(tasks)} run(s) stay queued, sbatch again in {delay:.0f} s"
+        )
+        log.warning("%s", self.note)
+
+        def again() -> None:
+            job = asyncio.get_running_loop().create_task(self._submit(tasks))
+            self._background.add(job)
+            job.add_done_callback(self._background.discard)
+
+        asyncio.get_running_loop().call_later(delay, again)
+
+    async def _stop_stale(self, launch: Launch) -> None:
+        """Cancel an earlier attempt of the run that SLURM still runs, and wait until it ended.
+
+        Its ``started`` file without an exit status names its job. Usually
+        that job was killed (time limit, node failure) and SLURM says it
+        ended; should it still run, a retry must not start beside it.
+        """
+        for earlier, ident in attempts.stale_attempts(launch.run_dir, launch.attempt).items():
+            if not _JOB_ID.match(ident):
+                continue
+            deadline = time.monotonic() + STALE_STOP_TIMEOUT
+            cancelled = False
+            while time.monotonic() < deadline and await _active(ident):
+                if not cancelled:
+                    log.warning(
+                        "attempt %d of %s run %d still runs as SLURM job %s: cancelled before attempt %d starts",
+                        earlier, launch.study, launch.run_id, ident, launch.attempt,
+                    )
+                    with contextlib.suppress(MotokoError, OSError):
+                        await _call(["scancel", ident])
+                    cancelled = True
+                await asyncio.sleep(self.poll)
 
     async def _scancel(self, task: _Task) -> None:
         try:
@@ -298,10 +481,10 @@ class SlurmExecutor(Executor):
             try:
                 queue = await _squeue(jobs)
             except (MotokoError, OSError) as exc:
-                # The controller may be restarting: what exit_code files say is still true.
-                log.warning("squeue failed, reading exit_code files only: %s", exc)
+                # The controller may be restarting: what exit files say is still true.
+                log.warning("squeue failed, reading exit files only: %s", exc)
                 for task in self._tracked(jobs):
-                    code = _read_exit_code(task.launch.run_dir)
+                    code = _read_exit_code(task.launch)
                     if code is not None:
                         self._settle(task, self._outcome(task, "COMPLETED", "", code))
                 return
@@ -316,8 +499,15 @@ class SlurmExecutor(Executor):
     def _update(self, task: _Task, queue: _Queue) -> bool:
         """Apply squeue's view to one task; False when squeue no longer knows it."""
         row = queue.rows.get(task.slurm_id)
-        if row is None and task.index is not None and task.job in queue.pending_arrays:
-            row = ("PENDING", "", "")
+        if row is None and task.index is not None and task.job is not None:
+            state = queue.array_state(task.job, task.index)
+            if state is not None:
+                row = (state, "", "")
+            elif task.job in queue.arrays and not task.started and not self._began(task):
+                # Array tasks leave the range row by starting (a row of their own,
+                # kept for MinJobAge once ended) or by a scancel while queued.
+                self._settle(task, self._cancelled_outside(task))
+                return True
         if row is None:
             task.missing += 1
             # Twice in a row, so that a job between sbatch and squeue is not judged.
@@ -332,7 +522,7 @@ class SlurmExecutor(Executor):
         return True
 
     def _ended(self, task: _Task, state: str, reason: str) -> None:
-        code = _read_exit_code(task.launch.run_dir)
+        code = _read_exit_code(task.launch)
         if code is None and state in ("COMPLETED", "FAILED"):
             # The script records its status before it exits: wait for the file a little.
             now_ = time.monotonic()
@@ -342,10 +532,10 @@ class SlurmExecutor(Executor):
         self._settle(task, self._outcome(task, state, reason, code))
 
     async def _settle_vanished(self, tasks: list[_Task]) -> None:
-        """Jobs squeue forgot: their exit_code file, else sacct, else LOST."""
+        """Jobs squeue forgot: their exit file, else sacct, else LOST."""
         unknown = []
         for task in tasks:
-            code = _read_exit_code(task.launch.run_dir)
+            code = _read_exit_code(task.launch)
             if code is not None:
                 self._settle(task, self._outcome(task, "COMPLETED", "", code))
             else:
@@ -364,13 +554,28 @@ class SlurmExecutor(Executor):
             )
             self._settle(task, Outcome(task.launch.study, task.launch.run_id, lost=True, reason=reason))
 
+    @staticmethod
+    def _began(task: _Task) -> bool:
+        """Whether the task's script started (it writes ``started.<attempt>`` first)."""
+        return attempts.started_file(task.launch.run_dir, task.launch.attempt).exists()
+
+    def _cancelled_outside(self, task: _Task, why: str = "while queued") -> Outcome:
+        launch = task.launch
+        reason = f"SLURM job {task.slurm_id} {_CANCELLED_OUTSIDE} ({why})"
+        return Outcome(launch.study, launch.run_id, cancelled=True, reason=reason)
+
     def _outcome(self, task: _Task, state: str, reason: str, code: int | None) -> Outcome:
         launch = task.launch
         cancelled = launch.key in self._cancelled
         outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
+        outcome.extra["slurm_state"] = state
         why = f"{state}, {reason}" if reason and reason not in ("None", state) else state
         if cancelled:
             pass
+        elif state == "CANCELLED" and code is None:
+            outcome = self._cancelled_outside(task, why)
+            outcome.stderr_tail = _failure_tail(task)
+            return outcome
         elif state in _LOSSES and code is None:
             outcome.lost = True
             outcome.reason = f"SLURM job {task.slurm_id} {_LOSSES[state]} ({why})"
@@ -438,31 +643,47 @@ def _exported(name: str) -> bool:
 
 
 def run_script(launch: Launch) -> str:
-    """The bash script that runs one staged run in its directory on a node.
+    """The bash script that runs one attempt of a staged run in its directory on a node.
 
-    The command runs as a child, not ``exec``-ed, so that the script can
-    record its exit status; a job killed by SLURM records none, and its
-    SLURM state says why.
+    It first says it started (``started.<attempt>``, holding its SLURM id),
+    then checks the attempt fence: a task whose attempt the run has left
+    exits at once. The command runs as a child, not ``exec``-ed, so that the
+    script can record its exit status; a job killed by SLURM records none,
+    and its SLURM state says why.
     """
     q = shlex.quote
+    n = launch.attempt
+    started = attempts.started_file(Path("."), n).name
+    exit_name = attempts.exit_file(Path("."), n).name
     lines = [
         "#!/bin/bash",
-        f"# Written by motoko's SLURM executor: runs {launch.study} run {launch.run_id}.",
+        f"# Written by motoko's SLURM executor: runs {launch.study} run {launch.run_id}, attempt {n}.",
         *_exports(launch.env),
         f"cd -- {q(str(launch.run_dir))} || exit 97",
-        f"rm -f {EXIT_CODE_FILE}",
+        'id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
+        f'printf "%s\n" "${{id:-$SLURM_JOB_ID}}" > {started}.tmp && mv -f {started}.tmp {started}',
+        f'if [[ "$(cat {attempts.FENCE_FILE} 2>/dev/null)" != {n} ]]; then',
+        f"  rm -f {started}",
+        f'  echo "motoko: attempt {n} of {launch.study} run {launch.run_id} is stale (the run moved on): not run" >&2',
+        "  exit 0",
+        "fi",
         f"{shlex.join(launch.command)} </dev/null >stdout 2>stderr",
         "code=$?",
-        f'printf "%d\\n" "$code" > {EXIT_CODE_FILE}.tmp && mv -f {EXIT_CODE_FILE}.tmp {EXIT_CODE_FILE}',
+        f'printf "%d\n" "$code" > {exit_name}.tmp && mv -f {exit_name}.tmp {exit_name}',
         'exit "$code"',
     ]
     return "\n".join(lines) + "\n"
 
 
+def script_path(launch: Launch) -> Path:
+    """Where attempt ``launch.attempt``'s script lives."""
+    return launch.run_dir / RUN_SCRIPT.format(attempt=launch.attempt)
+
+
 def _write_run_script(launch: Launch) -> None:
-    # A retried run reuses its directory: an old exit_code must not answer for the new attempt.
-    (launch.run_dir / EXIT_CODE_FILE).unlink(missing_ok=True)
-    path = launch.run_dir / RUN_SCRIPT
+    # The fence first: from now on only this attempt's task may execute here.
+    attempts.write_fence(launch.run_dir, launch.attempt)
+    path = script_path(launch)
     path.write_text(run_script(launch))
     path.chmod(0o700)
 
@@ -479,7 +700,7 @@ def _job_command(task: _Task, options: tuple[str, ...]) -> list[str]:
     """sbatch of one run's script as a plain job (its options after the config's)."""
     launch = task.launch
     base = _sbatch_base(f"motoko-{launch.study}-{launch.run_id}", launch.run_dir, "slurm-%j.out", launch.nproc)
-    return [*base, *options, *launch.options, str(launch.run_dir / RUN_SCRIPT)]
+    return [*base, *options, *launch.options, str(script_path(launch))]
 
 
 def _array_command(tasks: list[_Task], options: tuple[str, ...]) -> list[str]:
@@ -491,12 +712,12 @@ def _array_command(tasks: list[_Task], options: tuple[str, ...]) -> list[str]:
     first = tasks[0].launch
     directory = first.run_dir.parent / ARRAYS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     directory.mkdir(parents=True)
-    manifest = "\n".join(f"  {shlex.quote(str(t.launch.run_dir))}  # {t.launch.study} run {t.launch.run_id}" for t in tasks)
+    manifest = "\n".join(f"  {shlex.quote(str(script_path(t.launch)))}  # {t.launch.study} run {t.launch.run_id}" for t in tasks)
     script = directory / "array.sh"
     script.write_text(
         "#!/bin/bash\n# Written by motoko's SLURM executor: task i of the array runs runs[i].\n"
         f"runs=(\n{manifest}\n)\n"
-        f'exec bash "${{runs[$SLURM_ARRAY_TASK_ID]}}/{RUN_SCRIPT}"\n'
+        'exec bash "${runs[$SLURM_ARRAY_TASK_ID]}"\n'
     )
     for task in tasks:
         task.log_file = directory / "slurm.out"  # renamed per task once the job id is known
@@ -544,7 +765,7 @@ def _parse_squeue(out: str, queue: _Queue) -> None:
         job_id, array_id, task_id, raw_id, state, reason = parts
         state = state.split()[0] if state.strip() else "UNKNOWN"
         if task_id not in ("N/A", "") and not task_id.isdigit():
-            queue.pending_arrays.add(array_id)  # "123_[4-9%2]": tasks not started yet
+            queue.arrays[array_id] = (_task_ids(task_id), state)  # "123_[4-9%2]": tasks not started yet
             continue
         queue.rows[job_id] = (state, reason, raw_id)
 
@@ -572,11 +793,61 @@ async def _sacct(ids: list[str]) -> dict[str, str]:
     return {}
 
 
-def _read_exit_code(run_dir: Path) -> int | None:
+async def cluster_limits() -> dict[str, int]:
+    """The cluster's MaxArraySize and MaxJobCount (``scontrol show config``); {} when unknown."""
+    if shutil.which("scontrol") is None:
+        return {}
     try:
-        return int((run_dir / EXIT_CODE_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
+        out = await _call(["scontrol", "show", "config"])
+    except (MotokoError, OSError) as exc:
+        log.warning("cannot read the cluster's limits (scontrol show config): %s", exc)
+        return {}
+    return parse_limits(out)
+
+
+def parse_limits(text: str) -> dict[str, int]:
+    """MaxArraySize and MaxJobCount from ``scontrol show config`` output."""
+    limits = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        name, value = name.strip(), value.strip().split(" ")[0]
+        if name in ("MaxArraySize", "MaxJobCount") and value.isdigit():
+            limits[name] = int(value)
+    return limits
+
+
+async def _active(ident: str) -> bool:
+    """Whether SLURM still queues or runs job ``ident`` (``123`` or ``123_4``)."""
+    try:
+        queue = await _squeue([ident])
+    except (MotokoError, OSError):
+        return False
+    job, _, index = ident.partition("_")
+    row = queue.rows.get(ident)
+    state = row[0] if row is not None else (queue.array_state(job, int(index)) if index else None)
+    return state is not None and state not in _ENDED
+
+
+def _task_ids(spec: str) -> set[int]:
+    """Task ids of an squeue range ("0-3,7", "4-9%2"); empty for what cannot be read."""
+    ids: set[int] = set()
+    for part in spec.split("%")[0].strip("[]").split(","):
+        low, _, high = part.partition("-")
+        with contextlib.suppress(ValueError):
+            ids.update(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def _job_ident(orphan: Orphan) -> str | None:
+    """The SLURM id of an orphan's job: as recorded on the run, else as its task wrote on start."""
+    for ident in (orphan.executor_id, attempts.read_started(orphan.run_dir, orphan.attempt)):
+        if ident and _JOB_ID.match(ident):
+            return ident
+    return None
+
+
+def _read_exit_code(launch: Launch) -> int | None:
+    return attempts.read_exit(launch.run_dir, launch.attempt)
 
 
 def _failure_tail(task: _Task) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from motoko.errors import MotokoError, UnknownNameError
 from motoko.study.records import Run
 from motoko.study.run_files import last_lines
-from motoko.views.export import jsonable
+from motoko.study.values import jsonable
 from motoko.views.provenance import run_graph, step_states
 from motoko.views.provenance import to_json as graph_json
 from motoko.views.status import collect_status, error_line

@@ -63,8 +63,9 @@ function renderActivity(data) {
   const running = data.running.map((r) => `<li data-study="${esc(r.study)}" data-id="${r.id}">
       <span class="rid">${esc(r.study)}.${r.id}</span>${pill(r.state)}
       <span class="mini" title="${r.progress == null ? "no progress reported" : Math.round(r.progress * 100) + "%"}"><span style="width:${(r.progress || 0) * 100}%"></span></span>
-      <span class="msg">${esc(r.status || r.machine_name || "")} ${r.started ? "· " + ago(r.started) : ""}</span></li>`);
+      <span class="msg${r.note ? " silent" : ""}" title="${esc(r.note || "")}">${r.note ? esc(r.note) : esc(r.status || r.machine_name || "") + (r.started ? " · " + ago(r.started) : "")}</span></li>`);
   if (data.more_running) running.push(`<li class="empty">and ${data.more_running} more</li>`);
+  running.unshift(...(data.notes || []).map((note) => `<li class="note">${esc(note)}</li>`));
   $("running").innerHTML = running.join("") || `<li class="empty">nothing is running</li>`;
   $("failures").innerHTML = data.failures.map((r) => `<li data-study="${esc(r.study)}" data-id="${r.id}">
       <span class="rid">${esc(r.study)}.${r.id}</span>${pill(r.state)}

@@ -1,0 +1,98 @@
+"""Many launchers on one database: throughput, conflict retries and shares; prints JSON.
+
+    python -m benchmarks.launchers [--runs 1500] [--scenarios 1x8 8x1 16x1]
+
+Each scenario ``LxS`` inserts ``--runs`` trivial runs (``launch.sh`` is
+``exit 0``) in a fresh workflow and starts ``L`` real launcher processes
+(``motoko launcher start --once -j S``) on its one server. Reported:
+
+* ``span_s``: from the first run claimed to the last run finished (what the
+  launchers did, without their processes' start-up), and runs/s over it;
+* ``wall_s``: from starting the processes to the last one exiting;
+* conflict retries per run (each launcher counts the cycles it retried
+  after a conflict, recorded in its launcher record);
+* each launcher's share of the runs (min, max);
+* executions: every run must be FINISHED exactly once.
+
+``ratio_8x1_over_1x8`` compares the two ways of having 8 slots (target
+>= 0.8); ``conflicts_per_run`` at 16x1 has a target <= 0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from typing import Any
+
+from benchmarks.common import emit, workflow
+
+TRIVIAL = "#!/bin/bash\nexit 0\n"
+
+
+def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
+    from motoko.flow.workflow import Workflow
+    from motoko.study.records import FINISHED
+
+    with workflow({"bench": ("{x: int}", TRIVIAL, "")}, "launcher: {heartbeat: 2, poll: 2}\nlost_after: 30\n") as root:
+        wf = Workflow(root)
+        wf.bench.createTask(x=list(range(runs)))
+        db = wf.db_for("bench")
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "motoko.cli.main", "launcher", "start", "--once", "-j", str(slots), "--executor", "local"],
+                cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+            for _ in range(launchers)
+        ]
+        errors = [p.communicate(timeout=900)[1] for p in procs]
+        wall = time.perf_counter() - start
+        db.abort()
+        study = db.study("bench")
+        finished = len(study.ids_in_state(FINISHED))
+        launched = [run.launched for run in study.runs.values() if run.launched]
+        ended = [run.finished for run in study.runs.values() if run.finished]
+        span = (max(ended) - min(launched)).total_seconds() if launched and ended else None
+        records = [r for r in db.launchers().values() if "bench" in r.studies]
+        shares = sorted(int(r.executed) for r in records)
+        conflicts = sum(int(r.conflicts) for r in records)
+        attempts = sum(run.attempt for run in study.runs.values())
+        wf.close()
+    return {
+        "launchers": launchers,
+        "slots_each": slots,
+        "runs": runs,
+        "finished": finished,
+        "attempts_total": attempts,
+        "wall_s": round(wall, 2),
+        "span_s": round(span, 2) if span else None,
+        "runs_per_s": round(runs / span, 1) if span else None,
+        "conflict_retries": conflicts,
+        "conflicts_per_run": round(conflicts / runs, 3),
+        "share_min": shares[0] if shares else 0,
+        "share_max": shares[-1] if shares else 0,
+        "exit_codes": sorted({p.returncode for p in procs}),
+        "stderr_tail": [e.strip().splitlines()[-1] for e in errors if e.strip()][:1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1500)
+    parser.add_argument("--scenarios", nargs="+", default=["1x8", "8x1", "16x1"])
+    args = parser.parse_args()
+    results = {}
+    for name in args.scenarios:
+        launchers, slots = (int(v) for v in name.split("x"))
+        results[name] = scenario(args.runs, launchers, slots)
+    out: dict[str, Any] = {"benchmark": "launchers", "results": results}
+    if "1x8" in results and "8x1" in results and results["1x8"]["runs_per_s"] and results["8x1"]["runs_per_s"]:
+        out["ratio_8x1_over_1x8"] = round(results["8x1"]["runs_per_s"] / results["1x8"]["runs_per_s"], 2)
+    out["targets"] = {"ratio_8x1_over_1x8": 0.8, "conflicts_per_run_16x1": 0.1}
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Attempt files: how a run directory tells its attempts apart on disk.
+
+A run that is retried executes again in the same directory. Without care, a
+task of an earlier attempt still waiting in a scheduler's queue would start
+after the retry was submitted and act as the retry (same script, same exit
+file), and nobody could tell. So every file an attempt leaves is named by
+the attempt, and the directory holds one *fence*:
+
+``.motoko-attempt``
+    The attempt the run is at, written before an attempt is submitted. A task
+    executes its command only if the fence still names its own attempt: a
+    stale task exits at once, without running anything.
+``started.<N>``
+    Written by attempt N's task when it starts, *before* it reads the fence;
+    it holds the task's identity in its executor (a SLURM job id, a Dask
+    worker). Whoever moves the fence on (a retry, or a launcher that gives
+    attempt N up) writes the fence *first* and then looks for ``started.<N>``:
+    of two processes that each write then read, at least one sees the
+    other, so either the task stands down or the launcher knows it started.
+``exit.<N>``
+    Attempt N's exit status, written when its command ended. A launcher that
+    adopts the runs of a dead launcher settles them from it.
+
+The files are small and written whole; a reader that finds one half-written
+treats it as not there yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+#: The fence: the attempt this run directory belongs to now.
+FENCE_FILE = ".motoko-attempt"
+#: What a launcher writes into the fence to give an attempt up (``revoked <N>``).
+REVOKED = "revoked"
+
+
+def exit_file(run_dir: Path, attempt: int) -> Path:
+    """Where attempt ``attempt`` records its exit status."""
+    return run_dir / f"exit.{attempt}"
+
+
+def started_file(run_dir: Path, attempt: int) -> Path:
+    """Where attempt ``attempt``'s task says that it started, and as what."""
+    return run_dir / f"started.{attempt}"
+
+
+def write_fence(run_dir: Path, attempt: int) -> None:
+    """Open the run directory to ``attempt`` alone (called before submitting it).
+
+    The attempt's own stale files (from a submission that never ran) are
+    removed, so that nothing answers for this attempt but its own task.
+    """
+    for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt)):
+        path.unlink(missing_ok=True)
+    _write(run_dir / FENCE_FILE, f"{attempt}\n")
+
+
+def revoke(run_dir: Path, attempt: int) -> bool:
+    """Close the run directory to ``attempt``; True if none of its tasks can run any more.
+
+    False means the attempt's task had already started (``started.<N>``
+    exists): it runs, or ran, and must be adopted or stopped, not forgotten.
+    """
+    with contextlib.suppress(OSError):
+        _write(run_dir / FENCE_FILE, f"{REVOKED} {attempt}\n")
+    return not started_file(run_dir, attempt).exists()
+
+
+def fence(run_dir: Path) -> str | None:
+    """The fence's content ('3', 'revoked 3'), or None when there is none."""
+    try:
+        return (run_dir / FENCE_FILE).read_text().strip()
+    except OSError:
+        return None
+
+
+def read_exit(run_dir: Path, attempt: int) -> int | None:
+    """Attempt ``attempt``'s exit status, or None when it has not recorded one."""
+    try:
+        return int(exit_file(run_dir, attempt).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def read_started(run_dir: Path, attempt: int) -> str | None:
+    """What attempt ``attempt``'s task wrote when it started, or None if it did not."""
+    try:
+        text = started_file(run_dir, attempt).read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def write_started(run_dir: Path, attempt: int, text: str) -> None:
+    """Say that attempt ``attempt``'s task started, and as what (written whole)."""
+    _write(started_file(run_dir, attempt), f"{text}\n")
+
+
+def record_exit(run_dir: Path, attempt: int, code: int) -> None:
+    """Record attempt ``attempt``'s exit status (written whole, then renamed)."""
+    _write(exit_file(run_dir, attempt), f"{code}\n")
+
+
+def stale_attempts(run_dir: Path, attempt: int) -> dict[int, str]:
+    """Earlier attempts that started and recorded no exit status: attempt → started text.
+
+    Such an attempt was killed (time limit, node failure) or may still
+    execute; the executor checks which before a newer attempt starts.
+    """
+    found: dict[int, str] = {}
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return found
+    for name in names:
+        if not name.startswith("started."):
+            continue
+        try:
+            earlier = int(name.removeprefix("started."))
+        except ValueError:
+            continue
+        if earlier < attempt and read_exit(run_dir, earlier) is None:
+            found[earlier] = read_started(run_dir, earlier) or ""
+    return found
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
