@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 
 import pytest
-from conftest import write_config, write_study
+from conftest import motoko, write_config, write_study
 
 from motoko import RunList
 from motoko.errors import ParameterError, RunFileNotFound
@@ -209,7 +210,7 @@ def test_save_without_a_path_and_wait_with_an_initial_interval(wf, launcher, tmp
     )
 
 
-def test_runs_last_zero_means_all_and_wf_runs_spans_studies(wf):
+def test_runs_last_zero_means_all_and_wf_runs_spans_studies(wf, wfdir):
     wf.calc.createTask(x=[1.0, 2.0])
     wf.post.createTask(x=[1.0])
     wf.calc.createTask(x=[3.0])
@@ -220,6 +221,8 @@ def test_runs_last_zero_means_all_and_wf_runs_spans_studies(wf):
     assert [(r.study, r.id) for r in wf.runs(state="CREATED", run_name="r1", last=0)] == [
         ("calc", 3), ("post", 1), ("calc", 2), ("calc", 1)]
     assert wf.runs(run_name="other") == []
+    listed = motoko("runs", "list", "--last", "0", "--format", "json", cwd=wfdir)  # the CLI agrees
+    assert [(r["study"], r["id"]) for r in json.loads(listed.stdout)] == [("calc", 3), ("post", 1), ("calc", 2), ("calc", 1)]
 
 
 def test_run_not_found_is_importable_from_motoko(wf):
