@@ -27,11 +27,12 @@ import yaml
 
 from motoko.errors import ConfigError, UnknownNameError, did_you_mean
 from motoko.study.server import Address, parse_address
+from motoko.study.space import MAX_JOBS
 from motoko.study.walltime import parse_duration
-from motoko.yamldoc import Positions, check_duplicates
+from motoko.yamldoc import Positions, check_duplicates, check_size
 
 CONFIG_NAME = "motoko.yaml"
-_TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir")
+_TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir", "max_jobs")
 _LAUNCHER_KEYS = (
     "executor", "max_parallel", "slurm_options", "scheduler", "bundle_size",
     "heartbeat", "cancel_grace", "claim_ahead", "machine_name", "poll", "pilots",
@@ -115,6 +116,8 @@ class WorkflowConfig:
     lost_after: float = 60.0
     database: Address | None = None
     runs_dir: Path | None = None
+    #: Most jobs one createTask may name (counted before the space is expanded).
+    max_jobs: int = MAX_JOBS
 
     @property
     def directory(self) -> Path:
@@ -170,6 +173,7 @@ def load_config(path: Path | str | None = None) -> WorkflowConfig:
         raise ConfigError(f"cannot read {file}: {exc.strerror}", hint="check the file's permissions") from None
     try:
         node = yaml.compose(text)
+        check_size(node, str(file), ConfigError)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -204,6 +208,15 @@ def _build(file: Path, data: Any, lines: Positions) -> WorkflowConfig:
     config.poll = _poll(data.get("poll"), lines)
     if "lost_after" in data:
         config.lost_after = _positive(data["lost_after"], "lost_after", lines.at("lost_after"))
+    if "max_jobs" in data:
+        value = data["max_jobs"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"max_jobs must be a positive whole number, got {value!r}",
+                where=lines.at("max_jobs"),
+                hint=f"e.g. `max_jobs: 1000000`, or remove it for the default {MAX_JOBS}",
+            )
+        config.max_jobs = value
     if data.get("database") is not None:
         config.database = _address(data["database"], base, lines.at("database"))
     if data.get("runs_dir") is not None:

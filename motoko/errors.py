@@ -259,10 +259,12 @@ class HandleError(MotokoError, ValueError):
 
 
 class EventLoopError(MotokoError, RuntimeError):
-    """A blocking call (``rl.result()``, ``for ... in rl.as_completed()``) inside a running event loop.
+    """A blocking call (``rl.result()``, ``for ... in rl.as_completed()``) on motoko's own event loop.
 
-    Blocking there would freeze every other coroutine of the loop, including
-    the ones the wait depends on; the message names the ``await`` form.
+    That is inside a workflow step, an event action or a launcher: blocking
+    there would freeze every other coroutine of the loop, including the ones
+    the wait depends on; the message names the ``await`` form. Under any
+    other running loop (a notebook kernel) the call blocks instead.
 
     Attributes:
         call: The blocking call that was refused.

@@ -292,3 +292,35 @@ def test_execute_with_launcher_daemons_as_in_motoko_014(wfdir):
     finally:
         stopped = motoko("launcher", "stop", "--timeout", "10", cwd=wfdir)
     assert stopped.stdout == "1 launcher(s) stopped\n"
+
+
+def test_sync_waits_refuse_inside_main_and_actions(wfdir):
+    # motoko's own loop runs main and the actions: blocking it would stall both.
+    write_orchestrator(wfdir, """
+    from motoko.errors import EventLoopError
+
+
+    async def blocked(workflow, runs, **params):
+        try:
+            workflow.calc.select("x = 2").result(timeout=1)
+        except EventLoopError as error:
+            workflow.vars.in_action = str(error)
+        workflow.finished = True
+
+
+    async def main(workflow, **params):
+        workflow.add_action("blocked", task="calc", event="state = FINISHED", f=blocked)
+        rl = workflow.calc.createTask(x=1.0)
+        try:
+            rl.result(timeout=1)
+        except EventLoopError as error:
+            workflow.vars.in_main = str(error)
+    """)
+    run_file(wfdir / "orch.py", run_name="refuse")
+    with Workflow(wfdir) as workflow:
+        assert workflow.vars.in_main == (
+            "rl.result() cannot block inside a running event loop (use `await rl.wait()` in async code)"
+        )
+        assert workflow.vars.in_action == (
+            "selection.result() cannot block inside a running event loop (use `await selection.wait()` in async code)"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from conftest import write_config, write_study
 from motoko import RunList, Workflow, together
 from motoko.config import load_config
 from motoko.errors import RunNotFound, RunsFailed, UnknownNameError, WaitTimeout
+from motoko.flow.dag import build_graph, run_steps, step, steps_of
 from motoko.flow.futures import EventLoopError, HandleError, Progress
 from motoko.launch.service import EmbeddedLauncher
 from motoko.study.database import StudyDB
@@ -126,10 +128,12 @@ def test_result_times_out_naming_the_unfinished_runs(wf):
         wf.calc.select().all("state = FINISHED").result(timeout=0.2)
 
 
-def test_blocking_calls_inside_a_running_event_loop_are_refused(wf):
+def test_blocking_calls_inside_a_workflow_step_are_refused(wf):
     rl = wf.calc.createTask(x=1.0)
+    run = rl.run
 
-    async def flow():
+    @step
+    async def flow(workflow):
         with pytest.raises(EventLoopError) as result:
             rl.result()
         with pytest.raises(EventLoopError) as loop_for:
@@ -139,9 +143,22 @@ def test_blocking_calls_inside_a_running_event_loop_are_refused(wf):
             rl.cancel(wait_timeout=1)
         with pytest.raises(EventLoopError):
             wf.calc.select().result()
-        return result.value, loop_for.value, cancel.value
+        with pytest.raises(EventLoopError) as run_cancel:
+            run.cancel(wait_timeout=1)
+        with pytest.raises(EventLoopError) as run_tail:
+            run.tail(follow=True)
+        return result.value, loop_for.value, cancel.value, run_cancel.value, run_tail.value
 
-    result, loop_for, cancel = asyncio.run(flow())
+    results = asyncio.run(run_steps(build_graph(steps_of({"flow": flow})), wf, {}))
+    result, loop_for, cancel, run_cancel, run_tail = results["flow"]
+    assert str(run_cancel) == (
+        "run.cancel(wait_timeout=...) cannot block inside a running event loop "
+        "(use `await run.cancel_async(wait_timeout=...)` in async code)"
+    )
+    assert str(run_tail) == (
+        "run.tail(follow=True) cannot block inside a running event loop "
+        "(use `async for line in run.tail_async()` in async code)"
+    )
     assert str(result) == "rl.result() cannot block inside a running event loop (use `await rl.wait()` in async code)"
     assert isinstance(result, RuntimeError) and result.call == "rl.result()"
     assert str(loop_for) == (
@@ -150,6 +167,87 @@ def test_blocking_calls_inside_a_running_event_loop_are_refused(wf):
     )
     assert "use `await rl.cancel_async(wait_timeout=...)`" in str(cancel)
     assert rl.status() == {CREATED: 1}  # the refused cancel cancelled nothing
+
+
+def test_blocking_calls_on_a_launchers_loop_are_refused(wf, launcher):
+    # Executors' code runs on the launcher's loop; a sync wait there would stop every run's bookkeeping.
+    rl = wf.calc.createTask(x=1.0)
+    rl.result(timeout=60)
+
+    async def on_the_launchers_loop():
+        with pytest.raises(EventLoopError) as refused:
+            rl.result()
+        return str(refused.value)
+
+    message = asyncio.run_coroutine_threadsafe(on_the_launchers_loop(), launcher._loop).result(30)
+    assert message == "rl.result() cannot block inside a running event loop (use `await rl.wait()` in async code)"
+
+
+def test_blocking_calls_work_in_a_users_own_event_loop(wf, launcher):
+    # Not motoko's loop (a notebook kernel, a user's asyncio program): the
+    # sync calls block the caller, the wait running in a helper thread.
+    rl = wf.calc.createTask(x=[1.0, 2.0], sleep=0.3)
+
+    async def program():
+        done = rl.result(timeout=60)
+        order = [job.x for _, job in rl.as_completed(timeout=60)]
+        lines = list(done[0][0].tail(follow=True))
+        pairs = wf.calc.select("state = FINISHED").result(timeout=60)
+        slow = wf.calc.createTask(x=3.0, sleep=30.0)
+        wf.calc.select("x = 3").all("state = RUNNING").result(timeout=60)
+        cancelled = slow.cancel(wait_timeout=30)
+        return done, sorted(order), lines, len(pairs), cancelled
+
+    done, order, lines, matched, cancelled = asyncio.run(program())
+    assert done is rl and order == [1.0, 2.0] and matched == 2
+    assert lines == ["start x=1.0", "step 0", "step 1", "step 2"]
+    assert cancelled == {3: True}
+
+
+def test_a_blocking_call_interrupted_in_a_users_loop_leaves_the_workflow_usable(wf):
+    rl = wf.calc.createTask(x=1.0)  # no launcher: never ends
+    main = threading.get_ident()
+    threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+
+    async def program():
+        rl.result()
+
+    # A kernel's loop keeps Python's SIGINT handler (asyncio.run's own would
+    # only cancel the blocked task): the interrupt raises in the waiting thread.
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(program())
+    finally:
+        loop.close()
+    assert rl.status() == {CREATED: 1}  # the connection is usable again
+    assert [t.name for t in threading.enumerate() if t.name == "motoko-wait"] == []
+
+
+def test_async_twins_of_run_waits_leave_the_step_loop_running(wf, launcher):
+    rl = wf.calc.createTask(x=1.0, sleep=1.5)
+    slow = wf.calc.createTask(x=2.0, sleep=30.0)
+    ticks = []
+
+    @step
+    async def flow(workflow):
+        async def tick():
+            while True:
+                ticks.append(1)
+                await asyncio.sleep(0.05)
+
+        ticker = asyncio.ensure_future(tick())
+        lines = [line async for line in rl.run.tail_async()]
+        tailed = len(ticks)
+        await workflow.calc.select("x = 2").all("state = RUNNING").wait(timeout=60)
+        cancelled = await slow.run.cancel_async(wait_timeout=30)
+        ticker.cancel()
+        return lines, tailed, cancelled
+
+    lines, tailed, cancelled = asyncio.run(run_steps(build_graph(steps_of({"flow": flow})), wf, {}))["flow"]
+    assert lines == ["start x=1.0", "step 0", "step 1", "step 2"]
+    assert tailed > 1  # the loop kept running other coroutines while following
+    assert cancelled is True and slow.run.state == CANCELLED
 
 
 def test_wait_with_progress_shows_a_bar(wf, launcher, capsys):
@@ -463,3 +561,19 @@ def test_task_selection_handle_methods(wf, launcher):
     queued = wf.calc.createTask(x=9.0)
     assert wf.calc.select("x > 5").snapshot().ids == queued.ids
     assert wf.calc.select("x > 5").result(timeout=5)[0][0].id == queued.run.id
+
+
+def test_motoko_loop_marks_the_loop_only_while_its_block_runs():
+    from motoko.study.blocking import in_motoko_loop, motoko_loop
+
+    async def main():
+        seen = [in_motoko_loop()]
+        with motoko_loop():
+            with motoko_loop():  # nested: steps inside an orchestrator
+                seen.append(in_motoko_loop())
+            seen.append(in_motoko_loop())
+        seen.append(in_motoko_loop())
+        return seen
+
+    assert asyncio.run(main()) == [False, True, True, False]
+    assert in_motoko_loop() is False  # no loop at all

@@ -45,7 +45,7 @@ def test_two_hosts_share_one_database_over_tcp(tmp_path: Path):
     shutil.copytree(host_a, host_b)  # the other host's own checkout of the workflow
     port = _port()
     try:
-        started = motoko("server", "start", "--listen", f"127.0.0.1:{port}", cwd=host_a)
+        started = motoko("server", "start", "--listen", f"127.0.0.1:{port}", "--insecure", cwd=host_a)
         assert started.returncode == 0 and f"zeo://127.0.0.1:{port}" in started.stdout
         address = f"zeo://127.0.0.1:{port}"
         launchers = [
@@ -81,7 +81,7 @@ def test_a_study_on_another_server_with_host(example: Path, tmp_path: Path):
     write_config(other, ["unused"])
     port = _port()
     try:
-        assert motoko("server", "start", "--listen", f"127.0.0.1:{port}", cwd=other).returncode == 0
+        assert motoko("server", "start", "--listen", f"127.0.0.1:{port}", "--insecure", cwd=other).returncode == 0
         config = (example / "motoko.yaml").read_text().replace("  norm:\n", f"  norm:\n    host: zeo://127.0.0.1:{port}\n")
         (example / "motoko.yaml").write_text(config)
         result = motoko("run", "workflows/pipeline.py", cwd=example, timeout=120)

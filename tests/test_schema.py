@@ -278,9 +278,9 @@ def test_job_field_may_not_be_id() -> None:
 
 
 def test_job_field_may_share_a_name_with_a_run_field() -> None:
-    schema = parse_schema("study: s\njob: {x: float, state: str}\nrun: {x: float}\n")
+    schema = parse_schema("study: s\njob: {x: float, phase: str}\nrun: {x: float}\n")
     assert "x" in schema.job_fields and "x" in schema.run_fields
-    assert "state" in schema.job_fields
+    assert "phase" in schema.job_fields
 
 
 @pytest.mark.parametrize("name", ["2x", "a-b", "class", "x y"])

@@ -209,7 +209,7 @@ _PEM = click.Path(exists=True, dir_okay=False)
 @click.option("--tls-ca", type=_PEM, help="CA whose signed client certificates are accepted.")
 @click.option("--client-cert", type=_PEM, help="Certificate this workflow's own processes present.")
 @click.option("--client-key", type=_PEM, help="Key of --client-cert.")
-@click.option("--insecure", is_flag=True, help="Allow a non-loopback address without TLS.")
+@click.option("--insecure", is_flag=True, help="Allow a TCP address without TLS (anyone who reaches it owns the database).")
 @click.pass_context
 def server_start(
     ctx: click.Context,
@@ -224,10 +224,12 @@ def server_start(
     """Start the server (does nothing if it already runs with these settings).
 
     By default the server listens on a private unix socket under .motoko/.
-    With --listen it serves TCP; any address but loopback requires TLS with
-    client certificates (--tls-cert, --tls-key, --tls-ca) unless --insecure.
+    With --listen it serves TCP, which requires TLS with client certificates
+    (--tls-cert, --tls-key, --tls-ca) unless --insecure: on loopback too, as
+    every local user can connect to it. A refused or failed --listen is not
+    recorded.
     """
-    from motoko.study.server import configure_server, ensure_server, read_settings
+    from motoko.study.server import configure_server, ensure_server, read_settings, record_settings
     from motoko.study.tls import TLSFiles
 
     config = config_of(ctx)
@@ -240,9 +242,14 @@ def server_start(
         if not (client_cert and client_key and tls_ca):
             raise click.UsageError("--client-cert needs --client-key and --tls-ca")
         client = TLSFiles(str(Path(tls_ca).resolve()), str(Path(client_cert).resolve()), str(Path(client_key).resolve()))
+    previous = read_settings(config.directory)
     if listen or tls or ctx.get_parameter_source("insecure") == click.core.ParameterSource.COMMANDLINE:
         configure_server(config.directory, listen, tls, client, insecure)
-    address = ensure_server(config.directory)
+    try:
+        address = ensure_server(config.directory)
+    except Exception:
+        record_settings(config.directory, previous)  # a --listen that cannot start is not the address
+        raise
     secure = bool(read_settings(config.directory).get("tls"))
     click.echo(f"server running at {address}" + (" (TLS, client certificates required)" if secure else ""))
 

@@ -21,6 +21,7 @@ import click
 
 from motoko.cli.format import render
 from motoko.errors import MotokoError
+from motoko.launch.processes import is_recorded_process
 from motoko.study.server import pid_alive, state_dir
 
 SUBCOMMANDS = ("status", "stop", "logs")
@@ -71,7 +72,10 @@ def show_status(workflow_dir: Path) -> None:
 
 def stop(workflow_dir: Path) -> None:
     """Interrupt every running detached workflow (they cancel their unfinished runs)."""
-    running = [r for _, r in records(workflow_dir) if r.get("exit_code") is None and pid_alive(r["pid"])]
+    running = [
+        r for _, r in records(workflow_dir)
+        if r.get("exit_code") is None and pid_alive(r["pid"]) and is_recorded_process(r["pid"], r.get("started", 0.0))
+    ]
     for record in running:
         os.kill(record["pid"], signal.SIGINT)
     click.echo(f"interrupted {len(running)} workflow(s)" if running else "no detached workflow is running")

@@ -28,9 +28,9 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, list | tuple | dict):
-        return json.dumps(value, default=str)
-    text = str(value)
-    return text.replace("\n", "⏎")
+        return json.dumps(jsonable(value), default=str)
+    text = jsonable(str(value))  # a lone surrogate would break the terminal's encoding
+    return str(text).replace("\n", "⏎")
 
 
 def colour_state(text: str, state: str) -> str:

@@ -8,6 +8,7 @@ exits 1; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -69,6 +70,10 @@ _register()
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; the only place that turns exceptions into exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    for stream in (sys.stdout, sys.stderr):
+        # A lone surrogate a run stored prints as \ud800 instead of breaking a listing.
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         result = cli.main(args=argv, prog_name="motoko", standalone_mode=False)
         # ctx.exit(code) comes back as the return value without standalone mode.

@@ -13,6 +13,7 @@ from motoko.cli.db_commands import open_workflow
 from motoko.cli.format import colour_state
 from motoko.errors import ParameterError
 from motoko.study.states import CANCELLED, TERMINAL
+from motoko.yamldoc import load_bounded
 
 
 class KeyValue(click.ParamType):
@@ -27,7 +28,9 @@ class KeyValue(click.ParamType):
         if not sep or not name.strip().isidentifier():
             self.fail(f"{value!r} is not name=value (e.g. -p x=1.5)", param, ctx)
         try:
-            parsed = yaml.safe_load(raw) if raw.strip() else ""
+            parsed = load_bounded(raw, f"-p {name.strip()}", ParameterError) if raw.strip() else ""
+        except ParameterError as exc:
+            self.fail(f"the value of {name!r}: {exc.message}; {exc.hint}", param, ctx)
         except yaml.YAMLError as exc:
             # Str(exc) spans several lines (context, a caret drawing);
             # the CLI promises one line, so keep the problem and its column.

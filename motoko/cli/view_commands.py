@@ -242,6 +242,7 @@ def ui(ctx: click.Context, host: str, port: int, open_browser: bool, exit_after:
     only, unless --host says otherwise: the dashboard has no login, so anyone
     who reaches the port reads your studies.
     """
+    from motoko.study.server import is_loopback
     from motoko.views.web import Dashboard
 
     workflow = open_workflow(ctx)
@@ -250,7 +251,7 @@ def ui(ctx: click.Context, host: str, port: int, open_browser: bool, exit_after:
             dashboard = Dashboard(workflow, host, port)
         except OSError as exc:
             raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror} (try another --port, or 0)") from None
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if not is_loopback(host):
             click.echo(f"motoko ui: warning: listening on {host}: anyone who reaches it reads your studies", err=True)
         click.echo(f"motoko ui: serving {dashboard.url} (Ctrl-C to stop)", err=True)
         if open_browser:

@@ -21,15 +21,18 @@ run concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+from ZEO.Exceptions import ClientDisconnected
 
-from motoko.errors import WorkflowError, did_you_mean
+from motoko.errors import MotokoError, WorkflowError, did_you_mean
 from motoko.flow.context import current_event
+from motoko.study.blocking import motoko_loop
 
 _MARK = "__motoko_step__"
 _RESERVED = ("workflow",)
@@ -154,23 +157,32 @@ async def run_steps(
             on_step(name, "started")
         try:
             result = await s.func(**kwargs)
-        finally:
+        except BaseException:
             current_event.reset(token)
-            workflow.refresh()
+            # Save what the step changed, but never hide why it failed (e.g.
+            # behind a second error of a server that is gone).
+            if all(db.connected for db in workflow.databases):
+                with contextlib.suppress(MotokoError, ClientDisconnected):
+                    workflow.refresh()
+            raise
+        current_event.reset(token)
+        workflow.refresh()
         results[name] = result
         if on_step:
             on_step(name, "done")
         return result
 
-    for name in nx.topological_sort(graph):
-        tasks[name] = asyncio.ensure_future(run_one(name))
-    try:
-        await asyncio.gather(*tasks.values())
-    except BaseException:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-        raise
+    # The steps share this loop: a synchronous wait in one would stall them all.
+    with motoko_loop():
+        for name in nx.topological_sort(graph):
+            tasks[name] = asyncio.ensure_future(run_one(name))
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
     return results
 
 

@@ -31,6 +31,7 @@ from motoko.errors import (
     WorkflowError,
 )
 from motoko.flow.context import current_event, current_parents
+from motoko.study.blocking import motoko_loop
 
 if TYPE_CHECKING:
     from motoko.flow.task_manager import TaskManager
@@ -225,6 +226,10 @@ class EventsMixin:
         Raises:
             Exception: the first exception raised by an action.
         """
+        with motoko_loop():  # the actions share this loop: refuse synchronous waits
+            await self._run_events()
+
+    async def _run_events(self) -> None:
         waiter = self.change_waiter()  # type: ignore[attr-defined]
         tasks: set[asyncio.Task[Any]] = set()
         poll = self.config.poll  # type: ignore[attr-defined]

@@ -38,6 +38,7 @@ from motoko.flow.waiting import (
     refuse_in_loop,
     wait_until,
 )
+from motoko.flow.watching import Displayed
 from motoko.study.records import Run
 from motoko.study.states import CANCELLED, FAILED, FAILURE, LOST, TERMINAL, is_done, is_ended
 from motoko.study.table import to_dataframe
@@ -92,7 +93,7 @@ def requeue_left_over(workflow: Workflow, study: str, runs: Sequence[Run]) -> li
     return db.transact(change, what=f"requeue left-over runs of {study!r}")
 
 
-class RunList(RunListResults, RunListFiles, Sequence[Pair]):
+class RunList(Displayed, RunListResults, RunListFiles, Sequence[Pair]):
     """The runs one ``createTask`` created (or reattached by id).
 
     Iterating gives ``(run, job)`` pairs; awaiting waits until every run is
@@ -167,6 +168,12 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
 
     def __repr__(self) -> str:
         return f"<RunList {self.study} {self.ids[:10]}{'...' if len(self.ids) > 10 else ''}>"
+
+    def _display_title(self) -> str:
+        return f"RunList {self.study}"
+
+    def _display_runs(self) -> list[Run]:
+        return self._runs()
 
     def _subset(self, runs: list[Run]) -> RunList:
         return RunList(self.workflow, self.study, [r.id for r in runs], resume=self._resume)
@@ -290,15 +297,17 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
                initial_interval: float | None = None) -> Any:
         """Block until every run is FINISHED; return the RunList (the synchronous ``await``).
 
-        Runs the wait on a private event loop, so it works in plain scripts.
-        With ``values=True`` (ChemCloud), waits until every run has *ended*
-        and returns :meth:`outputs`: each run's output in task order, a
-        ``RunFailure`` in place of a failed one (nothing raises for it).
+        Runs the wait on a private event loop, so it works in plain scripts,
+        and in a helper thread under a running loop (a notebook cell), where
+        the kernel's interrupt stops it. With ``values=True`` (ChemCloud),
+        waits until every run has *ended* and returns :meth:`outputs`: each
+        run's output in task order, a ``RunFailure`` in place of a failed one
+        (nothing raises for it).
 
         Raises:
             RunsFailed, WaitTimeout: as :meth:`wait`.
-            EventLoopError: when called inside a running event loop (it would
-                block it); use ``await rl.wait()`` there.
+            EventLoopError: inside a workflow step, an event action or a
+                launcher (it would stall them); use ``await rl.wait()`` there.
         """
         check_interval(initial_interval)
         if values:
@@ -316,8 +325,8 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
         Raises:
             WaitTimeout: when ``timeout`` seconds pass before every run ended,
                 naming those not yielded yet.
-            EventLoopError: iterating with a plain ``for`` inside a running
-                event loop.
+            EventLoopError: iterating with a plain ``for`` inside a workflow
+                step, an event action or a launcher.
         """
         return AsCompleted(self.workflow, self.study, self._runs, timeout, before_check=self._requeue)
 
@@ -360,8 +369,8 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
 
         Raises:
             RunNotFound: for ids that do not exist (nothing is cancelled).
-            EventLoopError: ``wait_timeout`` inside a running event loop; use
-                ``await rl.cancel_async(wait_timeout=...)`` there.
+            EventLoopError: ``wait_timeout`` inside a workflow step, an event
+                action or a launcher; ``await rl.cancel_async(wait_timeout=...)`` there.
         """
         if wait_timeout is not None:
             refuse_in_loop("rl.cancel(wait_timeout=...)", "await rl.cancel_async(wait_timeout=...)")
@@ -383,8 +392,9 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
         """Cancel the runs if the ``with`` block raises or is interrupted (Ctrl-C).
 
         Leaving the block normally changes nothing. ``wait_timeout`` is
-        honoured outside event loops only (inside one, the stop requests are
-        sent and the block's exception propagates at once).
+        honoured outside motoko's own loops only (inside a step or an
+        action, the stop requests are sent and the block's exception
+        propagates at once).
         """
         try:
             yield self
@@ -471,7 +481,7 @@ class RunList(RunListResults, RunListFiles, Sequence[Pair]):
             self._owns_workflow = False
 
 
-class TaskSelection:
+class TaskSelection(Displayed):
     """A lazy selection of runs by constraints, evaluated afresh each time.
 
     Iterable (``(run, job)`` pairs), sized, truthy when non-empty, indexable,
@@ -535,6 +545,12 @@ class TaskSelection:
     def __repr__(self) -> str:
         return f"<TaskSelection {self.study} {self.constraints!r}>"
 
+    def _display_title(self) -> str:
+        return f"selection of {self.study}: {self._describe()}"
+
+    def _display_runs(self) -> list[Run]:
+        return self.workflow.db_for(self.study).select(self.study, self.constraints)
+
     async def wait(self, timeout: float | None = None) -> list[Pair]:
         """Wait until at least one run matches; return the matching pairs."""
 
@@ -560,7 +576,7 @@ class TaskSelection:
 
         Raises:
             WaitTimeout: after ``timeout`` seconds.
-            EventLoopError: inside a running event loop; ``await sel.wait()`` there.
+            EventLoopError: inside a workflow step, an event action or a launcher; ``await sel.wait()`` there.
         """
         return blocking("selection.result()", "await selection.wait()", lambda: self.wait(timeout))
 
@@ -650,7 +666,7 @@ class AllCondition:
 
         Raises:
             WaitTimeout: after ``timeout`` seconds, naming the runs that do not satisfy it.
-            EventLoopError: inside a running event loop; ``await condition.wait()`` there.
+            EventLoopError: inside a workflow step, an event action or a launcher; ``await condition.wait()`` there.
         """
         return blocking("condition.result()", "await condition.wait()", lambda: self.wait(timeout))
 

@@ -15,10 +15,12 @@ import contextlib
 import importlib.util
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +31,7 @@ from motoko.errors import MotokoError, UnknownNameError, WorkflowError
 from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.workflow import Workflow
+from motoko.study.blocking import blocking, motoko_loop
 from motoko.study.query import Where
 from motoko.study.states import ACTIVE, CREATED
 
@@ -175,6 +178,11 @@ def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
 
 async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
+    with motoko_loop():  # main and the actions share this loop: refuse synchronous waits
+        await _run_orchestrator(workflow, main, params)
+
+
+async def _run_orchestrator(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
     workflow.params = dict(params)
     token = current_event.set(getattr(main, "__name__", "main"))
     try:
@@ -217,7 +225,9 @@ def run_orchestrator(workflow: Workflow, params: Mapping[str, Any]) -> None:
     main = getattr(module, func, None)
     if main is None:
         raise WorkflowError(f"{file} has no function {func!r}", where=str(workflow.config.path))
-    asyncio.run(run_orchestrator_async(workflow, main, params))
+    # On a loop of its own, in a helper thread under a notebook's running loop.
+    blocking("workflow.execute()", "await main(workflow, **params)",
+             lambda: run_orchestrator_async(workflow, main, params))
 
 
 @dataclass
@@ -260,7 +270,8 @@ def run_file(
     embedded = None
     try:
         embedded = _start_launcher(workflow, launcher, launcher_overrides or {})
-        results = asyncio.run(_main(workflow, wf_file, params, monitor))
+        with _interruptible():
+            results = asyncio.run(_main(workflow, wf_file, params, monitor))
     except KeyboardInterrupt:
         cancelled = cancel_unfinished(workflow)
         log.warning("interrupted: cancelled %d unfinished run(s) of %s", cancelled, name)
@@ -270,6 +281,29 @@ def run_file(
             embedded.stop()
         workflow.close()
     return RunOutcome(name, results, time.monotonic() - started)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt at once, wherever the main thread is.
+
+    ``asyncio.run`` would otherwise only cancel the main task, which takes
+    effect at its next ``await``: never, while a step blocks (e.g. waiting
+    for a lost database server). asyncio leaves a handler other than
+    Python's default in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, Any]) -> Any:
@@ -306,6 +340,11 @@ def cancel_unfinished(workflow: Workflow) -> int:
     count = 0
     for name, manager in workflow.task_managers.items():
         db = workflow.db_for(name)
+        if not db.connected:
+            # Waiting for a lost server here would make Ctrl-C hang: the runs'
+            # launchers, or lost-run detection, settle them once it is back.
+            log.warning("cannot cancel the runs of %s: the database server at %s is lost", name, db.address)
+            continue
 
         def change(manager: Any = manager, db: Any = db) -> int:
             study = db.study(manager.name)

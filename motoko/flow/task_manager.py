@@ -20,6 +20,7 @@ from motoko.flow.compat import RunSelector
 from motoko.flow.context import current_event, current_parents
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
 from motoko.study.database import known_states
+from motoko.study.display import runs_html
 from motoko.study.query import Where
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
@@ -193,7 +194,7 @@ class TaskManager:
         if self.workflow.run_name is None:
             raise RunNameMissing(self.name)
         where = f"{self.name}.createTask"
-        points = expand(self.schema, params, groups, where=where)
+        points = expand(self.schema, params, groups, where=where, max_jobs=self.workflow.config.max_jobs)
         merged = {**self.schema.run_params, **dict(run_params or {})}
         coerced_run = self.schema.coerce_run(merged, where=where)
         extra = {
@@ -232,6 +233,12 @@ class TaskManager:
 
     def __repr__(self) -> str:
         return f"<TaskManager {self.name}>"
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the table of this study's runs of the current run name."""
+        selection = self.select()
+        self.workflow.refresh()
+        return runs_html(f"study {self.name} (run name {self.workflow.run_name!r})", selection._display_runs())
 
 
 def runs_across(

@@ -3,8 +3,10 @@
 Everything here waits the same way: re-check a condition on every commit
 the change feed reports (within milliseconds), with a slow back-off poll only
 as a safety net. Synchronous variants (``rl.result()``, ``for ... in
-rl.as_completed()``) run the same coroutines on a private event loop, and
-refuse, with a message naming the ``await`` form, to block a running loop.
+rl.as_completed()``) run the same coroutines on a private event loop (in a
+helper thread under a notebook's running loop), and refuse, with a message
+naming the ``await`` form, to block one of motoko's own loops (see
+:mod:`motoko.study.blocking`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import asyncio
 import datetime as _dt
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ZEO.Exceptions import ClientDisconnected
 
-from motoko.errors import EventLoopError, HandleError, WaitTimeout  # noqa: F401 (defined there, importable from here)
+from motoko.errors import EventLoopError, HandleError, ServerError, WaitTimeout  # noqa: F401 (defined there, importable from here)
+from motoko.study.blocking import blocking, refuse_in_loop, run_blocking  # noqa: F401 (the one mechanism; importable from here)
 from motoko.study.records import Job, Run
 from motoko.study.states import (
     ACTIVE,
@@ -39,24 +43,6 @@ Pair = tuple[Run, Job]
 _NEVER = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
 
 
-def refuse_in_loop(call: str, instead: str) -> None:
-    """Raise :class:`EventLoopError` when called from inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise EventLoopError(call, instead)
-
-
-def blocking(call: str, instead: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run the coroutine ``make()`` returns on a private event loop and return its result.
-
-    Raises:
-        EventLoopError: when a loop is already running in this thread (the
-            coroutine is then never created).
-    """
-    refuse_in_loop(call, instead)
-    return asyncio.run(make())
 
 
 async def wait_until(
@@ -79,16 +65,25 @@ async def wait_until(
     poll = workflow.config.poll
     delay = poll.initial
     waiter = workflow.change_waiter()
+    lost_since: float | None = None
     try:
         while True:
+            if not all(db.connected for db in workflow.databases):
+                # Wait for ZEO to reconnect here, awaiting, not inside refresh()
+                # (which blocks): Ctrl-C and cancellation reach the step at once.
+                lost_since = _server_lost(workflow, lost_since, loop.time())
+                await asyncio.sleep(0.1)
+                continue
             try:
                 workflow.refresh()
                 done, value = check()
             except ClientDisconnected:
-                # The server went away between the refresh and the reads; the
-                # next refresh waits (bounded) for ZEO to reconnect.
+                # The server went away: wait for ZEO to reconnect, as long as
+                # the databases wait for a lost server, then give up (one line).
+                lost_since = _server_lost(workflow, lost_since, loop.time())
                 await asyncio.sleep(0.1)
                 continue
+            lost_since = None
             if done:
                 return value
             budget = delay
@@ -107,6 +102,19 @@ async def wait_until(
             delay = poll.initial if fired else min(delay * poll.factor, poll.maximum)
     finally:
         waiter.close()
+
+
+def _server_lost(workflow: Any, since: float | None, now: float) -> float:
+    """When the server was first found lost; ServerError once that is too long ago."""
+    if since is None:
+        return now
+    db = next((db for db in workflow.databases if not db.connected), None)
+    if db is not None and now - since > db.reconnect_timeout:
+        raise ServerError(
+            f"lost the database server at {db.address} for more than {db.reconnect_timeout:g} s",
+            hint="restart it with `motoko server start`",
+        )
+    return since
 
 
 # -- progress ----------------------------------------------------------------------------
@@ -176,17 +184,32 @@ def progress_of(runs: list[Run]) -> Progress:
 
 
 class ProgressBar:
-    """A tqdm bar on stderr, redrawn on every check of a wait.
+    """A tqdm bar, redrawn on every check of a wait: a widget in a notebook, else text on stderr.
 
     The bar fills with :attr:`Progress.overall`, so it moves as runs call
     ``set_progress``, not only when they end; the text after it gives the
-    counts (``3/4 finished (75%), 1 running``).
+    counts (``3/4 finished (75%), 1 running``). ``tqdm.auto`` picks the
+    notebook widget inside a Jupyter kernel; without ipywidgets it cannot,
+    and the text bar is drawn instead.
     """
 
     def __init__(self, label: str, total: int):
-        from tqdm import tqdm
+        from tqdm.std import TqdmWarning
+        from tqdm.std import tqdm as text
 
-        class _Bar(tqdm):  # type: ignore[type-arg,misc]
+        with warnings.catch_warnings():
+            # Without ipywidgets, tqdm warns once that it draws text: we do that on purpose.
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm as auto
+
+            try:
+                self._bar = self._make(auto, label, total)
+            except ImportError:  # a kernel without ipywidgets: no widget to draw
+                self._bar = self._make(text, label, total)
+
+    @staticmethod
+    def _make(tqdm: Any, label: str, total: int) -> Any:
+        class _Bar(tqdm):  # type: ignore[misc,valid-type]
             # tqdm prefixes its own postfix with ", "; a field of our own reads better.
             status = ""
 
@@ -196,7 +219,7 @@ class ProgressBar:
                 values["status"] = self.status
                 return values
 
-        self._bar = _Bar(
+        return _Bar(
             total=max(total, 1),
             desc=label,
             file=sys.stderr,
@@ -309,7 +332,7 @@ class AsCompleted(Iterator[Pair], AsyncIterator[Pair]):
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         try:
-            return self._loop.run_until_complete(self.__anext__())
+            return run_blocking(self.__anext__, self._loop)
         except StopAsyncIteration:
             self.close()
             raise StopIteration from None

@@ -46,6 +46,7 @@ from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.processes import stop_orphans
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
+from motoko.study.blocking import motoko_loop
 from motoko.study.database import LauncherRecord, Study, StudyDB
 from motoko.study.records import Run, now
 from motoko.study.schema import StudySchema
@@ -209,7 +210,8 @@ class Launcher:
         if self.executor.shares_host:
             await self.channel.start(self._wake)
         try:
-            await self._loop()
+            with motoko_loop():  # runs are served from this loop: refuse synchronous waits
+                await self._loop()
         finally:
             unsubscribe()
             await self.channel.close()

@@ -31,6 +31,7 @@ from motoko.errors import ConfigError, MotokoError
 from motoko.launch.executors.base import Executor
 from motoko.launch.launcher import Launcher, LauncherOptions, LauncherReport
 from motoko.launch.pilots import PilotManager, settings_for
+from motoko.launch.processes import is_recorded_process
 from motoko.study.database import StudyDB
 from motoko.study.schema import load_schema
 from motoko.study.server import Address, default_address, ensure_server, pid_alive, state_dir
@@ -292,7 +293,8 @@ def stop_daemons(config: WorkflowConfig, *, timeout: float = 30.0) -> int:
 
     Idempotent: with no daemon running it returns 0.
     """
-    infos = daemon_status(config)
+    # A record whose pid a later process now holds is stale: that process is not ours.
+    infos = [info for info in daemon_status(config) if is_recorded_process(info.pid, info.started)]
     for info in infos:
         with contextlib.suppress(ProcessLookupError):
             os.kill(info.pid, signal.SIGTERM)

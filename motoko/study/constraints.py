@@ -15,10 +15,11 @@ import datetime as _dt
 import functools
 import json
 import operator
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
+
+import re2
 
 from motoko.study.fields import FieldType
 
@@ -59,10 +60,32 @@ class Field:
         return f"{prefix}.{self.name}"
 
 
+#: Raised by :func:`compile_pattern` for a pattern RE2 cannot compile.
+PatternError = re2.error
+
+
 @functools.lru_cache(maxsize=512)
-def compile_pattern(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    """Compile a regex once, however many queries or nodes use it."""
-    return re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+def compile_pattern(pattern: str, ignore_case: bool) -> Any:
+    """Compile a regex once, however many queries or nodes use it.
+
+    RE2 matches in time linear in the text, so a pattern like ``(a+)+$``
+    cannot make a selection (or the dashboard's filter) run for ever; the
+    price is no backreferences and no lookaround, refused at parse time.
+
+    Raises:
+        PatternError: for a pattern RE2 cannot compile.
+    """
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print to stderr; the caller words the error
+    options.case_sensitive = not ignore_case
+    return re2.compile(pattern, options)
+
+
+def pattern_problem(exc: Exception) -> str:
+    """The readable reason of a :data:`PatternError`."""
+    reason = exc.args[0] if exc.args else exc
+    text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    return text + " (RE2 syntax: no backreferences or lookaround)"
 
 
 def _metadata(key: str, run: Any) -> Any:

@@ -42,7 +42,7 @@ from motoko.study.journal import Journal, commit_with_retries
 from motoko.study.planner import select_runs
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
-from motoko.study.server import Address, parse_address, with_user_tls
+from motoko.study.server import Address, parse_address, server_wait, with_user_tls
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class StudyDB:
         ssl_server_hostname: str | None = None,
     ):
         self.address = with_user_tls(address if isinstance(address, Address) else parse_address(address))
+        self.reconnect_timeout = server_wait(self.reconnect_timeout)
         self.feed = ChangeFeed()
         if ssl is None and self.address.tls is not None:
             from motoko.study.tls import client_context
@@ -238,8 +239,14 @@ class StudyDB:
             on_conflict=on_conflict, wait_reconnect=self._wait_reconnect,
         )
 
-    #: Seconds to wait for a lost server to come back before giving up.
+    #: Seconds to wait for a lost server to come back before giving up
+    #: (``MOTOKO_SERVER_WAIT`` overrides it for every process of a workflow).
     reconnect_timeout = 120.0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the server is reachable now (False while ZEO tries to reconnect)."""
+        return bool(self.db.storage.is_connected())
 
     def _wait_reconnect(self, attempt: int) -> None:
         """Wait (bounded) for ZEO to reconnect after the server went away."""
@@ -303,6 +310,8 @@ class StudyDB:
         Raises:
             ConflictRetriesExhausted: see :meth:`commit`.
         """
+        if not self.connected:
+            self._wait_reconnect(0)  # bounded: ServerError once it is gone for good
         self.commit()
         self._seen_commits = self.feed.commits_seen
         self.tm.begin()

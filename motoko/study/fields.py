@@ -20,6 +20,10 @@ from typing import Any
 
 from motoko.errors import ParameterError, UnknownNameError
 
+#: Longest string (UTF-8 bytes) a field may hold: values travel to runs as
+#: environment variables, whose total size the kernel limits (about 128 KiB each).
+MAX_STRING_BYTES = 128 * 1024
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -137,10 +141,61 @@ class FieldType:
             result = self._convert(value)
         except (TypeError, ValueError, OverflowError):
             raise _fail(field, value, self.expected, where) from None
-        # NaN breaks equality and ordering (dedupe, indexes); inf is fine.
+        # NaN breaks equality and ordering (dedupe, indexes).
         if isinstance(result, float) and self.name == "float" and math.isnan(result):
             raise _fail(field, value, "a number that is not NaN", where)
+        check_storable(result, field=field, where=where)
         return result
+
+
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` (or a part of it) cannot be stored, staged and read back as is; None if it can."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r}: run.json, exports and the dashboard's JSON have no infinity or NaN"
+    if isinstance(value, str):
+        if "\0" in value:
+            return "a NUL byte: no environment variable or file can pass it to a run"
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "a lone surrogate (e.g. '\\ud800'): it is not text and cannot be written out"
+        if size > MAX_STRING_BYTES:
+            return f"a string of {size} bytes: more than {MAX_STRING_BYTES} (128 KiB) cannot reach a run"
+        return None
+    if depth > 100:
+        return "values nested more than 100 levels deep"
+    if isinstance(value, dict):
+        parts: list[Any] = [*value.keys(), *value.values()]
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        return None
+    for part in parts:
+        why = _unstorable(part, depth + 1)
+        if why is not None:
+            return why
+    return None
+
+
+def check_storable(value: Any, *, field: str, where: str | None = None) -> None:
+    """Refuse a value that would break later: at launch, in listings or in JSON.
+
+    Non-finite floats, strings with NUL bytes or lone surrogates, and strings
+    over :data:`MAX_STRING_BYTES` are refused (also inside lists and mappings),
+    so that every stored value can be staged, listed and exported losslessly.
+
+    Raises:
+        ParameterError: naming ``field`` and what is wrong with the value.
+    """
+    why = _unstorable(value)
+    if why is not None:
+        raise ParameterError(
+            f"field {field!r} cannot hold {why}",
+            field=field,
+            value=value,
+            where=where,
+            hint="give a finite number and plain text (no NUL), or store large data in a file of the run",
+        )
 
 
 FIELD_TYPES: dict[str, FieldType] = {

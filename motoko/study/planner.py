@@ -17,7 +17,6 @@ ids would load one by one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from BTrees.IIBTree import IITreeSet, difference, intersection, multiunion, unio
 from BTrees.IOBTree import IOBTree
 
 from motoko.study.columns import scan
-from motoko.study.constraints import predicate
+from motoko.study.constraints import compile_pattern, predicate
 from motoko.study.container import Study
 from motoko.study.prefetch import prefetch, prefetch_buckets
 from motoko.study.query import And, Compare, Not, Or, Query, TrueNode, parse_query
@@ -340,8 +339,8 @@ def _pair_bounds(op: str, value: Any) -> dict[str, Any] | None:
     return None
 
 
-def _pattern(op: str, value: Any) -> re.Pattern[str]:
-    return re.compile(str(value), re.IGNORECASE if op == "~*" else 0)
+def _pattern(op: str, value: Any) -> Any:
+    return compile_pattern(str(value), op.endswith("*"))
 
 
 def _bounds(op: str, value: Any) -> dict[str, Any] | None:

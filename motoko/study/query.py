@@ -16,7 +16,8 @@ Syntax (keywords ``and or not in`` and the prefixes are case-insensitive)::
 
 So ``not`` binds tighter than ``and``/``,``, which bind tighter than ``or``.
 Operators: ``< > <= >= = != ~ ~* !~ !~*`` (``==`` is ``=``, ``<>`` is ``!=``).
-``~`` is a case-sensitive ``re.search``, ``~*`` a case-insensitive one, and
+``~`` is a case-sensitive regex search, ``~*`` a case-insensitive one (RE2:
+linear time, no backreferences or lookaround), and
 ``!~``/``!~*`` their negations; they compare ``str()`` of non-string values.
 
 Values are bare words (``FINISHED``, ``-3``, ``1.5``, ``2026-01-01T10:00``,
@@ -73,11 +74,13 @@ from motoko.study.constraints import (  # noqa: F401 (the tree is part of this A
     Node,
     Not,
     Or,
+    PatternError,
     Query,
     TrueNode,
     compile_pattern,
     describe,
     literal,
+    pattern_problem,
 )
 from motoko.study.fields import BUILTIN_JOB_FIELDS, BUILTIN_RUN_FIELDS, FIELD_TYPES, FieldType
 
@@ -419,9 +422,9 @@ class _Parser:
         if op in REGEX_OPERATORS:
             try:
                 compile_pattern(raws[0].text, op.endswith("*"))
-            except re.error as exc:
+            except PatternError as exc:
                 raise self.error(
-                    f"invalid regular expression for {name.text!r}: {exc}",
+                    f"invalid regular expression for {name.text!r}: {pattern_problem(exc)}",
                     raws[0].column,
                     "quote patterns that contain spaces, commas, parentheses or < > = ! ~",
                 ) from None

@@ -17,9 +17,10 @@ claim (CREATED → LAUNCHED) exactly-once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import persistent
@@ -28,7 +29,9 @@ from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
 from motoko.study import run_files
+from motoko.study.blocking import refuse_in_loop
 from motoko.study.columns import record as record_column
+from motoko.study.display import run_html
 from motoko.study.downloads import RunDownloads
 from motoko.study.journal import (
     ABSENT,
@@ -394,7 +397,13 @@ class Run(persistent.Persistent, RunDownloads):
         seconds for the run to end. Idempotent: cancelling an ended run
         changes nothing and returns False (True if it was already CANCELLED).
         Like every motoko wait, it commits pending changes of the connection.
+
+        Raises:
+            EventLoopError: ``wait_timeout`` inside a workflow step, an event
+                action or a launcher; ``await run.cancel_async(...)`` there.
         """
+        if wait_timeout is not None:
+            refuse_in_loop("run.cancel(wait_timeout=...)", "await run.cancel_async(wait_timeout=...)")
         study = self._study
         assert study is not None
         self._commit(lambda: study.cancel(self), what=f"cancel run {self.study}.{self.id}")
@@ -402,6 +411,18 @@ class Run(persistent.Persistent, RunDownloads):
             deadline = time.monotonic() + wait_timeout
             while not self.is_terminal and time.monotonic() < deadline:
                 self._wait_for_change(min(0.5, max(0.0, deadline - time.monotonic())))
+                self._see_changes()
+        return self._state == CANCELLED
+
+    async def cancel_async(self, wait_timeout: float | None = None) -> bool:
+        """:meth:`cancel` for async code: waiting for the run to end does not block the loop."""
+        study = self._study
+        assert study is not None
+        self._commit(lambda: study.cancel(self), what=f"cancel run {self.study}.{self.id}")
+        if wait_timeout is not None and not self.is_terminal:
+            deadline = time.monotonic() + wait_timeout
+            while not self.is_terminal and time.monotonic() < deadline:
+                await self._wait_for_change_async(min(0.5, max(0.0, deadline - time.monotonic())))
                 self._see_changes()
         return self._state == CANCELLED
 
@@ -443,7 +464,11 @@ class Run(persistent.Persistent, RunDownloads):
             RunFileNotFound: the run has no such file (yet), saying why and
                 naming the files it has; when following, only if the run
                 ended without writing it.
+            EventLoopError: following inside a workflow step, an event action
+                or a launcher; ``async for line in run.tail_async()`` there.
         """
+        if follow:
+            refuse_in_loop("run.tail(follow=True)", "async for line in run.tail_async()")
         if not isinstance(name, str):
             if not follow:
                 return {each: run_files.tail_lines(self, each, lines) for each in name}
@@ -451,6 +476,18 @@ class Run(persistent.Persistent, RunDownloads):
         if not follow:
             return run_files.tail_lines(self, name, lines)
         return run_files.follow_lines(self, name, lines, self._see_changes, self._wait_for_change)
+
+    def tail_async(self, name: str = "stdout", lines: int = 20) -> AsyncIterator[str]:
+        """``tail(name, lines, follow=True)`` for async code: ``async for line in run.tail_async()``.
+
+        Waiting for new lines does not block the event loop.
+
+        Raises:
+            RunFileNotFound: only if the run ended without writing the file.
+        """
+        from motoko.study import run_files
+
+        return run_files.follow_lines_async(self, name, lines, self._see_changes, self._wait_for_change_async)
 
     # -- quantities -----------------------------------------------------------
 
@@ -539,6 +576,10 @@ class Run(persistent.Persistent, RunDownloads):
         study = self._study.name if self._study is not None else "?"
         return f"<Run {study}.{getattr(self, 'id', '?')} {self._state}>"
 
+    def _repr_html_(self) -> str:
+        """Notebook display: fields, last stdout lines and quantities (see :mod:`motoko.study.display`)."""
+        return run_html(self)
+
     # -- persistence plumbing -------------------------------------------------
 
     def _changed(self) -> None:
@@ -588,6 +629,19 @@ class Run(persistent.Persistent, RunDownloads):
         waiter = feed.waiter()
         try:
             waiter.wait(seconds)
+        finally:
+            waiter.close()
+
+    async def _wait_for_change_async(self, seconds: float) -> None:
+        """:meth:`_wait_for_change` without blocking the event loop."""
+        jar = self._p_jar
+        feed = getattr(jar.db().storage, "feed", None) if jar is not None else None
+        if feed is None:
+            await asyncio.sleep(seconds)
+            return
+        waiter = feed.async_waiter()
+        try:
+            await waiter.wait(seconds)
         finally:
             waiter.close()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -187,14 +187,50 @@ def follow_lines(
     """Yield the last ``lines`` lines, then each new line until the run ends.
 
     ``see_changes`` begins a new transaction (so the run's state is current);
-    ``wait(seconds)`` blocks until a commit arrives or the time passed. The
-    state is read *before* the file, so once a terminal state is seen, the
-    read that follows gets everything the run wrote.
+    ``wait(seconds)`` blocks until a commit arrives or the time passed.
 
     Raises:
         RunFileNotFound: when the run ended without ever writing the file.
     """
-    return (line for _, line in follow_many(run, [name], lines, see_changes, wait))
+    for item in _follow(run, [name], lines, see_changes):
+        if item is None:
+            wait(FOLLOW_INTERVAL)
+        else:
+            yield item[1]
+
+
+async def follow_lines_async(
+    run: Run,
+    name: str,
+    lines: int,
+    see_changes: Callable[[], None],
+    wait: Callable[[float], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """:func:`follow_lines` for async code: ``wait(seconds)`` is awaited."""
+    for item in _follow(run, [name], lines, see_changes):
+        if item is None:
+            await wait(FOLLOW_INTERVAL)
+        else:
+            yield item[1]
+
+
+def follow_many(
+    run: Run,
+    names: list[str],
+    lines: int,
+    see_changes: Callable[[], None],
+    wait: Callable[[float], None],
+) -> Iterator[tuple[str, str]]:
+    """:func:`follow_lines` over several files at once: yields ``(name, line)`` until the run ends.
+
+    Raises:
+        RunFileNotFound: when the run ended without ever writing one of the files.
+    """
+    for item in _follow(run, names, lines, see_changes):
+        if item is None:
+            wait(FOLLOW_INTERVAL)
+        else:
+            yield item
 
 
 class _Follower:
@@ -221,17 +257,11 @@ class _Follower:
         return out + [c.decode("utf-8", errors="replace") for c in chunks]
 
 
-def follow_many(
-    run: Run,
-    names: list[str],
-    lines: int,
-    see_changes: Callable[[], None],
-    wait: Callable[[float], None],
-) -> Iterator[tuple[str, str]]:
-    """:func:`follow_lines` over several files at once: yields ``(name, line)`` until the run ends.
+def _follow(run: Run, names: list[str], lines: int, see_changes: Callable[[], None]) -> Iterator[tuple[str, str] | None]:
+    """The one following loop: yields ``(name, line)``, and None where the caller should wait.
 
-    Raises:
-        RunFileNotFound: when the run ended without ever writing one of the files.
+    The state is read *before* the files, so once a terminal state is seen,
+    the read that follows gets everything the run wrote.
     """
     followers = [_Follower(name) for name in dict.fromkeys(names)]
     while True:
@@ -248,7 +278,7 @@ def follow_many(
                 if follower.partial:
                     yield follower.name, follower.partial.decode("utf-8", errors="replace")
             return
-        wait(FOLLOW_INTERVAL)
+        yield None
 
 
 def _existing(run: Run, name: str) -> Path | None:

@@ -56,8 +56,9 @@ from motoko.study.fields import (
     FieldType,
     field_type,
 )
+from motoko.study.records import MOTOKO_ATTRIBUTES, Job
 from motoko.study.walltime import parse_duration
-from motoko.yamldoc import Positions, check_duplicates
+from motoko.yamldoc import Positions, check_duplicates, check_size
 
 #: States after which a run may be retried.
 RETRY_STATES = ("LOST", "FAILED")
@@ -67,6 +68,11 @@ SETTABLE_BUILTIN_RUN_FIELDS = ("machine_name", "nproc")
 
 _STUDY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Names a job or run field may not take: every attribute and method of a run
+#: (``state``, ``id``, ``push_quantity``...), of a job, and the ids that reach
+#: a run's environment. Names starting with ``_`` are refused too (ZODB's
+#: ``_p_``/``_v_`` and Python's ``__class__``).
+RESERVED_NAMES = frozenset({*MOTOKO_ATTRIBUTES, *(n for n in vars(Job) if not n.startswith("_")), "run_id", "params"})
 
 # to_dict()'s keys → bd.yaml's keys.
 _DICT_KEYS = {
@@ -293,6 +299,7 @@ def _read_yaml(text: str, source: str) -> tuple[Any, Positions]:
     root: yaml.Node | None = None
     try:
         root = loader.get_single_node()
+        check_size(root, source, SchemaError)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -310,6 +317,8 @@ def _read_yaml(text: str, source: str) -> tuple[Any, Positions]:
             where=source,
             hint="check the file's syntax",
         ) from None
+    except SchemaError:
+        raise  # too many values once aliases are expanded (check_size)
     except (ValueError, OverflowError) as err:  # an impossible date like 2024-13-01
         line = _failing_scalar_line(root) if root is not None else None
         raise SchemaError(
@@ -377,6 +386,14 @@ def _check_field_name(section: str, name: Any, where: str) -> None:
             f"{section} field {name!r} is built in and cannot be declared",
             where=where,
             hint=f"rename it; built-in {section} fields: {', '.join(builtin)}",
+        )
+    if name.startswith("_") or name in RESERVED_NAMES:
+        why = "is private to motoko and ZODB (names starting with _)" if name.startswith("_") else "is motoko's own"
+        suggestion = f"{section}_{name.strip('_') or 'x'}"
+        raise SchemaError(
+            f"{section} field name {name!r} {why}: it would shadow a run's attribute or id",
+            where=where,
+            hint=f"rename it, e.g. {suggestion!r}",
         )
 
 

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -123,6 +124,31 @@ def with_user_tls(address: Address) -> Address:
     return dataclasses.replace(address, tls=files)
 
 
+#: Environment variable: seconds every process of a workflow waits for a lost server.
+SERVER_WAIT_ENV = "MOTOKO_SERVER_WAIT"
+
+
+def server_wait(default: float) -> float:
+    """Seconds to wait for a lost server before giving up (``MOTOKO_SERVER_WAIT`` or ``default``).
+
+    Raises:
+        ConfigError: for a value that is not a positive number.
+    """
+    text = os.environ.get(SERVER_WAIT_ENV, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(
+            f"{SERVER_WAIT_ENV}={text!r} is not a positive number of seconds",
+            hint=f"set it to e.g. 120, or unset it (default {default:g} s)",
+        )
+    return value
+
+
 # -- the per-workflow server --------------------------------------------------
 
 
@@ -163,6 +189,25 @@ def default_address(workflow_dir: Path) -> Address:
     return Address(path=str(socket_path(workflow_dir)))
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only.
+
+    Parsed, never matched by prefix: ``127.0.0.1.evil.com`` and
+    ``localhost.evil.com`` are names anyone may point anywhere. ``localhost``
+    itself (any case, with or without the final dot) counts as loopback.
+    """
+    name = host.strip().strip("[]")
+    if name.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def read_settings(workflow_dir: Path) -> dict[str, Any]:
     """The server settings recorded by ``motoko server start --listen``."""
     try:
@@ -181,10 +226,13 @@ def configure_server(
 ) -> None:
     """Record how the workflow's server listens; applied at its next start.
 
-    ``listen`` is ``HOST:PORT`` (None: the private unix socket). TCP always
-    uses TLS with client certificates unless ``insecure`` is given
-    explicitly; without certificate files the user's own are made (see
-    :mod:`motoko.study.certificates`).
+    ``listen`` is ``HOST:PORT`` (None: the private unix socket). Any TCP
+    listener requires TLS with client certificates unless ``insecure`` is
+    given explicitly: on loopback too, since every local user can connect to
+    it (a unix socket under ``.motoko/`` is the user's alone). Without
+    certificate files the user's own are made (see
+    :mod:`motoko.study.certificates`). Nothing is recorded when the address
+    is refused.
 
     Raises:
         ConfigError: for a malformed address, missing certificate files, or a
@@ -213,8 +261,18 @@ def configure_server(
             f"the server already runs at {default_address(workflow_dir)} with other settings",
             hint="stop it first with `motoko server stop`",
         )
+    record_settings(workflow_dir, settings)
+
+
+def record_settings(workflow_dir: Path, settings: dict[str, Any]) -> None:
+    """Write the server settings (see :func:`read_settings`); empty settings remove them."""
     path = state_dir(workflow_dir) / "server.json"
-    path.write_text(json.dumps(settings, indent=1))
+    if not settings:
+        path.unlink(missing_ok=True)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(settings, indent=1))
     os.chmod(path, 0o600)
 
 
@@ -299,7 +357,7 @@ def server_status(workflow_dir: Path) -> ServerStatus:
     directory = Path(workflow_dir) / STATE_DIR
     address = default_address(workflow_dir)
     pid = _read_pid(directory / "zeo.pid")
-    running = pid is not None and pid_alive(pid) and reachable(address)
+    running = pid is not None and pid_alive(pid) and is_our_server(pid, directory) and reachable(address)
     data = directory / "data.fs"
     return ServerStatus(address, running, pid if running else None, data, data.stat().st_size if data.exists() else 0)
 
@@ -325,15 +383,33 @@ def ensure_server(workflow_dir: Path, *, timeout: float = 15.0) -> Address:
         _clean_stale(directory, address)
         settings = read_settings(workflow_dir)
         ssl_block = server_block(TLSFiles(**settings["tls"])) if settings.get("tls") else ""
-        _spawn(directory, address, ssl_block)
-        _wait_up(directory, address, timeout)
+        server = _spawn(directory, address, ssl_block)
+        _wait_up(directory, address, timeout, server)
     return address
+
+
+def is_our_server(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is the ZEO server started with this directory's ``zeo.conf``.
+
+    A pid file outlives its server and the kernel reuses pids, so a pid alone
+    proves nothing: only a process whose command line is ``ZEO.runzeo -C
+    <this directory>/zeo.conf`` is ever signalled. Without ``/proc`` nothing
+    can be proven and nothing is signalled.
+    """
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    conf = os.fsencode(Path(directory).resolve() / "zeo.conf")
+    return b"ZEO.runzeo" in argv and conf in argv
 
 
 def _clean_stale(directory: Path, address: Address) -> None:
     pid_file = directory / "zeo.pid"
     pid = _read_pid(pid_file)
-    if pid is not None and pid_alive(pid):
+    if pid is not None and pid_alive(pid) and not is_our_server(pid, directory):
+        log.info("pid file names process %s, which is not this workflow's server: left alone", pid)
+    elif pid is not None and pid_alive(pid):
         # A live server that does not answer: it is starting or wedged. Stop it
         # rather than start a second one on the same data file.
         log.warning("server pid %s does not answer at %s; stopping it", pid, address)
@@ -348,7 +424,7 @@ def _clean_stale(directory: Path, address: Address) -> None:
                 stale.unlink()
 
 
-def _spawn(directory: Path, address: Address, ssl_block: str = "") -> None:
+def _spawn(directory: Path, address: Address, ssl_block: str = "") -> subprocess.Popen[bytes]:
     listen = address.path if address.path else f"{address.host}:{address.port}"
     conf = directory / "zeo.conf"
     conf.write_text(_config(directory, str(listen), ssl_block))
@@ -359,7 +435,7 @@ def _spawn(directory: Path, address: Address, ssl_block: str = "") -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     old_umask = os.umask(0o077)  # data.fs, its index and the socket: owner only
     try:
-        subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "ZEO.runzeo", "-C", str(conf)],
             cwd=directory,
             env=env,
@@ -373,12 +449,14 @@ def _spawn(directory: Path, address: Address, ssl_block: str = "") -> None:
         os.umask(old_umask)
 
 
-def _wait_up(directory: Path, address: Address, timeout: float) -> None:
+def _wait_up(directory: Path, address: Address, timeout: float, server: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.01
     while time.monotonic() < deadline:
         if reachable(address):
             return
+        if server is not None and server.poll() is not None:
+            break  # it exited (e.g. the address is taken): waiting longer cannot help
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
     tail = ""
@@ -387,8 +465,10 @@ def _wait_up(directory: Path, address: Address, timeout: float) -> None:
             lines = (directory / name).read_text(errors="replace").strip().splitlines()
             if lines:
                 tail = lines[-1]
+    code = server.poll() if server is not None else None
+    why = f"exited with code {code}" if code is not None else f"did not answer within {timeout:g} s"
     raise ServerError(
-        f"the database server did not start within {timeout:g} s at {address}",
+        f"the database server did not start at {address}: it {why}",
         hint=f"see {directory / 'zeo.log'}" + (f"; last line: {tail}" if tail else ""),
     )
 
@@ -418,7 +498,7 @@ def stop_server(workflow_dir: Path, *, grace: float = 10.0) -> bool:
         return False
     with _lock(directory):
         pid = _read_pid(directory / "zeo.pid")
-        if pid is None or not pid_alive(pid):
+        if pid is None or not pid_alive(pid) or not is_our_server(pid, directory):
             _clean_stale(directory, default_address(workflow_dir))
             return False
         _terminate(pid, grace)

@@ -59,6 +59,11 @@ class StudySchema(Protocol):
 #: instead of ``1e-3``) must fail with a message, not exhaust the memory.
 MAX_SWEEP_VALUES = 1_000_000
 
+#: Most jobs one createTask may name by default (``max_jobs`` in motoko.yaml):
+#: ten fields of ten values are 10^10 jobs, which must fail with a message
+#: before anything is multiplied out, not after the memory is gone.
+MAX_JOBS = 100_000
+
 #: The mapping forms of a sweep that bd.yaml (and createTask) understand.
 FORMS = ("range", "linspace", "sweep")
 
@@ -551,6 +556,7 @@ def expand(
     groups: Sequence[Together] = (),
     *,
     where: str | None = None,
+    max_jobs: int = MAX_JOBS,
 ) -> list[dict[str, Any]]:
     """Return the parameters of every job that ``params`` (over job_space) names.
 
@@ -565,6 +571,7 @@ def expand(
         params: Field → value or sweep (see the module docstring).
         groups: Fields that vary together.
         where: Where the parameters come from, for error messages.
+        max_jobs: Most jobs the space may hold, counted before expanding it.
 
     Returns:
         One dict per job, keys in the order of ``schema.job_fields``, values
@@ -573,13 +580,23 @@ def expand(
     Raises:
         UnknownNameError: a field the study does not have (with suggestions).
         ParameterError: a value of the wrong type, an empty sweep, a field
-            given twice, or job fields with no value anywhere.
+            given twice, job fields with no value anywhere, or a space of
+            more than ``max_jobs`` jobs.
     """
     space = _resolve(schema, params, groups, where)
+    factors = _factors(schema, space)
+    count = math.prod(len(rows) for rows in factors)
+    if count > max_jobs:
+        sizes = " x ".join(str(len(rows)) for rows in factors if len(rows) > 1)
+        raise ParameterError(
+            f"the space names {count} jobs ({sizes} values), more than max_jobs = {max_jobs}",
+            where=where,
+            hint="sweep fewer values, or raise `max_jobs:` in motoko.yaml",
+        )
     order = list(schema.job_fields)
     jobs: list[dict[str, Any]] = []
     seen: set[Any] = set()
-    for combo in itertools.product(*_factors(schema, space)):
+    for combo in itertools.product(*factors):
         merged: dict[str, Any] = {}
         for part in combo:
             merged.update(part)

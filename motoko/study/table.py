@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from motoko.study.values import valid_text
+
 if TYPE_CHECKING:
     import pandas
 
@@ -90,13 +92,24 @@ def to_dataframe(selection: Any, quantities: Iterable[str] | None = None) -> pan
 
     runs = runs_of(selection)
     names = list(quantities) if quantities is not None else _quantity_names(runs)
-    rows = [run_row(run, names) for run in runs]
+    rows = [{k: _valid(v) for k, v in run_row(run, names).items()} for run in runs]
     columns = _columns(rows)
     frame = pd.DataFrame(rows, columns=columns)
     for column in ("created", "launched", "started", "finished"):
         if column in frame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
+
+
+def _valid(value: Any) -> Any:
+    """``value`` with lone surrogates (which a run may store; pandas cannot) shown as U+FFFD."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, list | tuple):
+        return [_valid(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _valid(v) for k, v in value.items()}
+    return value
 
 
 def _quantity_names(runs: Sequence[Run]) -> list[str]:

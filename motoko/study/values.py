@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from typing import Any
 
 
@@ -34,22 +35,36 @@ def same(a: Any, b: Any) -> bool:
         return False
 
 
+#: Lone surrogates: a run may store them in a free attribute; UTF-8, JSON and pandas cannot.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates shown as U+FFFD (they cannot be encoded)."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
 def jsonable(value: Any) -> Any:
     """Return a JSON-compatible copy of ``value``.
 
-    Datetimes (and pandas Timestamps) become ISO text, NaN and pandas' missing
-    values None, tuples lists, numpy scalars Python numbers, mapping keys text;
-    anything else its ``str()``. Used for tables, exports, the dashboard and
-    the ``run.json`` a run reads.
+    Datetimes (and pandas Timestamps) become ISO text, NaN, ±inf and pandas'
+    missing values None, tuples lists, numpy scalars Python numbers, mapping
+    keys text; anything else its ``str()``. The result always passes
+    ``json.dumps(..., allow_nan=False)`` and encodes as UTF-8: a lone
+    surrogate stored by a run is shown as U+FFFD rather than breaking every
+    listing and export of the study. Used for tables, exports, the dashboard
+    and the ``run.json`` a run reads.
     """
-    if value is None or isinstance(value, str | bool | int):
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, str):
+        return valid_text(value)
     if isinstance(value, float):
-        return None if math.isnan(value) else value
+        return value if math.isfinite(value) else None
     if isinstance(value, _dt.datetime | _dt.date):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {valid_text(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if hasattr(value, "isoformat"):  # pandas Timestamp
@@ -63,4 +78,4 @@ def jsonable(value: Any) -> Any:
             return None
     except (TypeError, ValueError, ImportError):
         pass
-    return str(value)
+    return valid_text(str(value))

@@ -400,8 +400,6 @@ CLI_CASES = [
          ["possible"]),
     case("cli-listen-malformed", ["server", "start", "--listen", "localhost"], ["cannot listen on 'localhost'"],
          ["HOST:PORT"]),
-    case("cli-listen-public-without-tls", ["server", "start", "--listen", "0.0.0.0:8123"],
-         ["refusing to listen on 0.0.0.0:8123 without TLS"], ["--tls-cert", "--insecure"]),
     case("cli-pack-negative-days", ["db", "pack", "--days", "-1"], ["'--days'", "-1"], ["x>=0"]),
     case("cli-runs-unknown-subcommand", ["runs", "lst"], ["No such command 'lst'"], ["'list', 'ls'"]),
     case("cli-runs-show-unknown-id", ["runs", "show", "mult.999"], ["no run with id 999 in study 'mult'"],
@@ -422,7 +420,40 @@ CLI_CASES = [
          ["give the path"]),
 ]
 
+# Issue 17: hostile input found by a red team (bounded time and memory: tests/test_hardened_*.py).
+ALIAS_BOMB = "[&a [x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], " \
+    "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+HARDENED_CASES = [
+    case("space-past-max-jobs", RUN_BAD, ["mult.createTask", "200000 jobs", "max_jobs = 100000"],
+         ["max_jobs:` in motoko.yaml"], step_creating("createTask(a=[float(i) for i in range(200000)])")),
+    case("yaml-max-jobs-zero", ["info"], ["motoko.yaml:8", "max_jobs must be a positive whole number"],
+         ["max_jobs: 1000000"], append(YAML, "max_jobs: 0\n")),
+    case("yaml-alias-bomb", ["info"], ["motoko.yaml", "more than 100000 values", "aliases"],
+         ["write the values out"], append(YAML, f"bomb: {ALIAS_BOMB}\n")),
+    case("bd-alias-bomb", ["info"], ["studies/mult/bd.yaml", "more than 100000 values", "aliases"],
+         ["write the values out"], append(BD, f"bomb: {ALIAS_BOMB}\n")),
+    case("cli-param-alias-bomb", [*RUN, "-p", f"rescale={ALIAS_BOMB}"], ["'rescale'", "more than 100000 values"],
+         ["write the values out"]),
+    case("param-infinite", RUN_BAD, ["mult.createTask", "field 'a' cannot hold inf"], ["give a finite number"],
+         step_creating("createTask(a=float('inf'))")),
+    case("param-nul-byte", RUN_BAD, ["mult.createTask", "field 'x' cannot hold a NUL byte"], ["no NUL"],
+         step_creating("createTask(a=1.0, x=['a\\x00b'])")),
+    case("param-lone-surrogate", RUN_BAD, ["mult.createTask", "field 'x' cannot hold a lone surrogate"],
+         ["plain text"], step_creating("createTask(a=1.0, x=['\\ud800'])")),
+    case("param-string-too-long", RUN_BAD, ["mult.createTask", "field 'x' cannot hold a string of 200000 bytes"],
+         ["store large data in a file"], step_creating("createTask(a=1.0, x=['y' * 200000])")),
+    case("bd-field-named-run-id", ["info"], ["studies/mult/bd.yaml:5", "job field name 'run_id' is motoko's own"],
+         ["rename it, e.g. 'job_run_id'"], replace(BD, "  x: list\n", "  x: list\n  run_id: int\n")),
+    case("bd-field-named-state", ["info"], ["studies/mult/bd.yaml:5", "job field name 'state' is motoko's own"],
+         ["rename it"], replace(BD, "  x: list\n", "  x: list\n  state: str\n")),
+    case("bd-field-private", ["info"], ["studies/mult/bd.yaml:5", "job field name '_p_oid' is private"],
+         ["rename it"], replace(BD, "  x: list\n", "  x: list\n  _p_oid: int\n")),
+    case("bd-field-dunder", ["info"], ["studies/mult/bd.yaml:5", "job field name '__class__' is private"],
+         ["rename it"], replace(BD, "  x: list\n", "  x: list\n  __class__: str\n")),
+]
+
 CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CASES + QUERY_CASES + CLI_CASES
+CASES += HARDENED_CASES
 
 
 # -- what "nothing changed" compares -----------------------------------------------

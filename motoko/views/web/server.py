@@ -1,10 +1,15 @@
 """The dashboard's HTTP server: static page, JSON API, server-sent events.
 
 The standard library's ``ThreadingHTTPServer`` is enough for a page that a
-few people open on their own machine, and adds no dependency. One lock
-serialises the requests' use of the workflow's database connections (a ZODB
-connection is not thread-safe); each request begins a fresh transaction, so it
-sees every commit made before it.
+few people open on their own machine, and adds no dependency. A ZODB
+connection is not thread-safe, so each request borrows a *reader* (a
+Workflow with its own connections) from a small pool: a slow request holds
+one reader, never the whole dashboard. Each request begins a fresh
+transaction, so it sees every commit made before it.
+
+Requests whose ``Host`` header names neither the address the dashboard was
+bound to, nor ``localhost``, nor an IP literal are refused (421): a web page
+on another site cannot reach the dashboard through DNS rebinding.
 
 ``GET /events`` is a server-sent-events stream: a ``change`` event follows
 every burst of commits (the change feed wakes the server within milliseconds),
@@ -14,8 +19,11 @@ alive. The page re-reads what it shows on each ``change``.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from motoko.errors import MotokoError
+from motoko.views.export import jsonable
 from motoko.views.web import api
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,8 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 KEEPALIVE = 10.0
 #: Seconds to gather a burst of commits into one ``change`` event.
 SETTLE = 0.1
+#: Most readers (Workflows with their own connections) serving requests at once.
+MAX_READERS = 4
 
 
 class Dashboard:
@@ -50,7 +61,11 @@ class Dashboard:
 
     def __init__(self, workflow: Any, host: str = "127.0.0.1", port: int = 8765):
         self.workflow = workflow
+        self.host = host
         self.lock = threading.Lock()
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._idle.put(workflow)
+        self._readers: list[Any] = []  # opened here (closed here); the given workflow is the caller's
         self.version = 0
         self.stopping = False
         self.changed = threading.Condition()
@@ -81,11 +96,51 @@ class Dashboard:
             self.changed.wait_for(lambda: self.version != seen or self.stopping, timeout)
 
     def read(self, what: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """Call ``what(workflow, ...)`` alone, in a fresh transaction."""
-        with self.lock:
-            for db in self.workflow.databases:
+        """Call ``what(reader, ...)`` in a fresh transaction, on a reader no other request uses.
+
+        Up to :data:`MAX_READERS` requests read at once; a further one waits
+        for the first reader to come back.
+        """
+        reader = self._borrow()
+        try:
+            for db in reader.databases:
                 db.begin()
-            return what(self.workflow, *args, **kw)
+            return what(reader, *args, **kw)
+        finally:
+            self._idle.put(reader)
+
+    def _borrow(self) -> Any:
+        with contextlib.suppress(queue.Empty):
+            return self._idle.get_nowait()
+        with self.lock:
+            if len(self._readers) + 1 < MAX_READERS:
+                reader = type(self.workflow)(self.workflow.config.path, run_name=self.workflow.run_name, create=False)
+                self._readers.append(reader)
+                return reader
+        return self._idle.get()
+
+    def allows_host(self, header: str | None) -> bool:
+        """Whether a request's ``Host`` header may reach this dashboard (DNS-rebinding guard).
+
+        Accepted: the host it was bound to, ``localhost``, and IP literals
+        (a rebinding attack needs a DNS name it controls). A missing header is
+        refused: every browser sends one.
+        """
+        if not header:
+            return False
+        name = header.strip().lower()
+        if name.startswith("["):
+            name = name[1:].partition("]")[0]
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        name = name.rstrip(".")
+        if name in ("localhost", self.host.lower().strip("[]").rstrip(".")):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def serve_forever(self, exit_after: float | None = None) -> None:
         """Serve until :meth:`shutdown` (or Ctrl-C), or for ``exit_after`` seconds."""
@@ -117,9 +172,13 @@ class Dashboard:
         threading.Thread(target=self.server.shutdown, daemon=True).start()
 
     def close(self) -> None:
-        """Shut down and release the listening socket."""
+        """Shut down, release the listening socket and close the readers opened here."""
         self.shutdown()
         self.server.server_close()
+        for reader in self._readers:
+            with contextlib.suppress(Exception):
+                reader.close()
+        self._readers.clear()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -133,6 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing -------------------------------------------------------------------------
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if not self.dashboard.allows_host(self.headers.get("Host")):
+            self._error(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host: open the dashboard at the address it printed")
+            return
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         path = parts.path
@@ -182,7 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _json(self, data: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._send(json.dumps(data).encode(), "application/json", status)
+        # jsonable: strict JSON (no NaN/Infinity) in UTF-8, whatever runs stored.
+        self._send(json.dumps(jsonable(data), allow_nan=False).encode(), "application/json", status)
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._send(message.encode(), "text/plain; charset=utf-8", status)
