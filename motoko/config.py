@@ -32,7 +32,12 @@ from motoko.study.walltime import parse_duration
 from motoko.yamldoc import Positions, check_duplicates, check_size
 
 CONFIG_NAME = "motoko.yaml"
-_TOP_KEYS = ("task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir", "max_jobs")
+_TOP_KEYS = (
+    "task_managers", "aliases", "orchestrator", "launcher", "poll", "lost_after", "database", "runs_dir", "max_jobs",
+    "resume",
+)
+#: What a resumed workflow does with outdated runs (motoko.flow.outdated.POLICIES).
+_OUTDATED = ("ask", "rerun", "keep")
 _LAUNCHER_KEYS = (
     "executor", "max_parallel", "slurm_options", "scheduler", "bundle_size",
     "heartbeat", "cancel_grace", "claim_ahead", "machine_name", "poll", "pilots",
@@ -118,6 +123,9 @@ class WorkflowConfig:
     runs_dir: Path | None = None
     #: Most jobs one createTask may name (counted before the space is expanded).
     max_jobs: int = MAX_JOBS
+    #: ``resume: {outdated: ask | rerun | keep}``: what ``motoko run`` does with
+    #: finished runs whose study files changed (see motoko.flow.outdated).
+    resume_outdated: str = "ask"
 
     @property
     def directory(self) -> Path:
@@ -219,6 +227,8 @@ def _build(file: Path, data: Any, lines: Positions) -> WorkflowConfig:
         config.max_jobs = value
     if data.get("database") is not None:
         config.database = _address(data["database"], base, lines.at("database"))
+    if "resume" in data:
+        config.resume_outdated = _resume(data["resume"], lines)
     if data.get("runs_dir") is not None:
         if not isinstance(data["runs_dir"], str):
             # str() of a list or mapping made a directory named "['a']".
@@ -416,6 +426,27 @@ def _poll(raw: Any, lines: Positions) -> PollSettings:
             hint="e.g. `factor: 2`, or 1 for a constant interval",
         )
     return poll
+
+
+def _resume(raw: Any, lines: Positions) -> str:
+    """``resume: {outdated: ask | rerun | keep}`` → the policy for outdated runs."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"resume must be a mapping, got {raw!r}", where=lines.at("resume"), hint="e.g. `resume: {outdated: rerun}`"
+        )
+    for key in raw:
+        if key != "outdated":
+            raise ConfigError(
+                f"unknown resume setting {key!r}", where=lines.at("resume", str(key)), hint=did_you_mean(str(key), ["outdated"])
+            )
+    value = raw.get("outdated", "ask")
+    if value not in _OUTDATED:
+        raise ConfigError(
+            f"resume outdated must be one of {', '.join(_OUTDATED)}, got {value!r}",
+            where=lines.at("resume", "outdated"),
+            hint="ask: ask on a terminal, stop otherwise; rerun: run them again; keep: reuse them",
+        )
+    return str(value)
 
 
 def _positive(value: Any, what: str, where: str) -> float:

@@ -419,6 +419,28 @@ class RunWriteRefused(MotokoError, ValueError):
     """
 
 
+class OutdatedRunsError(MotokoError, RuntimeError):
+    """A resumed workflow would reuse finished runs whose study files changed since.
+
+    Attributes:
+        files: The changed files.
+        count: How many runs are outdated (with their descendants).
+    """
+
+    def __init__(self, summary: str, files: Sequence[str], count: int):
+        self.files = list(files)
+        self.count = count
+        super().__init__(
+            summary,
+            hint="give --rerun-outdated to run them again, --keep-outdated to reuse them, "
+            "or set `resume: {outdated: rerun}` in motoko.yaml",
+        )
+
+
+class RerunUndoError(MotokoError, RuntimeError):
+    """``motoko rerun --undo`` cannot restore the previous results (none recorded, or too late)."""
+
+
 class CleanRefused(MotokoError, ValueError):
     """``motoko clean`` would delete a directory that is not this project's run directory.
 

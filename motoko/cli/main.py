@@ -53,13 +53,16 @@ def _register() -> None:
         launcher_commands,
         maintenance_commands,
         pilot_commands,
+        rerun_commands,
         run_commands,
         runs_commands,
         view_commands,
     )
 
-    for module in (db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands, view_commands,
-                   pilot_commands):
+    for module in (
+        db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands, view_commands, rerun_commands,
+        pilot_commands,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import yaml
 
+from motoko.cli import rerun_commands
 from motoko.cli.db_commands import open_workflow
 from motoko.cli.format import colour_state
 from motoko.errors import ParameterError
@@ -79,6 +80,9 @@ async def _monitor(workflow: Any) -> None:
 @click.option("--no-launcher", is_flag=True, help="Do not start a launcher (one runs elsewhere).")
 @click.option("--detach", "-d", is_flag=True, help="Run in the background (see `motoko run status|stop|logs`).")
 @click.option("--follow", "-f", is_flag=True, hidden=True, help="With `run logs`: follow until the workflow ends.")
+@click.option("--rerun-outdated", is_flag=True, help="Run again finished runs whose study files changed, and their descendants.")
+@click.option("--keep-outdated", is_flag=True, help="Reuse finished runs whose study files changed (recorded on them).")
+@click.option("--dry-run", is_flag=True, help="Print what would be created, reused or rerun, step by step; change nothing.")
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -92,6 +96,9 @@ def run(
     no_launcher: bool,
     detach: bool,
     follow: bool,
+    rerun_outdated: bool,
+    keep_outdated: bool,
+    dry_run: bool,
 ) -> None:
     """Run a workflow file (steps, or a motoko 0.1.4 orchestrator) to completion.
 
@@ -131,11 +138,16 @@ def run(
     if duplicates:
         raise ParameterError(f"parameter {duplicates[0]!r} given twice", field=duplicates[0], hint="give each -p once")
     overrides = {k: v for k, v in (("executor", executor), ("max_parallel", max_parallel)) if v is not None}
+    outdated = rerun_commands.outdated_choice(rerun_outdated, keep_outdated)
+    if dry_run:
+        rerun_commands.print_dry_run(file, dict(params), run_name=run_name, fresh=fresh, outdated=outdated)
+        return
     if detach:
         from motoko.flow.runner import load_workflow_file
 
         load_workflow_file(file, entry)  # bad input is reported now, not in a log later
         argv = [a for a in _own_argv() if a not in ("--detach", "-d")]
+        argv += rerun_commands.outdated_before_detach(file, run_name, fresh, outdated)
         from motoko.config import find_config
 
         record = detached.start(find_config(Path(file).resolve().parent).parent, argv, str(file))
@@ -151,6 +163,8 @@ def run(
         launcher=not no_launcher,
         launcher_overrides=overrides,
         monitor=_monitor,
+        outdated=outdated,
+        ask_outdated=rerun_commands.ask_outdated if sys.stdin.isatty() else None,
     )
     click.echo(f"workflow {file} finished (run name {outcome.run_name}) in {outcome.elapsed:.2f} s", err=True)
     for name, result in outcome.results.items():

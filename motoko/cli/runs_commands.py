@@ -27,6 +27,8 @@ SHOWN_FIRST = (
 )
 #: Stored fields not worth a line of their own in ``runs show``.
 NOT_SHOWN = {"id", "study", "job_id", "history", "stop_requested", "heartbeat", "executor_id"}
+#: Marks shown only when set (see motoko.flow.outdated).
+SHOWN_IF_SET = {"outdated_kept", "rerun_pending", "superseded"}
 
 
 class RunRef(click.ParamType):
@@ -165,6 +167,9 @@ def _show_value(name: str, run: Run, data: dict[str, Any]) -> str:
     if name in ("created", "launched", "started", "finished"):
         stamp = getattr(run, name)
         return cell(stamp) + (" UTC" if stamp is not None else "")
+    if name == "fingerprint" and value:
+        files = [f"{file}  {digest[:19]}" for file, digest in sorted((value.get("files") or {}).items())]
+        return "\n".join([f"{value.get('digest')} (motoko {value.get('motoko')})", *files])
     if name == "metadata":
         return ", ".join(f"{k}={v}" for k, v in (value or {}).items())
     if name == "parents":
@@ -184,7 +189,7 @@ def show_lines(run: Run) -> list[str]:
     """``runs show`` as aligned ``name  value`` lines (continuation lines indented)."""
     data = run.to_dict()
     names = [n for n in SHOWN_FIRST if n in data or n in ("job",)]
-    names += [n for n in data if n not in names and n not in NOT_SHOWN]
+    names += [n for n in data if n not in names and n not in NOT_SHOWN and (n not in SHOWN_IF_SET or data[n])]
     width = max(len(n) for n in [*names, "run"]) + 2
     lines = ["run".ljust(width) + _label(run)]
     for name in names:

@@ -543,7 +543,7 @@ class TaskSelection(Displayed):
         return TaskSelection(self.workflow, self.study, [*self.constraints, *other.constraints])
 
     def __repr__(self) -> str:
-        return f"<TaskSelection {self.study} {self.constraints!r}>"
+        return f"<TaskSelection {self.study} {[str(c) for c in self.constraints]!r}>"
 
     def _display_title(self) -> str:
         return f"selection of {self.study}: {self._describe()}"

@@ -30,6 +30,8 @@ from motoko.config import find_config
 from motoko.errors import MotokoError, UnknownNameError, WorkflowError
 from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
+from motoko.flow.outdated import OutdatedReport, settle_outdated
+from motoko.flow.rerun import settle_pending
 from motoko.flow.workflow import Workflow
 from motoko.study.blocking import blocking, motoko_loop
 from motoko.study.query import Where
@@ -250,11 +252,20 @@ def run_file(
     launcher: bool = True,
     launcher_overrides: Mapping[str, Any] | None = None,
     monitor: Callable[[Workflow], Awaitable[None]] | None = None,
+    outdated: str | None = None,
+    ask_outdated: Callable[[OutdatedReport], str] | None = None,
 ) -> RunOutcome:
     """Run a workflow file to completion.
 
+    Before anything is created, finished runs of the run name whose study
+    files changed since (and their descendants) are found, and handled as
+    ``outdated`` ("rerun" or "keep") says, else as motoko.yaml's ``resume:``
+    says; asking means calling ``ask_outdated`` (see
+    :func:`motoko.flow.outdated.settle_outdated`).
+
     Raises:
         WorkflowError, ConfigError...: bad input, before anything is created.
+        OutdatedRunsError: outdated runs and nobody to ask, before anything is created.
         RunsFailed: when awaited runs failed.
         KeyboardInterrupt: after cancelling this execution's unfinished runs.
     """
@@ -266,12 +277,15 @@ def run_file(
         check_params(wf_file.steps, params, str(wf_file.path))
     config_path = find_config(wf_file.path.parent)
     name = resolve_run_name(config_path.parent, wf_file.path, run_name, fresh)
-    workflow = Workflow(config_path, run_name=name)
+    workflow = Workflow(config_path, run_name=name, create=False)
     embedded = None
     try:
+        settle_outdated(workflow, outdated, ask_outdated)
+        workflow.create()
         embedded = _start_launcher(workflow, launcher, launcher_overrides or {})
         with _interruptible():
             results = asyncio.run(_main(workflow, wf_file, params, monitor))
+        settle_pending(workflow)
     except KeyboardInterrupt:
         cancelled = cancel_unfinished(workflow)
         log.warning("interrupted: cancelled %d unfinished run(s) of %s", cancelled, name)

@@ -19,8 +19,10 @@ from motoko.errors import ParameterError, RunNameMissing, RunNotFound, UnknownNa
 from motoko.flow.compat import RunSelector
 from motoko.flow.context import current_event, current_parents
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
+from motoko.flow.rerun import requeue_pending
 from motoko.study.database import known_states
 from motoko.study.display import runs_html
+from motoko.study.fingerprint import study_fingerprint
 from motoko.study.query import Where
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
@@ -183,7 +185,9 @@ class TaskManager:
 
         Idempotent: the same parameters in the same ``run_name`` return the
         existing runs; those that an earlier execution left CANCELLED, LOST
-        or FAILED are requeued, so a resumed workflow executes them again.
+        or FAILED are requeued, so a resumed workflow executes them again,
+        and so are those marked ``rerun_pending`` (see motoko.flow.rerun).
+        New runs record the study's fingerprint (motoko.study.fingerprint).
         Validation happens before anything is written.
 
         Raises:
@@ -201,11 +205,15 @@ class TaskManager:
             "event_name": current_event.get() or _caller_name(),
             "parents": _parent_keys(parents) if parents is not None else current_parents.get(),
             "workflow": str(self.workflow.config.path),
+            # What the runs are made from (hashed once per call, cached by mtime).
+            "fingerprint": study_fingerprint(self.schema),
         }
         pairs = self.db.insert(self.name, points, coerced_run, run_name=self.workflow.run_name, extra=extra)
         # A resumed workflow executes again what an earlier execution left
-        # CANCELLED, LOST or FAILED (see requeue_left_over).
+        # CANCELLED, LOST or FAILED (see requeue_left_over), and the runs
+        # marked to be run again (outdated, or below a rerun run).
         requeue_left_over(self.workflow, self.name, [run for run, _ in pairs])
+        requeue_pending(self.workflow, self.name, [run for run, _ in pairs])
         return RunList(self.workflow, self.name, [run.id for run, _ in pairs])
 
     create_task = createTask

@@ -22,6 +22,7 @@ unique.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -113,6 +114,11 @@ def canonical(values: Mapping[str, Any]) -> str:
     return json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
 
 
+def run_key(job_id: int, run_params: Mapping[str, Any], run_name: str | None) -> str:
+    """The dedupe key of a run: its job, run parameters and run name."""
+    return f"{job_id}\x00{canonical(run_params)}\x00{run_name or ''}"
+
+
 def _indexable(value: Any) -> bool:
     if value is None or isinstance(value, list | dict):
         return False
@@ -192,7 +198,7 @@ class Study(persistent.Persistent):
         An existing run with the same job, run parameters and run name is
         returned unchanged (``created`` False): createTask is idempotent.
         """
-        key = f"{job.id}\x00{canonical(run_params)}\x00{run_name or ''}"
+        key = run_key(job.id, run_params, run_name)
         rid = self.run_keys.get(key)
         if rid is not None:
             return self.runs[rid], False
@@ -207,6 +213,14 @@ class Study(persistent.Persistent):
             _add(self.by_run_name, run_name, run)
         self.job_runs[job.id] = (*self.job_runs.get(job.id, ()), rid)
         return run, True
+
+    def existing_run(self, params: dict[str, Any], run_params: dict[str, Any], run_name: str | None) -> Run | None:
+        """The run :meth:`add_job` and :meth:`add_run` would return, or None; writes nothing."""
+        jid = self.job_keys.get(canonical(params))
+        if jid is None:
+            return None
+        rid = self.run_keys.get(run_key(jid, run_params, run_name))
+        return self.runs.get(rid) if rid is not None else None
 
     # -- state changes ----------------------------------------------------------
 
@@ -256,8 +270,14 @@ class Study(persistent.Persistent):
         schema = self.schema
         return state in schema.retry_on and run.attempt <= schema.retries
 
-    def requeue(self, run: Run, reason: str = "requeued") -> None:
-        """Put an ended run back to CREATED for another attempt, keeping history."""
+    def requeue(self, run: Run, reason: str = "requeued", *, keep_results: bool = False) -> None:
+        """Put an ended run back to CREATED for another attempt, keeping history.
+
+        With ``keep_results`` (a rerun of a finished run), the ended attempt's
+        results (free attributes and ``output``) and ``fingerprint`` move to
+        its entry in ``run.history``: the new attempt starts without them, and
+        :meth:`restore` can bring them back.
+        """
         if run._state == CREATED:
             return
         if run._state in ACTIVE:
@@ -276,6 +296,15 @@ class Study(persistent.Persistent):
             "machine_name": run.machine_name,
             "reason": reason,
         }
+        if keep_results:
+            results = results_of(run)
+            attempt["results"] = results
+            attempt["fingerprint"] = run.fingerprint
+            # The new attempt starts clean: a stale value must not pass for its result.
+            for name in results:
+                if name != "output":
+                    delattr(run, name)
+            run.output = None
         run.history = (*run.history, attempt)
         run.attempt = run.attempt + 1
         _move(self.by_state, run._state, CREATED, run)
@@ -285,6 +314,35 @@ class Study(persistent.Persistent):
         for name in ("launched", "started", "finished", "exit_code", "error", "launcher"):
             setattr(run, name, None)
         run.stop_requested = False
+
+    def restore(self, run: Run) -> None:
+        """Undo the last requeue of a run whose new attempt has not started.
+
+        The run gets back the state, attempt, timestamps and (when the
+        requeue kept them) results and fingerprint of its previous attempt,
+        whose entry leaves ``run.history``.
+
+        Raises:
+            TransitionError: the run is not CREATED (its new attempt started)
+                or has no previous attempt.
+        """
+        if run._state != CREATED or not run.history:
+            raise TransitionError(
+                f"run {self.name}.{run.id} cannot be restored: it is {run._state}"
+                + ("" if run.history else " and has no previous attempt"),
+                hint="only a requeued run whose new attempt has not started can be restored",
+            )
+        previous = dict(run.history[-1])
+        run.history = tuple(run.history[:-1])
+        run.attempt = int(previous["attempt"])
+        _move(self.by_state, CREATED, previous["state"], run)
+        run._state = previous["state"]
+        for name in ("launched", "started", "finished", "exit_code", "error", "machine_name"):
+            setattr(run, name, previous.get(name))
+        if "fingerprint" in previous:
+            run.fingerprint = previous["fingerprint"]
+        for name, value in (previous.get("results") or {}).items():
+            setattr(run, name, value)
 
     def delete(self, run: Run) -> None:
         """Remove a run and its index entries (its job stays, for dedupe)."""
@@ -402,6 +460,14 @@ def _move(index: OOBTree, old: str, new: str, run: Run) -> None:
     if runs is not None:
         runs.pop(run.id, None)
     _add(index, new, run)
+
+
+def results_of(run: Run) -> dict[str, Any]:
+    """A copy of what a run produced: its free attributes and ``output``."""
+    run._p_activate()
+    found = {name: value for name, value in run.__dict__.items() if not name.startswith("_") and name not in MOTOKO_ATTRIBUTES}
+    found["output"] = run.output
+    return copy.deepcopy(found)
 
 
 def known_states(study: Study) -> list[str]:

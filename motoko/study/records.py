@@ -182,6 +182,13 @@ class Run(persistent.Persistent, RunDownloads):
     output: dict[str, Any] | None = None
     stop_requested: bool = False
     executor_id: str | None = None
+    # What the run was made from, whether it was knowingly reused although
+    # outdated, and why it is to be run again when next asked for (see
+    # motoko.study.fingerprint and motoko.flow.outdated).
+    fingerprint: dict[str, Any] | None = None
+    outdated_kept: str | None = None
+    rerun_pending: str | None = None
+    superseded: str | None = None
     _state: str = CREATED
     _key: str | None = None  # the study's dedupe key, to forget it on delete
     _metadata: dict[str, str] | None = None

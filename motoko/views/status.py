@@ -12,13 +12,16 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from motoko.study.liveness import silence_note
 from motoko.study.records import Run, now
 from motoko.study.states import ACTIVE, CREATED, STATES
+
+if TYPE_CHECKING:
+    from motoko.flow.outdated import OutdatedReport
 
 #: States reported as failures, newest first.
 FAILURE_STATES = ("FAILED", "LOST")
@@ -100,6 +103,7 @@ class Status:
     #: What launchers want the user to know (sbatch refusing jobs for now),
     #: and runs whose launcher went silent.
     notes: list[str] = field(default_factory=list)
+    outdated: list[OutdatedReport] = field(default_factory=list)
 
     @property
     def states(self) -> list[str]:
@@ -159,8 +163,16 @@ def collect_status(
     oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
     active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
+    # Outdated runs of the run names `motoko run` resumes: this reads every
+    # run of those run names (their fingerprints), unlike the counts above.
+    # (Imported here: `motoko` commands that only format states start faster.)
+    from motoko.flow.outdated import current_run_names, find_outdated
+
+    run_names = sorted(set(current_run_names(workflow.directory).values()))
+    reports = [r for r in (find_outdated(workflow, name) for name in run_names) if r or r.kept]
     return Status(
-        rows, active[:running], failed[:failures], more_running=max(0, len(active) - running), notes=sorted(set(notes))
+        rows, active[:running], failed[:failures], more_running=max(0, len(active) - running),
+        notes=sorted(set(notes)), outdated=reports,
     )
 
 
@@ -267,6 +279,15 @@ def render_text(status: Status, *, title: str | None = None) -> str:
         lines += ["", click.style("nothing is running", dim=True)]
     if status.notes:
         lines += ["", click.style("notes", bold=True), *(f"  {click.style(note, fg='red')}" for note in status.notes)]
+    if status.outdated:
+        lines += ["", click.style("outdated (motoko run asks before reusing them)", bold=True)]
+        for report in status.outdated:
+            if report:
+                lines.append("  " + click.style(report.summary(), fg="yellow"))
+            kept = sum(len(ids) for ids in report.kept.values())
+            if kept:
+                studies = ", ".join(f"{len(ids)} of {study}" for study, ids in report.kept.items())
+                lines.append(f"  {kept} run(s) of {report.run_name} reused although outdated (--keep-outdated): {studies}")
     if status.failures:
         lines += ["", click.style("latest failures", bold=True)]
         names = [f"{r.study}.{r.id}" for r in status.failures]
@@ -298,6 +319,14 @@ def to_json(status: Status) -> dict[str, Any]:
         "more_running": status.more_running,
         "failures": [line(r) for r in status.failures],
         "notes": list(status.notes),
+        "outdated": [
+            {
+                "run_name": r.run_name, "total": r.total, "files": r.files(), "summary": r.summary() if r else "",
+                "runs": [f"{study}.{rid}" for study, rid in r.runs()],
+                "kept": [f"{study}.{rid}" for study, ids in r.kept.items() for rid in ids],
+            }
+            for r in status.outdated
+        ],
         "done": status.done,
     }
 

@@ -71,6 +71,11 @@ function renderActivity(data) {
       <span class="rid">${esc(r.study)}.${r.id}</span>${pill(r.state)}
       <span class="msg" title="${esc(r.error || "")}">${esc(r.error || (r.exit_code != null ? "exit code " + r.exit_code : ""))}</span></li>`).join("")
     || `<li class="empty">no failure</li>`;
+  // Finished runs whose study files changed since (motoko run asks before reusing them).
+  $("outdated").innerHTML = (data.outdated || []).filter((o) => o.total).map((o) => `<li class="outdated">
+      <span class="rid">${esc(o.run_name)}</span>${pill("OUTDATED")}
+      <span class="msg" title="${esc(o.runs.join(", "))}">${esc(o.summary)}</span></li>`).join("")
+    || `<li class="empty">no outdated run</li>`;
   document.querySelectorAll(".activity li[data-id]").forEach((li) =>
     li.addEventListener("click", () => openRun(li.dataset.study, Number(li.dataset.id))));
 }
