@@ -30,6 +30,7 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ChannelError, RunSuperseded, RunWriteRefused
@@ -351,10 +352,8 @@ class ChannelRun:
         Files are too large for the channel's messages, so this commits, then
         writes through a database connection of this process (the heavy path).
         """
-        self.commit()
-        from motoko.launch.runtime import stored_run_handle
-
-        stored_run_handle(self._link.name).store_file(name, data)
+        content = Path(name).read_bytes() if data is None else bytes(data)  # read once, before any retry
+        self._stored().store_file(name, content, commit=True)
 
     def commit(self) -> None:
         """Return once every write so far is committed.

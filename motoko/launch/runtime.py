@@ -299,13 +299,6 @@ def _direct(study: str, run_id: int, attempt: int | None) -> tuple[RunHandle, Jo
     return RunHandle(session), session.run.job
 
 
-def stored_run_handle(name: str) -> RunHandle:
-    """The database path to the run ``study.id`` (``run.store_file`` on the channel path uses it)."""
-    study, _, rid = name.rpartition(".")
-    handle, _ = _direct(study, int(rid), None)
-    return handle
-
-
 def stored_run(name: str) -> Run:
     """The stored run ``study.id``, read through a database connection of this process.
 

@@ -160,13 +160,15 @@ class RunDownloads:
         """
         return copy_files(self, inputs=True, filenames=filenames, output_dir=output_dir)  # type: ignore[arg-type]
 
-    def store_file(self, name: str, data: bytes | None = None) -> None:
+    def store_file(self, name: str, data: bytes | None = None, *, commit: bool = False) -> None:
         """Store a file of the run directory in the database, for hosts that cannot see the directory.
 
         Called inside the run (``run.store_file("results/y.txt")``): the file
         is read relative to the run directory, unless ``data`` is given.
         ``download_outputs()`` reads stored files when the run directory is
-        on another host. Storing a name again replaces it.
+        on another host. Storing a name again replaces it. ``commit=True``
+        commits it at once on the run's connection, retrying conflicts (the
+        channel path of a run stores files so, outside its launcher's batches).
 
         Raises:
             ParameterError: for an absolute or escaping name, or a file over
@@ -183,6 +185,9 @@ class RunDownloads:
                 f"{name} is {len(content)} bytes; a run stores at most {MAX_STORED_BYTES} bytes per file",
                 field="name", value=name, hint="keep large files on a shared file system and download from there",
             )
+        if commit:
+            self._commit(lambda: self.store_file(name, content), what=f"store {name}")  # type: ignore[attr-defined]
+            return
         files: Any = getattr(self, "_stored_files", None)
         if files is None:
             files = OOBTree()
