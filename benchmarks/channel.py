@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -119,27 +120,41 @@ def xargs_python(n: int, parallel: int) -> float:
 
 
 def import_cost(repeat: int) -> dict[str, Any]:
-    """Seconds to start Python and import the run-side API (and, for reference, the database client)."""
+    """Seconds to start Python and import the run-side API (and, for reference, the database client).
 
-    def run(code: str) -> float:
+    Wall time, and the child's CPU time (user + system), which a loaded
+    machine disturbs far less.
+    """
+
+    def run(code: str) -> tuple[float, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
     codes = {
         "bare": "pass",
         "run_api": "from motoko import current_run; import motoko.launch.runtime",
         "database_client": "from motoko import current_run; import motoko.study.database",
     }
-    times: dict[str, list[float]] = {label: [] for label in codes}
+    wall: dict[str, list[float]] = {label: [] for label in codes}
+    cpu: dict[str, list[float]] = {label: [] for label in codes}
     for _ in range(repeat):  # interleaved: load changes affect all alike
         for label, code in codes.items():
-            times[label].append(run(code))
-    medians = {label: summary(values)["median"] for label, values in times.items()}
+            w, c = run(code)
+            wall[label].append(w)
+            cpu[label].append(c)
+    w_med = {label: summary(values)["median"] for label, values in wall.items()}
+    c_med = {label: summary(values)["median"] for label, values in cpu.items()}
     return {
-        "python_start_s": medians["bare"],
-        "run_api_above_bare_s": medians["run_api"] - medians["bare"],
-        "database_client_above_bare_s": medians["database_client"] - medians["bare"],
+        "python_start_s": w_med["bare"],
+        "run_api_above_bare_s": w_med["run_api"] - w_med["bare"],
+        "database_client_above_bare_s": w_med["database_client"] - w_med["bare"],
+        "python_start_cpu_s": c_med["bare"],
+        "run_api_above_bare_cpu_s": c_med["run_api"] - c_med["bare"],
+        "database_client_above_bare_cpu_s": c_med["database_client"] - c_med["bare"],
     }
 
 

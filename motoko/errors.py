@@ -441,6 +441,32 @@ class RerunUndoError(MotokoError, RuntimeError):
     """``motoko rerun --undo`` cannot restore the previous results (none recorded, or too late)."""
 
 
+class FieldTypeChanged(SchemaError):
+    """bd.yaml gives a field another type than the one its study's stored values have.
+
+    Changing the stored schema would hide the old runs from selections and
+    break the next createTask, so it is refused until the user migrates.
+
+    Attributes:
+        study: The study's name.
+        field: The field whose type changed.
+        stored: The type the database holds values of.
+        new: The type bd.yaml now says.
+    """
+
+    def __init__(self, study: str, section: str, field: str, stored: str, new: str, *, where: str | None = None):
+        self.study = study
+        self.field = field
+        self.stored = stored
+        self.new = new
+        super().__init__(
+            f"{section} field {field!r} of study {study!r} changed type from {stored} (stored) to {new}",
+            where=where,
+            hint=f"keep `{field}: {stored}` in bd.yaml, or start a fresh study: rename `study:` in bd.yaml, "
+            "or drop the study's runs with `motoko create --yes`",
+        )
+
+
 class CleanRefused(MotokoError, ValueError):
     """``motoko clean`` would delete a directory that is not this project's run directory.
 

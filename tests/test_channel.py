@@ -102,6 +102,10 @@ def test_unparseable_and_oversized_messages_get_one_line_errors(workdir):
     def say(line):
         sock.sendall(line)
         return json.loads(reader.readline())
+    stranger = socket.socket(socket.AF_UNIX)
+    stranger.connect(os.environ["MOTOKO_CHANNEL"])
+    stranger.sendall(b'{"op": "hello", "study": "s", "run": 999, "attempt": 1}\\n')
+    print(json.loads(stranger.makefile("rb").readline())["message"])
     hello = {"op": "hello", "study": "s", "run": int(os.environ["MOTOKO_RUN_ID"]), "attempt": 1, "pid": os.getpid()}
     assert say(json.dumps(hello).encode() + b"\\n")["op"] == "welcome"
     print(say(b"this is not json\\n")["message"])
@@ -120,7 +124,8 @@ def test_unparseable_and_oversized_messages_get_one_line_errors(workdir):
     (rid,) = create_runs(db, x=1)
     launcher = serve_once(workdir)
     out, err = files(db, rid)
-    lines = out.splitlines()
+    refused, *lines = out.splitlines()
+    assert refused == f"launcher {launcher.id} does not execute run s.999 attempt 1"
     assert len(lines) == 6, out + err
     assert lines[0].startswith(f"launcher {launcher.id}: run s.{rid}: unparseable message (Expecting value")
     assert lines[0].endswith("'this is not json'")
@@ -131,7 +136,7 @@ def test_unparseable_and_oversized_messages_get_one_line_errors(workdir):
     assert lines[5] == "b''"  # and the launcher closed that connection
     run = run_of(db, rid)
     assert run.state == FINISHED and run.y == 7 and run.get("z") is None and run.get("_p_jar") is not None
-    assert launcher.channel.stats.unreadable == 4
+    assert launcher.channel.stats.errors == 5
 
 
 def test_values_the_schema_refuses_are_refused_at_the_call(workdir):

@@ -75,6 +75,19 @@ def test_download_outputs_and_inputs_of_a_run(wf, wfdir, launcher, tmp_path, mon
     assert newest.modified == max(f.modified for f in run.files())
 
 
+def test_a_link_leading_out_of_the_run_directory_is_never_downloaded(wf, launcher, tmp_path):
+    run = wf.calc.createTask(x=1.0).result(timeout=60).run
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the run's")
+    (Path(run.run_path) / "leak").symlink_to(secret)
+    out = run.download_outputs(output_dir=tmp_path / "out")
+    assert not (out / "leak").exists() and (out / "stdout").is_file()
+    with pytest.raises(RunFileNotFound) as leaking:
+        run.download_outputs(filenames=["leak"], output_dir=tmp_path / "named")
+    assert str(leaking.value).startswith(f"'leak' is outside the run directory {run.run_path} of run calc.1")
+    assert not (tmp_path / "named").exists()
+
+
 def test_download_outputs_of_a_run_list_goes_one_directory_per_run(wf, launcher, tmp_path):
     rl = wf.calc.createTask(x=[1.0, 2.0]).result(timeout=60)
     dirs = rl.download_outputs(filenames=["results/y.txt"], output_dir=tmp_path / "all")

@@ -163,3 +163,39 @@ def test_reserved_and_private_field_names_are_refused(workdir, section, name, wh
     done = bounded_motoko("run", "wf.py", cwd=workdir)
     one_line_error(done, "studies/s/bd.yaml:", f"{section} field name {name!r} {why}", "rename it, e.g.")
     assert _runs(workdir, "s") == 0
+
+
+# -- item 9: a changed field type never silently rewrites a study with runs ---------------
+
+
+def _stored_type(root: Path, field: str) -> str:
+    db = StudyDB(ensure_server(root))
+    try:
+        return str(db.study("s").schema_data["job_fields"][field])
+    finally:
+        db.close()
+
+
+def test_a_changed_field_type_is_refused_naming_field_types_and_the_way_out(workdir):
+    _workflow(workdir, "return await workflow.s.createTask(x=[1, 2])\n")
+    assert bounded_motoko("run", "wf.py", cwd=workdir).returncode == 0
+    bd = workdir / "studies/s/bd.yaml"
+    bd.write_text(bd.read_text().replace("{x: int}", "{x: str}"))
+    for args in (("info",), ("select", "x ~ 1"), ("run", "wf.py")):
+        done = bounded_motoko(*args, cwd=workdir)
+        one_line_error(done, "studies/s/bd.yaml", "job field 'x' of study 's' changed type from int (stored) to str",
+                       "keep `x: int`", "fresh study", "motoko create --yes")
+        assert _stored_type(workdir, "x") == "int", f"{args} rewrote the stored schema"
+    assert _runs(workdir, "s") == 2
+    # The way out: drop the runs (or keep the type).
+    assert bounded_motoko("create", "--yes", cwd=workdir).returncode == 0
+    assert _stored_type(workdir, "x") == "str" and _runs(workdir, "s") == 0
+
+
+def test_field_type_changed_error_says_what_where_and_how():
+    from motoko.errors import FieldTypeChanged
+
+    error = FieldTypeChanged("s", "job", "i", "int", "str", where="studies/s/bd.yaml")
+    assert str(error).startswith("studies/s/bd.yaml: job field 'i' of study 's' changed type from int (stored) to str")
+    assert "keep `i: int`" in str(error) and error.stored == "int" and error.new == "str"
+    assert isinstance(error, ValueError)

@@ -29,7 +29,7 @@ SERVER_WAIT = 3
 WIND_DOWN = 45
 
 
-def _start_run(workdir: Path) -> subprocess.Popen[str]:
+def _start_run(workdir: Path, server_wait: float = SERVER_WAIT) -> subprocess.Popen[str]:
     doit = """
     import time
     from motoko import current_run
@@ -43,10 +43,10 @@ def _start_run(workdir: Path) -> subprocess.Popen[str]:
 
         @step
         async def first(workflow):
-            return await workflow.s.createTask(x=[1, 2])
+            return len(await workflow.s.createTask(x=[1, 2]))
     """))
     assert motoko("server", "start", cwd=workdir).returncode == 0
-    env = dict(os.environ, MOTOKO_SERVER_WAIT=str(SERVER_WAIT))
+    env = dict(os.environ, MOTOKO_SERVER_WAIT=str(server_wait))
     proc = subprocess.Popen(
         [sys.executable, "-m", "motoko.cli.main", "run", "wf.py"], cwd=workdir, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -99,3 +99,28 @@ def test_ctrl_c_ends_run_while_its_server_is_gone(workdir):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "motoko: interrupted"
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_server_loss_motoko_recovers_from_prints_no_traceback(workdir):
+    """Item 10: the server is killed and restarted; the run completes and stderr holds no ZODB traceback."""
+    proc = _start_run(workdir, server_wait=120)
+    _kill_server(workdir)
+    time.sleep(1.0)
+    assert motoko("server", "start", cwd=workdir).returncode == 0
+    out, err = _finish(proc, 120)
+    assert proc.returncode == 0, err
+    assert "first: 2" in out
+    assert "Traceback" not in err and "Traceback" not in out, err
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "inf"])
+def test_a_bad_server_wait_is_one_line(workdir, value):
+    write_study(workdir, "s", "{x: int}", "pass\n")
+    write_config(workdir, ["s"])
+    done = motoko("info", cwd=workdir, env={"MOTOKO_SERVER_WAIT": value})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"motoko: error: MOTOKO_SERVER_WAIT={value!r} is not a positive number of seconds "
+        "(set it to e.g. 120, or unset it (default 120 s))"
+    ]

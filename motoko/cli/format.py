@@ -10,6 +10,7 @@ import csv
 import datetime as _dt
 import io
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,3 +71,32 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
             writer.writerow([cell(v) for v in row])
         return out.getvalue().rstrip("\n")
     return table(columns, rows)
+
+
+class OneLineLogs(logging.Formatter):
+    """Log records on one line each: an exception becomes ``(Type: message)``, not a traceback.
+
+    ZODB, ZEO and ``transaction`` log tracebacks while a server is away
+    (e.g. "Failed to abort resource manager"); motoko recovers from that and
+    says so in its own warning, so the CLI shows them as one line. ``--debug``
+    keeps every traceback.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record = logging.makeLogRecord(record.__dict__)
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        record.stack_info = None
+        return super().format(record)
+
+
+def one_line_logs(debug: bool) -> None:
+    """Make the root logger's handlers print one line per record, unless ``debug``."""
+    if debug:
+        return
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(OneLineLogs(handler.formatter._fmt if handler.formatter else None))  # noqa: SLF001

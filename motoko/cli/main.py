@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from motoko import __version__
+from motoko.cli.format import one_line_logs
 from motoko.errors import MotokoError
 
 
@@ -44,6 +45,7 @@ def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    one_line_logs(debug)
     ctx.obj = Context(debug, directory)
 
 

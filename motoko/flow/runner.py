@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -143,19 +145,48 @@ def resolve_run_name(workflow_dir: Path, file: Path, run_name: str | None, fresh
     are reused; ``--fresh`` starts a new run name and makes it current.
     """
     record = workflow_dir / ".motoko" / "run-names.json"
-    names: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        names = json.loads(record.read_text())
-    key = str(file)
-    if run_name:
-        chosen = run_name
-    elif fresh or key not in names:
-        chosen = file.stem if key not in names and not fresh else f"{file.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    else:
-        chosen = names[key]
-    names[key] = chosen
     record.parent.mkdir(mode=0o700, exist_ok=True)
-    record.write_text(json.dumps(names, indent=1))
+    # Locked: two `--fresh` executions started in the same second must not share a name.
+    with open(record.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        names: dict[str, str] = {}
+        with contextlib.suppress(OSError, ValueError):
+            names = json.loads(record.read_text())
+        key = str(file)
+        if run_name:
+            chosen = run_name
+        elif fresh or key not in names:
+            chosen = file.stem if key not in names and not fresh else _new_name(record, file.stem, set(names.values()))
+        else:
+            chosen = names[key]
+        names[key] = chosen
+        fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, like the database
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(names, indent=1))
+        os.chmod(record, 0o600)
+    return chosen
+
+
+def _new_name(record: Path, stem: str, taken: set[str]) -> str:
+    """``stem-YYYYmmdd-HHMMSS``, with ``-2``, ``-3``... when that one was issued already.
+
+    The names issued in the current second are kept beside the record (the
+    record holds only each file's current name), under the record's lock.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    issued_file = record.with_name("fresh-run-names.json")
+    issued: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        issued = json.loads(issued_file.read_text())
+    this_second = list(issued.get("names", [])) if issued.get("stamp") == stamp else []
+    base = f"{stem}-{stamp}"
+    chosen, count = base, 1
+    while chosen in taken or chosen in this_second:
+        count += 1
+        chosen = f"{base}-{count}"
+    fd = os.open(issued_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({"stamp": stamp, "names": [*this_second, chosen]}))
     return chosen
 
 
@@ -280,6 +311,7 @@ def run_file(
     workflow = Workflow(config_path, run_name=name, create=False)
     embedded = None
     try:
+        workflow.check()  # a refused bd.yaml says so before outdated runs are counted
         settle_outdated(workflow, outdated, ask_outdated)
         workflow.create()
         embedded = _start_launcher(workflow, launcher, launcher_overrides or {})

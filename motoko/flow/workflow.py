@@ -197,6 +197,11 @@ class Workflow(EventsMixin):
         for name, manager in self.task_managers.items():
             self.db_for(name).create_study(manager.schema, drop=drop)
 
+    def check(self) -> None:
+        """Refuse, before anything is written, study files :meth:`create` would refuse (reads only)."""
+        for name, manager in self.task_managers.items():
+            self.db_for(name).check_schema(manager.schema)
+
     def refresh(self) -> None:
         """Commit this workflow's pending changes and see everybody else's.
 

@@ -20,7 +20,9 @@ calls :meth:`RunChannel.committed` once it committed. So:
 * a write the database refuses (an impossible state change, a value a run
   field's type refuses) is dropped alone and the run is told;
 * a run's last writes, sent before it exits, commit in the same transaction
-  as its outcome;
+  as its outcome, or before it: the launcher settles a run only once it read
+  the run's connection to its end (:meth:`RunChannel.settleable`), so a run
+  exits without waiting for its launcher;
 * a run flooding the channel is slowed down, not buffered without bound:
   past :data:`MAX_QUEUED` uncommitted writes the launcher stops reading it
   (the run blocks in ``send``) and commits at once.
@@ -52,6 +54,9 @@ MAX_QUEUED = 1000
 FLUSH_DELAY = 0.05
 #: Refusals told to one run; past that they are only counted (a run that never reads).
 MAX_TOLD = 20
+#: Seconds a run's outcome waits for its connection to be read to the end (a
+#: child process that inherited the socket may hold it open longer).
+HOLD_LIMIT = 1.0
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Peer:
     field_types: dict[str, str]
     queued: int = 0
     told: int = 0
+    last_seen: float = 0.0  # loop time of its last message
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -104,7 +110,7 @@ class ChannelStats:
     writes: int = 0
     committed: int = 0
     refused: int = 0
-    unreadable: int = 0
+    errors: int = 0  # one-line errors told to a connection (unreadable, refused hello)
     peak_queued: int = 0
 
 
@@ -133,6 +139,7 @@ class RunChannel:
         self._pending: list[Write] = []
         self._refusals: list[tuple[Peer, str]] = []
         self._superseded: dict[tuple[str, int], tuple[Peer, str]] = {}
+        self._held: dict[tuple[str, int], float] = {}  # outcome waiting for EOF → since
 
     # -- life cycle ------------------------------------------------------------
 
@@ -177,6 +184,26 @@ class RunChannel:
         """The run ``key`` was settled: its channel admission ends."""
         self._expected.pop(key, None)
         self._stopping.pop(key, None)
+        self._held.pop(key, None)
+
+    def settleable(self, outcomes: list[Any]) -> int:
+        """How many of ``outcomes`` (ended runs), from the first, may be settled now.
+
+        A run whose process ended may still have writes in its socket. Its
+        outcome waits until the connection was read to its end (the launcher
+        is woken then); a connection silent for :data:`HOLD_LIMIT` seconds
+        (held open by a child process) no longer holds it back.
+        """
+        now = asyncio.get_running_loop().time()
+        for index, outcome in enumerate(outcomes):
+            peer = self._peers.get(outcome.key)
+            if peer is None:
+                continue
+            idle = now - max(self._held.setdefault(outcome.key, now), peer.last_seen)
+            if idle < HOLD_LIMIT or peer.queued >= self.max_queued:
+                asyncio.get_running_loop().call_later(max(0.0, HOLD_LIMIT - idle), self._wake_now)
+                return index
+        return len(outcomes)
 
     def stop(self, key: tuple[str, int], reason: str = "cancel requested") -> None:
         """Push a stop request to the run (now, or in its welcome if it has not said hello yet)."""
@@ -242,7 +269,11 @@ class RunChannel:
         self.stats.connections += 1
         peer: Peer | None = None
         try:
-            peer = self._admit(await reader.readline(), writer)
+            try:
+                hello = await reader.readline()
+            except ValueError:  # past the reader's limit
+                raise ChannelError(f"a hello message longer than {MAX_MESSAGE} bytes") from None
+            peer = self._admit(hello, writer)
             if peer is not None:
                 await self._read(peer, reader)
         except ConnectionError as exc:
@@ -250,6 +281,8 @@ class RunChannel:
         finally:
             if peer is not None and self._peers.get(peer.key) is peer:
                 del self._peers[peer.key]
+                if peer.key in self._held:
+                    self._wake_now()  # its outcome can be settled now
             writer.close()
 
     def _admit(self, line: bytes, writer: asyncio.StreamWriter) -> Peer | None:
@@ -294,11 +327,12 @@ class RunChannel:
                 ) from None
             if not line:
                 return
+            peer.last_seen = asyncio.get_running_loop().time()
             try:
                 message = decode(line)
                 check_write(message)
             except ValueError as exc:
-                self.stats.unreadable += 1
+                self.stats.errors += 1
                 text = f"launcher {self.owner}: run {peer.name}: {exc}"
                 log.warning("%s", text)
                 peer.send({"op": "error", "message": text})
@@ -330,7 +364,7 @@ class RunChannel:
             self._wake.set()
 
     def _tell(self, writer: asyncio.StreamWriter, text: str) -> None:
-        self.stats.unreadable += 1
+        self.stats.errors += 1
         log.warning("%s", text)
         with contextlib.suppress(ConnectionError, RuntimeError, MotokoError):
             if not writer.is_closing():

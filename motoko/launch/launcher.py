@@ -4,6 +4,7 @@ A launcher serves some studies of one database. Each *cycle* is a single
 transaction that, together:
 
 * marks the runs it just started RUNNING,
+* records what its runs wrote over the run channel (see :mod:`motoko.launch.channel`),
 * settles the runs whose process ended (FINISHED / FAILED / CANCELLED / LOST),
 * refreshes the heartbeat of the runs it owns when one is due,
 * claims CREATED runs (CREATED → LAUNCHED) for its free slots.
@@ -333,7 +334,8 @@ class Launcher:
         self.executor.started.clear()
         while not queue.empty():
             self._unsettled.append(queue.get_nowait())
-        return list(self._unsettled)
+        # A run's last writes, still in its channel, are recorded before or with its outcome.
+        return self._unsettled[: self.channel.settleable(self._unsettled)]
 
     # -- one transaction per cycle ----------------------------------------------
 

@@ -13,8 +13,9 @@ What a run can rely on:
 
 * Writes are sent in order and applied in order. ``run.commit()`` returns
   once everything written before it is committed (or raises why not).
-* At exit the run flushes: the launcher has every write before the process
-  ends, and records them in the same transaction as the run's outcome.
+* A run exits without waiting for its launcher: the launcher reads the run's
+  connection to its end before settling it, so the last writes commit with
+  (or before) the run's outcome.
 * ``should_stop()`` answers from what the launcher pushed (a cancel, or the
   attempt superseded), without a round trip.
 * If the launcher goes away, the run keeps working; its writes are kept,
@@ -30,6 +31,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,12 +213,17 @@ class ChannelRun:
     at once; see the module's docstring for what a run may rely on.
     """
 
-    __slots__ = ("_link", "_fields", "_types")
+    __slots__ = ("_link", "_fields", "_types", "_read_stored")
 
-    def __init__(self, link: LauncherLink, fields: dict[str, Any], types: dict[str, str]):
+    def __init__(
+        self, link: LauncherLink, fields: dict[str, Any], types: dict[str, str], read_stored: Callable[[str], Any]
+    ):
         object.__setattr__(self, "_link", link)
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_types", types)
+        # Reads the stored run ("study.id") through a database connection: the
+        # caller's (motoko.launch.runtime), so this module stays light.
+        object.__setattr__(self, "_read_stored", read_stored)
 
     # -- reading -------------------------------------------------------------
 
@@ -377,9 +384,7 @@ class ChannelRun:
 
     def _stored(self) -> Any:
         self.commit()
-        from motoko.launch.runtime import stored_run  # heavy: the database client
-
-        return stored_run(self._link.name)
+        return self._read_stored(self._link.name)
 
     def get_quantity(self, name: str) -> pandas.DataFrame:
         """Return a quantity as a DataFrame (commits first, then reads the database)."""
@@ -393,8 +398,13 @@ class ChannelRun:
     getQuantities = list_quantities  # noqa: N815
 
 
-def connect(path: str, study: str, run_id: int, attempt: int | None) -> tuple[ChannelRun, ChannelJob]:
+def connect(
+    path: str, study: str, run_id: int, attempt: int | None, read_stored: Callable[[str], Any]
+) -> tuple[ChannelRun, ChannelJob]:
     """Say hello to the launcher at ``path``; return the run and its job.
+
+    ``read_stored`` reads the stored run by name, for the rare reads the
+    launcher's hand-over cannot answer (quantities).
 
     Raises:
         OSError: no launcher listens there (the caller falls back to the database).
@@ -404,20 +414,24 @@ def connect(path: str, study: str, run_id: int, attempt: int | None) -> tuple[Ch
     welcome = link.welcome
     fields = dict(welcome.get("run") or {})
     fields["job"] = welcome.get("job") or {}
-    handle = ChannelRun(link, fields, dict(welcome.get("fields") or {}))
+    handle = ChannelRun(link, fields, dict(welcome.get("fields") or {}), read_stored)
     atexit.register(_at_exit, link)
     return handle, handle.job
 
 
 def _at_exit(link: LauncherLink) -> None:
-    """Flush, then say in one line what could not be saved.
+    """Say in one line what could not be saved.
 
-    The launcher only needs to have received the last writes (it commits them
-    with the run's outcome), unless a state change was sent: the database may
-    refuse one, and the run waits for the commit to be able to say so.
+    The run does not wait for its launcher: the launcher reads the run's
+    connection to its end before it settles the run, so the last writes are
+    committed with (or before) the outcome. Unless a state change was sent:
+    the database may refuse one, and the run waits for the commit to be able
+    to say so.
     """
-    if not link.gone:
-        link.flush(commit=link.unchecked, timeout=EXIT_FLUSH_TIMEOUT)
+    if link.unchecked and not link.gone:
+        link.flush(commit=True, timeout=EXIT_FLUSH_TIMEOUT)
+    else:
+        link.poll()  # what the launcher already said (refusals, a stop, that it went)
     report = link.exit_report()
     if report:
         print(report, file=sys.stderr)

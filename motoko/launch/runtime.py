@@ -254,7 +254,7 @@ def current_run() -> tuple[RunHandle | ChannelRun, Job | ChannelJob]:
     path = os.environ.get(ENV_CHANNEL)
     if path and _session is None:
         try:
-            _channel = connect(path, study, run_id, attempt)
+            _channel = connect(path, study, run_id, attempt, stored_run)
             return _channel
         except ChannelError:
             raise  # the launcher answered, and refused: say why

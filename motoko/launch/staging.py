@@ -404,7 +404,10 @@ def stage(
     files.append((json.dumps(dict(run_json), indent=1, default=str).encode("utf-8"), 0o644))
     names.append(RUN_JSON)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        # Private, like the database: parameters, logs and results are the user's alone.
+        run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(run_dir, 0o700)
         targets = [_destination(run_dir, name) for name in names]
         for target, (data, mode) in zip(targets, files, strict=True):
             _write_atomic(target, data, mode)

@@ -250,10 +250,7 @@ class Study(persistent.Persistent):
                 f"run {self.name}.{run.id} cannot go from {old} to {new}",
                 hint=hint or f"allowed from {old}: {', '.join(sorted(TRANSITIONS[old])) or 'none'}",
             )
-        _move(self.by_state, old, new, run)
-        self._count(old, -1)
-        self._count(new, 1)
-        run._state = new
+        self._set_state(run, new)
         stamp = now()
         if new == LAUNCHED:
             run.launched = stamp
@@ -307,10 +304,7 @@ class Study(persistent.Persistent):
             run.output = None
         run.history = (*run.history, attempt)
         run.attempt = run.attempt + 1
-        _move(self.by_state, run._state, CREATED, run)
-        self._count(run._state, -1)
-        self._count(CREATED, 1)
-        run._state = CREATED
+        self._set_state(run, CREATED)
         for name in ("launched", "started", "finished", "exit_code", "error", "launcher"):
             setattr(run, name, None)
         run.stop_requested = False
@@ -335,8 +329,7 @@ class Study(persistent.Persistent):
         previous = dict(run.history[-1])
         run.history = tuple(run.history[:-1])
         run.attempt = int(previous["attempt"])
-        _move(self.by_state, CREATED, previous["state"], run)
-        run._state = previous["state"]
+        self._set_state(run, previous["state"])
         for name in ("launched", "started", "finished", "exit_code", "error", "machine_name"):
             setattr(run, name, previous.get(name))
         if "fingerprint" in previous:
@@ -401,6 +394,17 @@ class Study(persistent.Persistent):
         """The number of runs in ``state`` (0 for a state without runs)."""
         length = self.state_counts.get(state)
         return int(length()) if length is not None else 0
+
+    def _set_state(self, run: Run, new: str) -> None:
+        """Store ``new`` as the run's state, its index entry and the counts with it.
+
+        The one place a stored state is written; callers check the transition.
+        """
+        old = run._state
+        _move(self.by_state, old, new, run)
+        self._count(old, -1)
+        self._count(new, 1)
+        run._state = new
 
     def _count(self, state: str, delta: int) -> None:
         """Keep the counter of ``state`` exact (only the state-changing methods call it)."""

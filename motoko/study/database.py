@@ -23,6 +23,7 @@ from ZODB.POSException import ConflictError
 
 from motoko.errors import (
     DatabaseError,
+    FieldTypeChanged,
     RunNotFound,
     ServerError,
     StudyNotFound,
@@ -388,6 +389,7 @@ class StudyDB:
             existing: Study | None = studies.get(schema.name)
             if existing is not None and not drop:
                 if existing.schema_data != schema.to_dict():
+                    _check_types_kept(existing, schema)
                     existing.set_schema(schema)
                 return existing
             study = Study(schema)
@@ -395,6 +397,18 @@ class StudyDB:
             return study
 
         return self.transact(change, what=f"create study {schema.name!r}")
+
+    def check_schema(self, schema: StudySchema) -> None:
+        """Refuse, before anything is written, a schema that :meth:`create_study` would refuse.
+
+        Reads only: a study that does not exist yet accepts any schema.
+
+        Raises:
+            FieldTypeChanged: a field changed type in a study holding values of it.
+        """
+        existing = self._studies.get(schema.name)
+        if existing is not None and existing.schema_data != schema.to_dict():
+            _check_types_kept(existing, schema)
 
     def drop_study(self, name: str) -> bool:
         """Delete a study and everything in it; False if it did not exist."""
@@ -461,3 +475,15 @@ class StudyDB:
         the rest are checked run by run.
         """
         return select_runs(self.study(study_name), constraints)
+
+
+def _check_types_kept(study: Study, schema: StudySchema) -> None:
+    """Refuse a new schema that changes the type of a field the study holds values of."""
+    if not study.jobs:
+        return  # nothing stored yet: any type goes
+    stored = study.schema_data
+    for section, fields in (("job", schema.job_fields), ("run", schema.run_fields)):
+        for name, ftype in fields.items():
+            old = stored.get(f"{section}_fields", {}).get(name)
+            if old is not None and old != ftype.name:
+                raise FieldTypeChanged(schema.name, section, name, old, ftype.name, where=schema.source)

@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from motoko.study.fields import BUILTIN_RUN_FIELDS
+from motoko.study.run_files import Run as RunWithFiles
 from motoko.study.run_files import tail_lines
 
-if TYPE_CHECKING:
-    from motoko.study.records import Run
+
+class Run(RunWithFiles, Protocol):
+    """A run as display reads it: any attribute of a stored :class:`~motoko.study.records.Run`.
+
+    A protocol: runs render themselves with this module, so it does not import them.
+    """
+
+    def __getattr__(self, name: str) -> Any: ...
 
 #: Rows a table shows before "… N more".
 ROW_LIMIT = 20

@@ -25,7 +25,7 @@ import persistent
 from BTrees.OOBTree import OOBTree
 
 from motoko.errors import ParameterError, RunFileNotFound, did_you_mean
-from motoko.study.run_files import RunFile, list_files, run_directory
+from motoko.study.run_files import RunFile, file_path, inside, list_files, run_directory
 
 if TYPE_CHECKING:
     from motoko.study.records import Run
@@ -109,6 +109,8 @@ def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, outpu
     present = [f.name for f in list_files(run)] if directory is not None else sorted(stored(run))
     if filenames is None:
         chosen = [name for name in present if (name in staged) == inputs]
+        if directory is not None:  # a link leading out of the run directory is never followed
+            chosen = [name for name in chosen if inside(directory, name) is not None]
     else:
         chosen = [str(name) for name in filenames]
         for name in chosen:
@@ -117,6 +119,8 @@ def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, outpu
                 raise RunFileNotFound(
                     label, name, f"run {label} has no file {name!r} in {directory}", hint=did_you_mean(name, present)
                 )
+            if directory is not None:
+                file_path(run, name)  # raises for a link leading out, naming it
     root = INPUT_ROOT if inputs else OUTPUT_ROOT
     target = Path(output_dir) if output_dir is not None else Path.cwd() / root / _label(run)
     target.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,9 @@ def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, outpu
         if directory is None:
             destination.write_bytes(kept[name])
         else:
-            shutil.copy2(directory / name, destination)
+            source = inside(directory, name)
+            assert source is not None  # checked above
+            shutil.copy2(source, destination)
     return target
 
 

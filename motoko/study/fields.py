@@ -130,8 +130,12 @@ class FieldType:
     expected: str
     _convert: Callable[[Any], Any]
 
-    def coerce(self, value: Any, *, field: str, where: str | None = None) -> Any:
+    def coerce(self, value: Any, *, field: str, where: str | None = None, stored: bool = True) -> Any:
         """Return ``value`` converted to this type.
+
+        ``stored`` (the default) also refuses what could not be stored and
+        read back as is (see :func:`check_storable`); a constraint's literal,
+        which is only compared, passes False.
 
         Raises:
             ParameterError: naming ``field`` when the value cannot be converted
@@ -144,7 +148,8 @@ class FieldType:
         # NaN breaks equality and ordering (dedupe, indexes).
         if isinstance(result, float) and self.name == "float" and math.isnan(result):
             raise _fail(field, value, "a number that is not NaN", where)
-        check_storable(result, field=field, where=where)
+        if stored:
+            check_storable(result, field=field, where=where)
         return result
 
 

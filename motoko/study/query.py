@@ -224,6 +224,10 @@ def _join(kind: type[And] | type[Or], items: Sequence[Node]) -> Node:
     return flat[0] if len(flat) == 1 else kind(tuple(flat))
 
 
+#: Most levels of parentheses and ``not`` a constraint may nest.
+MAX_DEPTH = 100
+
+
 class _Parser:
     """Recursive descent over one constraint string (grammar: module docstring)."""
 
@@ -233,6 +237,7 @@ class _Parser:
         self.pos = 0
         self.jobs = jobs
         self.runs = runs
+        self.depth = 0
 
     # -- helpers
 
@@ -288,6 +293,18 @@ class _Parser:
         return _join(And, items)
 
     def parse_not(self) -> Node:
+        # Each '(' and 'not' nests one call: bounded, so that 1,000 parentheses
+        # give one line instead of a RecursionError.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise self.error(f"conditions nested more than {MAX_DEPTH} levels deep", self.token.column,
+                                 "remove redundant parentheses or 'not'")
+            return self._parse_not()
+        finally:
+            self.depth -= 1
+
+    def _parse_not(self) -> Node:
         if self.keyword() == "not":
             self.advance()
             return Not(self.parse_not())
@@ -458,7 +475,7 @@ class _Parser:
                     'write e.g. [1, 2] or {"a": 1}',
                 ) from None
         try:
-            value = kind.coerce(value, field=name.text)
+            value = kind.coerce(value, field=name.text, stored=False)
         except ValueError:
             raise self.error(
                 f"field {name.text!r} expects {kind.expected}, got {raw.text!r}",

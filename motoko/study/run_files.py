@@ -140,10 +140,31 @@ def file_path(run: Run, name: str) -> Path:
     """
     directory = run_directory(run)
     if directory is not None:
-        path = directory / name
-        if path.is_file():
+        path = inside(directory, name)
+        if path is not None:
             return path
+        if (directory / name).exists() or os.path.islink(directory / name):
+            raise RunFileNotFound(
+                _label(run), name, f"{name!r} is outside the run directory {directory} of run {_label(run)}",
+                hint=f"give a file listed by `motoko runs files {_label(run)}` (no '..', no link leading out)",
+            )
     raise _missing(run, name)
+
+
+def inside(directory: Path, name: str) -> Path | None:
+    """``directory/name`` if it is a regular file inside ``directory``, links resolved; else None.
+
+    ``..`` and symbolic links leading out of the run directory (a run may
+    create any link) never make motoko read another file.
+    """
+    try:
+        root = Path(directory).resolve(strict=True)
+        path = (root / name).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a loop of links
+        return None
+    if root not in path.parents or not path.is_file():
+        return None
+    return path
 
 
 def last_lines(path: Path, lines: int, *, complete_only: bool = False) -> tuple[list[str], int]:
@@ -288,8 +309,7 @@ def _existing(run: Run, name: str) -> Path | None:
         return None
     if directory is None:
         return None
-    path = directory / name
-    return path if path.is_file() else None
+    return inside(directory, name)
 
 
 def sleep_wait(seconds: float) -> None:

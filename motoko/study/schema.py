@@ -295,7 +295,15 @@ def _failing_scalar_line(root: yaml.Node) -> int | None:
 
 def _read_yaml(text: str, source: str) -> tuple[Any, Positions]:
     """Parse ``text`` into data and a line finder; refuse syntax errors with their line."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # reads the whole text: refuses control characters here
+    except yaml.reader.ReaderError as err:
+        at = text[: err.position].count("\n") + 1
+        raise SchemaError(
+            f"invalid YAML: character U+{int(err.character or 0):04X} is not allowed",
+            where=f"{source}:{at}",
+            hint="remove that NUL or control character: YAML files are plain text",
+        ) from None
     root: yaml.Node | None = None
     try:
         root = loader.get_single_node()

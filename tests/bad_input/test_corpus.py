@@ -450,6 +450,15 @@ HARDENED_CASES = [
          ["rename it"], replace(BD, "  x: list\n", "  x: list\n  _p_oid: int\n")),
     case("bd-field-dunder", ["info"], ["studies/mult/bd.yaml:5", "job field name '__class__' is private"],
          ["rename it"], replace(BD, "  x: list\n", "  x: list\n  __class__: str\n")),
+    case("bd-field-type-changed", SELECT, ["studies/mult/bd.yaml", "job field 'a' of study 'mult' changed type",
+                                           "from float (stored) to str"],
+         ["keep `a: float`", "motoko create --yes"], replace(BD, "a: float", "a: str")),
+    case("query-nested-1000-deep", [*SELECT, "(" * 1000 + "a > 1" + ")" * 1000],
+         ["nested more than 100 levels deep"], ["remove redundant parentheses"]),
+    case("bd-raw-nul", ["info"], ["studies/mult/bd.yaml:5", "character U+0000 is not allowed"], ["remove that NUL"],
+         replace(BD, "job_space:", "job_space: \x00")),
+    case("cli-tail-outside-run-directory", ["runs", "tail", "mult.1", "--file", "../../bd.yaml"],
+         ["'../../bd.yaml' is outside the run directory"], ["motoko runs files mult.1"]),
 ]
 
 CASES = CONFIG_CASES + ADDRESS_CASES + BD_CASES + WORKFLOW_CASES + PARAMETER_CASES + QUERY_CASES + CLI_CASES

@@ -15,7 +15,7 @@ from typing import Any
 
 from motoko.errors import MotokoError, UnknownNameError
 from motoko.study.records import Run
-from motoko.study.run_files import last_lines
+from motoko.study.run_files import inside, last_lines
 from motoko.study.values import jsonable
 from motoko.views.provenance import run_graph, step_states
 from motoko.views.provenance import to_json as graph_json
@@ -69,8 +69,11 @@ def runs_table(workflow: Any, study: str, constraints: str = "", *, limit: int =
             "offset": offset, "limit": limit}
 
 
-def _tail(path: Path) -> str | None:
-    """The end of a log for the run details panel (None when there is no file)."""
+def _tail(directory: Path, name: str) -> str | None:
+    """The end of a log for the run details panel (None when there is no file inside the run directory)."""
+    path = inside(directory, name)
+    if path is None:
+        return None
     try:
         found, end = last_lines(path, TAIL_LINES)
     except OSError:
@@ -114,7 +117,7 @@ def run_details(workflow: Any, study: str, run_id: int) -> dict[str, Any]:
     logs = {}
     if run.run_path:
         for stream in ("stdout", "stderr"):
-            logs[stream] = _tail(Path(run.run_path) / stream)
+            logs[stream] = _tail(Path(run.run_path), stream)
     return {
         "study": name,
         "id": run.id,

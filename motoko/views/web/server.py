@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from motoko.errors import MotokoError
-from motoko.views.export import jsonable
+from motoko.study.values import jsonable
 from motoko.views.web import api
 
 log = logging.getLogger(__name__)
