@@ -29,6 +29,7 @@ _EXPORTS = {
     "MotokoError": "motoko.errors",
     "RunsFailed": "motoko.errors",
     "WaitTimeout": "motoko.errors",
+    "RunNotFound": "motoko.errors",
 }
 
 __all__ = sorted(_EXPORTS)

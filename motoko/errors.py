@@ -483,3 +483,37 @@ class UnknownAttributeError(MotokoError, AttributeError):
     def __init__(self, message: str, name: str, *, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.name = name  # after: AttributeError's __init__ resets it
+
+
+class CleanRefused(MotokoError, ValueError):
+    """``motoko clean`` would delete a directory that is not this project's run directory.
+
+    Attributes:
+        study: The run's study.
+        run_id: The run whose ``run_path`` points there.
+        path: The directory.
+        count: How many matching runs have such a directory.
+    """
+
+    def __init__(self, study: str, run_id: int, path: Path, why: str, count: int):
+        self.study = study
+        self.run_id = run_id
+        self.path = path
+        self.count = count
+        more = f" ({count - 1} more run(s) like it)" if count > 1 else ""
+        super().__init__(
+            f"refusing to delete {path} of run {study}.{run_id}: {why}{more}",
+            hint="it may belong to another project (motoko import); add --keep-outside "
+            "to delete only the run records and leave such directories alone",
+        )
+
+
+class RunNameMissing(MotokoError, RuntimeError):
+    """createTask without a run name (a motoko 0.1.4 orchestrator that set ``run_name = None``)."""
+
+    def __init__(self, study: str):
+        self.study = study
+        super().__init__(
+            f"cannot create a task in {study!r}: the workflow's run_name is not set",
+            hint="set workflow.run_name = 'NAME' (or pass run_name= to Workflow) before createTask",
+        )

@@ -447,7 +447,7 @@ def test_tm_runs_lists_newest_first_and_stays_a_mapping(wfdir):
         a.calc.runs[2].cancel()
         assert a.calc.runs().ids == [5, 4, 3, 2, 1]
         assert a.calc.runs(last=2).ids == [5, 4]
-        assert a.calc.runs(last=0).ids == []
+        assert a.calc.runs(last=0).ids == [5, 4, 3, 2, 1]  # 0 means all, as in Inductiva
         assert a.calc.runs(state="CANCELLED").ids == [2]
         assert a.calc.runs(state=["CANCELLED", "CREATED"], last=3).ids == [5, 4, 3]
         assert a.calc.runs(run_name="b").ids == [5, 4]

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-from typing import Any
-
 import click
 
 from motoko.cli.db_commands import open_workflow
-from motoko.errors import DatabaseError
-
-
-def _run_dir_to_remove(run: Any) -> Path | None:
-    """The run's directory, only if it looks like one motoko made (never anything else)."""
-    if not run.run_path:
-        return None
-    path = Path(run.run_path)
-    if path.name != f"run-{run.id}" or not path.parent.name.startswith("BD-") or not path.is_dir():
-        return None
-    return path
+from motoko.views.cleaning import delete_runs, plan_clean, refuse_outside
 
 
 @click.command()
@@ -27,30 +13,34 @@ def _run_dir_to_remove(run: Any) -> Path | None:
 @click.option("--study", "-s", help="Only this study.")
 @click.option("--delete", is_flag=True, help="Really delete (default: only list what would go).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--keep-outside", is_flag=True,
+              help="Delete the records of runs whose directory is not in this project's run tree, keeping those directories.")
 @click.pass_context
-def clean(ctx: click.Context, constraints: tuple[str, ...], study: str | None, delete: bool, yes: bool) -> None:
+def clean(ctx: click.Context, constraints: tuple[str, ...], study: str | None, delete: bool, yes: bool,
+          keep_outside: bool) -> None:
     """Delete the runs matching CONSTRAINTS and their run directories.
 
-    Without --delete, only lists them. Running runs are refused: cancel them
-    first. Jobs are kept (they cost little and keep dedupe exact).
+    Without --delete, only lists them and the directories that would go.
+    Running runs are refused: cancel them first. Only directories inside this
+    project's run tree are ever deleted; a run whose directory lies elsewhere
+    (imported from another project, a symlink) makes the clean refuse, unless
+    --keep-outside. Jobs are kept (they cost little and keep dedupe exact).
     """
     workflow = open_workflow(ctx)
     try:
         studies = [workflow.config.resolve(study)] if study else list(workflow.task_managers)
-        plan = []
-        for name in studies:
-            runs = workflow.db_for(name).select(name, list(constraints) or None)
-            active = [r for r in runs if r.state in ("LAUNCHED", "RUNNING")]
-            if active:
-                raise DatabaseError(
-                    f"{len(active)} matching run(s) of {name} are executing (e.g. {name}.{active[0].id})",
-                    hint="cancel them first with `motoko cancel`, or narrow the constraints",
-                )
-            plan.append((name, [r.id for r in runs], [_run_dir_to_remove(r) for r in runs]))
-        total = sum(len(ids) for _, ids, _ in plan)
-        for name, ids, _ in plan:
+        plan = plan_clean(workflow, studies, list(constraints))
+        if not keep_outside:
+            refuse_outside(plan)
+        total = sum(len(entry.ids) for entry in plan)
+        for entry in plan:
+            ids = entry.ids
             if ids:
-                click.echo(f"{name}: {len(ids)} run(s): {', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}")
+                click.echo(f"{entry.study}: {len(ids)} run(s): {', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}")
+            for path in entry.directories:
+                click.echo(f"  delete {path}")
+            for rid, path, why in entry.outside:
+                click.echo(f"  keep {path} (run {rid}: {why})")
         if not total:
             click.echo("no run matches")
             return
@@ -58,21 +48,9 @@ def clean(ctx: click.Context, constraints: tuple[str, ...], study: str | None, d
             click.echo("nothing deleted (add --delete to delete them)")
             return
         if not yes:
-            click.confirm(f"Delete {total} run(s) and their directories?", abort=True, err=True)
-        for name, ids, dirs in plan:
-            db = workflow.db_for(name)
-
-            def change(db: Any = db, name: str = name, ids: list[int] = ids) -> None:
-                study_ = db.study(name)
-                for rid in ids:
-                    if rid in study_.runs:
-                        study_.delete(study_.runs[rid])
-
-            db.transact(change, what=f"delete runs of {name}")
-            for path in dirs:
-                if path is not None:
-                    shutil.rmtree(path, ignore_errors=True)
-        click.echo(f"deleted {total} run(s)")
+            count = sum(len(entry.directories) for entry in plan)
+            click.confirm(f"Delete {total} run(s) and {count} directories?", abort=True, err=True)
+        click.echo(f"deleted {delete_runs(workflow, plan)} run(s)")
     finally:
         workflow.close()
 

@@ -258,7 +258,7 @@ def cancel(ctx: click.Context, constraints: tuple[str, ...], study: str | None, 
     """Cancel the runs matching CONSTRAINTS (CREATED at once, running ones stopped).
 
     Running runs get a stop request (run.should_stop() turns True), then
-    their launcher sends TERM, and KILL after its cancel_grace.
+    after its cancel_grace their launcher sends TERM, then KILL.
     """
     from motoko.flow.futures import RunList
 

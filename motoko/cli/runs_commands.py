@@ -116,7 +116,7 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--last", "-n", type=click.IntRange(min=0), help="Only the N newest runs.")
+@click.option("--last", "-n", type=click.IntRange(min=0), help="Only the N newest runs (0: all).")
 @click.option("--state", help="Only runs in this state (e.g. FAILED).")
 @click.option("--study", "-s", help="Only this study (default: every study).")
 @click.option("--run-name", help="Only runs of this run name.")
@@ -138,7 +138,7 @@ def runs_list(ctx: click.Context, last: int | None, state: str | None, study: st
         if unknown and len(unknown) == len(studies):
             raise unknown[0]
         found.sort(key=lambda r: (r.created is not None, r.created, r.id), reverse=True)
-        if last is not None:
+        if last:  # 0 means all, as tm.runs(last=0)
             found = found[:last]
         columns = ["study", "id", "state", "run_name", "job", "created", "time", "progress"]
         rows: list[list[Any]] = [

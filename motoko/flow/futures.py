@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import RunNotFound, RunsFailed, WaitTimeout
+from motoko.flow.compat import RunPairs, RunSelector, split_pairs
+from motoko.flow.files import RunListFiles
+from motoko.flow.results import RunListResults, check_interval
 from motoko.flow.saved import read_saved, write_saved
 from motoko.flow.waiting import (
     AsCompleted,
@@ -90,7 +93,7 @@ def requeue_left_over(workflow: Workflow, study: str, runs: Sequence[Run]) -> li
     return db.transact(change, what=f"requeue left-over runs of {study!r}")
 
 
-class RunList(Displayed, Sequence[Pair]):
+class RunList(Displayed, RunListResults, RunListFiles, Sequence[Pair]):
     """The runs one ``createTask`` created (or reattached by id).
 
     Iterating gives ``(run, job)`` pairs; awaiting waits until every run is
@@ -98,16 +101,26 @@ class RunList(Displayed, Sequence[Pair]):
     ``done()``, ``progress()``...) first commits the workflow's pending
     changes and sees what other processes committed.
 
+    Reads are live: ``rl.run``, iterating and indexing first see what was
+    committed since the last read, when the change feed reports a commit.
+
+    ``RunList(pairs)`` (motoko 0.1.4) wraps ``(run, job)`` pairs (or runs) of
+    one study read through a Workflow.
+
     Attributes:
         workflow: The workflow the runs belong to.
         study: The study's name.
         ids: The run ids, in creation order (newest first from ``tm.runs()``).
     """
 
-    def __init__(self, workflow: Workflow, study: str, ids: Sequence[int], *, resume: bool = True):
+    def __init__(self, workflow: Any, study: str | None = None, ids: Sequence[int] | None = None, *,
+                 resume: bool = True):
+        if study is None and ids is None:  # motoko 0.1.4: RunList(pairs)
+            workflow, study, ids = split_pairs(workflow)
+            resume = False
         self.workflow = workflow
-        self.study = study
-        self.ids = list(ids)
+        self.study = study or ""
+        self.ids = list(ids or ())
         # A RunList from createTask requeues what an earlier execution of the
         # workflow left over (see requeue_left_over); a reattached one only
         # observes: it reports those runs as they are.
@@ -117,6 +130,8 @@ class RunList(Displayed, Sequence[Pair]):
     # -- sequence of (run, job) ------------------------------------------------
 
     def _runs(self) -> list[Run]:
+        if not self.ids:
+            return []
         db = self.workflow.db_for(self.study)
         runs = db.study(self.study).runs
         found = [runs.get(i) for i in self.ids]
@@ -126,15 +141,23 @@ class RunList(Displayed, Sequence[Pair]):
         return found  # type: ignore[return-value]
 
     def _fresh(self) -> list[Run]:
-        self.workflow.refresh()
+        if self.ids:
+            self.workflow.refresh()
         return self._runs()
 
-    def runs(self) -> list[Run]:
-        """Return the runs (fresh objects of the current transaction)."""
+    def _live(self) -> list[Run]:
+        """The runs as of now: sync the connection if something was committed (cheap otherwise)."""
+        if self.ids:
+            self.workflow.db_for(self.study).sync()
         return self._runs()
+
+    @property
+    def runs(self) -> RunPairs:
+        """The ``(run, job)`` pairs (motoko 0.1.4's attribute); ``rl.runs()`` gives the runs alone."""
+        return RunPairs((r, r.job) for r in self._live())
 
     def __iter__(self) -> Iterator[Pair]:
-        return iter([(r, r.job) for r in self._runs()])
+        return iter([(r, r.job) for r in self._live()])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -170,7 +193,7 @@ class RunList(Displayed, Sequence[Pair]):
                 + (f" ({shown})" if unique else ""),
                 hint="iterate with `for run, job in rl`, or index with rl[0]",
             )
-        return self._runs()[0]
+        return self._live()[0]
 
     # -- state -------------------------------------------------------------------
 
@@ -235,18 +258,24 @@ class RunList(Displayed, Sequence[Pair]):
         unfinished = {r.id: r for r in self._runs() if not is_done(r)}
         return [(self.study, rid, r.state) for rid, r in unfinished.items()]
 
-    async def wait(self, timeout: float | None = None, progress: bool = False) -> RunList:
+    async def wait(self, timeout: float | None = None, progress: bool = False, *,
+                   initial_interval: float | None = None) -> RunList:
         """Wait until every run is FINISHED; return the RunList.
 
         Args:
             timeout: Seconds to wait at most (None: no limit).
             progress: Show a tqdm progress bar on stderr while waiting.
+            initial_interval: Accepted for ChemCloud compatibility (seconds
+                between polls); motoko wakes on commits instead.
 
         Raises:
             RunsFailed: as soon as a run ends FAILED, LOST or CANCELLED for good.
             WaitTimeout: (a ``TimeoutError``) after ``timeout`` seconds, naming
                 the unfinished runs.
         """
+        check_interval(initial_interval)
+        if not self.ids:
+            return self
         if not progress:
             return await wait_until(self.workflow, self._check, timeout=timeout, pending=self._pending)
         bar = ProgressBar(self.study, len(set(self.ids)))
@@ -264,18 +293,25 @@ class RunList(Displayed, Sequence[Pair]):
     def __await__(self) -> Any:
         return self.wait().__await__()
 
-    def result(self, timeout: float | None = None, progress: bool = False) -> RunList:
+    def result(self, timeout: float | None = None, progress: bool = False, *, values: bool = False,
+               initial_interval: float | None = None) -> Any:
         """Block until every run is FINISHED; return the RunList (the synchronous ``await``).
 
         Runs the wait on a private event loop, so it works in plain scripts,
         and in a helper thread under a running loop (a notebook cell), where
-        the kernel's interrupt stops it.
+        the kernel's interrupt stops it. With ``values=True`` (ChemCloud),
+        waits until every run has *ended* and returns :meth:`outputs`: each
+        run's output in task order, a ``RunFailure`` in place of a failed one
+        (nothing raises for it).
 
         Raises:
             RunsFailed, WaitTimeout: as :meth:`wait`.
             EventLoopError: inside a workflow step, an event action or a
                 launcher (it would stall them); use ``await rl.wait()`` there.
         """
+        check_interval(initial_interval)
+        if values:
+            return self._result_values(timeout)
         return blocking("rl.result()", "await rl.wait()", lambda: self.wait(timeout, progress))
 
     def as_completed(self, timeout: float | None = None) -> AsCompleted:
@@ -326,8 +362,8 @@ class RunList(Displayed, Sequence[Pair]):
 
         CREATED runs end CANCELLED at once. Launched and running ones get a
         stop request (``run.should_stop()`` turns True inside them); their
-        launcher terminates them (TERM, then KILL after ``cancel_grace``) and
-        settles them CANCELLED. With ``wait_timeout``, waits up to that many
+        launcher gives them ``cancel_grace`` seconds to stop on their own, then
+        TERM, then KILL, and settles them CANCELLED. With ``wait_timeout``, waits up to that many
         seconds for them to end. Idempotent and harmless on ended runs: a
         FINISHED or FAILED run is left alone and reported False.
 
@@ -374,15 +410,16 @@ class RunList(Displayed, Sequence[Pair]):
 
     # -- persistence -----------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path | None = None) -> Path:
         """Write the handle as JSON (workflow file, run name, study, ids); return the path.
 
+        Without a path it goes to ``./STUDY-FIRST-LAST.runlist.json``.
         ``RunList.open(path)`` reattaches to the same runs from any process
         that can reach the workflow's database. The file is replaced
         atomically.
         """
         return write_saved(
-            path,
+            path if path is not None else self.default_save_path(),
             workflow=self.workflow.config_path,
             run_name=self.workflow.run_name,
             study=self.study,
@@ -453,10 +490,23 @@ class TaskSelection(Displayed):
     constraint sets. ``a & b`` selects runs matching both.
     """
 
+    #: motoko 0.1.4: set by ``all(...)`` to the test of the constraint set last checked.
+    matching_condition: Any = None
+
     def __init__(self, workflow: Workflow, study: str, constraints: list[Any]):
         self.workflow = workflow
         self.study = study
         self.constraints = constraints
+
+    @property
+    def base(self) -> Any:
+        """motoko 0.1.4: the study's TaskManager (``selection.base.runs[3]``)."""
+        return self.workflow[self.study]
+
+    @property
+    def selector(self) -> RunSelector:
+        """motoko 0.1.4: ``selection.selector.selectRuns(constraints)`` → pairs."""
+        return RunSelector(self.workflow, self.study)
 
     def runs(self) -> list[Run]:
         """Return the selected runs now."""
@@ -587,6 +637,7 @@ class AllCondition:
         db = self.selection.workflow.db_for(self.selection.study)
         for constraints in self.constraint_sets:
             matching = {r.id for r in db.select(self.selection.study, [*self.selection.constraints, constraints])}
+            self.selection.matching_condition = lambda pair, ids=frozenset(matching): pair[0].id in ids
             if all(r.id in matching for r in runs):
                 return [(r, r.job) for r in runs]
         return False

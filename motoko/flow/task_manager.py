@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import ParameterError, RunNotFound, UnknownNameError
+from motoko.errors import ParameterError, RunNameMissing, RunNotFound, UnknownNameError
+from motoko.flow.compat import RunSelector
 from motoko.flow.context import current_event, current_parents
 from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
 from motoko.flow.rerun import requeue_pending
@@ -49,7 +51,7 @@ class RunsById(Mapping[int, Run]):
         """Return the study's runs, newest first, as a RunList that observes them.
 
         Args:
-            last: At most this many runs (the newest).
+            last: At most this many runs (the newest); None or 0 means all.
             state: Only runs in this state (or any of these states).
             run_name: Only runs of this run name; None (default) means every
                 run name, "" the workflow's current one.
@@ -66,16 +68,22 @@ class RunsById(Mapping[int, Run]):
         manager.workflow.refresh()
         study = manager.db.study(manager.name)
         ids = _newest_first(study, _states(study, state), manager.workflow.run_name if run_name == "" else run_name)
-        return RunList(manager.workflow, manager.name, ids[:last] if last is not None else ids, resume=False)
+        return RunList(manager.workflow, manager.name, ids[:last] if last else ids, resume=False)
 
     def __getitem__(self, run_id: int) -> Run:
-        return self._manager.db.run(self._manager.name, int(run_id))
+        db = self._manager.db
+        db.sync()  # live: as of this read (see StudyDB.sync)
+        return db.run(self._manager.name, int(run_id))
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(self._manager.db.study(self._manager.name).runs.keys()))
+        db = self._manager.db
+        db.sync()
+        return iter(list(db.study(self._manager.name).runs.keys()))
 
     def __len__(self) -> int:
-        return len(self._manager.db.study(self._manager.name).runs)
+        db = self._manager.db
+        db.sync()
+        return len(db.study(self._manager.name).runs)
 
 
 class TaskManager:
@@ -126,6 +134,33 @@ class TaskManager:
         """Compatibility: ``tm.connect().runs[3]`` as in motoko 0.1.4."""
         return self
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """motoko 0.1.4: this study's entry of motoko.yaml's ``task_managers`` (``path``, ``host``)."""
+        ref = self.workflow.config.studies[self.name]
+        return {"path": str(ref.folder), **({"host": str(ref.host)} if ref.host is not None else {})}
+
+    @property
+    def selector(self) -> RunSelector:
+        """motoko 0.1.4: ``tm.selector.selectRuns(constraints)`` → ``(run, job)`` pairs."""
+        return RunSelector(self.workflow, self.name)
+
+    @property
+    def bd_config(self) -> dict[str, Any]:
+        """motoko 0.1.4: the study's bd.yaml as a dictionary (validated, with its defaults)."""
+        return self.schema.to_bd_yaml()
+
+    @property
+    def study_dir(self) -> str:
+        """motoko 0.1.4: the study's folder (holds bd.yaml)."""
+        return str(self.workflow.config.studies[self.name].folder)
+
+    @property
+    def bd_dir(self) -> str:
+        """motoko 0.1.4: the study's run tree, where run directories go (``BD-STUDY-runs``)."""
+        base = self.workflow.config.runs_dir or self.workflow.config.studies[self.name].folder
+        return str(Path(base) / f"BD-{self.name}-runs")
+
     # -- creating ------------------------------------------------------------
 
     def createTask(  # noqa: N802 (the 0.1.4 name users know)
@@ -133,6 +168,7 @@ class TaskManager:
         run_params: Mapping[str, Any] | None = None,
         *groups: Together,
         parents: Any = None,
+        commit: bool = False,
         **params: Any,
     ) -> RunList:
         """Create one run per point of the parameter space; return a RunList.
@@ -142,6 +178,8 @@ class TaskManager:
             *groups: :func:`motoko.together` groups of fields varying together.
             parents: Runs (or ``(study, id)`` pairs) these runs derive from;
                 defaults to the run an action was fired for.
+            commit: Accepted for motoko 0.1.4 (its runs were written on
+                commit); motoko always commits the runs in one transaction.
             **params: Job parameters, merged over the study's ``job_space``; a
                 list for a scalar field is a sweep.
 
@@ -154,7 +192,11 @@ class TaskManager:
 
         Raises:
             ParameterError, UnknownNameError: for wrong or unknown parameters.
+            RunNameMissing: (a ``RuntimeError``, as in motoko 0.1.4) when the
+                workflow's ``run_name`` was set to None.
         """
+        if self.workflow.run_name is None:
+            raise RunNameMissing(self.name)
         where = f"{self.name}.createTask"
         points = expand(self.schema, params, groups, where=where, max_jobs=self.workflow.config.max_jobs)
         merged = {**self.schema.run_params, **dict(run_params or {})}
@@ -205,6 +247,17 @@ class TaskManager:
         selection = self.select()
         self.workflow.refresh()
         return runs_html(f"study {self.name} (run name {self.workflow.run_name!r})", selection._display_runs())
+
+
+def runs_across(
+    workflow: Workflow, last: int | None, state: str | Iterable[str] | None, run_name: str | None
+) -> list[Run]:
+    """Every study's runs matching ``state`` and ``run_name``, newest (created last) first, at most ``last``."""
+    found: list[Run] = []
+    for manager in workflow.task_managers.values():
+        found += manager.runs(last=last, state=state, run_name=run_name).runs()
+    found.sort(key=lambda r: (r.created is not None, r.created, r.study, r.id), reverse=True)
+    return found[:last] if last else found
 
 
 def _states(study: Study, state: str | Iterable[str] | None) -> list[str] | None:
@@ -272,4 +325,4 @@ def _parent_keys(parents: Any) -> tuple[tuple[str, int], ...]:
     return tuple(keys)
 
 
-__all__ = ["TaskManager", "RunNotFound", "current_event", "current_parents"]
+__all__ = ["TaskManager", "RunNotFound", "current_event", "current_parents", "runs_across"]

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from BTrees.OOBTree import OOBTree
 from motoko.config import WorkflowConfig, database_address, load_config
 from motoko.errors import AddressError, UnknownAttributeError, UnknownNameError
 from motoko.flow.events import EventsMixin
-from motoko.flow.task_manager import TaskManager
+from motoko.flow.task_manager import TaskManager, runs_across
 from motoko.study.database import StudyDB
 from motoko.study.feed import AsyncWaiter
 from motoko.study.records import Run, now
@@ -171,6 +172,8 @@ class Workflow(EventsMixin):
         db = self._dbs.get(key)
         if db is None:
             db = self._dbs[key] = StudyDB(address)
+            db.enable_live_reads()  # a run read through this workflow sees the latest commits
+            db.conn.motoko_workflow = weakref.ref(self)  # RunList(pairs) finds its workflow
         self._study_dbs[study] = self._study_dbs[name] = db
         return db
 
@@ -277,6 +280,17 @@ class Workflow(EventsMixin):
                 raise AddressError(f"malformed run name {uri!r}", hint="write STUDY.ID, e.g. 'add.1'")
             out.setdefault(study, []).append(self[study].runs[int(rid)])
         return out
+
+    def runs(
+        self, last: int | None = None, state: str | Iterable[str] | None = None, run_name: str | None = None
+    ) -> list[Run]:
+        """The runs of every study, newest first (``motoko runs list`` in Python).
+
+        Arguments as ``wf.STUDY.runs(...)``: ``last`` (None or 0: all),
+        ``state`` (checked, with close names suggested), ``run_name`` (None:
+        every run name, "": this workflow's).
+        """
+        return runs_across(self, last, state, run_name)
 
     def is_empty(self) -> bool:
         """True when no study has a run of the current run name."""

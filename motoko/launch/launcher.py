@@ -40,6 +40,7 @@ from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
 from motoko.launch.adoption import Adoption, record_submitted
+from motoko.launch.cancelling import stop_cooperatively
 from motoko.launch.channel import RunChannel
 from motoko.launch.claiming import Deadline, Shares, fits_within, pick
 from motoko.launch.executors.base import Executor, Launch, Outcome
@@ -167,6 +168,7 @@ class Launcher:
         self._started: list[tuple[str, int]] = []  # started since the last cycle
         self._unsettled: list[Outcome] = []  # ended, not yet recorded
         self._stopping = False
+        self._cancelling: set[tuple[str, int]] = set()  # asked to stop, given cancel_grace
         self._wake: asyncio.Event | None = None
         self._changed: set[bytes] = set()
         self._external = True  # someone else committed since our last cycle
@@ -449,8 +451,8 @@ class Launcher:
                 continue
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
-            if outcome.cancelled:
-                study.transition(run, CANCELLED, error=outcome.reason or "cancelled on request")
+            if outcome.cancelled or run.stop_requested:  # stopped on request, on its own or by signal
+                study.transition(run, CANCELLED, error=(outcome.reason if outcome.cancelled else None) or "cancelled on request")
             elif outcome.lost:
                 study.transition(run, LOST, error=outcome.describe())
             elif self._killed_with_pilot(outcome):
@@ -649,7 +651,11 @@ class Launcher:
                 continue
             if key in self.executor.running:
                 self.channel.stop(key)
-                asyncio.get_running_loop().create_task(self.executor.cancel(key, self.options.cancel_grace))
+                if key not in self._cancelling:  # asked once; later changes to the run are not new requests
+                    self._cancelling.add(key)
+                    task = stop_cooperatively(self.executor, key, self.options.cancel_grace)
+                    asyncio.get_running_loop().create_task(task).add_done_callback(
+                        lambda _, key=key: self._cancelling.discard(key))  # type: ignore[misc]
             else:
                 self._queue = [c for c in self._queue if (c.study, c.run_id) != key]
                 self._unsettled.append(Outcome(key[0], key[1], cancelled=True))

@@ -32,6 +32,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ChannelError, RunSuperseded, RunWriteRefused
@@ -340,6 +341,26 @@ class ChannelRun:
         link = self._link
         link.poll()
         return link.stop_reason is not None or link.gone
+
+    def request_stop(self) -> None:
+        """Ask for this run to be stopped, as a cancel would (Numerous's ``request_stop``).
+
+        ``should_stop()`` turns True at once; the launcher records the
+        request and settles the run CANCELLED when it ends.
+        """
+        self._link.send({"op": "set", "name": "stop_requested", "value": True}, "request_stop")
+        self._fields["stop_requested"] = True
+        if self._link.stop_reason is None:
+            self._link.stop_reason = "stop requested by the run"
+
+    def store_file(self, name: str, data: bytes | None = None) -> None:
+        """Store a file of the run directory in the database (see ``Run.store_file``).
+
+        Files are too large for the channel's messages, so this commits, then
+        writes through a database connection of this process (the heavy path).
+        """
+        content = Path(name).read_bytes() if data is None else bytes(data)  # read once, before any retry
+        self._stored().store_file(name, content, commit=True)
 
     def commit(self) -> None:
         """Return once every write so far is committed.

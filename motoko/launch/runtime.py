@@ -193,6 +193,15 @@ class RunHandle:
         session.refresh()
         return bool(session.run.stop_requested) or session.superseded
 
+    def request_stop(self) -> None:
+        """Ask for this run to be stopped, as a cancel would (Numerous's ``request_stop``).
+
+        Commits at once: ``should_stop()`` turns True, and the launcher gives
+        the run ``cancel_grace`` seconds to end on its own before it signals
+        it, then settles it CANCELLED. Idempotent.
+        """
+        self._session.apply(lambda run: setattr(run, "stop_requested", True))
+
 
 def _journalled(method: str) -> Callable[[RunSession], Callable[..., Any]]:
     def bind(session: RunSession) -> Callable[..., Any]:
@@ -217,7 +226,7 @@ def _read(method: str) -> Callable[[RunSession], Callable[..., Any]]:
 
 _WRITE_METHODS = (
     "push_quantity", "pushScalarQuantity", "pushVectorQuantity", "pushQuantity",
-    "set_progress", "set_status", "set_output", "set_metadata", "requeue",
+    "set_progress", "set_status", "set_output", "set_metadata", "requeue", "store_file",
 )
 _READ_METHODS = ("get_quantity", "getQuantity", "list_quantities", "getQuantities", "get_metadata", "fields", "get")
 _API: dict[str, Callable[[RunSession], Callable[..., Any]]] = {

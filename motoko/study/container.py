@@ -372,8 +372,8 @@ class Study(persistent.Persistent):
     def cancel(self, run: Run) -> bool:
         """Cancel a run: CREATED ends CANCELLED at once; a launched one is asked to stop.
 
-        Its launcher then terminates the process (TERM, then KILL after a
-        grace period) and settles it CANCELLED. Returns False for a run that
+        Its launcher gives it a grace period to stop on its own, then sends
+        TERM, then KILL, and settles it CANCELLED. Returns False for a run that
         already ended (cancelling it again is harmless).
         """
         if run._state == CREATED:

@@ -127,6 +127,8 @@ class StudyDB:
         #: Run changes made outside transact(), replayed after a conflict.
         self.journal = Journal(self)
         self.conn.motoko_journal = self.journal
+        #: The change feed's commit count when this connection last began a transaction.
+        self._seen_commits = 0
         self._check_version()
 
     # -- life cycle -------------------------------------------------------------
@@ -290,6 +292,7 @@ class StudyDB:
         microseconds earlier. Beginning explicitly closes that window.
         """
         self.journal.clear()
+        self._seen_commits = self.feed.commits_seen
         for attempt in range(3):
             try:
                 self.tm.begin()
@@ -311,7 +314,35 @@ class StudyDB:
         if not self.connected:
             self._wait_reconnect(0)  # bounded: ServerError once it is gone for good
         self.commit()
+        self._seen_commits = self.feed.commits_seen
         self.tm.begin()
+
+    def sync(self) -> bool:
+        """Begin anew if the change feed reported a commit since this connection last began.
+
+        What makes a handle's reads live (``rl.run.state``, ``tm.runs[3]``,
+        ``run.to_dict()``) without a server round trip per read: when nothing
+        was committed, this is two integer reads. It never commits nor drops
+        anything: while the connection holds uncommitted changes of its own,
+        or runs inside :meth:`transact`, it does nothing (those changes keep
+        the snapshot they were made on until the next commit). Returns True
+        when it began a new transaction.
+        """
+        seen = self.feed.commits_seen
+        if seen == self._seen_commits or not self.journal.active:
+            return False
+        if len(self.journal) or getattr(self.conn, "_registered_objects", None):
+            return False
+        self.begin()
+        return True
+
+    def enable_live_reads(self) -> None:
+        """Let runs of this connection sync it when read (``run.to_dict()``, ``run.get_quantity()``).
+
+        Opt-in, for connections one thread owns (a Workflow's): a launcher
+        or a server thread decides itself when to begin anew.
+        """
+        self.conn.motoko_sync = self.sync
 
     # -- launchers ------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from motoko.study import run_files
 from motoko.study.blocking import refuse_in_loop
 from motoko.study.columns import record as record_column
 from motoko.study.display import run_html
+from motoko.study.downloads import RunDownloads
 from motoko.study.journal import (
     ABSENT,
     DELETE,
@@ -81,6 +82,7 @@ class Study(Protocol):
     name: str
     jobs: Any
     columns: Any
+    schema: Any  # its StudySchema (what a run's inputs are: motoko.study.downloads)
 
     def transition(self, run: Run, new: str, **fields: Any) -> None: ...
     def requeue(self, run: Run, reason: str = ...) -> None: ...
@@ -143,7 +145,7 @@ class Quantity(persistent.Persistent):
         self.steps: IOBTree = IOBTree()
 
 
-class Run(persistent.Persistent):
+class Run(persistent.Persistent, RunDownloads):
     """One execution of a job.
 
     Besides its fields (see :data:`motoko.study.fields.BUILTIN_RUN_FIELDS` and
@@ -381,8 +383,10 @@ class Run(persistent.Persistent):
 
         The stored fields and free attributes (see :meth:`fields`), plus
         ``job`` (its parameters), ``computation_time``, ``total_time``,
-        ``queue_position`` and the names of its ``quantities``.
+        ``queue_position`` and the names of its ``quantities``. Live: on a
+        workflow's connection it first sees what was committed since.
         """
+        self._see_commits()
         out = self.fields()
         out["job"] = self.job.to_dict()
         out["computation_time"] = self.computation_time
@@ -396,8 +400,8 @@ class Run(persistent.Persistent):
 
         A CREATED run ends CANCELLED at once. A launched or running run gets a
         stop request (``run.should_stop()`` turns True inside it); its
-        launcher then terminates it (TERM, then KILL after ``cancel_grace``)
-        and settles it CANCELLED. With ``wait_timeout``, waits up to that many
+        launcher gives it ``cancel_grace`` seconds to stop on its own, then
+        TERM, then KILL, and settles it CANCELLED. With ``wait_timeout``, waits up to that many
         seconds for the run to end. Idempotent: cancelling an ended run
         changes nothing and returns False (True if it was already CANCELLED).
         Like every motoko wait, it commits pending changes of the connection.
@@ -446,8 +450,18 @@ class Run(persistent.Persistent):
     @overload
     def tail(self, name: str = ..., lines: int = ..., *, follow: Literal[True]) -> Iterator[str]: ...
 
-    def tail(self, name: str = "stdout", lines: int = 20, follow: bool = False) -> list[str] | Iterator[str]:
+    @overload
+    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., follow: Literal[False] = ...) -> dict[str, list[str]]: ...
+
+    @overload
+    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., *, follow: Literal[True]) -> Iterator[tuple[str, str]]: ...
+
+    def tail(self, name: str | list[str] | tuple[str, ...] = "stdout", lines: int = 20, follow: bool = False) -> Any:
         """The last ``lines`` lines of a file of the run directory (``stdout`` by default).
+
+        Several files at once (Inductiva's ``tail_files``): ``run.tail(["stdout",
+        "stderr"])`` returns ``{name: lines}``, and with ``follow=True`` yields
+        ``(name, line)`` pairs from all of them until the run ends.
 
         With ``follow=True``, returns an iterator that yields those lines,
         then every new line as the run writes it, and stops once the run has
@@ -461,9 +475,14 @@ class Run(persistent.Persistent):
             EventLoopError: following inside a workflow step, an event action
                 or a launcher; ``async for line in run.tail_async()`` there.
         """
+        if follow:
+            refuse_in_loop("run.tail(follow=True)", "async for line in run.tail_async()")
+        if not isinstance(name, str):
+            if not follow:
+                return {each: run_files.tail_lines(self, each, lines) for each in name}
+            return run_files.follow_many(self, list(name), lines, self._see_changes, self._wait_for_change)
         if not follow:
             return run_files.tail_lines(self, name, lines)
-        refuse_in_loop("run.tail(follow=True)", "async for line in run.tail_async()")
         return run_files.follow_lines(self, name, lines, self._see_changes, self._wait_for_change)
 
     def tail_async(self, name: str = "stdout", lines: int = 20) -> AsyncIterator[str]:
@@ -497,12 +516,16 @@ class Run(persistent.Persistent):
     def get_quantity(self, name: str) -> pandas.DataFrame:
         """Return a DataFrame: column ``step``, then the value column(s).
 
+        Live: on a workflow's connection it first sees what was committed since.
+
         Raises:
             UnknownNameError: listing the quantities this run has.
         """
         import pandas as pd
 
         from motoko.errors import UnknownNameError
+
+        self._see_commits()
 
         quantities = self._quantities
         if quantities is None or name not in quantities:
@@ -572,6 +595,13 @@ class Run(persistent.Persistent):
         hook: Callable[[], None] | None = getattr(self, "_v_on_change", None)
         if hook is not None:
             hook()
+
+    def _see_commits(self) -> None:
+        """Live reads: a workflow's connection begins anew if others committed since (StudyDB.sync)."""
+        jar = self._p_jar
+        sync: Callable[[], Any] | None = getattr(jar, "motoko_sync", None) if jar is not None else None
+        if sync is not None:
+            sync()
 
     def _refresh(self) -> None:
         hook: Callable[[], None] | None = getattr(self, "_v_on_refresh", None)

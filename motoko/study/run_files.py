@@ -213,11 +213,11 @@ def follow_lines(
     Raises:
         RunFileNotFound: when the run ended without ever writing the file.
     """
-    for line in _follow(run, name, lines, see_changes):
-        if line is None:
+    for item in _follow(run, [name], lines, see_changes):
+        if item is None:
             wait(FOLLOW_INTERVAL)
         else:
-            yield line
+            yield item[1]
 
 
 async def follow_lines_async(
@@ -228,43 +228,76 @@ async def follow_lines_async(
     wait: Callable[[float], Awaitable[None]],
 ) -> AsyncIterator[str]:
     """:func:`follow_lines` for async code: ``wait(seconds)`` is awaited."""
-    for line in _follow(run, name, lines, see_changes):
-        if line is None:
+    for item in _follow(run, [name], lines, see_changes):
+        if item is None:
             await wait(FOLLOW_INTERVAL)
         else:
-            yield line
+            yield item[1]
 
 
-def _follow(run: Run, name: str, lines: int, see_changes: Callable[[], None]) -> Iterator[str | None]:
-    """The one following loop: yields lines, and None where the caller should wait.
+def follow_many(
+    run: Run,
+    names: list[str],
+    lines: int,
+    see_changes: Callable[[], None],
+    wait: Callable[[float], None],
+) -> Iterator[tuple[str, str]]:
+    """:func:`follow_lines` over several files at once: yields ``(name, line)`` until the run ends.
 
-    The state is read *before* the file, so once a terminal state is seen,
+    Raises:
+        RunFileNotFound: when the run ended without ever writing one of the files.
+    """
+    for item in _follow(run, names, lines, see_changes):
+        if item is None:
+            wait(FOLLOW_INTERVAL)
+        else:
+            yield item
+
+
+class _Follower:
+    """Where the reading of one followed file stands."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.offset: int | None = None
+        self.partial = b""
+
+    def read(self, path: Path, lines: int) -> list[str]:
+        """The last ``lines`` lines the first time, then every line completed since."""
+        out: list[str] = []
+        if self.offset is None:
+            out, self.offset = last_lines(path, lines, complete_only=True)
+        if path.stat().st_size < self.offset:  # restaged for another attempt: a new file
+            self.offset, self.partial = 0, b""
+        with open(path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        self.offset += len(data)
+        chunks = (self.partial + data).split(b"\n")
+        self.partial = chunks.pop()
+        return out + [c.decode("utf-8", errors="replace") for c in chunks]
+
+
+def _follow(run: Run, names: list[str], lines: int, see_changes: Callable[[], None]) -> Iterator[tuple[str, str] | None]:
+    """The one following loop: yields ``(name, line)``, and None where the caller should wait.
+
+    The state is read *before* the files, so once a terminal state is seen,
     the read that follows gets everything the run wrote.
     """
-    offset: int | None = None
-    partial = b""
+    followers = [_Follower(name) for name in dict.fromkeys(names)]
     while True:
         see_changes()
         ended = run.is_terminal
-        path = _existing(run, name)
-        if path is not None:
-            if offset is None:
-                first, offset = last_lines(path, lines, complete_only=True)
-                yield from first
-            if path.stat().st_size < offset:  # restaged for another attempt: a new file
-                offset, partial = 0, b""
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
-            offset += len(data)
-            chunks = (partial + data).split(b"\n")
-            partial = chunks.pop()
-            yield from (c.decode("utf-8", errors="replace") for c in chunks)
+        for follower in followers:
+            path = _existing(run, follower.name)
+            if path is not None:
+                yield from ((follower.name, line) for line in follower.read(path, lines))
+            elif ended:
+                raise _missing(run, follower.name)
         if ended:
-            if path is None:
-                raise _missing(run, name)
-            if partial:
-                yield partial.decode("utf-8", errors="replace")
+            for follower in followers:
+                if follower.partial:
+                    yield follower.name, follower.partial.decode("utf-8", errors="replace")
             return
         yield None
 

@@ -230,6 +230,11 @@ class StudySchema:
             "source": self.source,
         }
 
+    def to_bd_yaml(self) -> dict[str, Any]:
+        """The schema with bd.yaml's keys (``study``, ``job``, ``run``...), unset ones left out."""
+        data = self.to_dict()
+        return {_DICT_KEYS[k]: v for k, v in data.items() if k in _DICT_KEYS and v not in (None, [], {})}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StudySchema:
         """Rebuild a schema from :meth:`to_dict`'s data, checking it again.
