@@ -19,16 +19,23 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import persistent
 from BTrees.OOBTree import OOBTree
 
 from motoko.errors import ParameterError, RunFileNotFound, did_you_mean
+from motoko.study.run_files import Run as RunWithFiles
 from motoko.study.run_files import RunFile, file_path, inside, list_files, run_directory
 
-if TYPE_CHECKING:
-    from motoko.study.records import Run
+
+class Run(RunWithFiles, Protocol):
+    """A run as downloads read it: any attribute of a stored :class:`~motoko.study.records.Run`.
+
+    A protocol: records take their file methods from this module, so it does not import them.
+    """
+
+    def __getattr__(self, name: str) -> Any: ...
 
 #: The parameters file every staged run has (``motoko.launch.staging.RUN_JSON``).
 STAGED_PARAMETERS = "run.json"
