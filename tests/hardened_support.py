@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import error_lines
+
 #: Address space a hostile-input command may use: the red team's inputs reached 3-5 GB.
 MEMORY = 2 * 1024**3
 
@@ -33,7 +35,7 @@ def one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> s
     shown = f"exit {done.returncode}\nstdout: {done.stdout[-2000:]!r}\nstderr: {done.stderr[-2000:]!r}"
     assert "Traceback" not in done.stdout + done.stderr, shown
     assert done.returncode == 2, shown
-    lines = done.stderr.strip().splitlines()
+    lines = error_lines(done.stderr)
     assert len(lines) == 1 and lines[0].startswith("motoko: error: "), shown
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in: {lines[0]}"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import motoko, write_config, write_study
+from conftest import error_lines, motoko, write_config, write_study
 
 from motoko.study.database import StudyDB
 from motoko.study.server import default_address
@@ -120,7 +120,7 @@ def test_a_bad_server_wait_is_one_line(workdir, value):
     write_config(workdir, ["s"])
     done = motoko("info", cwd=workdir, env={"MOTOKO_SERVER_WAIT": value})
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [
+    assert error_lines(done.stderr) == [
         f"motoko: error: MOTOKO_SERVER_WAIT={value!r} is not a positive number of seconds "
         "(set it to e.g. 120, or unset it (default 120 s))"
     ]

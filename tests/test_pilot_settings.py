@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import motoko, write_config, write_study
+from conftest import error_lines, motoko, write_config, write_study
 
 from motoko.config import load_config
 from motoko.errors import ConfigError
@@ -48,8 +48,8 @@ def test_bad_pilot_settings_are_one_line_errors(workdir: Path, pilots: str, mess
     name = _workflow(workdir, pilots)
     result = motoko("launcher", "start", "--once", cwd=workdir)
     assert result.returncode == 2
-    assert result.stderr.startswith("motoko: error: ") and message in result.stderr, result.stderr
-    assert "motoko.yaml:" in result.stderr and result.stderr.count("\n") == 1
+    assert error_lines(result.stderr)[0].startswith("motoko: error: ") and message in result.stderr, result.stderr
+    assert "motoko.yaml:" in result.stderr and len(error_lines(result.stderr)) == 1
     _nothing_submitted(name)
 
 
@@ -64,7 +64,7 @@ def test_pilot_time_shorter_than_a_studys_walltime_names_both(workdir: Path):
     result = motoko("launcher", "start", "--executor", "pilot", "--once", cwd=workdir)
     assert result.returncode == 2, result.stderr
     assert "pilots time 00:10:00 (motoko.yaml launcher.pilots.time) is too short for study s's walltime 01:00:00" in result.stderr
-    assert result.stderr.count("\n") == 1
+    assert len(error_lines(result.stderr)) == 1
     submit = motoko("pilots", "submit", cwd=workdir)
     assert submit.returncode == 2 and "is too short for study s's walltime" in submit.stderr
     _nothing_submitted(name)
@@ -82,10 +82,10 @@ def test_no_slurm_on_the_machine_names_what_is_missing(workdir: Path, tmp_path: 
             env={**os.environ, **env}, timeout=120,
         )
         assert result.returncode == 2, (command, result.stderr)
-        assert result.stderr == (
+        assert error_lines(result.stderr) == [
             "motoko: error: no SLURM on this machine: sbatch not found on PATH (pilots are SLURM jobs) "
-            "(run where SLURM's client commands are (load its module), or use `executor: local`)\n"
-        ), result.stderr
+            "(run where SLURM's client commands are (load its module), or use `executor: local`)"
+        ], result.stderr
     _nothing_submitted(name)
 
 

@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from motoko.config import find_config
-from motoko.errors import MotokoError, RunsFailed, UnknownNameError, WorkflowError
+from motoko.errors import MotokoError, RunsFailed, ServerError, UnknownNameError, WorkflowError
 from motoko.flow.context import current_event
 from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
 from motoko.flow.launcher_watch import watch_for
@@ -98,8 +98,11 @@ def in_workflow_code(exc: MotokoError, path: Path) -> MotokoError:
     A user error raised while a step or orchestrator runs (``workflow.slo``,
     a bad constraint, a wrong parameter) is reported as one line; the line of
     the workflow file that made the call is what the user has to fix. Failed
-    work (exit code 1: runs that failed, a timeout) is left as it is.
+    work (exit code 1: runs that failed, a timeout) is left as it is, and so
+    is a lost server: no line of the workflow file caused it.
     """
+    if isinstance(exc, ServerError):
+        return exc
     if exc.exit_code != 2 or (exc.where is not None and not exc.where.startswith("constraint ")):
         return exc
     line = _line_in(exc, path)

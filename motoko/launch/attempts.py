@@ -43,9 +43,13 @@ REVOKED = "revoked"
 
 
 #: Runs a command, records its status in exit.<attempt> (``$0``), and ends as
-#: the command did: with its status, or killed by the same signal.
+#: the command did: with its status, or killed by the same signal. The shell
+#: catches TERM, INT and HUP with a no-op while the command runs, so that a
+#: cancel (TERM to the run's process group) lets the command end its own way
+#: and its status is still recorded; the command itself starts with the
+#: default handlers (caught signals are reset by exec, unlike ignored ones).
 _RECORDER = (
-    'c=0; "$@" || c=$?; echo "$c" > "$0"; '
+    'trap : TERM INT HUP; c=0; "$@" || c=$?; echo "$c" > "$0"; '
     'if [ "$c" -gt 128 ] && [ "$c" -lt 193 ]; then trap - $((c - 128)) 2>/dev/null; kill -$((c - 128)) $$; fi; '
     'exit "$c"'
 )

@@ -26,7 +26,14 @@ from BTrees.OOBTree import OOBTree
 
 from motoko.errors import ParameterError, RunFileNotFound, did_you_mean
 from motoko.study.run_files import Run as RunWithFiles
-from motoko.study.run_files import RunFile, file_path, inside, list_files, run_directory
+from motoko.study.run_files import (
+    RunFile,
+    file_path,
+    inside,
+    is_bookkeeping,
+    list_files,
+    run_directory,
+)
 
 
 class Run(RunWithFiles, Protocol):
@@ -115,7 +122,7 @@ def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, outpu
     staged = set(input_names(run))
     present = [f.name for f in list_files(run)] if directory is not None else sorted(stored(run))
     if filenames is None:
-        chosen = [name for name in present if (name in staged) == inputs]
+        chosen = [name for name in present if (name in staged) == inputs and not is_bookkeeping(name)]
         if directory is not None:  # a link leading out of the run directory is never followed
             chosen = [name for name in chosen if inside(directory, name) is not None]
     else:
@@ -146,7 +153,7 @@ def copy_files(run: Run, *, inputs: bool, filenames: Iterable[str] | None, outpu
 
 def last_modified(run: Run) -> RunFile | None:
     """The most recently modified file of the run directory; None when it has none."""
-    files = list_files(run)
+    files = [f for f in list_files(run) if not is_bookkeeping(f.name)]
     return max(files, key=lambda f: (f.modified, f.name)) if files else None
 
 

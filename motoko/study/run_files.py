@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -51,6 +52,18 @@ class Run(Protocol):
 FOLLOW_INTERVAL = 0.2
 #: Bytes read backwards at a time when looking for the last lines.
 _CHUNK = 8192
+
+
+#: Files motoko itself keeps in a run directory: the attempt fence, each
+#: attempt's exit status, start and submission marks, and SLURM submission
+#: scripts (see :mod:`motoko.launch.attempts`). Listed by ``runs ls``, but
+#: neither a run's inputs nor its outputs.
+_BOOKKEEPING = re.compile(r"(\.motoko-attempt|(exit|started|submitted)\.\d+|motoko-slurm\.\d+\.sh)\Z")
+
+
+def is_bookkeeping(name: str) -> bool:
+    """Whether ``name`` (relative to the run directory) is one of motoko's own files."""
+    return _BOOKKEEPING.match(name) is not None
 
 
 class RunFile(NamedTuple):
