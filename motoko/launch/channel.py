@@ -41,10 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from motoko.errors import ChannelError, MotokoError
-from motoko.launch.messages import ENV_CHANNEL, MAX_MESSAGE, check_write, decode, encode
+from motoko.launch.messages import (
+    ENV_CHANNEL,
+    MAX_MESSAGE,
+    apply_write,
+    check_write,
+    decode,
+    encode,
+)
 from motoko.study.database import StudyDB
-from motoko.study.fields import field_type
-from motoko.study.records import FAILED, FINISHED, LAUNCHED, RUNNING, Run
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +242,14 @@ class RunChannel:
                 )
             else:
                 try:
-                    _apply_one(run, message, peer.field_types)
+                    apply_write(run, message, peer.field_types)
                 except (MotokoError, ValueError, TypeError, AttributeError) as exc:
                     self._refusals.append((peer, f"run {peer.name}: {_describe(message)} refused: {exc}"))
 
     def committed(self, writes: list[Write]) -> None:
         """``writes`` are committed: tell runs what was refused, acknowledge flushes, read on."""
         del self._pending[: len(writes)]
-        self.stats.committed += len(writes)
+        self.stats.committed += sum(1 for write in writes if write.message["op"] != "flush")
         for peer, text in self._refusals:
             self.stats.refused += 1
             log.warning("launcher %s: %s", self.owner, text)
@@ -348,7 +353,8 @@ class RunChannel:
             peer.send({"op": "ack", "id": message.get("id")})  # received is enough: see the module doc
             return
         self._pending.append(Write(peer, message))
-        self.stats.writes += 1
+        if message["op"] != "flush":  # a commit flush is queued with the writes, but is none
+            self.stats.writes += 1
         peer.queued += 1
         self.stats.peak_queued = max(self.stats.peak_queued, peer.queued)
         if message["op"] == "flush":
@@ -369,30 +375,6 @@ class RunChannel:
         with contextlib.suppress(ConnectionError, RuntimeError, MotokoError):
             if not writer.is_closing():
                 writer.write(encode({"op": "error", "message": text}))
-
-
-def _apply_one(run: Run, message: dict[str, Any], field_types: dict[str, str]) -> None:
-    """Apply one run write to the stored run, as the run's own process used to."""
-    op = message["op"]
-    if op == "set":
-        name, value = message["name"], message.get("value")
-        if name in field_types:
-            value = field_type(field_types[name]).coerce(value, field=name)
-        setattr(run, name, value)
-    elif op == "state":
-        run.state = message["value"]
-    else:
-        method, args = message["method"], message.get("args", [])
-        if method == "start":
-            if run.state == LAUNCHED:
-                run.state = RUNNING
-        elif method == "finish":
-            run.state = FINISHED
-        elif method == "fail":
-            run.error = str(args[0]) if args else "failed"
-            run.state = FAILED
-        else:
-            getattr(run, method)(*args)
 
 
 def _describe(message: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ import math
 from typing import Any
 
 from motoko.errors import RunWriteRefused
+from motoko.study.states import FAILED, FINISHED, LAUNCHED, RUNNING
 
 #: The environment variable naming the launcher's channel (a unix socket).
 ENV_CHANNEL = "MOTOKO_CHANNEL"
@@ -139,3 +140,32 @@ def _plain(value: Any) -> Any:
 def _excerpt(line: bytes, size: int = 60) -> str:
     text = line.decode("utf-8", errors="replace").strip()
     return repr(text if len(text) <= size else text[:size] + "…")
+
+
+def apply_write(run: Any, message: dict[str, Any], field_types: dict[str, str]) -> None:
+    """Apply one run write to the stored run: by its launcher, or by the run itself when its launcher went.
+
+    Must run inside a transaction on the run's database; the caller checks the attempt.
+    """
+    from motoko.study.fields import field_type  # light, but only for a run field's declared type
+
+    op = message["op"]
+    if op == "set":
+        name, value = message["name"], message.get("value")
+        if name in field_types:
+            value = field_type(field_types[name]).coerce(value, field=name)
+        setattr(run, name, value)
+    elif op == "state":
+        run.state = message["value"]
+    else:
+        method, args = message["method"], message.get("args", [])
+        if method == "start":
+            if run.state == LAUNCHED:
+                run.state = RUNNING
+        elif method == "finish":
+            run.state = FINISHED
+        elif method == "fail":
+            run.error = str(args[0]) if args else "failed"
+            run.state = FAILED
+        else:
+            getattr(run, method)(*args)

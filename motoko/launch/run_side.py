@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from motoko.errors import ChannelError, RunSuperseded, RunWriteRefused
+from motoko.errors import ChannelError, MotokoError, RunSuperseded, RunWriteRefused
 from motoko.launch.messages import MAX_MESSAGE, check_progress, decode, encode
 
 if TYPE_CHECKING:
@@ -59,11 +59,16 @@ class LauncherLink:
 
     def __init__(self, path: str, study: str, run_id: int, attempt: int | None):
         self.name = f"{study}.{run_id}"
+        #: The attempt this process runs (None: whatever the run is at).
+        self.attempt = attempt
         self.stop_reason: str | None = None
         self.superseded: str | None = None
         self.refused: list[str] = []
         self.gone = False
         self.undelivered: list[str] = []
+        #: Writes sent (or kept) since the launcher last confirmed a commit: what
+        #: the run saves itself if its launcher goes before committing them.
+        self.unconfirmed: list[dict[str, Any]] = []
         #: A write the database may refuse on commit (a state change) was sent since the last commit.
         self.unchecked = False
         self._buffer = b""
@@ -85,6 +90,8 @@ class LauncherLink:
         """Send one write; after the launcher went, keep it as undelivered."""
         line = encode(message, what=f"run {self.name}: {what}")
         with self._lock:
+            if message["op"] != "flush":
+                self.unconfirmed.append(message)
             if message["op"] == "state" or message.get("method") in ("start", "finish", "fail"):
                 self.unchecked = True
             if not self.gone:
@@ -109,10 +116,13 @@ class LauncherLink:
             if commit:
                 self.unchecked = False
             number = self._next_flush
+            sent = len(self.unconfirmed)
             self.send({"op": "flush", "id": number, "commit": commit}, "flush")
             if self.gone:
                 return False
             ack = self._receive(lambda m: m["op"] == "ack" and m.get("id") == number, timeout=timeout)
+            if ack is not None and commit:
+                del self.unconfirmed[:sent]
             return ack is not None
 
     def close(self) -> None:
@@ -399,12 +409,14 @@ class ChannelRun:
 
 
 def connect(
-    path: str, study: str, run_id: int, attempt: int | None, read_stored: Callable[[str], Any]
+    path: str, study: str, run_id: int, attempt: int | None, read_stored: Callable[[str], Any],
+    save_directly: Callable[[LauncherLink], None] | None = None,
 ) -> tuple[ChannelRun, ChannelJob]:
     """Say hello to the launcher at ``path``; return the run and its job.
 
     ``read_stored`` reads the stored run by name, for the rare reads the
-    launcher's hand-over cannot answer (quantities).
+    launcher's hand-over cannot answer (quantities). ``save_directly`` saves,
+    at exit, the writes a launcher that went away never committed.
 
     Raises:
         OSError: no launcher listens there (the caller falls back to the database).
@@ -415,23 +427,33 @@ def connect(
     fields = dict(welcome.get("run") or {})
     fields["job"] = welcome.get("job") or {}
     handle = ChannelRun(link, fields, dict(welcome.get("fields") or {}), read_stored)
-    atexit.register(_at_exit, link)
+    atexit.register(_at_exit, link, save_directly)
     return handle, handle.job
 
 
-def _at_exit(link: LauncherLink) -> None:
-    """Say in one line what could not be saved.
+def _at_exit(link: LauncherLink, save_directly: Callable[[LauncherLink], None] | None) -> None:
+    """Make sure what the run wrote is saved, or say in one line what was not.
 
-    The run does not wait for its launcher: the launcher reads the run's
-    connection to its end before it settles the run, so the last writes are
-    committed with (or before) the outcome. Unless a state change was sent:
-    the database may refuse one, and the run waits for the commit to be able
-    to say so.
+    The run waits (briefly) for its launcher to commit its last writes: a
+    launcher killed after reading them but before committing would otherwise
+    lose them, and whoever adopts the run would settle it from its exit
+    status without its results. If the launcher went away, the run saves
+    those writes itself through a direct database connection, fenced by its
+    attempt like any run's writes.
     """
-    if link.unchecked and not link.gone:
+    if link.unconfirmed and not link.gone:
         link.flush(commit=True, timeout=EXIT_FLUSH_TIMEOUT)
     else:
         link.poll()  # what the launcher already said (refusals, a stop, that it went)
+    if link.gone and link.unconfirmed and save_directly is not None and not link.superseded:
+        try:
+            save_directly(link)
+            link.unconfirmed.clear()
+            link.undelivered.clear()
+        except MotokoError as exc:
+            link.refused.append(f"{exc} (saving directly, its launcher gone)")
+        except Exception as exc:  # noqa: BLE001 (at exit: report, never a traceback)
+            link.refused.append(f"could not save directly, its launcher gone: {exc}")
     report = link.exit_report()
     if report:
         print(report, file=sys.stderr)

@@ -38,8 +38,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ChannelError, ConflictRetriesExhausted, NotInRunError, RunSuperseded
-from motoko.launch.messages import ENV_CHANNEL
-from motoko.launch.run_side import ChannelJob, ChannelRun, connect
+from motoko.launch.messages import ENV_CHANNEL, apply_write
+from motoko.launch.run_side import ChannelJob, ChannelRun, LauncherLink, connect
 
 if TYPE_CHECKING:
     from motoko.study.database import StudyDB
@@ -254,7 +254,7 @@ def current_run() -> tuple[RunHandle | ChannelRun, Job | ChannelJob]:
     path = os.environ.get(ENV_CHANNEL)
     if path and _session is None:
         try:
-            _channel = connect(path, study, run_id, attempt, stored_run)
+            _channel = connect(path, study, run_id, attempt, stored_run, save_directly)
             return _channel
         except ChannelError:
             raise  # the launcher answered, and refused: say why
@@ -311,6 +311,27 @@ def stored_run(name: str) -> Run:
     session = handle._session
     session.refresh()
     return session.run
+
+
+def save_directly(link: LauncherLink) -> None:
+    """Save the writes a run's launcher never committed, through this process's own connection.
+
+    Called at exit when the launcher went away (killed, its node lost): the
+    writes are applied as the launcher would have (:func:`apply_write`), in
+    one transaction fenced by the run's attempt, so a run adopted by another
+    launcher keeps its results and a superseded attempt still writes nothing.
+
+    Raises:
+        RunSuperseded: the run moved on to another attempt meanwhile.
+        NotInRunError: there is no database address (``MOTOKO_DB``) to save to.
+    """
+    study, _, rid = link.name.rpartition(".")
+    handle, _ = _direct(study, int(rid), link.attempt)
+    session = handle._session
+    types = dict(link.welcome.get("fields") or {})
+    for message in list(link.unconfirmed):
+        session.apply(lambda run, message=message: apply_write(run, message, types), commit=False)
+    session.commit()
 
 
 def getRunFromScript() -> tuple[RunHandle | ChannelRun, Job | ChannelJob]:  # noqa: N802
