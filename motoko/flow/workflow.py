@@ -25,6 +25,7 @@ from BTrees.OOBTree import OOBTree
 from motoko.config import WorkflowConfig, database_address, load_config
 from motoko.errors import AddressError, UnknownAttributeError, UnknownNameError
 from motoko.flow.events import EventsMixin
+from motoko.flow.launcher_watch import watch_for
 from motoko.flow.task_manager import TaskManager, runs_across
 from motoko.study.database import StudyDB
 from motoko.study.feed import AsyncWaiter
@@ -223,13 +224,17 @@ class Workflow(EventsMixin):
         from motoko.study.liveness import OrphanProcess, declare_lost, served
         from motoko.study.states import ACTIVE
 
+        # ``motoko run``'s own launcher serves every study even before it wrote
+        # its record: deciding before it does would stop runs it can adopt.
+        embedded = watch_for(self).embedded
+        embedded_serves = embedded is not None and embedded.alive
         for name, manager in self.task_managers.items():
             db = self.db_for(name)
             study = db.study(name)
             if not any(study.ids_in_state(state) for state in ACTIVE):
                 continue
             lost_after = manager.schema.lost_after or self.config.lost_after
-            if served(db, name, lost_after):
+            if embedded_serves or served(db, name, lost_after):
                 continue  # a live launcher adopts what can be, and declares the rest
             orphans: list[OrphanProcess] = []
 

@@ -11,8 +11,8 @@ quantity, the workflow tagging it) would conflict constantly if every write to
 the same run were a conflict. :meth:`Run._p_resolveConflict` therefore merges
 changes to *different* attributes on the server; two writers changing the same
 attribute still conflict, and the state, the launcher claim and the attempt
-counter always conflict when both sides touched them, which is what makes a
-claim (CREATED → LAUNCHED) exactly-once.
+counter always conflict when both sides touched any of them, which is what
+makes a claim (CREATED → LAUNCHED) and an adoption exactly-once.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ if TYPE_CHECKING:
     import pandas
 
 # Attributes that two concurrent transactions may never both change, even to
-# the same value: a claim is exclusive, so two launchers writing LAUNCHED must
-# conflict for one of them.
+# the same value, nor one of them each: a claim is exclusive, so two launchers
+# writing LAUNCHED must conflict for one of them, and so must a launcher
+# adopting a run and a workflow declaring it LOST.
 _EXCLUSIVE = frozenset({"_state", "launcher", "attempt", "history"})
 
 
@@ -660,7 +661,8 @@ class Run(persistent.Persistent, RunDownloads):
 
         Raises:
             ConflictError: when both changed the same attribute differently,
-                both touched an exclusive one (state, launcher, attempt), or
+                both touched the exclusive ones (state, launcher, attempt,
+                history: even different ones of them), or
                 the committed change requeued the run (a new attempt).
         """
         merged = dict(committed)
@@ -668,7 +670,17 @@ class Run(persistent.Persistent, RunDownloads):
         # previous attempt (by a process that outlived its launcher, say)
         # must not slip into the new attempt unnoticed.
         requeued = not same(committed.get("attempt", _MISSING), old.get("attempt", _MISSING))
-        for key in set(old) | set(committed) | set(new):
+        keys = set(old) | set(committed) | set(new)
+        mine_exclusive = {k for k in keys & _EXCLUSIVE if not same(new.get(k, _MISSING), old.get(k, _MISSING))}
+        theirs_exclusive = {k for k in keys & _EXCLUSIVE if not same(committed.get(k, _MISSING), old.get(k, _MISSING))}
+        if mine_exclusive and theirs_exclusive:
+            # Who owns the run and what state it is in are one decision: a
+            # launcher adopting it (launcher) and a workflow declaring it LOST
+            # (state) must not both win.
+            raise ConflictError(
+                f"both changed who owns run or its state ({', '.join(sorted(mine_exclusive | theirs_exclusive))})"
+            )
+        for key in keys:
             o, c, n = old.get(key, _MISSING), committed.get(key, _MISSING), new.get(key, _MISSING)
             mine = not same(n, o)
             theirs = not same(c, o)
