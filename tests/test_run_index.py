@@ -67,3 +67,11 @@ def test_large_trees_keep_btrees_own_rules(tmp_path: Path):
     assert RunIndex.max_leaf_size < 2000, "the tree below has several buckets"
     result = _race(tmp_path, list(range(1, 2000)), lambda t: t.pop(200), lambda t: t.pop(1500))
     assert 200 not in result and 1500 not in result and len(result) == 1997
+
+
+def test_equal_values_of_different_types_are_not_the_same_change(tmp_path: Path):
+    # The index judges "same value" as the run and the columns do (motoko.study.values.same):
+    # 1 and True are different values, so setting one run id to each at once conflicts.
+    with pytest.raises(ConflictError):
+        _race(tmp_path, [1, 2], lambda t: t.__setitem__(1, 1), lambda t: t.__setitem__(1, True))
+    assert _race(tmp_path, [1, 2], lambda t: t.__setitem__(1, 7), lambda t: t.__setitem__(1, 7)) == {1: 7, 2: 20}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
 import logging
 import os
 import random
@@ -61,6 +60,7 @@ from motoko.study.states import (
     LOST,
     RUNNING,
 )
+from motoko.study.values import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -567,7 +567,7 @@ class Launcher:
         job = run.job
         values = {**job.params, **{k: getattr(run, k, None) for k in schema.run_fields}}
         values.update({"id": rid, "run_id": rid, "job_id": job.id})
-        run_json = {"study": study.name, "job": job.to_dict(), "run": _jsonable(run.fields())}
+        run_json = {"study": study.name, "job": job.to_dict(), "run": jsonable(run.fields())}
         options = tuple(schema.slurm_options) + tuple(getattr(run, "slurm_options", None) or ())
         assert run._p_oid is not None
         return Claimed(study.name, rid, run._p_oid, values, run_json, int(run.nproc or 1), options)
@@ -675,15 +675,3 @@ def _command(exec_path: Path) -> tuple[str, ...]:
     if kind == "python":
         return (sys.executable, str(exec_path))
     return ("bash", str(exec_path))
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, _dt.datetime):
-            out[key] = value.isoformat()
-        elif isinstance(value, str | int | float | bool | list | dict) or value is None:
-            out[key] = value
-        else:
-            out[key] = str(value)
-    return out

@@ -22,6 +22,8 @@ from typing import Any
 from BTrees.IOBTree import IOBTree
 from ZODB.POSException import ConflictError
 
+from motoko.study.values import same
+
 _MISSING = object()
 
 
@@ -45,9 +47,9 @@ class RunIndex(IOBTree):
         merged = dict(before)
         for key in set(before) | set(theirs) | set(ours):
             was, their, our = (s.get(key, _MISSING) for s in (before, theirs, ours))
-            if _same(their, was):
+            if same(their, was):
                 value = our
-            elif _same(our, was) or _same(our, their):
+            elif same(our, was) or same(our, their):
                 value = their
             else:
                 raise ConflictError(f"run {key} changed in two places of a run index at once")
@@ -77,7 +79,3 @@ def _inline(state: Any) -> dict[int, Any] | None:
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
-def _same(a: Any, b: Any) -> bool:
-    if a is _MISSING or b is _MISSING:
-        return a is b
-    return bool(a == b)

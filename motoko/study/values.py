@@ -1,8 +1,9 @@
 """What counts as the same value, and how a stored value is shown as JSON.
 
-Three places ask whether two stored values are the same: conflict resolution
-of a run (:meth:`Run._p_resolveConflict`), the columns of run attributes, and
-the journal that replays a workflow's changes. They must agree, or a change
+Four places ask whether two stored values are the same: conflict resolution
+of a run (:meth:`Run._p_resolveConflict`) and of a state index of runs
+(:class:`RunIndex`), the columns of run attributes, and the journal that
+replays a workflow's changes. They must agree, or a change
 that one of them merges the other refuses; so they all call :func:`same`.
 Likewise every view, export and run file turns stored values into JSON with
 :func:`jsonable`.
