@@ -1,7 +1,7 @@
 """YAML documents with positions, so that errors can name the line to edit.
 
 PyYAML's loaded data has no positions; its composed node tree does. Both
-motoko.yaml (:mod:`motoko.config`) and bd.yaml (:mod:`motoko.study.schema`)
+motoko.yaml (:mod:`motoko.config`) and bd.yaml (:mod:`motoko.study.bd_yaml`)
 use these helpers to point at ``file:line``.
 """
 
