@@ -9,10 +9,12 @@ state index exact.
 Concurrent writers (a launcher heart-beating, the run's own process writing a
 quantity, the workflow tagging it) would conflict constantly if every write to
 the same run were a conflict. :meth:`Run._p_resolveConflict` therefore merges
-changes to *different* attributes on the server; two writers changing the same
-attribute still conflict, and the state, the launcher claim and the attempt
-counter always conflict when both sides touched any of them, which is what
-makes a claim (CREATED → LAUNCHED) and an adoption exactly-once.
+changes to *different* attributes on the server (see
+:mod:`motoko.study.run_merge`); two writers changing the same attribute still
+conflict, and the state, the launcher claim and the attempt counter always
+conflict when both sides touched any of them, which is what makes a claim
+(CREATED → LAUNCHED) and an adoption exactly-once. A run's quantities are
+:mod:`motoko.study.quantities`'.
 """
 
 from __future__ import annotations
@@ -20,15 +22,11 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import persistent
-from BTrees.IOBTree import IOBTree
-from BTrees.OOBTree import OOBTree
-from ZODB.POSException import ConflictError
 
-from motoko.study import run_files
 from motoko.study.blocking import refuse_in_loop
 from motoko.study.columns import record as record_column
 from motoko.study.display import run_html
@@ -42,7 +40,12 @@ from motoko.study.journal import (
     commit_with_retries,
     journal_of,
 )
-from motoko.study.run_files import RunFile
+
+# Quantity is stored in databases written before it moved to quantities.py: their
+# pickles name it motoko.study.records.Quantity, which must keep loading.
+from motoko.study.quantities import Quantity, RunQuantities  # noqa: F401
+from motoko.study.run_files import RunFiles
+from motoko.study.run_merge import merge_run_changes
 from motoko.study.states import (  # noqa: F401 (re-exported: the rules live in states.py)
     ACTIVE,
     CANCELLED,
@@ -57,16 +60,7 @@ from motoko.study.states import (  # noqa: F401 (re-exported: the rules live in 
     TERMINAL,
     TRANSITIONS,
 )
-from motoko.study.values import jsonable, same
-
-if TYPE_CHECKING:
-    import pandas
-
-# Attributes that two concurrent transactions may never both change, even to
-# the same value, nor one of them each: a claim is exclusive, so two launchers
-# writing LAUNCHED must conflict for one of them, and so must a launcher
-# adopting a run and a workflow declaring it LOST.
-_EXCLUSIVE = frozenset({"_state", "launcher", "attempt", "history"})
+from motoko.study.values import jsonable
 
 
 def now() -> _dt.datetime:
@@ -138,15 +132,7 @@ class Job(persistent.Persistent):
         return f"<Job {self.id} {fields}>"
 
 
-class Quantity(persistent.Persistent):
-    """The values a run pushed for one named quantity, keyed by step."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.steps: IOBTree = IOBTree()
-
-
-class Run(persistent.Persistent, RunDownloads):
+class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
     """One execution of a job.
 
     Besides its fields (see :data:`motoko.study.fields.BUILTIN_RUN_FIELDS` and
@@ -194,7 +180,6 @@ class Run(persistent.Persistent, RunDownloads):
     _state: str = CREATED
     _key: str | None = None  # the study's dedupe key, to forget it on delete
     _metadata: dict[str, str] | None = None
-    _quantities: OOBTree | None = None
     _study: Study | None = None
 
     def __init__(self, study: Study, id: int, job_id: int, fields: dict[str, Any]):
@@ -435,135 +420,6 @@ class Run(persistent.Persistent, RunDownloads):
                 self._see_changes()
         return self._state == CANCELLED
 
-    def files(self) -> list[RunFile]:
-        """The files of the run directory: ``(name, size, modified)``, sorted by name.
-
-        An empty list while the run has no directory (not staged yet).
-
-        Raises:
-            RunFileNotFound: the run started but its directory is not on this host.
-        """
-        return run_files.list_files(self)
-
-    @overload
-    def tail(self, name: str = ..., lines: int = ..., follow: Literal[False] = ...) -> list[str]: ...
-
-    @overload
-    def tail(self, name: str = ..., lines: int = ..., *, follow: Literal[True]) -> Iterator[str]: ...
-
-    @overload
-    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., follow: Literal[False] = ...) -> dict[str, list[str]]: ...
-
-    @overload
-    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., *, follow: Literal[True]) -> Iterator[tuple[str, str]]: ...
-
-    def tail(self, name: str | list[str] | tuple[str, ...] = "stdout", lines: int = 20, follow: bool = False) -> Any:
-        """The last ``lines`` lines of a file of the run directory (``stdout`` by default).
-
-        Several files at once (Inductiva's ``tail_files``): ``run.tail(["stdout",
-        "stderr"])`` returns ``{name: lines}``, and with ``follow=True`` yields
-        ``(name, line)`` pairs from all of them until the run ends.
-
-        With ``follow=True``, returns an iterator that yields those lines,
-        then every new line as the run writes it, and stops once the run has
-        ended (FINISHED, FAILED, CANCELLED or LOST). Following a run that has
-        not started yet waits for its file to appear.
-
-        Raises:
-            RunFileNotFound: the run has no such file (yet), saying why and
-                naming the files it has; when following, only if the run
-                ended without writing it.
-            EventLoopError: following inside a workflow step, an event action
-                or a launcher; ``async for line in run.tail_async()`` there.
-        """
-        if follow:
-            refuse_in_loop("run.tail(follow=True)", "async for line in run.tail_async()")
-        if not isinstance(name, str):
-            if not follow:
-                return {each: run_files.tail_lines(self, each, lines) for each in name}
-            return run_files.follow_many(self, list(name), lines, self._see_changes, self._wait_for_change)
-        if not follow:
-            return run_files.tail_lines(self, name, lines)
-        return run_files.follow_lines(self, name, lines, self._see_changes, self._wait_for_change)
-
-    def tail_async(self, name: str = "stdout", lines: int = 20) -> AsyncIterator[str]:
-        """``tail(name, lines, follow=True)`` for async code: ``async for line in run.tail_async()``.
-
-        Waiting for new lines does not block the event loop.
-
-        Raises:
-            RunFileNotFound: only if the run ended without writing the file.
-        """
-        from motoko.study import run_files
-
-        return run_files.follow_lines_async(self, name, lines, self._see_changes, self._wait_for_change_async)
-
-    # -- quantities -----------------------------------------------------------
-
-    def push_quantity(self, values: Any, step: int, name: str) -> None:
-        """Store a scalar or vector value of quantity ``name`` at ``step``.
-
-        Pushing the same step twice replaces the earlier value.
-        """
-        if self._quantities is None:
-            self._quantities = OOBTree()
-        quantities = self._quantities
-        quantity = quantities.get(name)
-        if quantity is None:
-            quantity = quantities[name] = Quantity(name)
-        quantity.steps[int(step)] = _plain(values)
-        self._changed()
-
-    def get_quantity(self, name: str) -> pandas.DataFrame:
-        """Return a DataFrame: column ``step``, then the value column(s).
-
-        Live: on a workflow's connection it first sees what was committed since.
-
-        Raises:
-            UnknownNameError: listing the quantities this run has.
-        """
-        import pandas as pd
-
-        from motoko.errors import UnknownNameError
-
-        self._see_commits()
-
-        quantities = self._quantities
-        if quantities is None or name not in quantities:
-            raise UnknownNameError("quantity", name, self.list_quantities())
-        rows = list(quantities[name].steps.items())
-        if rows and isinstance(rows[0][1], list):
-            width = max(len(v) for _, v in rows)
-            columns = [name] if width == 1 else [f"{name}[{i}]" for i in range(width)]
-            data = [[s, *v] for s, v in rows]
-            return pd.DataFrame(data, columns=["step", *columns])
-        return pd.DataFrame(rows, columns=["step", name])
-
-    def list_quantities(self) -> list[str]:
-        """Return the names of the quantities this run pushed."""
-        return list(self._quantities.keys()) if self._quantities is not None else []
-
-    # motoko 0.1.4 / BlackDynamite spellings
-    def pushScalarQuantity(self, value: Any, step: int, name: str, *_: Any) -> None:  # noqa: N802
-        """Alias of :meth:`push_quantity` (BlackDynamite)."""
-        self.push_quantity(value, step, name)
-
-    def pushVectorQuantity(self, value: Any, step: int, name: str, *_: Any) -> None:  # noqa: N802
-        """Alias of :meth:`push_quantity` (BlackDynamite)."""
-        self.push_quantity(value, step, name)
-
-    def pushQuantity(self, value: Any, step: int, name: str, *_: Any) -> None:  # noqa: N802
-        """Alias of :meth:`push_quantity` (BlackDynamite)."""
-        self.push_quantity(value, step, name)
-
-    def getQuantity(self, name: str) -> pandas.DataFrame:  # noqa: N802
-        """Alias of :meth:`get_quantity` (BlackDynamite)."""
-        return self.get_quantity(name)
-
-    def getQuantities(self) -> list[str]:  # noqa: N802
-        """Alias of :meth:`list_quantities` (BlackDynamite)."""
-        return self.list_quantities()
-
     # -- export -------------------------------------------------------------
 
     def fields(self) -> dict[str, Any]:
@@ -665,58 +521,16 @@ class Run(persistent.Persistent, RunDownloads):
                 history: even different ones of them), or
                 the committed change requeued the run (a new attempt).
         """
-        merged = dict(committed)
-        # A requeue is a barrier: a change made while the run was in its
-        # previous attempt (by a process that outlived its launcher, say)
-        # must not slip into the new attempt unnoticed.
-        requeued = not same(committed.get("attempt", _MISSING), old.get("attempt", _MISSING))
-        keys = set(old) | set(committed) | set(new)
-        mine_exclusive = {k for k in keys & _EXCLUSIVE if not same(new.get(k, _MISSING), old.get(k, _MISSING))}
-        theirs_exclusive = {k for k in keys & _EXCLUSIVE if not same(committed.get(k, _MISSING), old.get(k, _MISSING))}
-        if mine_exclusive and theirs_exclusive:
-            # Who owns the run and what state it is in are one decision: a
-            # launcher adopting it (launcher) and a workflow declaring it LOST
-            # (state) must not both win.
-            raise ConflictError(
-                f"both changed who owns run or its state ({', '.join(sorted(mine_exclusive | theirs_exclusive))})"
-            )
-        for key in keys:
-            o, c, n = old.get(key, _MISSING), committed.get(key, _MISSING), new.get(key, _MISSING)
-            mine = not same(n, o)
-            theirs = not same(c, o)
-            if not mine:
-                continue
-            if requeued:
-                raise ConflictError(f"run attribute {key!r} changed while the run was requeued")
-            if theirs and (key in _EXCLUSIVE or not same(n, c)):
-                raise ConflictError(f"both changed run attribute {key!r}")
-            if n is _MISSING:
-                merged.pop(key, None)
-            else:
-                merged[key] = n
-        return merged
+        return merge_run_changes(old, committed, new)
 
 
-_MISSING = object()
 _persistent_setattr = persistent.Persistent.__setattr__
 
 #: Run attributes motoko itself keeps (and their indexes, if any): everything
 #: else a run holds, its ``run:`` fields and free attributes, has a column.
-MOTOKO_ATTRIBUTES = frozenset({"id", *(name for name in vars(Run) if not name.startswith("_"))})
-
-
-def _plain(values: Any) -> Any:
-    """Turn numpy scalars/arrays and tuples into floats and lists for storage."""
-    if hasattr(values, "tolist"):
-        values = values.tolist()
-    if isinstance(values, list | tuple):
-        return [_plain(v) for v in values]
-    if isinstance(values, bool | int | float | str) or values is None:
-        return values
-    try:
-        return float(values)
-    except (TypeError, ValueError):
-        return values
+MOTOKO_ATTRIBUTES = frozenset(
+    {"id", *(name for cls in (Run, RunFiles, RunQuantities) for name in vars(cls) if not name.startswith("_"))}
+)
 
 
 def ids_of(runs: Iterable[Run]) -> list[int]:

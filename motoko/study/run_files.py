@@ -19,12 +19,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, cast, overload
 
 from motoko.errors import (
     RunFileNotFound,  # noqa: F401 (defined there, importable from here)
     did_you_mean,
 )
+from motoko.study.blocking import refuse_in_loop
 
 
 class Run(Protocol):
@@ -328,3 +329,79 @@ def _existing(run: Run, name: str) -> Path | None:
 def sleep_wait(seconds: float) -> None:
     """The fallback ``wait`` of :func:`follow_lines` when no change feed exists."""
     time.sleep(seconds)
+
+
+class RunFiles:
+    """The file methods of a run: ``run.files()``, ``run.tail()`` (a mixin of :class:`~motoko.study.records.Run`).
+
+    Its names are motoko's own: a study field may not take them
+    (:data:`motoko.study.records.MOTOKO_ATTRIBUTES`).
+    """
+
+    if TYPE_CHECKING:
+
+        def _see_changes(self) -> None: ...
+        def _wait_for_change(self, seconds: float) -> None: ...
+        async def _wait_for_change_async(self, seconds: float) -> None: ...
+
+    def files(self) -> list[RunFile]:
+        """The files of the run directory: ``(name, size, modified)``, sorted by name.
+
+        An empty list while the run has no directory (not staged yet).
+
+        Raises:
+            RunFileNotFound: the run started but its directory is not on this host.
+        """
+        return list_files(cast(Run, self))
+
+    @overload
+    def tail(self, name: str = ..., lines: int = ..., follow: Literal[False] = ...) -> list[str]: ...
+
+    @overload
+    def tail(self, name: str = ..., lines: int = ..., *, follow: Literal[True]) -> Iterator[str]: ...
+
+    @overload
+    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., follow: Literal[False] = ...) -> dict[str, list[str]]: ...
+
+    @overload
+    def tail(self, name: list[str] | tuple[str, ...], lines: int = ..., *, follow: Literal[True]) -> Iterator[tuple[str, str]]: ...
+
+    def tail(self, name: str | list[str] | tuple[str, ...] = "stdout", lines: int = 20, follow: bool = False) -> Any:
+        """The last ``lines`` lines of a file of the run directory (``stdout`` by default).
+
+        Several files at once (Inductiva's ``tail_files``): ``run.tail(["stdout",
+        "stderr"])`` returns ``{name: lines}``, and with ``follow=True`` yields
+        ``(name, line)`` pairs from all of them until the run ends.
+
+        With ``follow=True``, returns an iterator that yields those lines,
+        then every new line as the run writes it, and stops once the run has
+        ended (FINISHED, FAILED, CANCELLED or LOST). Following a run that has
+        not started yet waits for its file to appear.
+
+        Raises:
+            RunFileNotFound: the run has no such file (yet), saying why and
+                naming the files it has; when following, only if the run
+                ended without writing it.
+            EventLoopError: following inside a workflow step, an event action
+                or a launcher; ``async for line in run.tail_async()`` there.
+        """
+        if follow:
+            refuse_in_loop("run.tail(follow=True)", "async for line in run.tail_async()")
+        run = cast(Run, self)
+        if not isinstance(name, str):
+            if not follow:
+                return {each: tail_lines(run, each, lines) for each in name}
+            return follow_many(run, list(name), lines, self._see_changes, self._wait_for_change)
+        if not follow:
+            return tail_lines(run, name, lines)
+        return follow_lines(run, name, lines, self._see_changes, self._wait_for_change)
+
+    def tail_async(self, name: str = "stdout", lines: int = 20) -> AsyncIterator[str]:
+        """``tail(name, lines, follow=True)`` for async code: ``async for line in run.tail_async()``.
+
+        Waiting for new lines does not block the event loop.
+
+        Raises:
+            RunFileNotFound: only if the run ended without writing the file.
+        """
+        return follow_lines_async(cast(Run, self), name, lines, self._see_changes, self._wait_for_change_async)
