@@ -10,14 +10,13 @@ import pytest
 
 from motoko.errors import ParameterError, UnknownNameError
 from motoko.study.schema import StudySchema, load_schema, parse_schema
-from motoko.study.space import (
+from motoko.study.space import expand, space_size
+from motoko.study.sweeps import (
     MAX_SWEEP_VALUES,
     Linspace,
     Range,
     Sweep,
     Together,
-    expand,
-    space_size,
     together,
 )
 

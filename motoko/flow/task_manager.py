@@ -26,7 +26,8 @@ from motoko.study.fingerprint import study_fingerprint
 from motoko.study.query import Where
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
-from motoko.study.space import Together, expand
+from motoko.study.space import expand
+from motoko.study.sweeps import Together
 
 if TYPE_CHECKING:
     from motoko.flow.workflow import Workflow

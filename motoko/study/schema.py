@@ -73,6 +73,7 @@ from motoko.study.fields import (
     FieldType,
 )
 from motoko.study.retry import parse_rules
+from motoko.study.sweeps import Sweep
 from motoko.yamldoc import Positions
 
 
@@ -242,7 +243,7 @@ class StudySchema:
 
 def _plain(value: Any) -> Any:
     """Return ``value`` as plain data (lists, dicts, numbers, strings)."""
-    if isinstance(value, space.Sweep):
+    if isinstance(value, Sweep):
         return _plain(value.to_data())
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
