@@ -5,6 +5,8 @@ parses them into a small, immutable tree (:class:`Compare` leaves joined by
 :class:`And`, :class:`Or`, :class:`Not`) that serves two readers: ``matches``
 evaluates it on one run/job pair (a full scan), and the database walks it to
 answer what it can from its indexes.
+The text is cut into tokens by :mod:`motoko.study.query_tokens`; this module
+parses them and resolves fields and values against the study's schema.
 
 Syntax (keywords ``and or not in`` and the prefixes are case-insensitive)::
 
@@ -83,104 +85,12 @@ from motoko.study.constraints import (  # noqa: F401 (the tree is part of this A
     pattern_problem,
 )
 from motoko.study.fields import BUILTIN_JOB_FIELDS, BUILTIN_RUN_FIELDS, FIELD_TYPES, FieldType
+from motoko.study.query_tokens import OPERATOR_HINT, SPELLINGS, Token, tokenize
 
-_SPELLINGS = {op: op for op in OPERATORS[:10]} | {"==": "=", "<>": "!="}
 _KEYWORDS = frozenset({"and", "or", "not", "in"})
 _PREFIXES = {"runs": "runs", "run": "runs", "jobs": "jobs", "job": "jobs"}
 _PREFIXES |= {"meta": "meta", "metadata": "meta"}
-_OP_CHARS = "<>=!~"
-_WORD_STOP = "()," + _OP_CHARS
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_OPERATOR_HINT = "operators: < > <= >= = != ~ ~* !~ !~*, in (...), not in (...)"
-
-
-# --------------------------------------------------------------------- tokens
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "word", "string", "op", "(", ")", ",", "end"
-    text: str  # for strings: unescaped; for operators: canonical spelling
-    column: int
-
-
-def _read_string(text: str, start: int) -> tuple[_Token, int]:
-    quote, i, parts = text[start], start + 1, []
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and i + 1 < len(text) and text[i + 1] in (quote, "\\"):
-            parts.append(text[i + 1])
-            i += 2
-            continue
-        if char == quote:
-            return _Token("string", "".join(parts), start + 1), i + 1
-        parts.append(char)
-        i += 1
-    raise QueryError(
-        f"unterminated string: no closing {quote}",
-        text=text,
-        column=start + 1,
-        hint=f"close it with {quote}; write \\{quote} for a quote inside the value",
-    )
-
-
-def _read_operator(text: str, start: int) -> tuple[_Token, int]:
-    end = start
-    while end < len(text) and text[end] in _OP_CHARS:
-        end += 1
-    if text[end - 1] == "~" and end < len(text) and text[end] == "*":
-        end += 1
-    spelled = text[start:end]
-    if spelled not in _SPELLINGS:
-        raise QueryError(
-            f"unknown operator {spelled!r}", text=text, column=start + 1, hint=_OPERATOR_HINT
-        )
-    return _Token("op", _SPELLINGS[spelled], start + 1), end
-
-
-def _read_word(text: str, start: int) -> tuple[_Token, int]:
-    # Brackets nest so that JSON literals (tags = [1, 2]) need no quotes.
-    end, depth, opener = start, 0, start
-    while end < len(text):
-        char = text[end]
-        if char in "[{":
-            opener = end if depth == 0 else opener
-            depth += 1
-        elif char in "]}" and depth:
-            depth -= 1
-        elif not depth and (char.isspace() or char in _WORD_STOP):
-            break
-        end += 1
-    if depth:
-        raise QueryError(
-            f"unclosed {text[opener]!r}",
-            text=text,
-            column=opener + 1,
-            hint="close it, or quote the value",
-        )
-    return _Token("word", text[start:end], start + 1), end
-
-
-def _tokenize(text: str) -> list[_Token]:
-    """Split a constraint into tokens, each with its 1-based column."""
-    tokens: list[_Token] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char.isspace():
-            i += 1
-            continue
-        if char in "(),":
-            token, i = _Token(char, char, i + 1), i + 1
-        elif char in "'\"":
-            token, i = _read_string(text, i)
-        elif char in _OP_CHARS:
-            token, i = _read_operator(text, i)
-        else:
-            token, i = _read_word(text, i)
-        tokens.append(token)
-    tokens.append(_Token("end", "", len(text) + 1))
-    return tokens
 
 
 # --------------------------------------------------------------------- parser
@@ -233,7 +143,7 @@ class _Parser:
 
     def __init__(self, text: str, jobs: Mapping[str, FieldType], runs: Mapping[str, FieldType]):
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = tokenize(text)
         self.pos = 0
         self.jobs = jobs
         self.runs = runs
@@ -245,10 +155,10 @@ class _Parser:
         return QueryError(message, text=self.text, column=column, hint=hint)
 
     @property
-    def token(self) -> _Token:
+    def token(self) -> Token:
         return self.tokens[self.pos]
 
-    def advance(self) -> _Token:
+    def advance(self) -> Token:
         token = self.tokens[self.pos]
         self.pos = min(self.pos + 1, len(self.tokens) - 1)
         return token
@@ -259,7 +169,7 @@ class _Parser:
         low = token.text.lower()
         return low if token.kind == "word" and low in _KEYWORDS else ""
 
-    def expected(self, what: str, token: _Token, hint: str | None = None) -> QueryError:
+    def expected(self, what: str, token: Token, hint: str | None = None) -> QueryError:
         got = "the end of the constraint" if token.kind == "end" else repr(token.text)
         return self.error(f"expected {what}, got {got}", token.column, hint)
 
@@ -334,11 +244,11 @@ class _Parser:
             self.pos += 2 if negated else 1
             return self.build(name, field, "not in" if negated else "in", self.parse_list(op))
         if op.kind != "op":
-            raise self.expected(f"an operator after {name.text!r}", op, _OPERATOR_HINT)
+            raise self.expected(f"an operator after {name.text!r}", op, OPERATOR_HINT)
         self.advance()
         return self.build(name, field, op.text, [self.parse_value(op)])
 
-    def parse_list(self, op: _Token) -> list[_Raw]:
+    def parse_list(self, op: Token) -> list[_Raw]:
         opening = self.token
         if opening.kind != "(":
             raise self.expected("'(' after 'in'", opening, "write x in (a, b, c)")
@@ -357,7 +267,7 @@ class _Parser:
         self.advance()
         return values
 
-    def parse_value(self, after: _Token) -> _Raw:
+    def parse_value(self, after: Token) -> _Raw:
         token = self.token
         if token.kind == "string" and token.text:
             self.advance()
@@ -375,7 +285,7 @@ class _Parser:
 
     # -- fields and values
 
-    def resolve(self, name: _Token) -> Field:
+    def resolve(self, name: Token) -> Field:
         """Turn a written field name into a :class:`Field` (see the module docstring)."""
         prefix, dot, rest = name.text.partition(".")
         table = _PREFIXES.get(prefix.lower()) if dot else None
@@ -404,7 +314,7 @@ class _Parser:
             did_you_mean(rest, self.jobs) + "; jobs have no free attributes",
         )
 
-    def resolve_bare(self, name: _Token) -> Field:
+    def resolve_bare(self, name: Token) -> Field:
         written = name.text
         if not _IDENTIFIER.match(written):
             hint = "prefix it with runs., jobs. or meta." if "." in written else None
@@ -426,7 +336,7 @@ class _Parser:
         hint += f"runs.{written} addresses a free attribute of the run, meta.{written} its metadata"
         raise self.error(f"unknown field {written!r}", name.column, hint)
 
-    def build(self, name: _Token, field: Field, op: str, raws: list[_Raw]) -> Compare:
+    def build(self, name: Token, field: Field, op: str, raws: list[_Raw]) -> Compare:
         """Check the operator against the field and convert the literal(s)."""
         kind = field.type
         if kind is not None and not kind.scalar and op not in ("=", "!="):
@@ -459,7 +369,7 @@ class _Parser:
             )
         return Compare(field, op, value, name.column)
 
-    def convert(self, name: _Token, field: Field, raw: _Raw) -> Any:
+    def convert(self, name: Token, field: Field, raw: _Raw) -> Any:
         """Coerce a literal to the field's type, failing at the literal's column."""
         kind = field.type
         if kind is None:
@@ -516,11 +426,11 @@ class Where:
         Raises:
             QueryError: for an unknown field or operator, or a value of the wrong type.
         """
-        op = _SPELLINGS.get(self.op, self.op)
+        op = SPELLINGS.get(self.op, self.op)
         text = f"{self.field} {op} ..."
         parser = _Parser(self.field, jobs, runs)
         if op not in OPERATORS or op in REGEX_OPERATORS:
-            raise QueryError(f"unsupported operator {self.op!r} in a Where", text=text, hint=_OPERATOR_HINT)
+            raise QueryError(f"unsupported operator {self.op!r} in a Where", text=text, hint=OPERATOR_HINT)
         field = parser.resolve(parser.token) if parser.token.kind == "word" else None
         if field is None:
             raise QueryError(f"not a field name: {self.field!r}", text=text)
