@@ -122,3 +122,43 @@ def test_a_request_for_another_host_is_refused(dashboard, host):
 def test_the_bound_names_are_accepted(dashboard, host):
     status, body = _get(dashboard, "/api/overview", host=host.format(port=dashboard.server.server_address[1]))
     assert status == 200, body
+
+
+# -- the event stream ------------------------------------------------------------------
+
+
+def _next_event(reply: http.client.HTTPResponse) -> tuple[str, dict[str, int]]:
+    """Read the next server-sent event (keep-alive comments skipped): ``(name, data)``."""
+    name, data = "", ""
+    while True:
+        line = reply.readline().decode()
+        assert line, "the stream ended"
+        if line.startswith("event: "):
+            name = line[len("event: "):].strip()
+        elif line.startswith("data: "):
+            data = line[len("data: "):].strip()
+        elif line == "\n" and name:
+            return name, json.loads(data)
+
+
+def test_the_event_stream_wakes_on_a_commit_and_ends_at_shutdown(dashboard):
+    """Each /events stream waits on the change feed: a commit elsewhere is a ``change``; shutdown ends it."""
+    from motoko.study.database import StudyDB
+
+    port = dashboard.server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/events")
+        reply = conn.getresponse()
+        assert reply.status == 200 and reply.getheader("Content-Type") == "text/event-stream"
+        assert _next_event(reply) == ("hello", {"version": 0})
+        with StudyDB(dashboard.workflow.address_of("s")) as other:
+            other.transact(lambda: setattr(other.run("s", 1), "tag", "seen by the dashboard"))
+        name, data = _next_event(reply)
+        assert name == "change" and data["version"] >= 1
+        dashboard.shutdown()
+        rest = reply.read()  # returns: the stream ends instead of waiting on (timeout: 30 s)
+        assert rest == b"" or rest.startswith(b"event: change"), rest
+    finally:
+        conn.close()
+    assert dashboard._streams == set(), "the stream's waiter stopped listening"

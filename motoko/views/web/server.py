@@ -12,9 +12,11 @@ bound to, nor ``localhost``, nor an IP literal are refused (421): a web page
 on another site cannot reach the dashboard through DNS rebinding.
 
 ``GET /events`` is a server-sent-events stream: a ``change`` event follows
-every burst of commits (the change feed wakes the server within milliseconds),
-and a comment every few seconds keeps proxies and the browser's connection
-alive. The page re-reads what it shows on each ``change``.
+every burst of commits (each stream waits on the change feed with its own
+:class:`~motoko.study.feed.ThreadWaiter`, which wakes it within milliseconds
+of a commit), and a comment every few seconds keeps proxies and the
+browser's connection alive. The page re-reads what it shows on each
+``change``; the event's ``version`` counts the commits the stream has seen.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import logging
 import queue
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from motoko.errors import MotokoError
+from motoko.study.feed import ThreadWaiter
 from motoko.study.values import jsonable
 from motoko.views.web import actions, api
 
@@ -78,15 +80,13 @@ class Dashboard:
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._idle.put(workflow)
         self._readers: list[Any] = []  # opened here (closed here); the given workflow is the caller's
-        self.version = 0
         self.stopping = False
-        self.changed = threading.Condition()
+        self._streams: set[ThreadWaiter] = set()  # the event streams' waiters, woken on shutdown
         self.steps = api.StepGraphs()
         handler = type("Handler", (_Handler,), {"dashboard": self})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
-        with self.lock:
-            self._unsubscribe = [db.feed.subscribe(self._notify) for db in workflow.databases]
+        self._feeds = [db.feed for db in workflow.databases]
 
     @property
     def url(self) -> str:
@@ -101,16 +101,23 @@ class Dashboard:
         """The page's address with its token (``...?token=...``): the page then may act."""
         return f"{self.url}?token={self.token}"
 
-    def _notify(self, oids: frozenset[bytes] | None) -> None:
-        # ZEO's I/O thread: bump the version and wake the event streams.
-        with self.changed:
-            self.version += 1
-            self.changed.notify_all()
+    def changes(self) -> ThreadWaiter:
+        """A waiter for one event stream: woken by every commit, and by :meth:`shutdown`.
 
-    def wait_change(self, seen: int, timeout: float) -> None:
-        """Block until the version differs from ``seen``, shutdown, or ``timeout``."""
-        with self.changed:
-            self.changed.wait_for(lambda: self.version != seen or self.stopping, timeout)
+        The stream gives it back with :meth:`end_stream`.
+        """
+        waiter = ThreadWaiter(self._feeds)
+        with self.lock:
+            self._streams.add(waiter)
+        if self.stopping:  # shut down meanwhile: do not let the stream wait
+            waiter.kick()
+        return waiter
+
+    def end_stream(self, waiter: ThreadWaiter) -> None:
+        """Stop listening for a stream that ended (idempotent)."""
+        waiter.close()
+        with self.lock:
+            self._streams.discard(waiter)
 
     def read(self, what: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Call ``what(reader, ...)`` in a fresh transaction, on a reader no other request uses.
@@ -182,10 +189,10 @@ class Dashboard:
         if self.stopping:
             return
         self.stopping = True
-        with self.changed:
-            self.changed.notify_all()
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
+        with self.lock:
+            streams = list(self._streams)
+        for waiter in streams:
+            waiter.kick()
         threading.Thread(target=self.server.shutdown, daemon=True).start()
 
     def close(self) -> None:
@@ -340,19 +347,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        seen = dashboard.version
-        self._event("hello", seen)
-        while not dashboard.stopping:
-            dashboard.wait_change(seen, KEEPALIVE)
-            if dashboard.stopping:
-                break
-            if dashboard.version == seen:
-                self.wfile.write(b": keep-alive\n\n")
-                self.wfile.flush()
-                continue
-            time.sleep(SETTLE)
-            seen = dashboard.version
-            self._event("change", seen)
+        waiter = dashboard.changes()
+        try:
+            self._event("hello", waiter.commits)
+            while not dashboard.stopping:
+                changed = waiter.wait(KEEPALIVE, settle=SETTLE)
+                if dashboard.stopping:
+                    break
+                if not changed:
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+                    continue
+                self._event("change", waiter.commits)
+        finally:
+            dashboard.end_stream(waiter)
 
     def _event(self, name: str, version: int) -> None:
         self.wfile.write(f"event: {name}\ndata: {json.dumps({'version': version})}\n\n".encode())
