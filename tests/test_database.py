@@ -160,6 +160,16 @@ def test_quantities_roundtrip_as_dataframes(db, address):
     other.close()
 
 
+def test_quantities_stored_under_their_former_module_still_load():
+    # Databases written before quantities.py existed name the class motoko.study.records.Quantity;
+    # an unpickler that cannot find it would give a Broken object and lose every pushed value.
+    from ZODB.broken import find_global
+
+    from motoko.study.quantities import Quantity
+
+    assert find_global("motoko.study.records", "Quantity") is Quantity
+
+
 def test_select_uses_indexes_and_filters(db):
     insert(db, x=[0, 1, 2, 3, 4], name=["a", "b"])
     assert len(db.select("demo")) == 10
