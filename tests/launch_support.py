@@ -10,8 +10,8 @@ from typing import Any
 from conftest import write_config, write_study
 
 from motoko.config import WorkflowConfig, load_config
-from motoko.launch.launcher import LauncherReport
 from motoko.launch.service import build_launcher
+from motoko.launch.serving import LauncherReport
 from motoko.study.database import StudyDB
 from motoko.study.records import Run
 from motoko.study.schema import load_schema

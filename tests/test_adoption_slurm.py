@@ -30,7 +30,8 @@ from test_executor_slurm import slurm  # noqa: F401 (the session fixture)
 from motoko.config import load_config
 from motoko.launch import attempts
 from motoko.launch.executors.base import Launch, Orphan
-from motoko.launch.executors.slurm import SlurmExecutor, _write_run_script, script_path
+from motoko.launch.executors.slurm import SlurmExecutor
+from motoko.launch.executors.slurm_scripts import _write_run_script, script_path
 from motoko.study.container import LauncherRecord
 from motoko.study.records import FINISHED
 

@@ -24,7 +24,7 @@ from launch_support import create_runs, make_study, run_of
 
 from motoko.config import WorkflowConfig
 from motoko.launch.executors.dask import DaskError, DaskExecutor
-from motoko.launch.launcher import LauncherReport
+from motoko.launch.serving import LauncherReport
 from motoko.study.database import StudyDB
 from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST
 

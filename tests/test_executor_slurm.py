@@ -24,8 +24,9 @@ from launch_support import create_runs, make_study, run_of
 from motoko.config import WorkflowConfig
 from motoko.errors import ConfigError
 from motoko.launch.executors.base import Launch
-from motoko.launch.executors.slurm import SlurmError, SlurmExecutor, run_script
-from motoko.launch.launcher import LauncherReport
+from motoko.launch.executors.slurm import SlurmError, SlurmExecutor
+from motoko.launch.executors.slurm_scripts import run_script
+from motoko.launch.serving import LauncherReport
 from motoko.study.database import StudyDB
 from motoko.study.records import CANCELLED, FAILED, FINISHED, LAUNCHED
 from motoko.study.server import stop_server

@@ -20,7 +20,8 @@ from test_executor_slurm import slurm  # noqa: F401 (the session fixture)
 
 from motoko.errors import SlurmError
 from motoko.launch.executors.base import Launch
-from motoko.launch.executors.slurm import _FIXES, SlurmExecutor, cluster_limits, parse_limits
+from motoko.launch.executors.slurm import SlurmExecutor
+from motoko.launch.executors.slurm_cli import _FIXES, cluster_limits, parse_limits
 from motoko.study.records import FAILED, FINISHED
 
 pytestmark = pytest.mark.slow

@@ -24,43 +24,28 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
-import signal
-import socket
 import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from ZODB.POSException import ConflictError
 
 from motoko.errors import MotokoError
 from motoko.launch.adoption import Adoption, record_submitted
 from motoko.launch.cancelling import stop_cooperatively
 from motoko.launch.channel import RunChannel
-from motoko.launch.claiming import Deadline, Shares, fits_within, pick
+from motoko.launch.claiming import Deadline, Shares
+from motoko.launch.claims import Claimed, Claims
 from motoko.launch.executors.base import Executor, Launch, Outcome
+from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.processes import stop_orphans
+from motoko.launch.serving import LauncherReport
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.blocking import motoko_loop
-from motoko.study.database import LauncherRecord, Study, StudyDB
-from motoko.study.records import Run, now
+from motoko.study.database import StudyDB
 from motoko.study.schema import StudySchema
-from motoko.study.states import (
-    ACTIVE,
-    CANCELLED,
-    CREATED,
-    FAILED,
-    FINISHED,
-    LAUNCHED,
-    LOST,
-    RUNNING,
-)
-from motoko.study.values import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -71,77 +56,14 @@ BATCH_WINDOW = 0.003
 START_WINDOW = 0.05
 
 
-@dataclass
-class LauncherOptions:
-    """Tunable behaviour of a launcher.
-
-    Attributes:
-        machine_name: Recorded on every run this launcher executes.
-        heartbeat: Seconds between heartbeats of owned runs.
-        lost_after: Default seconds without heartbeat before a run is LOST
-            (a study's bd.yaml ``lost_after`` wins).
-        cancel_grace: Seconds between TERM and KILL when cancelling.
-        claim_ahead: Runs claimed beyond the free slots, to batch claims
-            (default: as many as ``max_parallel``). More means fewer
-            transactions per run but an unfair share when several
-            launchers serve the same study.
-        poll: Safety-net poll interval when nothing wakes the launcher.
-        once: Execute what is claimable now, then exit when it is done.
-        max_runs: Exit after executing this many runs.
-        idle_exit: Exit after this many seconds with nothing to do.
-        runs_dir: Where run directories go (default: each study's folder).
-        workflow_file: The workflow's motoko.yaml, given to runs.
-        db_address: The database address given to runs (``MOTOKO_DB``).
-        walltime_end: When this launcher's allocation ends (seconds since
-            the epoch; pilots): it claims only runs that fit before then.
-        walltime_margin: Seconds before ``walltime_end`` when claiming stops.
-        pilot_job: The SLURM job id of a pilot, recorded for ``motoko pilots``.
-    """
-
-    machine_name: str = field(default_factory=socket.gethostname)
-    heartbeat: float = 10.0
-    lost_after: float = 60.0
-    cancel_grace: float = 10.0
-    claim_ahead: int | None = None
-    poll: float = 5.0
-    once: bool = False
-    max_runs: int | None = None
-    idle_exit: float | None = None
-    runs_dir: Path | None = None
-    workflow_file: str | None = None
-    db_address: str | None = None
-    walltime_end: float | None = None
-    walltime_margin: float = 10.0
-    pilot_job: str | None = None
-
-
-@dataclass
-class Claimed:
-    """A run this launcher claimed, with what staging needs (read in the claim)."""
-
-    study: str
-    run_id: int
-    oid: bytes
-    values: dict[str, Any]
-    run_json: dict[str, Any]
-    nproc: int
-    options: tuple[str, ...]
-
-
-@dataclass
-class LauncherReport:
-    """What a launcher did before it exited."""
-
-    executed: int = 0
-    finished: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    lost_detected: int = 0
-    claims_conflicts: int = 0
-
-
-class Launcher:
+class Launcher(Claims):
     """Executes the CREATED runs of some studies through an executor.
+
+    This class is the cycle (the loop, its one transaction, starting and
+    cancelling runs); it is built on :class:`~motoko.launch.claims.Claims`
+    (what it claims), :class:`~motoko.launch.recording.Recording` (what it
+    records of its runs and itself) and :class:`~motoko.launch.serving.Served`
+    (``serve``, ``serve_async``, ``stop``).
 
     Args:
         db: The launcher's own database connection (not shared).
@@ -190,49 +112,23 @@ class Launcher:
         if self._wake is not None:
             self._wake.set()
 
-    def stop(self) -> None:
-        """Ask the launcher to stop claiming and exit once its runs ended."""
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-
-    def serve(self) -> LauncherReport:
-        """Run the launcher on a new event loop until a bounded mode ends it."""
-        return asyncio.run(self.serve_async())
-
-    async def serve_async(self, install_signals: bool = False) -> LauncherReport:
-        """Run the launcher on the current event loop (see :meth:`serve`)."""
-        loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
+    async def _opening(self) -> None:
+        """Start the executor (it wakes us when a run ends) and, for local runs, their channel."""
+        assert self._wake is not None
         self.executor.wake = self._wake
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-        unsubscribe = self.db.feed.subscribe(self._on_change(loop))
         await self.executor.start()
         if self.executor.shares_host:
             await self.channel.start(self._wake)
-        try:
-            with motoko_loop():  # runs are served from this loop: refuse synchronous waits
-                await self._loop()
-        finally:
-            unsubscribe()
-            await self.channel.close()
-            await self._adoption.close()
-            await self.executor.close()
-            self._unregister()
-        return self.report
 
-    def _unregister(self) -> None:
-        def change() -> None:
-            record = self._record
-            if record is not None:
-                record.stopped = now()
-                record.executed = self.report.executed
-                record.conflicts = self.report.claims_conflicts
+    async def _serving(self) -> None:
+        with motoko_loop():  # runs are served from this loop: refuse synchronous waits
+            await self._loop()
 
-        with contextlib.suppress(Exception):
-            self.db.transact(change, what="record the launcher's stop", fresh=True)
+    async def _closing(self) -> None:
+        await self.channel.close()
+        await self._adoption.close()
+        await self.executor.close()
+        self._unregister()
 
     # -- the loop ------------------------------------------------------------
 
@@ -327,13 +223,6 @@ class Launcher:
             return now_ - self._idle_since >= opts.idle_exit
         return False
 
-    def _claimable(self) -> bool:
-        for name in self.studies:
-            with contextlib.suppress(MotokoError):
-                if self.db.study(name).ids_in_state(CREATED):  # bool() is O(1), len() walks buckets
-                    return True
-        return False
-
     def _drain_outcomes(self) -> list[Outcome]:
         """Outcomes not yet recorded; they stay queued until a cycle commits them."""
         queue = self.executor.outcomes
@@ -405,176 +294,8 @@ class Launcher:
         self._hungry = self._claim_room() > 0
         return claimed
 
-    def _conflicted(self) -> None:
-        """Count a conflict retry (shown by ``motoko launcher status``), heart-beat if due."""
-        self.report.claims_conflicts += 1
-        self._heartbeat_alone()
-
-    def _claim_room(self) -> int:
-        if self._stopping or (self._deadline is not None and self._deadline.closed()):
-            return 0
-        opts = self.options
-        room = self.executor.free_slots() - len(self._queue)
-        if room <= 0:
-            return 0
-        ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
-        room += ahead
-        room -= len(self._queue)
-        if opts.max_runs is not None:
-            room = min(room, opts.max_runs - self._claimed_total)
-        return max(0, room)
-
     def _lost_check_interval(self) -> float:
         return max(0.2, min(self.options.lost_after, *(s.lost_after or self.options.lost_after for s in self.studies.values())) / 4)
-
-    def _run_of(self, key: tuple[str, int]) -> tuple[Study, Run | None]:
-        study = self.db.study(key[0])
-        return study, study.runs.get(key[1])
-
-    def _mark_running(self, keys: list[tuple[str, int]]) -> None:
-        for key in keys:
-            study, run = self._run_of(key)
-            if run is not None and run.state == LAUNCHED and run.launcher == self.id:
-                # The pid (a job id for schedulers): how an orphan is found if we die.
-                study.transition(run, RUNNING, executor_id=self.executor.running.get(key))
-
-    def _settle(self, outcomes: list[Outcome]) -> None:
-        for outcome in outcomes:
-            study, run = self._run_of(outcome.key)
-            if run is None or run.launcher != self.id:
-                continue  # deleted, or declared lost and retried elsewhere
-            run.exit_code = outcome.exit_code
-            if run.state == LOST and run.launcher == self.id:
-                # Declared lost (e.g. this launcher was starved) but it came back:
-                # its real outcome wins.
-                study.transition(run, FINISHED if outcome.succeeded else FAILED, error=None if outcome.succeeded else outcome.describe())
-                continue
-            if run.state not in ACTIVE:
-                continue  # the run set its own final or user state
-            if outcome.cancelled or run.stop_requested:  # stopped on request, on its own or by signal
-                study.transition(run, CANCELLED, error=(outcome.reason if outcome.cancelled else None) or "cancelled on request")
-            elif outcome.lost:
-                study.transition(run, LOST, error=outcome.describe())
-            elif self._killed_with_pilot(outcome):
-                study.transition(run, LOST, error=f"its pilot (SLURM job {self.options.pilot_job}) was stopped: {outcome.describe()}")
-            elif outcome.succeeded:
-                study.transition(run, FINISHED)
-            else:
-                error = outcome.describe()
-                if outcome.stderr_tail:
-                    error += "\n" + outcome.stderr_tail
-                study.transition(run, FAILED, error=error, failure=outcome.extra.get("failure"))
-
-    def _killed_with_pilot(self, outcome: Outcome) -> bool:
-        """A pilot's run killed by a signal while SLURM stops the pilot (scancel, time limit).
-
-        SLURM signals every process of the job: the run did not fail, its
-        allocation went away, so it is LOST (and retried if allowed), as if
-        the pilot had died at once.
-        """
-        code = outcome.exit_code
-        killed = outcome.signal is not None or (code is not None and code > 128)
-        return bool(self.options.pilot_job) and self._stopping and killed
-
-    def _register(self) -> None:
-        record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
-        record.pilot_job = self.options.pilot_job
-        record.walltime_end = self.options.walltime_end
-        self.db.launchers()[self.id] = record
-
-    @property
-    def _record(self) -> LauncherRecord | None:
-        record: LauncherRecord | None = self.db.launchers().get(self.id)
-        return record
-
-    def _heartbeat(self) -> None:
-        stamp = now()
-        record = self._record
-        if record is not None:
-            record.heartbeat = stamp
-        for key in self._owned:
-            _, run = self._run_of(key)
-            if run is not None and run.state in ACTIVE and run.launcher == self.id:
-                run.heartbeat = stamp
-
-    def _show_note(self) -> None:
-        """Put the executor's note (sbatch refusing jobs for now...) on our record, for ``motoko status``."""
-        record = self._record
-        if record is not None and record.note != self.executor.note:
-            record.note = self.executor.note
-
-    def _heartbeat_alone(self) -> None:
-        """Commit the launcher's heartbeat by itself, while its cycle keeps meeting conflicts.
-
-        Nobody else writes a launcher's record, so this commit cannot
-        conflict; the runs it owns stay alive through it (see liveness).
-        """
-        if time.monotonic() - self._last_heartbeat < self.options.heartbeat:
-            return
-        record = self._record
-        if record is None:
-            return
-        record.heartbeat = now()
-        record.conflicts = self.report.claims_conflicts
-        try:
-            self.db.tm.commit()
-        except ConflictError:
-            self.db.tm.abort()
-            return
-        self._last_heartbeat = time.monotonic()
-
-    def _detect_lost(self) -> None:
-        """Adopt, or declare LOST, the active runs whose launcher stopped heart-beating."""
-        lost_after = {name: schema.lost_after or self.options.lost_after for name, schema in self.studies.items()}
-        self.report.lost_detected += self._adoption.judge(self.db, lost_after, observer=self.id)
-
-    def _claim(self, want: int) -> list[Claimed]:
-        claimed: list[Claimed] = []
-        names = list(self.studies)
-        random.shuffle(names)  # fairness between studies
-        share = self._shares.current(self.db.launchers())
-        record = self._record
-        if record is not None and record.conflicts != self.report.claims_conflicts:
-            record.conflicts = self.report.claims_conflicts
-        for name in names:
-            study = self.db.study(name)
-            created = study.ids_in_state(CREATED)
-            if not created:
-                continue
-            schema = self.studies[name]
-            fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value):
-                claimed.append(self._claim_one(study, created[rid]))
-            if len(claimed) >= want:
-                break
-        return claimed
-
-    def _claim_one(self, study: Study, run: Run) -> Claimed:
-        rid = run.id
-        schema = self.studies[study.name]
-        run_dir = self._run_dir(schema, rid)
-        study.transition(
-            run,
-            LAUNCHED,
-            launcher=self.id,
-            machine_name=self.options.machine_name,
-            heartbeat=now(),
-            run_path=str(run_dir),
-            exec=schema.exec_file,
-        )
-        if self.options.workflow_file:
-            run.workflow = self.options.workflow_file
-        job = run.job
-        values = {**job.params, **{k: getattr(run, k, None) for k in schema.run_fields}}
-        values.update({"id": rid, "run_id": rid, "job_id": job.id})
-        run_json = {"study": study.name, "job": job.to_dict(), "run": jsonable(run.fields())}
-        options = tuple(schema.slurm_options) + tuple(getattr(run, "slurm_options", None) or ())
-        assert run._p_oid is not None
-        return Claimed(study.name, rid, run._p_oid, values, run_json, int(run.nproc or 1), options)
-
-    def _run_dir(self, schema: StudySchema, rid: int) -> Path:
-        base = self.options.runs_dir or schema.folder or Path.cwd()
-        return Path(base) / f"BD-{schema.name}-runs" / f"run-{rid}"
 
     def _account(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

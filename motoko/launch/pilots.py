@@ -39,7 +39,7 @@ from typing import Any
 from motoko.config import PilotSettings
 from motoko.errors import ConfigError, SlurmError
 from motoko.launch.claiming import Deadline, Share, fits_within, pick
-from motoko.launch.launcher import LauncherReport
+from motoko.launch.serving import LauncherReport, Served
 from motoko.study.database import StudyDB
 from motoko.study.records import CREATED
 from motoko.study.schema import StudySchema
@@ -228,7 +228,7 @@ def stop_pilots(pilots: Sequence[Pilot], *, now: bool = False) -> list[str]:
     return running + queued
 
 
-class PilotManager:
+class PilotManager(Served):
     """Keeps up to ``max`` pilots queued or running while CREATED runs wait.
 
     Behaves like a launcher for the services that run one (``serve_async``,
@@ -278,48 +278,25 @@ class PilotManager:
         self.submitted: list[str] = []
         self._stopping = False
         self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def stop(self) -> None:
-        """Stop submitting and exit (pilots out there leave when idle)."""
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-
-    def serve(self) -> LauncherReport:
-        """Run the manager on a new event loop until a bounded mode ends it."""
-        return asyncio.run(self.serve_async())
-
-    async def serve_async(self, install_signals: bool = False) -> LauncherReport:
+    async def _serving(self) -> None:
         """Submit pilots as runs wait, until stopped, idle or (``once``) done."""
-        loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._loop = loop
         wake = self._wake
-
-        def listener(oids: frozenset[bytes] | None) -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(wake.set)
-
-        unsubscribe = self.db.feed.subscribe(listener)
+        assert wake is not None
         idle_since: float | None = None
-        try:
-            while not self._stopping:
-                wake.clear()
-                waiting, active = await asyncio.to_thread(self._step)
-                if waiting or active:
-                    idle_since = None
-                else:
-                    idle_since = idle_since or time.monotonic()
-                    if self.once and self.submitted:
-                        break
-                    if self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:
-                        break
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll)
-        finally:
-            unsubscribe()
-        return self.report
+        while not self._stopping:
+            wake.clear()
+            waiting, active = await asyncio.to_thread(self._step)
+            if waiting or active:
+                idle_since = None
+            else:
+                idle_since = idle_since or time.monotonic()
+                if self.once and self.submitted:
+                    break
+                if self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:
+                    break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.poll)
 
     def _step(self) -> tuple[int, int]:
         """One look at the database and the queue; submit what is missing.

@@ -29,9 +29,11 @@ from typing import Any
 from motoko.config import WorkflowConfig, database_address
 from motoko.errors import ConfigError, MotokoError
 from motoko.launch.executors.base import Executor
-from motoko.launch.launcher import Launcher, LauncherOptions, LauncherReport
+from motoko.launch.launcher import Launcher
+from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.pilots import PilotManager, settings_for
 from motoko.launch.processes import is_recorded_process
+from motoko.launch.serving import LauncherReport
 from motoko.study.database import StudyDB
 from motoko.study.schema import load_schema
 from motoko.study.server import Address, default_address, ensure_server, pid_alive, state_dir

@@ -45,6 +45,11 @@ Adopting
 Cancelling
     ``scancel`` (``JOBID_TASK`` for an array task). SLURM sends TERM, then
     KILL after the cluster's ``KillWait``: that is the grace period here.
+
+This module decides; the scripts and sbatch commands are written by
+:mod:`~motoko.launch.executors.slurm_scripts`, an ended job's outcome is
+judged by :mod:`~motoko.launch.executors.slurm_jobs`, and SLURM's commands
+are run and read by :mod:`~motoko.launch.executors.slurm_cli`.
 """
 
 from __future__ import annotations
@@ -52,110 +57,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
-import shlex
-import shutil
 import time
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
-from motoko.errors import (
-    ConfigError,
-    MotokoError,
-    SlurmError,  # noqa: F401 (defined there, importable from here)
-)
+from motoko.errors import MotokoError, SlurmError
 from motoko.launch import attempts
-from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
-from motoko.launch.executors.slurm_cli import (  # noqa: F401 (_IDS_PER_CALL, _parse_squeue: importable from here)
+from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict
+from motoko.launch.executors.slurm_cli import (
     _ENDED,
-    _IDS_PER_CALL,
+    _FIXES,
+    _TRANSIENT,
     _WAITING,
     _active,
     _call,
-    _parse_squeue,
     _Queue,
+    _require_commands,
     _sacct,
     _squeue,
     cluster_limits,
-    parse_limits,
 )
+from motoko.launch.executors.slurm_jobs import (
+    _JOB_ID,
+    _job_ident,
+    _read_exit_code,
+    _Task,
+    cancelled_outside,
+    job_outcome,
+)
+from motoko.launch.executors.slurm_scripts import _array_command, _job_command, _write_run_script
 
 log = logging.getLogger(__name__)
 
-#: The per-attempt script, written into the run directory (``{attempt}`` filled in).
-RUN_SCRIPT = "motoko-slurm.{attempt}.sh"
-#: Where array scripts and their SLURM logs go, beside the run directories.
-ARRAYS_DIR = "slurm-arrays"
 #: Runs in flight when the configuration sets no ``max_parallel``: a cluster
 #: queues them, so this bounds the launcher's claims, not the cluster's load.
 DEFAULT_MAX_PARALLEL = 1000
 #: Seconds to wait for an ended job's exit status file (shared file systems
 #: may show it late) before reporting the job without it.
 EXIT_FILE_GRACE = 5.0
-#: Ended states that are no fault of the run: reported LOST (a retry may help).
-_LOSSES = {
-    "BOOT_FAIL": "its node failed to boot",
-    "NODE_FAIL": "its node failed",
-    "PREEMPTED": "was preempted",
-    "REVOKED": "was revoked (federation)",
-}
-#: Ended states in which SLURM killed the run: reported FAILED with the reason.
-_KILLS = {
-    "DEADLINE": "reached its deadline",
-    "OUT_OF_MEMORY": "ran out of memory",
-    "TIMEOUT": "was killed at its time limit",
-}
-# Not worth exporting into a job: set per process, per host, or read-only in bash.
-_NOT_EXPORTED = {
-    "_", "PWD", "OLDPWD", "SHLVL", "HOSTNAME", "BASHOPTS", "SHELLOPTS", "BASHPID",
-    "BASH_VERSINFO", "EUID", "PPID", "UID", "GROUPS",
-}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-#: A job id (``123``) or an array task's id (``123_4``).
-_JOB_ID = re.compile(r"(\d+)(?:_(\d+))?\Z")
 #: Seconds to wait for SLURM to end an earlier attempt before a retry is submitted.
 STALE_STOP_TIMEOUT = 120.0
-#: sbatch complaints that pass with time: the runs stay queued and sbatch is tried again.
-_TRANSIENT = (
-    "Resource temporarily unavailable", "Socket timed out", "temporarily unable", "Unable to contact slurm controller",
-    "job submit limit", "MaxSubmitJobs", "MaxJobCount", "SubmitJob", "Job count limit",
-)
-#: sbatch complaints that never pass, and the setting that fixes them.
-_FIXES = {
-    "Invalid job array specification": "the array is larger than the cluster's MaxArraySize: "
-    "lower bundle_size (motoko.yaml launcher) below it",
-    "invalid partition": "name an existing partition in slurm_options (`sinfo -s` lists them)",
-    "Requested node configuration is not available": "ask for no more cores or memory than a node has "
-    "(nproc, --mem in slurm_options; `sinfo -o '%c %m'`)",
-    "Requested time limit is invalid": "lower --time in slurm_options below the partition's MaxTime (`sinfo -o '%l'`)",
-    "Invalid account": "set --account in slurm_options to an account of yours (`sacctmgr show assoc user=$USER`)",
-}
-
-
-@dataclass
-class _Task:
-    """One run's life in SLURM: buffered, submitted, then reported."""
-
-    launch: Launch
-    job: str | None = None  # the job (or array) id once submitted
-    index: int | None = None  # the array task index; None for a plain job
-    log_file: Path | None = None  # SLURM's own output (slurmstepd's messages)
-    raw_id: str | None = None  # an array task's own job id (what sacct -c knows)
-    missing: int = 0  # consecutive polls without the job in squeue
-    started: bool = False  # squeue showed it out of the queue (or it wrote its exit code)
-    ended_at: float | None = None  # when squeue said it ended without an exit status
-
-    @property
-    def slurm_id(self) -> str:
-        """``123`` for a plain job, ``123_4`` for an array task."""
-        return f"{self.job}_{self.index}" if self.index is not None else str(self.job)
-
-
-#: What an outside ``scancel`` leaves in the run's error.
-_CANCELLED_OUTSIDE = "was cancelled outside motoko (scancel)"
 
 
 class SlurmExecutor(Executor):
@@ -493,7 +433,7 @@ class SlurmExecutor(Executor):
             elif task.job in queue.arrays and not task.started and not self._began(task):
                 # Array tasks leave the range row by starting (a row of their own,
                 # kept for MinJobAge once ended) or by a scancel while queued.
-                self._settle(task, self._cancelled_outside(task))
+                self._settle(task, cancelled_outside(task))
                 return True
         if row is None:
             task.missing += 1
@@ -546,37 +486,9 @@ class SlurmExecutor(Executor):
         """Whether the task's script started (it writes ``started.<attempt>`` first)."""
         return attempts.started_file(task.launch.run_dir, task.launch.attempt).exists()
 
-    def _cancelled_outside(self, task: _Task, why: str = "while queued") -> Outcome:
-        launch = task.launch
-        reason = f"SLURM job {task.slurm_id} {_CANCELLED_OUTSIDE} ({why})"
-        return Outcome(launch.study, launch.run_id, cancelled=True, reason=reason)
-
     def _outcome(self, task: _Task, state: str, reason: str, code: int | None) -> Outcome:
-        launch = task.launch
-        cancelled = launch.key in self._cancelled
-        outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
-        if state in _KILLS:  # what a study's retry rules may fix (motoko.study.retry)
-            outcome.extra["failure"] = state
-        why = f"{state}, {reason}" if reason and reason not in ("None", state) else state
-        if cancelled:
-            pass
-        elif state == "CANCELLED" and code != 0:
-            # The script may have recorded the killed command's status (143) before it died too.
-            outcome = self._cancelled_outside(task, why)
-            outcome.exit_code = code
-            outcome.stderr_tail = _failure_tail(task)
-            return outcome
-        elif state in _LOSSES and code is None:
-            outcome.lost = True
-            outcome.reason = f"SLURM job {task.slurm_id} {_LOSSES[state]} ({why})"
-        elif state in _KILLS:
-            outcome.reason = f"SLURM job {task.slurm_id} {_KILLS[state]} ({why})"
-        elif code is None:
-            outcome.lost = state == "COMPLETED"
-            outcome.reason = f"SLURM job {task.slurm_id} ended without recording an exit code ({why})"
-        if not outcome.succeeded and not cancelled:
-            outcome.stderr_tail = _failure_tail(task)
-        return outcome
+        """The outcome of the task's ended job (see :func:`job_outcome`); ours if we cancelled it."""
+        return job_outcome(task, state, reason, code, cancelled=task.launch.key in self._cancelled)
 
     def _started_task(self, task: _Task) -> None:
         if not task.started:
@@ -598,143 +510,3 @@ class SlurmExecutor(Executor):
         self._cancelled.discard(key)
         self.report(outcome)
 
-
-# -- scripts and commands ----------------------------------------------------------------------
-
-
-def _require_commands() -> None:
-    for command in ("sbatch", "squeue", "scancel"):
-        if shutil.which(command) is None:
-            raise ConfigError(
-                f"{command} not found: the slurm executor needs the SLURM client commands on PATH",
-                hint="install SLURM (or load its module), or use `executor: local`",
-            )
-
-
-def _exports(env: dict[str, str]) -> list[str]:
-    """``export``/``unset`` lines turning sbatch's environment into the run's.
-
-    sbatch hands the job the launcher's environment (``--export=ALL``), so
-    only what differs is written. SLURM's own variables are left alone: the
-    job's ``SLURM_JOB_ID`` must be the job's, not the launcher's.
-    """
-    lines = []
-    for name, value in sorted(env.items()):
-        if os.environ.get(name) != value and _NAME.match(name) and _exported(name):
-            lines.append(f"export {name}={shlex.quote(value)}")
-    for name in sorted(os.environ):
-        if name not in env and _NAME.match(name) and _exported(name):
-            lines.append(f"unset {name}")
-    return lines
-
-
-def _exported(name: str) -> bool:
-    return name not in _NOT_EXPORTED and not name.startswith("SLURM_")
-
-
-def run_script(launch: Launch) -> str:
-    """The bash script that runs one attempt of a staged run in its directory on a node.
-
-    It first says it started (``started.<attempt>``, holding its SLURM id),
-    then checks the attempt fence: a task whose attempt the run has left
-    exits at once. The command runs as a child, not ``exec``-ed, so that the
-    script can record its exit status; a job killed by SLURM records none,
-    and its SLURM state says why.
-    """
-    q = shlex.quote
-    n = launch.attempt
-    started = attempts.started_file(Path("."), n).name
-    exit_name = attempts.exit_file(Path("."), n).name
-    lines = [
-        "#!/bin/bash",
-        f"# Written by motoko's SLURM executor: runs {launch.study} run {launch.run_id}, attempt {n}.",
-        *_exports(launch.env),
-        f"cd -- {q(str(launch.run_dir))} || exit 97",
-        'id=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
-        f'printf "%s\n" "${{id:-$SLURM_JOB_ID}}" > {started}.tmp && mv -f {started}.tmp {started}',
-        f'if [[ "$(cat {attempts.FENCE_FILE} 2>/dev/null)" != {n} ]]; then',
-        f"  rm -f {started}",
-        f'  echo "motoko: attempt {n} of {launch.study} run {launch.run_id} is stale (the run moved on): not run" >&2',
-        "  exit 0",
-        "fi",
-        f"{shlex.join(launch.command)} </dev/null >stdout 2>stderr",
-        "code=$?",
-        f'printf "%d\n" "$code" > {exit_name}.tmp && mv -f {exit_name}.tmp {exit_name}',
-        'exit "$code"',
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def script_path(launch: Launch) -> Path:
-    """Where attempt ``launch.attempt``'s script lives."""
-    return launch.run_dir / RUN_SCRIPT.format(attempt=launch.attempt)
-
-
-def _write_run_script(launch: Launch) -> None:
-    # The fence first: from now on only this attempt's task may execute here.
-    attempts.write_fence(launch.run_dir, launch.attempt)
-    path = script_path(launch)
-    path.write_text(run_script(launch))
-    path.chmod(0o700)
-
-
-def _sbatch_base(name: str, directory: Path, output: str, nproc: int) -> list[str]:
-    base = ["sbatch", "--parsable", f"--job-name={name}", f"--chdir={directory}"]
-    base += [f"--output={directory / output}", "--export=ALL"]
-    if nproc > 1:
-        base.append(f"--ntasks={nproc}")
-    return base
-
-
-def _job_command(task: _Task, options: tuple[str, ...]) -> list[str]:
-    """sbatch of one run's script as a plain job (its options after the config's)."""
-    launch = task.launch
-    base = _sbatch_base(f"motoko-{launch.study}-{launch.run_id}", launch.run_dir, "slurm-%j.out", launch.nproc)
-    return [*base, *options, *launch.options, str(script_path(launch))]
-
-
-def _array_command(tasks: list[_Task], options: tuple[str, ...]) -> list[str]:
-    """Write the array script (its manifest of run directories); return its sbatch.
-
-    Task ``i`` of the array runs ``runs[i]``'s script: SLURM_ARRAY_TASK_ID
-    picks the run, so one sbatch and one scheduler job carry the bundle.
-    """
-    first = tasks[0].launch
-    directory = first.run_dir.parent / ARRAYS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    directory.mkdir(parents=True)
-    manifest = "\n".join(f"  {shlex.quote(str(script_path(t.launch)))}  # {t.launch.study} run {t.launch.run_id}" for t in tasks)
-    script = directory / "array.sh"
-    script.write_text(
-        "#!/bin/bash\n# Written by motoko's SLURM executor: task i of the array runs runs[i].\n"
-        f"runs=(\n{manifest}\n)\n"
-        'exec bash "${runs[$SLURM_ARRAY_TASK_ID]}"\n'
-    )
-    for task in tasks:
-        task.log_file = directory / "slurm.out"  # renamed per task once the job id is known
-    name = f"motoko-{first.study}-x{len(tasks)}"
-    base = _sbatch_base(name, directory, "slurm-%A_%a.out", first.nproc)
-    # The array range comes last: it is motoko's to set, whatever the options say.
-    return [*base, *options, *first.options, f"--array=0-{len(tasks) - 1}", str(script)]
-
-
-def _job_ident(orphan: Orphan) -> str | None:
-    """The SLURM id of an orphan's job: as recorded on the run, else as its task wrote on start."""
-    run_dir, n = orphan.run_dir, orphan.attempt
-    for ident in (orphan.executor_id, attempts.read_submitted(run_dir, n), attempts.read_started(run_dir, n)):
-        if ident and _JOB_ID.match(ident):
-            return ident
-    return None
-
-
-def _read_exit_code(launch: Launch) -> int | None:
-    return attempts.read_exit(launch.run_dir, launch.attempt)
-
-
-def _failure_tail(task: _Task) -> str:
-    """The run's stderr tail, and SLURM's own words (slurmstepd) when it killed the job."""
-    text = tail(task.launch.run_dir / "stderr")
-    if task.log_file is not None:
-        slurm = tail(task.log_file, lines=5)
-        if slurm:
-            text = f"{text}\n{slurm}" if text else slurm
-    return text

@@ -1,8 +1,9 @@
-"""Talking to SLURM's commands: calls, and what squeue, sacct and scontrol say.
+"""Talking to SLURM's commands: calls, and what sbatch, squeue, sacct and scontrol say.
 
 The SLURM executor (:mod:`motoko.launch.executors.slurm`) decides; this
 module only runs ``sbatch``/``squeue``/``sacct``/``scontrol``/``scancel``
-without blocking the event loop and parses their output into plain values.
+without blocking the event loop, parses their output into plain values, and
+knows which of sbatch's refusals pass with time and which setting fixes the others.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from motoko.errors import MotokoError, SlurmError
+from motoko.errors import ConfigError, MotokoError, SlurmError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,31 @@ _ENDED = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
     "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT",
 }
+#: sbatch complaints that pass with time: the runs stay queued and sbatch is tried again.
+_TRANSIENT = (
+    "Resource temporarily unavailable", "Socket timed out", "temporarily unable", "Unable to contact slurm controller",
+    "job submit limit", "MaxSubmitJobs", "MaxJobCount", "SubmitJob", "Job count limit",
+)
+#: sbatch complaints that never pass, and the setting that fixes them.
+_FIXES = {
+    "Invalid job array specification": "the array is larger than the cluster's MaxArraySize: "
+    "lower bundle_size (motoko.yaml launcher) below it",
+    "invalid partition": "name an existing partition in slurm_options (`sinfo -s` lists them)",
+    "Requested node configuration is not available": "ask for no more cores or memory than a node has "
+    "(nproc, --mem in slurm_options; `sinfo -o '%c %m'`)",
+    "Requested time limit is invalid": "lower --time in slurm_options below the partition's MaxTime (`sinfo -o '%l'`)",
+    "Invalid account": "set --account in slurm_options to an account of yours (`sacctmgr show assoc user=$USER`)",
+}
+
+
+def _require_commands() -> None:
+    """Refuse to build a SLURM executor where SLURM's client commands are missing."""
+    for command in ("sbatch", "squeue", "scancel"):
+        if shutil.which(command) is None:
+            raise ConfigError(
+                f"{command} not found: the slurm executor needs the SLURM client commands on PATH",
+                hint="install SLURM (or load its module), or use `executor: local`",
+            )
 
 
 @dataclass
@@ -157,3 +183,4 @@ def _task_ids(spec: str) -> set[int]:
         with contextlib.suppress(ValueError):
             ids.update(range(int(low), int(high or low) + 1))
     return ids
+

@@ -1,0 +1,117 @@
+"""What a launcher claims: how many runs, which, and what it reads of each in the claim.
+
+A claim moves a CREATED run to LAUNCHED inside the launcher's cycle
+transaction (exactly once: see :mod:`motoko.launch.launcher`); how many
+runs fit and which are fair to take is decided by
+:mod:`motoko.launch.claiming`. What staging needs of a claimed run is read
+in the same transaction, so the run is not read again before it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from motoko.errors import MotokoError
+from motoko.launch.claiming import Deadline, Shares, fits_within, pick
+from motoko.launch.recording import Recording
+from motoko.study.database import Study
+from motoko.study.records import Run, now
+from motoko.study.schema import StudySchema
+from motoko.study.states import CREATED, LAUNCHED
+from motoko.study.values import jsonable
+
+
+@dataclass
+class Claimed:
+    """A run this launcher claimed, with what staging needs (read in the claim)."""
+
+    study: str
+    run_id: int
+    oid: bytes
+    values: dict[str, Any]
+    run_json: dict[str, Any]
+    nproc: int
+    options: tuple[str, ...]
+
+
+class Claims(Recording):
+    """The launcher's claims (see the module docstring)."""
+
+    _queue: list[Claimed]
+    _deadline: Deadline | None
+    _shares: Shares
+    _claimed_total: int
+
+    def _claim_room(self) -> int:
+        if self._stopping or (self._deadline is not None and self._deadline.closed()):
+            return 0
+        opts = self.options
+        room = self.executor.free_slots() - len(self._queue)
+        if room <= 0:
+            return 0
+        ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
+        room += ahead
+        room -= len(self._queue)
+        if opts.max_runs is not None:
+            room = min(room, opts.max_runs - self._claimed_total)
+        return max(0, room)
+
+    def _claimable(self) -> bool:
+        for name in self.studies:
+            with contextlib.suppress(MotokoError):
+                if self.db.study(name).ids_in_state(CREATED):  # bool() is O(1), len() walks buckets
+                    return True
+        return False
+
+    def _claim(self, want: int) -> list[Claimed]:
+        claimed: list[Claimed] = []
+        names = list(self.studies)
+        random.shuffle(names)  # fairness between studies
+        share = self._shares.current(self.db.launchers())
+        record = self._record
+        if record is not None and record.conflicts != self.report.claims_conflicts:
+            record.conflicts = self.report.claims_conflicts
+        for name in names:
+            study = self.db.study(name)
+            created = study.ids_in_state(CREATED)
+            if not created:
+                continue
+            schema = self.studies[name]
+            fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
+            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value):
+                claimed.append(self._claim_one(study, created[rid]))
+            if len(claimed) >= want:
+                break
+        return claimed
+
+    def _claim_one(self, study: Study, run: Run) -> Claimed:
+        rid = run.id
+        schema = self.studies[study.name]
+        run_dir = self._run_dir(schema, rid)
+        study.transition(
+            run,
+            LAUNCHED,
+            launcher=self.id,
+            machine_name=self.options.machine_name,
+            heartbeat=now(),
+            run_path=str(run_dir),
+            exec=schema.exec_file,
+        )
+        if self.options.workflow_file:
+            run.workflow = self.options.workflow_file
+        job = run.job
+        values = {**job.params, **{k: getattr(run, k, None) for k in schema.run_fields}}
+        values.update({"id": rid, "run_id": rid, "job_id": job.id})
+        run_json = {"study": study.name, "job": job.to_dict(), "run": jsonable(run.fields())}
+        options = tuple(schema.slurm_options) + tuple(getattr(run, "slurm_options", None) or ())
+        assert run._p_oid is not None
+        return Claimed(study.name, rid, run._p_oid, values, run_json, int(run.nproc or 1), options)
+
+    def _run_dir(self, schema: StudySchema, rid: int) -> Path:
+        base = self.options.runs_dir or schema.folder or Path.cwd()
+        return Path(base) / f"BD-{schema.name}-runs" / f"run-{rid}"
+

@@ -1,0 +1,163 @@
+"""What a launcher records in its cycle's transaction, of its runs and of itself.
+
+Runs it started are marked RUNNING and ended ones settled (FINISHED,
+FAILED, CANCELLED, LOST); orphans of dead launchers are judged (adopted or
+LOST); its own launcher record is registered, heart-beaten, annotated with
+the executor's note and closed at stop. Nothing here commits but the lone
+heartbeat a conflicted cycle needs: the cycle (:mod:`motoko.launch.launcher`)
+calls these inside its one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+from ZODB.POSException import ConflictError
+
+from motoko.launch.adoption import Adoption
+from motoko.launch.executors.base import Executor, Outcome
+from motoko.launch.launcher_options import LauncherOptions
+from motoko.launch.serving import Served
+from motoko.study.database import LauncherRecord, Study
+from motoko.study.records import Run, now
+from motoko.study.schema import StudySchema
+from motoko.study.states import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    LAUNCHED,
+    LOST,
+    RUNNING,
+)
+
+
+class Recording(Served):
+    """The launcher's writes of run states and of its own record (see the module docstring)."""
+
+    id: str
+    studies: dict[str, StudySchema]
+    executor: Executor
+    options: LauncherOptions
+    _owned: dict[tuple[str, int], bytes]
+    _adoption: Adoption
+    _last_heartbeat: float
+
+    def _unregister(self) -> None:
+        def change() -> None:
+            record = self._record
+            if record is not None:
+                record.stopped = now()
+                record.executed = self.report.executed
+                record.conflicts = self.report.claims_conflicts
+
+        with contextlib.suppress(Exception):
+            self.db.transact(change, what="record the launcher's stop", fresh=True)
+
+    def _conflicted(self) -> None:
+        """Count a conflict retry (shown by ``motoko launcher status``), heart-beat if due."""
+        self.report.claims_conflicts += 1
+        self._heartbeat_alone()
+
+    def _run_of(self, key: tuple[str, int]) -> tuple[Study, Run | None]:
+        study = self.db.study(key[0])
+        return study, study.runs.get(key[1])
+
+    def _mark_running(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            study, run = self._run_of(key)
+            if run is not None and run.state == LAUNCHED and run.launcher == self.id:
+                # The pid (a job id for schedulers): how an orphan is found if we die.
+                study.transition(run, RUNNING, executor_id=self.executor.running.get(key))
+
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            study, run = self._run_of(outcome.key)
+            if run is None or run.launcher != self.id:
+                continue  # deleted, or declared lost and retried elsewhere
+            run.exit_code = outcome.exit_code
+            if run.state == LOST and run.launcher == self.id:
+                # Declared lost (e.g. this launcher was starved) but it came back:
+                # its real outcome wins.
+                study.transition(run, FINISHED if outcome.succeeded else FAILED, error=None if outcome.succeeded else outcome.describe())
+                continue
+            if run.state not in ACTIVE:
+                continue  # the run set its own final or user state
+            if outcome.cancelled or run.stop_requested:  # stopped on request, on its own or by signal
+                study.transition(run, CANCELLED, error=(outcome.reason if outcome.cancelled else None) or "cancelled on request")
+            elif outcome.lost:
+                study.transition(run, LOST, error=outcome.describe())
+            elif self._killed_with_pilot(outcome):
+                study.transition(run, LOST, error=f"its pilot (SLURM job {self.options.pilot_job}) was stopped: {outcome.describe()}")
+            elif outcome.succeeded:
+                study.transition(run, FINISHED)
+            else:
+                error = outcome.describe()
+                if outcome.stderr_tail:
+                    error += "\n" + outcome.stderr_tail
+                study.transition(run, FAILED, error=error, failure=outcome.extra.get("failure"))
+
+    def _killed_with_pilot(self, outcome: Outcome) -> bool:
+        """A pilot's run killed by a signal while SLURM stops the pilot (scancel, time limit).
+
+        SLURM signals every process of the job: the run did not fail, its
+        allocation went away, so it is LOST (and retried if allowed), as if
+        the pilot had died at once.
+        """
+        code = outcome.exit_code
+        killed = outcome.signal is not None or (code is not None and code > 128)
+        return bool(self.options.pilot_job) and self._stopping and killed
+
+    def _register(self) -> None:
+        record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
+        record.pilot_job = self.options.pilot_job
+        record.walltime_end = self.options.walltime_end
+        self.db.launchers()[self.id] = record
+
+    @property
+    def _record(self) -> LauncherRecord | None:
+        record: LauncherRecord | None = self.db.launchers().get(self.id)
+        return record
+
+    def _heartbeat(self) -> None:
+        stamp = now()
+        record = self._record
+        if record is not None:
+            record.heartbeat = stamp
+        for key in self._owned:
+            _, run = self._run_of(key)
+            if run is not None and run.state in ACTIVE and run.launcher == self.id:
+                run.heartbeat = stamp
+
+    def _show_note(self) -> None:
+        """Put the executor's note (sbatch refusing jobs for now...) on our record, for ``motoko status``."""
+        record = self._record
+        if record is not None and record.note != self.executor.note:
+            record.note = self.executor.note
+
+    def _heartbeat_alone(self) -> None:
+        """Commit the launcher's heartbeat by itself, while its cycle keeps meeting conflicts.
+
+        Nobody else writes a launcher's record, so this commit cannot
+        conflict; the runs it owns stay alive through it (see liveness).
+        """
+        if time.monotonic() - self._last_heartbeat < self.options.heartbeat:
+            return
+        record = self._record
+        if record is None:
+            return
+        record.heartbeat = now()
+        record.conflicts = self.report.claims_conflicts
+        try:
+            self.db.tm.commit()
+        except ConflictError:
+            self.db.tm.abort()
+            return
+        self._last_heartbeat = time.monotonic()
+
+    def _detect_lost(self) -> None:
+        """Adopt, or declare LOST, the active runs whose launcher stopped heart-beating."""
+        lost_after = {name: schema.lost_after or self.options.lost_after for name, schema in self.studies.items()}
+        self.report.lost_detected += self._adoption.judge(self.db, lost_after, observer=self.id)
