@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from ZEO.Exceptions import ClientDisconnected
 
 from motoko.errors import EventLoopError, HandleError, ServerError, WaitTimeout  # noqa: F401 (defined there, importable from here)
-from motoko.flow.launcher_watch import HINT_AFTER, watch_for
+from motoko.flow.launcher_watch import HINT_AFTER, LauncherWatch, watch_for
 from motoko.flow.lost_runs import declare_lost_while_waiting
 from motoko.flow.session import Session
 from motoko.study.blocking import blocking, refuse_in_loop, run_blocking  # noqa: F401 (the one mechanism; importable from here)
@@ -100,20 +100,24 @@ async def wait_until(
             if deadline is not None:
                 budget = min(budget, deadline - loop.time())
                 if budget <= 0:
-                    left = pending() if pending else []
-                    unserved = watch.check(left) if left else None
-                    error = WaitTimeout(timeout or 0.0, left, str(unserved) if unserved else None)
-                    if not error.pending:
-                        # A selection has no pending runs to name; the
-                        # message read "0 run(s) not done after 0.2 s: ".
-                        error.message = f"nothing matched within {timeout:g} s"
-                        error.hint = "wait longer, or check the constraints with `motoko select`"
-                        error.args = (str(error),)
-                    raise error
+                    raise _timed_out(timeout, pending() if pending else [], watch)
             fired = await waiter.wait(budget)
             delay = poll.initial if fired else min(delay * poll.factor, poll.maximum)
     finally:
         waiter.close()
+
+
+def _timed_out(timeout: float | None, left: list[tuple[str, int, str]], watch: LauncherWatch) -> WaitTimeout:
+    """The WaitTimeout naming the runs ``left`` pending, and why when no launcher serves them."""
+    unserved = watch.check(left) if left else None
+    error = WaitTimeout(timeout or 0.0, left, str(unserved) if unserved else None)
+    if not error.pending:
+        # A selection has no pending runs to name; the
+        # message read "0 run(s) not done after 0.2 s: ".
+        error.message = f"nothing matched within {timeout:g} s"
+        error.hint = "wait longer, or check the constraints with `motoko select`"
+        error.args = (str(error),)
+    return error
 
 
 def _server_lost(workflow: Any, since: float | None, now: float) -> float:
