@@ -6,6 +6,11 @@ server, makes sure every study of motoko.yaml exists in it, and exposes one
 (``workflow.mult``, or an alias). ``run_name`` scopes every created run and
 every selection to one execution of the workflow; by default it is derived
 from the workflow file, so running the same file again resumes it.
+
+The database side lives in :class:`~motoko.flow.session.Session`, which
+the handles on runs depend on; the actions of a motoko 0.1.4 orchestrator
+live in the :class:`~motoko.flow.events.ActionLoop` a Workflow holds, and
+its verbs (``add_action``, ``finished``, ``execute``...) delegate to it.
 """
 
 from __future__ import annotations
