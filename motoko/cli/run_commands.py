@@ -84,7 +84,8 @@ def run(
     manage workflows started with --detach.
     """
     from motoko.cli import detach as detached
-    from motoko.flow.runner import orchestrator_file, run_file
+    from motoko.flow.runner import run_file
+    from motoko.flow.workflow_file import orchestrator_file
 
     if file is not None and str(file) in detached.SUBCOMMANDS and not file.exists():
         from motoko.cli.db_commands import config_of

@@ -11,21 +11,19 @@ handles; this module only adapts the spellings:
 * :class:`TaskSelectionEval`: any ``func() -> pairs | False`` made awaitable,
   waking on the change feed of the workflow it is given (else a back-off poll).
 * :class:`RunSelector`: ``selector.selectRuns(constraints)`` → pairs.
-* :func:`workflow_of`: the Workflow whose connection holds a run.
+* :func:`workflow_of`: the Workflow (or Session) whose connection holds a run.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from motoko.errors import HandleError
+from motoko.errors import HandleError, WaitTimeout
+from motoko.flow.session import Session
 from motoko.flow.waiting import Pair, blocking, wait_until
 from motoko.study.records import Job, Run
-
-if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
 
 
 class RunPairs(list[Pair]):
@@ -35,8 +33,8 @@ class RunPairs(list[Pair]):
         return [run for run, _ in self]
 
 
-def workflow_of(run: Run) -> Workflow:
-    """The Workflow whose database connection ``run`` was read through.
+def workflow_of(run: Run) -> Session:
+    """The Workflow (or Session) whose database connection ``run`` was read through.
 
     Raises:
         HandleError: for a run that was not read through a Workflow.
@@ -52,7 +50,7 @@ def workflow_of(run: Run) -> Workflow:
     return workflow  # type: ignore[no-any-return]
 
 
-def split_pairs(items: Sequence[Any]) -> tuple[Workflow | None, str, list[int]]:
+def split_pairs(items: Sequence[Any]) -> tuple[Session | None, str, list[int]]:
     """``RunList(pairs)`` of motoko 0.1.4: the workflow, study and ids of ``(run, job)`` pairs (or runs).
 
     Raises:
@@ -83,7 +81,7 @@ class TaskSelectionEval:
     between looks).
     """
 
-    def __init__(self, func: Callable[[], Any], workflow: Workflow | None = None):
+    def __init__(self, func: Callable[[], Any], workflow: Session | None = None):
         self.func = func
         self.workflow = workflow
 
@@ -128,8 +126,6 @@ class TaskSelectionEval:
 
 
 async def _poll(check: Callable[[], tuple[bool, Any]], timeout: float | None) -> Any:
-    from motoko.errors import WaitTimeout
-
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     delay = 0.05
@@ -149,7 +145,7 @@ async def _poll(check: Callable[[], tuple[bool, Any]], timeout: float | None) ->
 class RunSelector:
     """``tm.selector`` / ``selection.selector`` (motoko 0.1.4): ``selectRuns(constraints)`` → pairs."""
 
-    def __init__(self, workflow: Workflow, study: str):
+    def __init__(self, workflow: Session, study: str):
         self.workflow = workflow
         self.study = study
 

@@ -2,7 +2,7 @@
 
 ``createTask`` records on each run the step or action that created it
 (``event_name``) and the runs it was derived from (``parents``). Steps
-(:mod:`motoko.flow.dag`), orchestrators (:mod:`motoko.flow.runner`) and event
+(:mod:`motoko.flow.dag`), orchestrators (:mod:`motoko.flow.orchestrator`) and event
 actions (:mod:`motoko.flow.events`) set these variables around the user code
 they call; the task manager reads them. They are context variables, so
 concurrent steps of one event loop each see their own.

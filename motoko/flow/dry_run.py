@@ -26,11 +26,11 @@ import networkx as nx
 
 from motoko.config import find_config
 from motoko.errors import WorkflowError
+from motoko.flow.context import current_event
 from motoko.flow.dag import _arguments, build_graph, check_params
 from motoko.flow.outdated import OutdatedReport, current_run_names, find_outdated, is_done
-from motoko.flow.runner import load_workflow_file
-from motoko.flow.task_manager import current_event
 from motoko.flow.workflow import Workflow
+from motoko.flow.workflow_file import load_workflow_file
 from motoko.study.records import ACTIVE, CREATED, FAILURE, Job, Run
 from motoko.study.space import expand
 

@@ -22,7 +22,7 @@ import functools
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,9 @@ from motoko.errors import (
     WorkflowError,
 )
 from motoko.flow.context import current_event, current_parents
+from motoko.flow.handles import requeue_left_over
+from motoko.flow.lost_runs import declare_lost_while_waiting
+from motoko.flow.session import Session
 from motoko.study.blocking import motoko_loop
 
 if TYPE_CHECKING:
@@ -114,16 +117,37 @@ class Action:
     error_handler: bool = False
 
 
-class EventsMixin:
-    """The action registry and event loop of :class:`~motoko.flow.workflow.Workflow`."""
+class ActionLoop:
+    """The actions of a workflow and the loop that fires them; the Workflow holds one.
 
-    task_managers: dict[str, TaskManager]
-    finished: bool
+    A :class:`~motoko.flow.workflow.Workflow` delegates its motoko 0.1.4
+    verbs to it (``add_action``, ``add_error_handler``, ``finished``...).
+    Actions receive the workflow itself (``f(workflow=..., runs=...)``), not
+    this loop.
 
-    def __init__(self) -> None:
+    Args:
+        workflow: The workflow whose studies the events look at; handed to
+            the actions and to ``f(workflow, task_manager)`` events.
+        task_managers: The workflow's task managers, by study name.
+
+    Attributes:
+        actions: The registered actions, by name.
+        params: Extra keyword arguments for every action (the orchestrator's
+            parameters).
+        finished: Set (by an action, or ``main``) to end the loop.
+    """
+
+    def __init__(self, workflow: Session, task_managers: Mapping[str, TaskManager]):
+        self.workflow = workflow
+        self.task_managers = task_managers
         self.actions: dict[str, Action] = {}
         self._in_flight: set[str] = set()
         self.params: dict[str, Any] = {}
+        self.finished = False
+
+    def _manager(self, task: str) -> TaskManager:
+        """The task manager of a study or alias (an unknown name raises a did-you-mean error)."""
+        return self.task_managers[self.workflow.config.resolve(task)]
 
     def add_action(
         self,
@@ -147,7 +171,7 @@ class EventsMixin:
                 hint="use a constraint string, a list of them, f(run, job), f(workflow, task_manager) or f()",
             )
         if task != ALL:
-            self[task]  # type: ignore[index]  # raises a did-you-mean error
+            self._manager(task)
         self.actions[event_name] = Action(event_name, task, event, f, get_params, kind)
 
     def add_error_handler(self, event: Any = "state = FAILED", f: Callable[..., Any] | None = None, **kwargs: Any) -> None:
@@ -160,7 +184,7 @@ class EventsMixin:
     def _managers_for(self, action: Action) -> list[TaskManager]:
         if action.task == ALL:
             return list(self.task_managers.values())
-        return [self[action.task]]  # type: ignore[index]
+        return [self._manager(action.task)]
 
     def _evaluate(self, action: Action, manager: TaskManager) -> Any:
         """The event's value for one task manager: falsy, True, or runs."""
@@ -174,7 +198,7 @@ class EventsMixin:
             pairs = [(r, j) for r, j in manager.select() if action.condition(r, j)]
             return pairs or False
         if action.kind == "workflow":
-            return action.condition(self, task_manager=manager)
+            return action.condition(self.workflow, task_manager=manager)
         return action.condition()
 
     async def check_events(self) -> list[asyncio.Task[Any]]:
@@ -193,7 +217,7 @@ class EventsMixin:
 
     async def _fire(self, action: Action, manager: TaskManager, value: Any) -> None:
         params = action.get_params() if callable(action.get_params) else action.get_params
-        kwargs: dict[str, Any] = {"workflow": self, "params": params, **self.params}
+        kwargs: dict[str, Any] = {"workflow": self.workflow, "params": params, **self.params}
         parents: tuple[tuple[str, int], ...] = ()
         if value is not True and isinstance(value, list):
             kwargs["runs"] = ActionRuns(value, manager.name)
@@ -217,11 +241,11 @@ class EventsMixin:
         finally:
             current_event.reset(token_event)
             current_parents.reset(token_parents)
-            self.refresh()  # type: ignore[attr-defined]
+            self.workflow.refresh()
             self._in_flight.discard(action.name)
 
     async def run_events(self) -> None:
-        """Fire actions on every change until ``workflow.finished`` is set.
+        """Fire actions on every change until ``finished`` is set.
 
         Raises:
             Exception: the first exception raised by an action.
@@ -230,13 +254,15 @@ class EventsMixin:
             await self._run_events()
 
     async def _run_events(self) -> None:
-        waiter = self.change_waiter()  # type: ignore[attr-defined]
+        waiter = self.workflow.change_waiter()
         tasks: set[asyncio.Task[Any]] = set()
-        poll = self.config.poll  # type: ignore[attr-defined]
+        poll = self.workflow.config.poll
         delay = poll.initial
         try:
             while not self.finished:
-                self.refresh()  # type: ignore[attr-defined]
+                self.workflow.refresh()
+                # The loop awaits runs too: with every launcher dead, it declares them LOST.
+                declare_lost_while_waiting(self.workflow)
                 self._requeue_lost()
                 for task in await self.check_events():
                     tasks.add(task)
@@ -261,27 +287,8 @@ class EventsMixin:
         saw its runs orphaned by a killed ``motoko run`` (found LOST only
         after this execution started); the resumed workflow waited forever.
         """
-        from motoko.flow.futures import requeue_left_over
-
         for manager in self.task_managers.values():
-            requeue_left_over(self, manager.name, manager.select("state = LOST").runs())  # type: ignore[arg-type]
-
-    def execute(self, **params: Any) -> None:
-        """Run the orchestrator's ``main`` and the actions (motoko 0.1.4 API)."""
-        from motoko.flow.runner import run_orchestrator
-
-        run_orchestrator(self, params)  # type: ignore[arg-type]
-
-    def start_launcher_daemons(self, args: Any = None) -> None:
-        """Start a detached launcher daemon for the workflow (motoko 0.1.4 API).
-
-        Idempotent: does nothing while a daemon is already running.
-        """
-        from motoko.launch.service import daemon_status, start_daemon
-
-        config = self.config  # type: ignore[attr-defined]
-        if not daemon_status(config):
-            start_daemon(config, [], study=None, executor=config.launcher.executor)
+            requeue_left_over(self.workflow, manager.name, manager.select("state = LOST").runs())
 
 
 def _describe_runs(study: str, value: Any) -> str:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from motoko.flow.session import Session
 from motoko.study.records import CREATED
 from motoko.study.unserved import Unserved, unserved
-
-if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +27,13 @@ log = logging.getLogger(__name__)
 #: started meanwhile is not reported as missing).
 HINT_AFTER = 2.0
 
-_WATCHES: weakref.WeakKeyDictionary[Workflow, LauncherWatch] = weakref.WeakKeyDictionary()
+_WATCHES: weakref.WeakKeyDictionary[Session, LauncherWatch] = weakref.WeakKeyDictionary()
 
 
 class LauncherWatch:
     """Per workflow: whether its waiting runs have a live launcher, said once."""
 
-    def __init__(self, workflow: Workflow):
+    def __init__(self, workflow: Session):
         self._workflow = weakref.ref(workflow)
         self.told = False
         self.display = False
@@ -65,7 +63,7 @@ class LauncherWatch:
                     waiting[study] = waiting.get(study, 0) + 1
             if not waiting:
                 return None
-        studies = list(waiting) if waiting is not None else list(workflow.task_managers)
+        studies = list(waiting) if waiting is not None else list(workflow.schemas)
         pairs = [(workflow.db_for(name), name) for name in studies]
         return unserved(pairs, within=workflow.config.lost_after, waiting=waiting)
 
@@ -78,7 +76,7 @@ class LauncherWatch:
         return found
 
 
-def watch_for(workflow: Workflow) -> LauncherWatch:
+def watch_for(workflow: Session) -> LauncherWatch:
     """The workflow's one :class:`LauncherWatch`."""
     watch = _WATCHES.get(workflow)
     if watch is None:

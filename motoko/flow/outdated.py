@@ -29,16 +29,14 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 
 from motoko.errors import OutdatedRunsError
+from motoko.flow.session import Session
 from motoko.study.fingerprint import changed_files, study_fingerprint
 from motoko.study.records import ACTIVE, CREATED, FAILURE, Run
-
-if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
 
 #: The choices for outdated runs (motoko.yaml ``resume: {outdated: ...}``).
 POLICIES = ("ask", "rerun", "keep")
@@ -128,9 +126,9 @@ def current_run_names(directory: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def relative_folder(workflow: Workflow, name: str) -> str:
+def relative_folder(workflow: Session, name: str) -> str:
     """A study's folder, relative to the workflow directory when it is inside it."""
-    folder = workflow.task_managers[name].schema.folder
+    folder = workflow.schemas[name].folder
     if folder is None:
         return name
     try:
@@ -139,9 +137,9 @@ def relative_folder(workflow: Workflow, name: str) -> str:
         return str(folder)
 
 
-def runs_of(workflow: Workflow, run_name: str | None) -> Iterator[tuple[str, Run]]:
+def runs_of(workflow: Session, run_name: str | None) -> Iterator[tuple[str, Run]]:
     """Every run of the workflow's studies in ``run_name`` (all runs for None); reads only."""
-    for name in workflow.task_managers:
+    for name in workflow.schemas:
         db = workflow.db_for(name)
         if name not in db.studies():
             continue
@@ -164,7 +162,7 @@ def provenance(runs: Iterable[tuple[str, Run]]) -> tuple[nx.DiGraph, dict[Key, R
     return graph, found
 
 
-def find_outdated(workflow: Workflow, run_name: str | None = None) -> OutdatedReport:
+def find_outdated(workflow: Session, run_name: str | None = None) -> OutdatedReport:
     """The outdated runs of ``run_name`` (default: the workflow's), not yet settled.
 
     Runs marked ``outdated_kept`` for the current files, or already
@@ -172,7 +170,7 @@ def find_outdated(workflow: Workflow, run_name: str | None = None) -> OutdatedRe
     """
     scope = run_name if run_name is not None else str(workflow.run_name)
     report = OutdatedReport(scope)
-    current = {name: study_fingerprint(tm.schema) for name, tm in workflow.task_managers.items()}
+    current = {name: study_fingerprint(schema) for name, schema in workflow.schemas.items()}
     graph, runs = provenance(runs_of(workflow, scope))
     direct: list[Key] = []
     for key, run in runs.items():
@@ -205,20 +203,20 @@ def find_outdated(workflow: Workflow, run_name: str | None = None) -> OutdatedRe
     return report
 
 
-def _by_database(workflow: Workflow, keys: Iterable[Key]) -> dict[Any, dict[str, list[int]]]:
+def _by_database(workflow: Session, keys: Iterable[Key]) -> dict[Any, dict[str, list[int]]]:
     grouped: dict[Any, dict[str, list[int]]] = {}
     for study, rid in keys:
         grouped.setdefault(workflow.db_for(study), {}).setdefault(study, []).append(rid)
     return grouped
 
 
-def keep(workflow: Workflow, report: OutdatedReport) -> int:
+def keep(workflow: Session, report: OutdatedReport) -> int:
     """Record on the directly outdated runs that they are reused as they are.
 
     Their descendants are not outdated any more once their parents are kept.
     Returns how many runs were marked.
     """
-    digests = {name: (study_fingerprint(tm.schema) or {}).get("digest") for name, tm in workflow.task_managers.items()}
+    digests = {name: (study_fingerprint(schema) or {}).get("digest") for name, schema in workflow.schemas.items()}
     keys = [(study, rid) for study, ids in report.direct.items() for rid in ids]
     for db, studies in _by_database(workflow, keys).items():
 
@@ -232,7 +230,7 @@ def keep(workflow: Workflow, report: OutdatedReport) -> int:
     return len(keys)
 
 
-def mark_pending(workflow: Workflow, reasons: dict[Key, str]) -> int:
+def mark_pending(workflow: Session, reasons: dict[Key, str]) -> int:
     """Mark runs to be executed again when the workflow next asks for them.
 
     Returns how many runs were marked.
@@ -249,7 +247,7 @@ def mark_pending(workflow: Workflow, reasons: dict[Key, str]) -> int:
     return len(reasons)
 
 
-def settle_outdated(workflow: Workflow, policy: str | None, ask: Callable[[OutdatedReport], str] | None) -> OutdatedReport:
+def settle_outdated(workflow: Session, policy: str | None, ask: Callable[[OutdatedReport], str] | None) -> OutdatedReport:
     """Decide, before a resumed workflow creates anything, what happens to its outdated runs.
 
     Args:

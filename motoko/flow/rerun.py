@@ -24,17 +24,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 
 from motoko.errors import RerunUndoError
 from motoko.flow.outdated import Key, is_done, provenance, runs_of
+from motoko.flow.session import Session
 from motoko.study.fingerprint import changed_files, study_fingerprint
 from motoko.study.records import CREATED, Run, now
-
-if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ log = logging.getLogger(__name__)
 LAST_RERUN = "motoko_last_rerun"
 
 
-def requeue(workflow: Workflow, study: str, ids: Iterable[int], reason: str | dict[int, str]) -> list[int]:
+def requeue(workflow: Session, study: str, ids: Iterable[int], reason: str | dict[int, str]) -> list[int]:
     """Requeue done runs as new attempts, keeping their results in ``history``; one transaction.
 
     Runs that are not done (CREATED, executing, failed) are left alone.
@@ -52,7 +50,7 @@ def requeue(workflow: Workflow, study: str, ids: Iterable[int], reason: str | di
     if not wanted:
         return []
     db = workflow.db_for(study)
-    fingerprint = study_fingerprint(workflow.task_managers[study].schema)
+    fingerprint = study_fingerprint(workflow.schemas[study])
 
     def change() -> list[int]:
         records = db.study(study)
@@ -73,7 +71,7 @@ def requeue(workflow: Workflow, study: str, ids: Iterable[int], reason: str | di
     return db.transact(change, what=f"rerun runs of {study!r}")
 
 
-def requeue_pending(workflow: Workflow, study: str, runs: Sequence[Run]) -> list[int]:
+def requeue_pending(workflow: Session, study: str, runs: Sequence[Run]) -> list[int]:
     """Requeue those of ``runs`` marked ``rerun_pending`` or ``superseded`` (createTask asked for them again).
 
     A superseded run was not asked for by an execution after a run it
@@ -85,7 +83,7 @@ def requeue_pending(workflow: Workflow, study: str, runs: Sequence[Run]) -> list
     pending = {run.id: f"rerun: {run.rerun_pending}" for run in runs if run.rerun_pending is not None}
     pending.update({run.id: f"rerun: {run.superseded}" for run in runs if run.superseded is not None and run.id not in pending})
     done = requeue(workflow, study, pending, pending)
-    fingerprint = study_fingerprint(workflow.task_managers[study].schema)
+    fingerprint = study_fingerprint(workflow.schemas[study])
     _warn_outdated(study, [run for run in runs if run.id not in done], fingerprint)
     waiting = [run.id for run in runs if run.state == CREATED and run.id not in done and run.fingerprint != fingerprint]
     if waiting:
@@ -121,7 +119,7 @@ def _warn_outdated(study: str, runs: Sequence[Run], fingerprint: dict[str, Any] 
         )
 
 
-def settle_pending(workflow: Workflow) -> int:
+def settle_pending(workflow: Session) -> int:
     """Mark superseded the pending runs this execution did not ask for; returns their number.
 
     Their parameters changed with their parents' new results, so the workflow
@@ -176,7 +174,7 @@ class RerunPlan:
         return lines
 
 
-def plan_rerun(workflow: Workflow, constraints: Sequence[str], studies: Sequence[str], with_descendants: bool) -> RerunPlan:
+def plan_rerun(workflow: Session, constraints: Sequence[str], studies: Sequence[str], with_descendants: bool) -> RerunPlan:
     """Which runs ``motoko rerun`` would requeue; reads only.
 
     Every constraint is checked (in every study) before anything is decided.
@@ -206,7 +204,7 @@ def plan_rerun(workflow: Workflow, constraints: Sequence[str], studies: Sequence
     return plan
 
 
-def apply_rerun(workflow: Workflow, plan: RerunPlan) -> None:
+def apply_rerun(workflow: Session, plan: RerunPlan) -> None:
     """Requeue ``plan.now``, mark ``plan.later`` pending, and record it for :func:`undo_last_rerun`."""
     requeued: list[list[Any]] = []
     for study, ids in plan.now.items():
@@ -232,13 +230,13 @@ def apply_rerun(workflow: Workflow, plan: RerunPlan) -> None:
     main.transact(lambda: main.conn.root().__setitem__(LAST_RERUN, record), what="record the rerun")
 
 
-def last_rerun(workflow: Workflow) -> dict[str, Any] | None:
+def last_rerun(workflow: Session) -> dict[str, Any] | None:
     """The record of the last ``motoko rerun`` not undone, or None."""
     record: dict[str, Any] | None = workflow.main_db.conn.root().get(LAST_RERUN)
     return record
 
 
-def undo_last_rerun(workflow: Workflow) -> int:
+def undo_last_rerun(workflow: Session) -> int:
     """Give the runs of the last rerun their previous results back; returns how many.
 
     Raises:

@@ -14,14 +14,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from motoko.errors import ParameterError
+from motoko.flow.session import Session
 from motoko.flow.waiting import AsCompleted, blocking, is_done, is_ended, progress_of
 from motoko.study.records import Run
-
-if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ def check_interval(initial_interval: Any) -> None:
 class RunListResults:
     """Values and summaries of a :class:`~motoko.flow.futures.RunList` (a mixin)."""
 
-    workflow: Workflow
+    workflow: Session
     study: str
     ids: list[int]
 

@@ -9,153 +9,40 @@ serves the workflow, and runs everything on one event loop. Interrupting it
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import fcntl
-import importlib.util
 import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from motoko.config import find_config
-from motoko.errors import MotokoError, RunsFailed, ServerError, UnknownNameError, WorkflowError
-from motoko.flow.context import current_event
-from motoko.flow.dag import build_graph, check_params, run_steps, steps_of
+from motoko.errors import MotokoError, RunsFailed
+from motoko.flow.dag import build_graph, check_params, run_steps
 from motoko.flow.launcher_watch import watch_for
+from motoko.flow.orchestrator import run_orchestrator_async
 from motoko.flow.outdated import OutdatedReport, settle_outdated
 from motoko.flow.rerun import settle_pending
 from motoko.flow.step_record import record_done
 from motoko.flow.workflow import Workflow
-from motoko.study.blocking import blocking, motoko_loop
+from motoko.flow.workflow_file import (
+    WorkflowFile,
+    in_workflow_code,
+    load_workflow_file,
+    parse_extra_args,
+)
+from motoko.launch.service import EmbeddedLauncher, daemon_status
 from motoko.study.query import Where
 from motoko.study.states import ACTIVE, CREATED, FAILED, LOST
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkflowFile:
-    """What a loaded workflow file offers."""
-
-    path: Path
-    module: ModuleType
-    steps: dict[str, Any] = field(default_factory=dict)
-    main: Callable[..., Awaitable[Any]] | None = None
-    populate_arg_parser: Callable[[argparse.ArgumentParser], Any] | None = None
-
-
-def load_module(path: Path, name: str | None = None) -> ModuleType:
-    """Import a Python file as a module (its directory on sys.path).
-
-    Raises:
-        WorkflowError: naming the file and line for syntax and import errors.
-    """
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise WorkflowError(f"workflow file {path} does not exist", hint="give the path of a .py file")
-    module_name = name or f"motoko_workflow_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise WorkflowError(f"cannot load {path} as Python", hint="give a .py file")
-    module = importlib.util.module_from_spec(spec)
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        raise WorkflowError(f"syntax error: {exc.msg}", where=f"{path}:{exc.lineno}", hint="fix the Python syntax") from None
-    except MotokoError as exc:
-        if exc.where is None:  # e.g. @step on a plain def: say where it is
-            line = _line_in(exc, path)
-            exc.where = f"{path}:{line}" if line else str(path)
-            exc.args = (str(exc),)
-        raise
-    except Exception as exc:
-        line = _line_in(exc, path)
-        raise WorkflowError(
-            f"loading the workflow file failed: {type(exc).__name__}: {exc}",
-            where=f"{path}:{line}" if line else str(path),
-            hint="run it with --debug for the traceback",
-        ) from exc
-    return module
-
-
-def in_workflow_code(exc: MotokoError, path: Path) -> MotokoError:
-    """``exc`` with the place in the workflow file it came from, when it names none.
-
-    A user error raised while a step or orchestrator runs (``workflow.slo``,
-    a bad constraint, a wrong parameter) is reported as one line; the line of
-    the workflow file that made the call is what the user has to fix. Failed
-    work (exit code 1: runs that failed, a timeout) is left as it is, and so
-    is a lost server: no line of the workflow file caused it.
-    """
-    if isinstance(exc, ServerError):
-        return exc
-    if exc.exit_code != 2 or (exc.where is not None and not exc.where.startswith("constraint ")):
-        return exc
-    line = _line_in(exc, path)
-    if line is not None:
-        # A constraint's column is kept: "FILE:LINE, constraint 'x >', column 4".
-        exc.where = f"{path}:{line}" + (f", {exc.where}" if exc.where else "")
-        exc.args = (str(exc),)
-    return exc
-
-
-def _line_in(exc: BaseException, path: Path) -> int | None:
-    line = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if Path(frame.filename).resolve() == path:
-            line = frame.lineno
-    return line
-
-
-def load_workflow_file(path: Path | str, entry: str | None = None) -> WorkflowFile:
-    """Load a workflow file and check its step graph (no database needed).
-
-    Args:
-        path: The Python file.
-        entry: The orchestrator function to run (motoko.yaml's
-            ``orchestrator: module.function``); default ``main``.
-    """
-    module = load_module(Path(path))
-    wf = WorkflowFile(Path(path).resolve(), module)
-    wf.steps = steps_of(vars(module)) if entry is None else {}
-    if wf.steps:
-        build_graph(wf.steps, str(wf.path))
-    main = getattr(module, entry or "main", None)
-    if entry is not None and not callable(main):
-        functions = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
-        raise UnknownNameError("orchestrator function", entry, functions, where=str(wf.path))
-    if callable(main):
-        wf.main = main
-    wf.populate_arg_parser = getattr(module, "populate_arg_parser", None)
-    if not wf.steps and wf.main is None:
-        raise WorkflowError(
-            "the file declares no @step function and no main(workflow, **params)",
-            where=str(wf.path),
-            hint="decorate async functions with @motoko.step",
-        )
-    return wf
-
-
-def orchestrator_file(workflow_dir: Path, spec: str) -> tuple[Path, str]:
-    """Resolve motoko.yaml's ``orchestrator: module.function`` to (file, function)."""
-    module, _, func = spec.rpartition(".")
-    if not module or not func:
-        raise WorkflowError(f"orchestrator {spec!r} is not 'module.function'", hint="e.g. orchestrator: orchestrator.main")
-    return workflow_dir / (module.replace(".", "/") + ".py"), func
 
 
 # -- run names ------------------------------------------------------------------------
@@ -214,76 +101,6 @@ def _new_name(record: Path, stem: str, taken: set[str]) -> str:
 
 
 # -- running -----------------------------------------------------------------------
-
-
-def parse_extra_args(wf: WorkflowFile, args: Sequence[str]) -> dict[str, Any]:
-    """Parse ``-- args`` with the orchestrator's ``populate_arg_parser``."""
-    if not args and wf.populate_arg_parser is None:
-        return {}
-    parser = argparse.ArgumentParser(prog=f"motoko run {wf.path.name} --", exit_on_error=False)
-    if wf.populate_arg_parser is not None:
-        wf.populate_arg_parser(parser)
-    try:
-        namespace, unknown = parser.parse_known_args(list(args))
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise WorkflowError(f"bad workflow arguments {' '.join(args)!r}: {exc}", hint="see the orchestrator's populate_arg_parser") from None
-    if unknown:
-        raise WorkflowError(f"unknown workflow arguments: {' '.join(unknown)}", hint=parser.format_usage().strip())
-    return {k: v for k, v in vars(namespace).items() if v is not None}
-
-
-async def run_orchestrator_async(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
-    """Run ``main`` and the actions until ``workflow.finished`` (or main ends without actions)."""
-    with motoko_loop():  # main and the actions share this loop: refuse synchronous waits
-        await _run_orchestrator(workflow, main, params)
-
-
-async def _run_orchestrator(workflow: Workflow, main: Callable[..., Awaitable[Any]], params: Mapping[str, Any]) -> None:
-    workflow.params = dict(params)
-    token = current_event.set(getattr(main, "__name__", "main"))
-    try:
-        main_task = asyncio.ensure_future(main(workflow, **params))
-    finally:
-        current_event.reset(token)
-    events_task: asyncio.Task[Any] | None = None
-    try:
-        while True:
-            if events_task is None and workflow.actions:
-                events_task = asyncio.ensure_future(workflow.run_events())
-            waits: list[asyncio.Future[Any]] = [main_task] if not main_task.done() else []
-            if events_task is not None:
-                waits.append(events_task)
-            if not waits:
-                break
-            done, _ = await asyncio.wait(waits, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-            if main_task.done() and (events_task is None and not workflow.actions or workflow.finished):
-                if events_task is not None:
-                    await events_task
-                break
-            if events_task is not None and events_task.done():
-                break
-    finally:
-        for left in (main_task, events_task):  # (renamed: mypy typed `task` as a Future above)
-            if left is not None and not left.done():
-                left.cancel()
-        workflow.refresh()
-
-
-def run_orchestrator(workflow: Workflow, params: Mapping[str, Any]) -> None:
-    """Synchronous entry for ``workflow.execute(**params)`` (motoko 0.1.4 API)."""
-    spec = workflow.config.orchestrator
-    if spec is None:
-        raise WorkflowError("motoko.yaml names no orchestrator", hint="add `orchestrator: module.function`")
-    file, func = orchestrator_file(workflow.directory, spec)
-    module = load_module(file)
-    main = getattr(module, func, None)
-    if main is None:
-        raise WorkflowError(f"{file} has no function {func!r}", where=str(workflow.config.path))
-    # On a loop of its own, in a helper thread under a notebook's running loop.
-    blocking("workflow.execute()", "await main(workflow, **params)",
-             lambda: run_orchestrator_async(workflow, main, params))
 
 
 @dataclass
@@ -388,8 +205,6 @@ def _interruptible() -> Iterator[None]:
 def _start_launcher(workflow: Workflow, wanted: bool, overrides: Mapping[str, Any]) -> Any:
     if not wanted:
         return None
-    from motoko.launch.service import EmbeddedLauncher, daemon_status
-
     if daemon_status(workflow.config) and not overrides:
         return None
     databases = {str(db.address): db for db in workflow.databases}
@@ -413,7 +228,7 @@ async def _main(
 
             return await run_steps(graph, workflow, params, on_step)
         assert wf_file.main is not None
-        await run_orchestrator_async(workflow, wf_file.main, params)
+        await run_orchestrator_async(workflow.action_loop, wf_file.main, params)
         return {}
     finally:
         if monitor_task is not None:

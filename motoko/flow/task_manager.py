@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from motoko.errors import ParameterError, RunNameMissing, RunNotFound, UnknownNameError
 from motoko.flow.compat import RunSelector
 from motoko.flow.context import current_event, current_parents
-from motoko.flow.futures import RunList, TaskSelection, requeue_left_over
+from motoko.flow.handles import RunList, requeue_left_over
 from motoko.flow.rerun import requeue_pending
+from motoko.flow.selection import TaskSelection
+from motoko.flow.session import Session
 from motoko.study.database import known_states
 from motoko.study.display import runs_html
 from motoko.study.fingerprint import study_fingerprint
@@ -30,7 +32,6 @@ from motoko.study.space import expand
 from motoko.study.sweeps import Together
 
 if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
     from motoko.study.database import Study, StudyDB
 
 class RunsById(Mapping[int, Run]):
@@ -96,7 +97,7 @@ class TaskManager:
         schema: The study's schema, read from its bd.yaml.
     """
 
-    def __init__(self, workflow: Workflow, name: str, schema: StudySchema):
+    def __init__(self, workflow: Session, name: str, schema: StudySchema):
         self.workflow = workflow
         self.name = name
         self.schema = schema
@@ -251,11 +252,11 @@ class TaskManager:
 
 
 def runs_across(
-    workflow: Workflow, last: int | None, state: str | Iterable[str] | None, run_name: str | None
+    managers: Iterable[TaskManager], last: int | None, state: str | Iterable[str] | None, run_name: str | None
 ) -> list[Run]:
-    """Every study's runs matching ``state`` and ``run_name``, newest (created last) first, at most ``last``."""
+    """The runs of every study of ``managers`` matching ``state`` and ``run_name``, newest (created last) first, at most ``last``."""
     found: list[Run] = []
-    for manager in workflow.task_managers.values():
+    for manager in managers:
         found += manager.runs(last=last, state=state, run_name=run_name).runs()
     found.sort(key=lambda r: (r.created is not None, r.created, r.study, r.id), reverse=True)
     return found[:last] if last else found

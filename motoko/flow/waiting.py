@@ -18,12 +18,14 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ZEO.Exceptions import ClientDisconnected
 
 from motoko.errors import EventLoopError, HandleError, ServerError, WaitTimeout  # noqa: F401 (defined there, importable from here)
-from motoko.flow.launcher_watch import HINT_AFTER, watch_for
+from motoko.flow.launcher_watch import HINT_AFTER, LauncherWatch, watch_for
+from motoko.flow.lost_runs import declare_lost_while_waiting
+from motoko.flow.session import Session
 from motoko.study.blocking import blocking, refuse_in_loop, run_blocking  # noqa: F401 (the one mechanism; importable from here)
 from motoko.study.records import Job, Run
 from motoko.study.states import (
@@ -36,9 +38,6 @@ from motoko.study.states import (
     is_ended,
 )
 
-if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
-
 T = TypeVar("T")
 Pair = tuple[Run, Job]
 _NEVER = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
@@ -47,7 +46,7 @@ _NEVER = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
 
 
 async def wait_until(
-    workflow: Workflow,
+    workflow: Session,
     check: Callable[[], tuple[bool, T]],
     *,
     timeout: float | None = None,
@@ -56,7 +55,9 @@ async def wait_until(
     """Re-check ``check`` on every database change until it says done.
 
     ``check`` returns ``(done, value)`` and may raise to abort the wait.
-    Pending workflow changes are committed before each check.
+    Pending workflow changes are committed before each check; while it
+    waits, the wait declares LOST the local runs no launcher is left to
+    declare (:mod:`motoko.flow.lost_runs`), so it never waits forever.
 
     Raises:
         WaitTimeout: after ``timeout`` seconds, naming what ``pending`` returns.
@@ -79,6 +80,7 @@ async def wait_until(
                 continue
             try:
                 workflow.refresh()
+                declare_lost_while_waiting(workflow)
                 done, value = check()
             except ClientDisconnected:
                 # The server went away: wait for ZEO to reconnect, as long as
@@ -98,20 +100,24 @@ async def wait_until(
             if deadline is not None:
                 budget = min(budget, deadline - loop.time())
                 if budget <= 0:
-                    left = pending() if pending else []
-                    unserved = watch.check(left) if left else None
-                    error = WaitTimeout(timeout or 0.0, left, str(unserved) if unserved else None)
-                    if not error.pending:
-                        # A selection has no pending runs to name; the
-                        # message read "0 run(s) not done after 0.2 s: ".
-                        error.message = f"nothing matched within {timeout:g} s"
-                        error.hint = "wait longer, or check the constraints with `motoko select`"
-                        error.args = (str(error),)
-                    raise error
+                    raise _timed_out(timeout, pending() if pending else [], watch)
             fired = await waiter.wait(budget)
             delay = poll.initial if fired else min(delay * poll.factor, poll.maximum)
     finally:
         waiter.close()
+
+
+def _timed_out(timeout: float | None, left: list[tuple[str, int, str]], watch: LauncherWatch) -> WaitTimeout:
+    """The WaitTimeout naming the runs ``left`` pending, and why when no launcher serves them."""
+    unserved = watch.check(left) if left else None
+    error = WaitTimeout(timeout or 0.0, left, str(unserved) if unserved else None)
+    if not error.pending:
+        # A selection has no pending runs to name; the
+        # message read "0 run(s) not done after 0.2 s: ".
+        error.message = f"nothing matched within {timeout:g} s"
+        error.hint = "wait longer, or check the constraints with `motoko select`"
+        error.args = (str(error),)
+    return error
 
 
 def _server_lost(workflow: Any, since: float | None, now: float) -> float:
@@ -272,7 +278,7 @@ class AsCompleted(Iterator[Pair], AsyncIterator[Pair]):
 
     def __init__(
         self,
-        workflow: Workflow,
+        workflow: Session,
         study: str,
         fetch: Callable[[], list[Run]],
         timeout: float | None = None,

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from motoko.errors import HandleError, WaitTimeout
+from motoko.flow.session import Session
 from motoko.flow.waiting import is_ended, refuse_in_loop, run_blocking, wait_until
 from motoko.study.display import runs_html
 
 if TYPE_CHECKING:
-    from motoko.flow.workflow import Workflow
     from motoko.study.records import Run
 
 #: Builds the table now: ``(every run ended, its HTML)``.
@@ -48,7 +48,7 @@ def show(html: str) -> Callable[[str], None]:
 
 
 async def watch_until_ended(
-    workflow: Workflow, render: Render, update: Callable[[str], None], timeout: float | None
+    workflow: Session, render: Render, update: Callable[[str], None], timeout: float | None
 ) -> bool:
     """Call ``update`` with the new table on every change until every run ended.
 
@@ -79,7 +79,7 @@ class Displayed:
     :meth:`_display_runs` (the runs now, read in the current transaction).
     """
 
-    workflow: Workflow
+    workflow: Session
 
     def _display_title(self) -> str:
         raise NotImplementedError

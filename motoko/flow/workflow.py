@@ -6,32 +6,29 @@ server, makes sure every study of motoko.yaml exists in it, and exposes one
 (``workflow.mult``, or an alias). ``run_name`` scopes every created run and
 every selection to one execution of the workflow; by default it is derived
 from the workflow file, so running the same file again resumes it.
+
+The database side lives in :class:`~motoko.flow.session.Session`, which
+the handles on runs depend on; the actions of a motoko 0.1.4 orchestrator
+live in the :class:`~motoko.flow.events.ActionLoop` a Workflow holds, and
+its verbs (``add_action``, ``finished``, ``execute``...) delegate to it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
-import time
-import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from BTrees.OOBTree import OOBTree
 
-from motoko.config import WorkflowConfig, database_address, load_config
 from motoko.errors import AddressError, UnknownAttributeError, UnknownNameError
-from motoko.flow.events import EventsMixin
-from motoko.flow.launcher_watch import watch_for
+from motoko.flow.events import ALL, Action, ActionLoop
+from motoko.flow.orchestrator import run_orchestrator
+from motoko.flow.session import Session
 from motoko.flow.task_manager import TaskManager, runs_across
-from motoko.study.database import StudyDB
-from motoko.study.feed import AsyncWaiter
-from motoko.study.records import Run, now
-from motoko.study.schema import load_schema
-from motoko.study.server import Address, ensure_server
+from motoko.launch.service import daemon_status, start_daemon
+from motoko.study.records import Run
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +40,7 @@ class WorkflowVars:
     directory) and are committed when assigned.
     """
 
-    def __init__(self, workflow: Workflow):
+    def __init__(self, workflow: Session):
         object.__setattr__(self, "_workflow", workflow)
 
     def _tree(self) -> OOBTree:
@@ -82,8 +79,14 @@ class WorkflowVars:
         return dict(self._tree().items())
 
 
-class Workflow(EventsMixin):
+class Workflow(Session):
     """A workflow over the studies listed in a motoko.yaml.
+
+    The database side (config, run name, connections, :meth:`refresh`) is
+    the :class:`~motoko.flow.session.Session` it extends; on top of it come
+    one :class:`~motoko.flow.task_manager.TaskManager` per study
+    (``workflow.mult``), persistent ``workflow.vars``, and the actions of a
+    motoko 0.1.4 orchestrator, held by its :class:`~motoko.flow.events.ActionLoop`.
 
     Args:
         path: motoko.yaml, or a directory to search upward from (default: cwd).
@@ -100,36 +103,14 @@ class Workflow(EventsMixin):
         start_server: bool = True,
         create: bool = True,
     ):
-        super().__init__()
-        self.config: WorkflowConfig = load_config(path)
-        self.run_name: str | None = run_name or "default"
-        self.finished = False
-        #: When this execution began: runs ended or launched before it and
-        #: left CANCELLED/LOST/FAILED are executed again on resume.
-        self.opened_at = now()
-        self._last_lost_check = time.monotonic()
-        self._start_server = start_server
-        self._dbs: dict[str, StudyDB] = {}
-        self._study_dbs: dict[str, StudyDB] = {}
-        self._thread = threading.get_ident()
+        super().__init__(path, run_name=run_name, start_server=start_server, create=False)
         self.task_managers: dict[str, TaskManager] = {
-            name: TaskManager(self, name, load_schema(ref.folder)) for name, ref in self.config.studies.items()
+            name: TaskManager(self, name, schema) for name, schema in self.schemas.items()
         }
         self.vars = WorkflowVars(self)
+        self.action_loop = ActionLoop(self, self.task_managers)
         if create:
             self.create()
-
-    # -- paths and names -----------------------------------------------------------
-
-    @property
-    def directory(self) -> Path:
-        """The workflow directory."""
-        return self.config.directory
-
-    @property
-    def config_path(self) -> str:
-        """motoko.yaml's absolute path (what runs see as ``run.workflow``)."""
-        return str(self.config.path)
 
     def __getattr__(self, name: str) -> TaskManager:
         if name.startswith("_"):
@@ -149,126 +130,65 @@ class Workflow(EventsMixin):
     def __getitem__(self, name: str) -> TaskManager:
         return self.task_managers[self.config.resolve(name)]
 
-    # -- databases ---------------------------------------------------------------------
-
-    def address_of(self, study: str) -> Address:
-        """The database address holding ``study`` (the workflow's own server by default)."""
-        explicit = database_address(self.config, study)
-        if explicit is not None:
-            return explicit
-        if not self._start_server:
-            from motoko.study.server import default_address
-
-            return default_address(self.directory)
-        return ensure_server(self.directory, idle_stop=self.config.server_idle_stop)
-
-    def db_for(self, study: str) -> StudyDB:
-        """The connection (opened on first use) to the database holding ``study``."""
-        db = self._study_dbs.get(study)
-        if db is not None:
-            return db
-        name = self.config.resolve(study)
-        address = self.address_of(name)
-        key = str(address)
-        db = self._dbs.get(key)
-        if db is None:
-            db = self._dbs[key] = StudyDB(address)
-            db.enable_live_reads()  # a run read through this workflow sees the latest commits
-            db.conn.motoko_workflow = weakref.ref(self)  # RunList(pairs) finds its workflow
-        self._study_dbs[study] = self._study_dbs[name] = db
-        return db
+    # -- actions (motoko 0.1.4 orchestrators), held by the action loop ---------------------
 
     @property
-    def main_db(self) -> StudyDB:
-        """The database of the first study (holds ``workflow.vars``)."""
-        return self.db_for(next(iter(self.config.studies)))
+    def actions(self) -> dict[str, Action]:
+        """The registered actions, by name."""
+        return self.action_loop.actions
 
     @property
-    def databases(self) -> list[StudyDB]:
-        """Every open database connection."""
-        for name in self.config.studies:
-            self.db_for(name)
-        return list(self._dbs.values())
+    def params(self) -> dict[str, Any]:
+        """Extra keyword arguments for every action (the orchestrator's parameters)."""
+        return self.action_loop.params
 
-    def create(self, validated: bool | None = None, *, drop: bool = False) -> None:
-        """Create (or update) every study in its database; idempotent.
+    @params.setter
+    def params(self, value: dict[str, Any]) -> None:
+        self.action_loop.params = value
 
-        ``drop=True`` empties the studies first (every run is deleted).
-        ``validated`` is accepted for motoko 0.1.4 compatibility.
+    @property
+    def finished(self) -> bool:
+        """Set it (``workflow.finished = True``) to end the actions and the orchestrator."""
+        return self.action_loop.finished
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        self.action_loop.finished = value
+
+    def add_action(
+        self,
+        event_name: str,
+        task: str = ALL,
+        event: Any = None,
+        get_params: Callable[[], Any] | None = None,
+        f: Callable[..., Any] | None = None,
+    ) -> None:
+        """Register ``f`` to be fired whenever ``event`` holds for ``task`` (see :meth:`ActionLoop.add_action`)."""
+        self.action_loop.add_action(event_name, task, event, get_params, f)
+
+    def add_error_handler(self, event: Any = "state = FAILED", f: Callable[..., Any] | None = None, **kwargs: Any) -> None:
+        """Register a handler for failed runs: ``f`` is called, then the workflow ends with an error."""
+        self.action_loop.add_error_handler(event, f, **kwargs)
+
+    async def check_events(self) -> list[Any]:
+        """Evaluate every action once; start a task for each that fires."""
+        return await self.action_loop.check_events()
+
+    async def run_events(self) -> None:
+        """Fire actions on every change until ``workflow.finished`` is set."""
+        await self.action_loop.run_events()
+
+    def execute(self, **params: Any) -> None:
+        """Run the orchestrator's ``main`` and the actions (motoko 0.1.4 API)."""
+        run_orchestrator(self.action_loop, params)
+
+    def start_launcher_daemons(self, args: Any = None) -> None:
+        """Start a detached launcher daemon for the workflow (motoko 0.1.4 API).
+
+        Idempotent: does nothing while a daemon is already running.
         """
-        for name, manager in self.task_managers.items():
-            self.db_for(name).create_study(manager.schema, drop=drop)
-
-    def check(self) -> None:
-        """Refuse, before anything is written, study files :meth:`create` would refuse (reads only)."""
-        for name, manager in self.task_managers.items():
-            self.db_for(name).check_schema(manager.schema)
-
-    def refresh(self) -> None:
-        """Commit this workflow's pending changes and see everybody else's.
-
-        Every ``lost_after / 4`` seconds it also declares LOST the runs whose
-        local launcher stopped heart-beating, so an awaiting workflow is never
-        stuck even when every launcher died. Runs of cluster launchers (SLURM,
-        Dask) wait for a launcher to adopt them: their jobs may still run; and
-        while a live launcher serves the study, it alone judges silent runs.
-        """
-        for db in self.databases:
-            db.refresh()
-        if time.monotonic() - self._last_lost_check >= max(0.2, self.config.lost_after / 4):
-            self._last_lost_check = time.monotonic()
-            self._detect_lost()
-
-    def _detect_lost(self) -> None:
-        from motoko.launch.processes import stop_orphans
-        from motoko.study.liveness import OrphanProcess, declare_lost, served
-        from motoko.study.states import ACTIVE
-
-        # ``motoko run``'s own launcher serves every study even before it wrote
-        # its record: deciding before it does would stop runs it can adopt.
-        embedded = watch_for(self).embedded
-        embedded_serves = embedded is not None and embedded.alive
-        for name, manager in self.task_managers.items():
-            db = self.db_for(name)
-            study = db.study(name)
-            if not any(study.ids_in_state(state) for state in ACTIVE):
-                continue
-            lost_after = manager.schema.lost_after or self.config.lost_after
-            if embedded_serves or served(db, name, lost_after):
-                continue  # a live launcher adopts what can be, and declares the rest
-            orphans: list[OrphanProcess] = []
-
-            def change(
-                db: StudyDB = db, name: str = name, lost_after: float = lost_after, orphans: list[OrphanProcess] = orphans
-            ) -> int:
-                orphans.clear()  # a retried transaction finds them again
-                # Cluster jobs may outlive their launcher: only a launcher can look for them.
-                return declare_lost(
-                    db, db.study(name), lost_after, observer=f"workflow {self.run_name}", orphans=orphans,
-                    executors=("local",),
-                )
-
-            db.transact(change, what="declare lost runs")
-            stop_orphans(orphans)
-
-    def change_waiter(self) -> AsyncWaiter:
-        """An awaitable that fires on the next commit to any workflow database."""
-        return AsyncWaiter([db.feed for db in self.databases], asyncio.get_running_loop())
-
-    def close(self) -> None:
-        """Commit pending changes and close every connection."""
-        for db in self._dbs.values():
-            with contextlib.suppress(Exception):
-                db.refresh()
-            db.close()
-        self._dbs.clear()
-        self._study_dbs.clear()
-
-    def __enter__(self) -> Workflow:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if not daemon_status(self.config):
+            start_daemon(self.config, [], study=None, executor=self.config.launcher.executor)
 
     # -- runs by name ----------------------------------------------------------------------
 
@@ -295,7 +215,7 @@ class Workflow(EventsMixin):
         ``state`` (checked, with close names suggested), ``run_name`` (None:
         every run name, "": this workflow's).
         """
-        return runs_across(self, last, state, run_name)
+        return runs_across(self.task_managers.values(), last, state, run_name)
 
     def is_empty(self) -> bool:
         """True when no study has a run of the current run name."""
