@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -380,6 +381,37 @@ def test_without_a_reachable_channel_the_run_uses_the_database(workdir):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "RunHandle\n", "")
     assert run_of(db, rid).y == 5
+
+
+def test_a_launcher_that_dies_before_answering_leaves_the_run_on_the_database(workdir):
+    """A launcher killed between accepting a run's hello and answering it: the run falls back, not fails."""
+    _, db = make_study(workdir, FAST)
+    (rid,) = create_runs(db, x=7)
+    db.transact(lambda: db.study("s").transition(db.study("s").runs[rid], "LAUNCHED"))
+    path = workdir / "dying-launcher.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    env = {**os.environ, "MOTOKO_DB": str(db.address), "MOTOKO_STUDY": "s", "MOTOKO_RUN_ID": str(rid),
+           "MOTOKO_ATTEMPT": "1", "MOTOKO_CHANNEL": str(path)}
+    code = "from motoko import current_run\nrun, job = current_run()\nrun.y = job.x\nprint(type(run).__name__)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        listener.settimeout(60)
+        conn, _ = listener.accept()
+        conn.recv(4096)  # the hello arrives; the launcher dies without a word
+        conn.close()
+        listener.close()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, out, err) == (0, "RunHandle\n", "")
+    db.abort()
+    assert run_of(db, rid).y == 7
 
 
 def test_the_run_side_api_imports_nothing_heavy():

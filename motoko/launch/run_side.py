@@ -79,10 +79,17 @@ class LauncherLink:
         hello = {"op": "hello", "study": study, "run": run_id, "attempt": attempt, "pid": os.getpid()}
         self._sock.sendall(encode(hello))
         welcome = self._receive(lambda m: m["op"] in ("welcome", "error"), timeout=EXIT_FLUSH_TIMEOUT)
-        if welcome is None or welcome["op"] == "error":
+        if welcome is None:
+            # The launcher died between accepting and answering (killed with
+            # its workflow, say): like no launcher at all, not a refusal, so
+            # the caller falls back to the database.
             self._sock.close()
-            message = welcome["message"] if welcome else "the launcher did not answer"
-            raise ChannelError(message, hint="one process speaks for a run; open other processes' results as files")
+            raise ConnectionError(f"run {self.name}: the launcher at {path} did not answer")
+        if welcome["op"] == "error":
+            self._sock.close()
+            raise ChannelError(
+                welcome["message"], hint="one process speaks for a run; open other processes' results as files"
+            )
         #: The launcher's first answer: the run and its job as claimed, the run fields' types.
         self.welcome: dict[str, Any] = welcome
 
@@ -419,7 +426,8 @@ def connect(
     at exit, the writes a launcher that went away never committed.
 
     Raises:
-        OSError: no launcher listens there (the caller falls back to the database).
+        OSError: no launcher listens there, or it went before answering
+            (the caller falls back to the database).
         ChannelError: the launcher refused this process (told why in one line).
     """
     link = LauncherLink(path, study, run_id, attempt)
