@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from motoko.errors import ConfigError, UnknownNameError, did_you_mean
+from motoko.errors import AddressError, ConfigError, UnknownNameError, did_you_mean
 from motoko.study.server import Address, parse_address
 from motoko.study.space import MAX_JOBS
 from motoko.study.walltime import parse_duration
@@ -475,8 +475,6 @@ def _idle_stop(value: Any, where: str) -> float:
 
 
 def _address(value: Any, base: Path, where: str) -> Address:
-    from motoko.errors import AddressError
-
     try:
         return parse_address(str(value), base)
     except AddressError as exc:

@@ -4,6 +4,12 @@ Commands raise; only :func:`main` turns exceptions into output: a user error
 (:class:`~motoko.errors.MotokoError`, a click usage error) prints one line
 ``motoko: error: ...`` to stderr and exits 2; failed work (runs that failed)
 exits 1; ``--debug`` shows the traceback instead.
+
+Commands import what they use inside their functions, on purpose: ``motoko
+--help``, ``motoko status`` and shell completion must not pay for ZODB,
+pandas or the launcher machinery they never touch (the only function-level
+imports of motoko modules outside ``cli/`` are likewise for start-up time,
+optional engines, or the run side's promise to import nothing heavy).
 """
 
 from __future__ import annotations

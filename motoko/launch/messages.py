@@ -28,6 +28,7 @@ import math
 from typing import Any
 
 from motoko.errors import RunWriteRefused
+from motoko.study.fields import field_type
 from motoko.study.states import FAILED, FINISHED, LAUNCHED, RUNNING
 
 #: The environment variable naming the launcher's channel (a unix socket).
@@ -147,7 +148,6 @@ def apply_write(run: Any, message: dict[str, Any], field_types: dict[str, str]) 
 
     Must run inside a transaction on the run's database; the caller checks the attempt.
     """
-    from motoko.study.fields import field_type  # light, but only for a run field's declared type
 
     op = message["op"]
     if op == "set":

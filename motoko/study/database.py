@@ -44,6 +44,7 @@ from motoko.study.planner import select_runs
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.server import Address, parse_address, server_wait, with_user_tls
+from motoko.study.tls import client_context, probe
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -98,8 +99,6 @@ class StudyDB:
         self.reconnect_timeout = server_wait(self.reconnect_timeout)
         self.feed = ChangeFeed()
         if ssl is None and self.address.tls is not None:
-            from motoko.study.tls import client_context
-
             ssl = client_context(self.address.tls)
             ssl_server_hostname = ssl_server_hostname or self.address.host
         try:
@@ -137,8 +136,6 @@ class StudyDB:
         """ZEO only times out on a refused TLS client; find out why ourselves."""
         if not self.address.is_tcp or self.address.host is None or self.address.port is None:
             return ""
-        from motoko.study.tls import probe
-
         reason = probe(self.address.host.strip("[]"), self.address.port, context, hostname)
         return f": {reason}" if reason else ""
 

@@ -27,10 +27,12 @@ from typing import Any, Protocol
 
 import persistent
 
+from motoko.errors import ParameterError
 from motoko.study.blocking import refuse_in_loop
 from motoko.study.columns import record as record_column
 from motoko.study.display import run_html
 from motoko.study.downloads import RunDownloads
+from motoko.study.fields import BUILTIN_RUN_FIELDS
 from motoko.study.journal import (
     ABSENT,
     DELETE,
@@ -294,8 +296,6 @@ class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
         """Record how far the run is, between 0.0 and 1.0."""
         value = float(fraction)
         if not 0.0 <= value <= 1.0:
-            from motoko.errors import ParameterError
-
             raise ParameterError(
                 f"progress must be between 0.0 and 1.0, got {fraction!r}",
                 field="progress",
@@ -424,8 +424,6 @@ class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
 
     def fields(self) -> dict[str, Any]:
         """Return every stored field and free attribute (not quantities)."""
-        from motoko.study.fields import BUILTIN_RUN_FIELDS
-
         out: dict[str, Any] = {name: getattr(self, name, None) for name in BUILTIN_RUN_FIELDS}
         out["state"] = self._state
         for name, value in self.__dict__.items():

@@ -17,6 +17,8 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from motoko.study.run_files import last_lines
+
 #: Lines of stderr kept in ``run.error`` when a run fails.
 STDERR_TAIL_LINES = 20
 
@@ -156,8 +158,6 @@ class Verdict:
 
 def tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
     """Return the last ``lines`` lines of a file ('' if it does not exist)."""
-    from motoko.study.run_files import last_lines
-
     try:
         return "\n".join(last_lines(path, lines)[0])
     except OSError:
