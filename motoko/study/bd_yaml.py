@@ -210,15 +210,7 @@ def _check_field_name(section: str, name: Any, where: str) -> None:
 
 def read_fields(data: Mapping[str, Any], section: str, lines: Positions) -> dict[str, FieldType]:
     """Read ``job:`` or ``run:``: field name → type name."""
-    raw = data.get(section)
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise SchemaError(
-            f"{section!r} must be a mapping of field names to types, got {yaml_type_name(raw)}",
-            where=lines(section),
-            hint=f"write e.g. `{section}: {{x: float, n: int}}`",
-        )
+    raw = _mapping(data, section, lines, "types", "{x: float, n: int}")
     result = {}
     for name, type_name in raw.items():
         where = lines(section, name)
@@ -412,13 +404,18 @@ def read_slurm_options(data: Mapping[str, Any], lines: Positions) -> list[str]:
 
 def read_section(data: Mapping[str, Any], key: str, lines: Positions) -> Mapping[Any, Any]:
     """Read a mapping section (``run_params``, ``job_space``); absent is empty."""
+    return _mapping(data, key, lines, "values", "{x: 1.0}")
+
+
+def _mapping(data: Mapping[str, Any], key: str, lines: Positions, of: str, example: str) -> Mapping[Any, Any]:
+    """The mapping of field names to ``of`` under ``key`` (absent: empty); anything else is refused."""
     raw = data.get(key)
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise SchemaError(
-            f"{key!r} must be a mapping of field names to values, got {yaml_type_name(raw)}",
+            f"{key!r} must be a mapping of field names to {of}, got {yaml_type_name(raw)}",
             where=lines(key),
-            hint=f"write e.g. `{key}: {{x: 1.0}}`",
+            hint=f"write e.g. `{key}: {example}`",
         )
     return raw
