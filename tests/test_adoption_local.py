@@ -25,11 +25,13 @@ from launch_support import (
     start_launcher,
     wait_until,
 )
+from ZODB.POSException import ConflictError
 
 from motoko.config import load_config
 from motoko.launch import attempts
 from motoko.study.container import LauncherRecord
-from motoko.study.records import FAILED, FINISHED, RUNNING
+from motoko.study.database import StudyDB
+from motoko.study.records import FAILED, FINISHED, LAUNCHED, LOST, RUNNING, now
 
 pytestmark = pytest.mark.slow
 
@@ -138,3 +140,27 @@ def test_a_claimed_run_that_never_started_runs_once_more_even_without_retries(wo
     assert (run.state, run.attempt) == (FINISHED, 2) and report.finished == 1
     assert run.history[0]["reason"] == "attempt 1 never ran: requeued"
     assert done.read_text().split() == [str(rid)]
+
+
+def test_an_adoption_and_a_lost_declaration_of_the_same_run_never_both_commit(workdir):
+    """One connection adopts (launcher), another declares LOST (state): the second to commit conflicts."""
+    _, db = make_study(workdir, "lost_after: 2\n")
+    (rid,) = create_runs(db, x=1)
+    db.transact(lambda: db.study("s").transition(db.study("s").runs[rid], LAUNCHED))
+    other = StudyDB(db.address)
+    try:
+        db.abort()
+        other.abort()
+        adopted = db.study("s").runs[rid]
+        adopted.launcher = "adopter"
+        adopted.heartbeat = now()
+        declared = other.study("s").runs[rid]
+        other.study("s").transition(declared, LOST, error="silent")
+        db.commit(attempts=1)
+        with pytest.raises(ConflictError):
+            other.tm.commit()
+        other.abort()
+        stored = run_of(db, rid)
+        assert (stored.state, stored.launcher) == (LAUNCHED, "adopter")
+    finally:
+        other.close()
