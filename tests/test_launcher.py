@@ -272,6 +272,11 @@ def test_only_a_process_naming_the_run_and_its_launcher_is_stopped():
     stranger = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
     orphan = subprocess.Popen(["sleep", "30"], env={**env, "MOTOKO_LAUNCHER": "dead"}, start_new_session=True)
     try:
+        for proc in (stranger, orphan):  # until exec, /proc shows the parent's environment
+            deadline = time.monotonic() + 30
+            while not Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"sleep"):
+                assert time.monotonic() < deadline, "sleep never started"
+                time.sleep(0.01)
         assert stop_orphans([Orphan(stranger.pid, "s", 7, "dead")]) == 0  # another launcher's
         assert stop_orphans([Orphan(orphan.pid, "s", 8, "dead")]) == 0  # another run's
         assert stop_orphans([Orphan(999_999_999, "s", 7, "dead")]) == 0  # no such process

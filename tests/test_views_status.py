@@ -91,11 +91,19 @@ def test_running_runs_failures_and_watch_until_done(workdir: Path):
         [sys.executable, "-m", "motoko.cli.main", "status", "--watch", "--until-done", "--format", "json"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert watch.stdout is not None
+    seen = [json.loads(watch.stdout.readline())]  # the first view, before anything ran
     launcher = subprocess.Popen(
         [sys.executable, "-m", "motoko.cli.main", "launcher", "start", "--once", "-j", "3", "--machine-name", "node7"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
+        # The watch follows the changes: a view with both slow runs executing
+        # and the failure (the slow runs wait for the gate meanwhile).
+        while not (len(seen[-1]["running"]) == 2 and seen[-1]["failures"]):
+            line = watch.stdout.readline()
+            assert line, watch.communicate(timeout=10)
+            seen.append(json.loads(line))
         deadline = time.monotonic() + 60
         while True:
             data = json.loads(motoko("status", "--format", "json", cwd=workdir).stdout)
@@ -119,7 +127,7 @@ def test_running_runs_failures_and_watch_until_done(workdir: Path):
             if process.poll() is None:
                 process.kill()
     assert watch.returncode == 0, err
-    updates = [json.loads(line) for line in out.splitlines()]
+    updates = seen + [json.loads(line) for line in out.splitlines()]
     # The first view had runs waiting; the watch followed the changes and
     # stopped by itself once nothing waited or executed any more.
     assert updates[0]["done"] is False and len(updates) >= 3
