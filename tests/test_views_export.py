@@ -183,3 +183,13 @@ def test_a_dump_is_readable_json(pipeline: Path):
     db_address = f"zeo://{pipeline}/.motoko/zeo.sock"
     with StudyDB(db_address) as db:
         assert db.run("norm", 1).parents == (("add", 1),)
+
+
+def test_a_run_name_is_a_value_never_part_of_the_query(pipeline: Path):
+    """--run-name is passed as a structure: quotes in it cannot widen the selection."""
+    plain = motoko("export", "--format", "json", "--run-name", "pipeline", cwd=pipeline)
+    assert plain.returncode == 0, plain.stderr
+    assert len(json.loads(plain.stdout)) == 8
+    sneaky = motoko("export", "--format", "json", "--run-name", "x' or run_name != 'x", cwd=pipeline)
+    assert sneaky.returncode == 0, sneaky.stderr
+    assert json.loads(sneaky.stdout) == []

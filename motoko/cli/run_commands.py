@@ -13,6 +13,7 @@ import yaml
 from motoko.cli import progress, rerun_commands
 from motoko.cli.db_commands import open_workflow
 from motoko.errors import ParameterError
+from motoko.study.query import Constraint, Where
 from motoko.study.states import CANCELLED, TERMINAL
 from motoko.yamldoc import load_bounded
 
@@ -200,10 +201,10 @@ def graph(
     if runs:
         workflow = open_workflow(ctx)
         try:
-            scoped = list(constraints)
+            scoped: list[Constraint] = list(constraints)
             if file is not None:
                 run_name = _current_run_name(workflow.directory, file)
-                scoped.append(f"run_name = '{run_name}'")
+                scoped.append(Where("run_name", "=", run_name))
                 title = run_name
             result = provenance.run_graph(workflow, studies or None, scoped or None)
         finally:

@@ -12,6 +12,7 @@ import click
 
 from motoko.cli.db_commands import open_workflow
 from motoko.errors import MotokoError, QueryError
+from motoko.study.query import Constraint, Where
 
 
 def complete_study(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
@@ -33,15 +34,14 @@ _STUDY = click.option("--study", "-s", "studies", multiple=True, shell_complete=
                       help="Only this study (repeatable; default: every study).")
 
 
-def _scoped(constraints: tuple[str, ...], run_name: str | None) -> list[str]:
-    items = list(constraints)
+def _scoped(constraints: tuple[str, ...], run_name: str | None) -> list[Constraint]:
+    items: list[Constraint] = list(constraints)
     if run_name:
-        quoted = "'" + run_name.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        items.append(f"run_name = {quoted}")
+        items.append(Where("run_name", "=", run_name))
     return items
 
 
-def _selected(workflow: Any, studies: tuple[str, ...], constraints: list[str]) -> list[tuple[str, list[Any]]]:
+def _selected(workflow: Any, studies: tuple[str, ...], constraints: list[Constraint]) -> list[tuple[str, list[Any]]]:
     """Runs per study; a constraint naming a field a study lacks skips that study unless it was named."""
     names = [workflow.config.resolve(s) for s in studies] if studies else list(workflow.task_managers)
     out, errors = [], []

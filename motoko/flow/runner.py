@@ -273,8 +273,7 @@ def all_failures(workflow: Workflow, failed: RunsFailed) -> RunsFailed:
     for study in dict.fromkeys(f[0] for f in failed.failures):
         with contextlib.suppress(MotokoError, KeyError):
             workflow.refresh()
-            name = (workflow.run_name or "").replace("\\", "\\\\").replace("'", "\\'")
-            constraints = [f"run_name = '{name}'", f"state in ('{FAILED}', '{LOST}')"]
+            constraints = [Where("run_name", "=", workflow.run_name or ""), Where("state", "in", (FAILED, LOST))]
             for run in workflow.db_for(study).select(study, constraints):
                 found.setdefault((study, run.id), (study, run.id, run.state, run.exit_code, run.error))
     return RunsFailed(sorted(found.values(), key=lambda f: (f[0], f[1])))

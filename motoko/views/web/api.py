@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from motoko.errors import MotokoError, UnknownNameError
+from motoko.study.query import Where
 from motoko.study.records import Run
 from motoko.study.run_files import inside, last_lines
 from motoko.study.values import jsonable
@@ -199,7 +200,7 @@ def dag(workflow: Any, steps: StepGraphs, run_name: str | None = None) -> dict[s
     workflows = steps.describe(workflow)
     if run_name is None and workflows:
         run_name = workflows[-1]["run_name"]
-    constraints = [f"run_name = {quote(run_name)}"] if run_name else None
+    constraints = [Where("run_name", "=", run_name)] if run_name else None
     try:
         graph = run_graph(workflow, constraints=constraints, limit=MAX_GRAPH_RUNS)
     except MotokoError as exc:
@@ -208,11 +209,6 @@ def dag(workflow: Any, steps: StepGraphs, run_name: str | None = None) -> dict[s
     runs = graph_json(graph) if graph is not None else {"nodes": [], "edges": []}
     runs["run_name"] = run_name
     return {"workflows": workflows, "runs": runs}
-
-
-def quote(value: str) -> str:
-    """A string literal of the constraint language."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def parse_query(query: Mapping[str, list[str]], name: str, default: str = "") -> str:
