@@ -181,6 +181,7 @@ class Launcher:
         self.channel = RunChannel(self.id)
         self._adoption = Adoption(executor, self.id, self._wake_up)
         self._shares = Shares(self.id, self.options.lost_after)
+        self._chooser = random.Random(self.id)  # which other launcher's part to steal from
         self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
         self._hungry = True  # room for claims: only then do others' commits wake us
 
@@ -351,13 +352,15 @@ class Launcher:
     def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
         """Settle, heartbeat and claim in one transaction; return new claims."""
         started = list(self._started)
-        want = self._claim_room()
+        writes = self.channel.pending()
+        # A cycle that commits anyway tops up the queue of claimed runs, so a
+        # slot that frees never waits for a claim's commit (one commit per run).
+        want = self._claim_room(topping_up=bool(outcomes or started or writes))
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = (
             time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
         )
         submitted = list(self.executor.submitted)
-        writes = self.channel.pending()
 
         def change() -> list[Claimed]:
             if self._record is None:
@@ -410,15 +413,15 @@ class Launcher:
         self.report.claims_conflicts += 1
         self._heartbeat_alone()
 
-    def _claim_room(self) -> int:
+    def _claim_room(self, topping_up: bool = False) -> int:
         if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
         room = self.executor.free_slots() - len(self._queue)
-        if room <= 0:
+        if room <= 0 and not topping_up:
             return 0
         ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
-        room += ahead
+        room = max(room, 0) + ahead
         room -= len(self._queue)
         if opts.max_runs is not None:
             room = min(room, opts.max_runs - self._claimed_total)
@@ -543,7 +546,7 @@ class Launcher:
                 continue
             schema = self.studies[name]
             fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value):
+            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value, chooser=self._chooser, settled=self._shares.settled):
                 claimed.append(self._claim_one(study, created[rid]))
             if len(claimed) >= want:
                 break
