@@ -42,7 +42,7 @@ from motoko.errors import MotokoError
 from motoko.launch.adoption import Adoption, record_submitted
 from motoko.launch.cancelling import stop_cooperatively
 from motoko.launch.channel import RunChannel
-from motoko.launch.claiming import Deadline, Shares, fits_within, pick
+from motoko.launch.claiming import Deadline, Shares, fetch_claimed, fits_within, pick
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.processes import stop_orphans
@@ -546,8 +546,9 @@ class Launcher:
                 continue
             schema = self.studies[name]
             fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value, chooser=self._chooser, settled=self._shares.settled):
-                claimed.append(self._claim_one(study, created[rid]))
+            ids = pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value, chooser=self._chooser, settled=self._shares.settled)
+            for run in fetch_claimed(created, study.jobs, ids):
+                claimed.append(self._claim_one(study, run))
             if len(claimed) >= want:
                 break
         return claimed
