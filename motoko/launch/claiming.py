@@ -84,7 +84,9 @@ class Shares:
     def current(self, records: Any) -> Share:
         """This launcher's share, given the database's launcher records (an OOBTree)."""
         # A launcher arriving or leaving changes the tree of records (its
-        # serial): re-rank at once, or parts disagree and launchers collide.
+        # serial, while the records fit in the tree's one bucket; beyond,
+        # every SHARE_REFRESH): re-rank at once, or parts disagree and
+        # launchers collide.
         serial = getattr(records, "_p_serial", None)
         if time.monotonic() - self._read_at < SHARE_REFRESH and serial == self._serial:
             return self._share

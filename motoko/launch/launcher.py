@@ -353,8 +353,8 @@ class Launcher:
         """Settle, heartbeat and claim in one transaction; return new claims."""
         started = list(self._started)
         writes = self.channel.pending()
-        # A cycle that commits anyway tops up the queue of claimed runs, so a
-        # slot that frees never waits for a claim's commit (one commit per run).
+        # A cycle that commits anyway tops up a queue of claimed runs run low,
+        # so a slot that frees never waits for a claim's commit (one commit per run).
         want = self._claim_room(topping_up=bool(outcomes or started or writes))
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = (
@@ -418,9 +418,11 @@ class Launcher:
             return 0
         opts = self.options
         room = self.executor.free_slots() - len(self._queue)
-        if room <= 0 and not topping_up:
-            return 0
         ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
+        # Topping up only below half the queue keeps claims batched (each one
+        # rewrites a bucket of the CREATED index).
+        if room <= 0 and not (topping_up and 2 * len(self._queue) < ahead):
+            return 0
         room = max(room, 0) + ahead
         room -= len(self._queue)
         if opts.max_runs is not None:
