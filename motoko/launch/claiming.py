@@ -163,6 +163,7 @@ def pick(
     ceiling: int | None = None,
     chooser: random.Random | None = None,
     settled: bool = False,
+    steal: bool = True,
 ) -> list[int]:
     """Up to ``want`` ids of CREATED runs, from this launcher's own part first.
 
@@ -188,6 +189,9 @@ def pick(
         settled: Whether every launcher agrees on the shares by now: a
             launcher then eats its own part strictly from the top (drawing
             there only helps while launchers disagree on their parts).
+        steal: Whether to take from other parts once this one is empty (a
+            launcher only topping up its queue does not: at a study's end its
+            claims would crowd the last runs that idle launchers take).
     """
     if want <= 0 or not created:
         return []
@@ -196,7 +200,7 @@ def pick(
         high = ceiling
     count = max(1, share.count)
     bounds = [Share(j, count).start(low, high) for j in range(count)] + [high + 1]
-    others = [j for j in (*range(share.index + 1, count), *range(share.index)) if bounds[j] < bounds[j + 1]]
+    others = [j for j in (*range(share.index + 1, count), *range(share.index)) if steal and bounds[j] < bounds[j + 1]]
     if chooser is not None:
         chooser.shuffle(others)
     limit = want if fits is None else want * SCAN_PER_RUN

@@ -356,6 +356,9 @@ class Launcher:
         # A cycle that commits anyway tops up a queue of claimed runs run low,
         # so a slot that frees never waits for a claim's commit (one commit per run).
         want = self._claim_room(topping_up=bool(outcomes or started or writes))
+        # Only a launcher with an idle slot takes from other launchers' parts:
+        # busy ones topping up would crowd the last runs of a study.
+        steal = self.executor.free_slots() > len(self._queue)
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = (
             time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
@@ -376,7 +379,7 @@ class Launcher:
                 self._detect_lost()
             if outcomes and self._record is not None:
                 self._record.executed = self.report.executed + len(outcomes)
-            return self._claim(want) if want > 0 else []
+            return self._claim(want, steal) if want > 0 else []
 
         try:
             # Only a commit by someone else needs a server round trip to be
@@ -533,7 +536,7 @@ class Launcher:
         lost_after = {name: schema.lost_after or self.options.lost_after for name, schema in self.studies.items()}
         self.report.lost_detected += self._adoption.judge(self.db, lost_after, observer=self.id)
 
-    def _claim(self, want: int) -> list[Claimed]:
+    def _claim(self, want: int, steal: bool = True) -> list[Claimed]:
         claimed: list[Claimed] = []
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies
@@ -548,7 +551,7 @@ class Launcher:
                 continue
             schema = self.studies[name]
             fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            ids = pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value, chooser=self._chooser, settled=self._shares.settled)
+            ids = pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value, chooser=self._chooser, settled=self._shares.settled, steal=steal)
             for run in fetch_claimed(created, study.jobs, ids):
                 claimed.append(self._claim_one(study, run))
             if len(claimed) >= want:
