@@ -54,16 +54,24 @@ def make_workflow(root: Path, name: str, args: argparse.Namespace) -> None:
 
 
 def _finished_at(address: str, study: str, n: int, started: float, out: dict[str, float]) -> None:
-    """Watch the study until every run is FINISHED; record when."""
+    """Watch the study until every run is FINISHED; record when, and when the first was claimed."""
     from motoko.study.database import StudyDB
     from motoko.study.records import FINISHED
 
+    wall_clock = time.time() - (time.perf_counter() - started)  # the scenario's start, as a date
     db = StudyDB(address)
     try:
         while time.perf_counter() - started < 600:
             db.abort()
-            if len(db.study(study).ids_in_state(FINISHED)) >= n:
+            runs = db.study(study)
+            if runs.count(FINISHED) >= n:
                 out["wall_s"] = time.perf_counter() - started
+                launched = [run.launched.timestamp() for run in runs.runs.values() if run.launched]
+                ended = [run.finished.timestamp() for run in runs.runs.values() if run.finished]
+                if launched and ended:
+                    # Until the first claim: scheduler, pilot start-up (python, TLS); then executing.
+                    out["first_claim_s"] = min(launched) - wall_clock
+                    out["claims_to_last_run_s"] = max(ended) - min(launched)
                 return
             time.sleep(0.05)
     finally:
@@ -97,6 +105,8 @@ def scenario(root: Path, address: str, study: str, executor: str, n: int) -> dic
         "runs": n,
         "executor": executor,
         "wall_s": round(wall, 2) if wall else None,
+        "first_claim_s": round(done["first_claim_s"], 2) if "first_claim_s" in done else None,
+        "claims_to_last_run_s": round(done["claims_to_last_run_s"], 2) if "claims_to_last_run_s" in done else None,
         "runs_per_s": round(n / wall, 1) if wall else None,
         "exited_s": round(exited, 2),
         "executed_runs": len(counts),

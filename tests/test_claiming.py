@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import random
 import time
 from types import SimpleNamespace
 
 from BTrees.IOBTree import IOBTree
+from BTrees.OOBTree import OOBTree
 
 from motoko.launch.claiming import Deadline, Share, Shares, fits_within, pick
 
@@ -22,11 +24,42 @@ def test_each_launcher_starts_at_the_top_of_its_own_part():
     assert len({rid for part in parts for rid in part}) == 12, "no two launchers want the same run"
 
 
-def test_an_emptied_part_takes_from_the_parts_above_then_below():
+def test_an_emptied_part_takes_from_the_bottom_of_the_parts_above_then_below():
+    # The owner eats its part from the top: a thief starts at the other end.
     created = _created([1, 2, 3, 90, 95])
-    assert pick(created, 5, Share(1, 2)) == [95, 90, 3, 2, 1]
-    assert pick(created, 10, Share(0, 2)) == [3, 2, 1, 95, 90]
+    assert pick(created, 5, Share(1, 2)) == [95, 90, 1, 2, 3]
+    assert pick(created, 10, Share(0, 2)) == [3, 2, 1, 90, 95]
     assert pick(_created([]), 3, Share()) == [] and pick(created, 0, Share()) == []
+    assert pick(created, 5, Share(1, 2), steal=False) == [95, 90], "a launcher only topping up keeps to its part"
+
+
+def test_thieves_spread_over_the_other_parts_and_spare_a_parts_first_run():
+    created = _created(range(1, 401))
+    for rid in range(300, 401):  # the top part of 4 is empty: its launcher steals
+        del created[rid]
+    picks = [pick(created, 2, Share(3, 4), ceiling=400, chooser=random.Random(seed)) for seed in range(12)]
+    firsts = {1, 100, 200}
+    assert all(len(p) == 2 and not set(p) & firsts for p in picks), "a part's first run is drawn last"
+    assert len({rid for p in picks for rid in p}) > 12, "thieves rarely pick the same runs"
+    assert {(rid - 1) * 4 // 400 for p in picks for rid in p} > {0}, "thieves visit different parts"
+
+
+def test_launchers_that_disagree_on_their_parts_draw_different_runs_until_settled():
+    created = _created(range(1, 1001))
+    unsettled = {tuple(pick(created, 2, Share(1, 2), chooser=random.Random(seed))) for seed in range(8)}
+    assert len(unsettled) > 4 and all(500 < rid <= 1000 for p in unsettled for rid in p)
+    settled = {tuple(pick(created, 2, Share(1, 2), chooser=random.Random(seed), settled=True)) for seed in range(8)}
+    assert settled == {(1000, 999)}, "once every launcher agrees, its own part is eaten from the top"
+
+
+def test_shares_re_rank_as_soon_as_a_launcher_arrives():
+    now = _dt.datetime.now(_dt.timezone.utc)
+    records = OOBTree({"a": SimpleNamespace(stopped=None, heartbeat=now)})
+    shares = Shares("b", alive_for=60)
+    assert shares.current(records) == Share(1, 2) and not shares.settled
+    records["c"] = SimpleNamespace(stopped=None, heartbeat=now)
+    records._p_serial = b"\x00" * 7 + b"\x01"  # what a commit of the new record does
+    assert shares.current(records) == Share(1, 3), "re-ranked at once, not after SHARE_REFRESH"
 
 
 def test_shares_rank_only_live_launchers():

@@ -86,3 +86,16 @@ def test_a_launcher_with_a_deadline_claims_only_what_fits_then_leaves(workdir: P
     db.abort()
     assert [launch_support.run_of(db, rid).state for rid in short] == [FINISHED, FINISHED]
     assert launch_support.run_of(db, long[0]).state == CREATED
+
+
+def test_a_one_slot_launcher_claims_its_next_run_while_the_current_one_executes(workdir: Path):
+    # The cycle that settles a run (or marks one RUNNING) also claims the next:
+    # the slot never waits for a claim's own commit, one commit per run.
+    config, db = make_study(workdir, "launcher: {heartbeat: 5, poll: 1}\n", launch="#!/bin/bash\nsleep 1\n")
+    ids = create_runs(db, x=list(range(5)))
+    report = launch_support.serve(config, "local", once=True, max_parallel=1, claim_ahead=1)
+    assert report.finished == len(ids)
+    db.abort()
+    runs = sorted((launch_support.run_of(db, rid) for rid in ids), key=lambda run: run.started)
+    overlapping = [later.launched < run.finished for run, later in zip(runs[1:], runs[2:], strict=False)]
+    assert overlapping == [True] * (len(ids) - 2), "each next run was claimed before the running one ended"

@@ -226,6 +226,21 @@ def test_motoko_yaml_resume_rerun_and_status_marks_outdated_runs(ex):
     assert json.loads(motoko("status", "--format", "json", cwd=ex).stdout)["outdated"] == []
 
 
+def test_status_leaves_a_run_name_too_big_to_read_to_the_dry_run(ex, monkeypatch):
+    from motoko.flow.outdated import run_name_size
+    from motoko.views import status as status_view
+
+    ten_times_mult(ex)
+    with Workflow(ex, run_name="pipeline") as workflow:
+        size = run_name_size(workflow, "pipeline", 1000)
+        assert size >= 8 and run_name_size(workflow, "pipeline", 3) == 4, "counting stops past the limit"
+        assert [r.total for r in status_view.collect_status(workflow).outdated] == [8]
+        monkeypatch.setattr(status_view, "OUTDATED_CHECK_LIMIT", size - 1)
+        status = status_view.collect_status(workflow)
+    assert status.outdated == []
+    assert f"outdated runs of pipeline not checked: it holds more than {size - 1:,} runs" in " ".join(status.notes)
+
+
 def test_on_a_terminal_motoko_run_lists_the_outdated_runs_and_asks(ex):
     ten_times_mult(ex)
     master, slave = pty.openpty()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from motoko.cli.format import colour_state, render
+from motoko.cli.format import colour_state, render, stream, stream_table
 from motoko.config import WorkflowConfig, load_config
 from motoko.errors import QueryError, UnknownNameError
-from motoko.study.prefetch import jobs_by_id
+from motoko.study.prefetch import jobs_by_id, prefetch
 from motoko.study.states import STATES
 from motoko.views.status import silent_counts
 
@@ -74,28 +75,46 @@ def _column_known(column: str, schema: Any, runs: list[Any]) -> bool:
     return any(hasattr(run, name) and not callable(getattr(run, name)) for run in runs)
 
 
-def _select_rows(
+#: Runs turned into rows (and printed) at a time: their jobs come in one batch.
+PAGE = 500
+
+
+def _select_runs(
     workflow: Any, study: str, constraints: list[str], fields: list[str] | None
-) -> tuple[list[str], list[list[Any]], set[str]]:
-    """The selected runs of one study as rows, and the requested columns it knows."""
+) -> tuple[list[str], list[Any], set[str]]:
+    """The selected runs of one study, its columns, and the requested columns it knows."""
     manager = workflow[study]
     runs = workflow.db_for(study).select(manager.name, constraints or None)
-    job_fields = list(manager.schema.job_fields)
-    columns = fields or ["id", "job_id", "state", "run_name", *job_fields, "progress", "machine_name"]
+    columns = fields or ["id", "job_id", "state", "run_name", *manager.schema.job_fields, "progress", "machine_name"]
     known = {c for c in columns if _column_known(c, manager.schema, runs)}
-    jobs = jobs_by_id(workflow.db_for(study).study(manager.name).jobs, (run.job_id for run in runs))
-    rows = []
-    for run in runs:
-        job = jobs.get(run.job_id) or run.job
-        row = []
-        for column in columns:
-            name = column.split(".", 1)[1] if column.startswith(("runs.", "jobs.")) else column
-            if column.startswith("jobs.") or (name in job_fields and not column.startswith("runs.")):
-                row.append(job.get(name))
-            else:
-                row.append(getattr(run, name, None))
-        rows.append(row)
-    return columns, rows, known
+    return columns, runs, known
+
+
+def _row_pages(workflow: Any, study: str, columns: list[str], runs: list[Any]) -> Iterator[list[list[Any]]]:
+    """The runs as rows, :data:`PAGE` at a time: each page's runs and jobs fetched in a batch.
+
+    Rows are made as they are printed: the first are on the screen before the
+    last runs are read, and memory holds one page, whatever the selection.
+    """
+    manager = workflow[study]
+    job_fields = set(manager.schema.job_fields)
+    jobs_tree = workflow.db_for(study).study(manager.name).jobs
+    for start in range(0, len(runs), PAGE):
+        page = runs[start : start + PAGE]
+        prefetch(page)
+        jobs = jobs_by_id(jobs_tree, (run.job_id for run in page))
+        rows = []
+        for run in page:
+            job = jobs.get(run.job_id) or run.job
+            row = []
+            for column in columns:
+                name = column.split(".", 1)[1] if column.startswith(("runs.", "jobs.")) else column
+                if column.startswith("jobs.") or (name in job_fields and not column.startswith("runs.")):
+                    row.append(job.get(name))
+                else:
+                    row.append(getattr(run, name, None))
+            rows.append(row)
+        yield rows
 
 
 def _check_fields(workflow: Any, studies: list[str], fields: list[str], known: set[str], any_runs: bool) -> None:
@@ -129,20 +148,20 @@ def select(ctx: click.Context, constraints: tuple[str, ...], study: str | None, 
         known: set[str] = set()
         for name in studies:
             try:
-                columns, rows, known_here = _select_rows(workflow, name, list(constraints), field_list)
+                columns, runs, known_here = _select_runs(workflow, name, list(constraints), field_list)
             except QueryError as exc:
                 if study:
                     raise
                 errors.append(exc)
                 continue
-            outputs.append((name, columns, rows))
+            outputs.append((name, columns, runs))
             known |= known_here
         if not outputs and errors:
             raise errors[0]
         _warn_state_typos(workflow, [name for name, _, _ in outputs], list(constraints))
         if field_list:
-            _check_fields(workflow, studies, field_list, known, any(rows for _, _, rows in outputs))
-        _print_selection(outputs, fmt)
+            _check_fields(workflow, studies, field_list, known, any(runs for _, _, runs in outputs))
+        _print_selection(workflow, outputs, fmt)
     finally:
         workflow.close()
 
@@ -158,23 +177,25 @@ def _warn_state_typos(workflow: Any, studies: list[str], constraints: list[str])
         click.echo(f"motoko: warning: {typo}", err=True)
 
 
-def _print_selection(outputs: list[tuple[str, list[str], list[list[Any]]]], fmt: str) -> None:
+def _print_selection(workflow: Any, outputs: list[tuple[str, list[str], list[Any]]], fmt: str) -> None:
+    """Print the selected runs as their rows are made (see :func:`_row_pages`)."""
     if fmt == "table":
-        blocks = []
-        for name, columns, rows in outputs:
-            header = click.style(f"{name}: {len(rows)} run(s)", bold=True)
-            blocks.append(header + ("\n" + render(columns, rows, fmt) if rows else ""))
-        click.echo("\n\n".join(blocks))
+        for number, (name, columns, runs) in enumerate(outputs):
+            click.echo(("\n" if number else "") + click.style(f"{name}: {len(runs)} run(s)", bold=True))
+            for line in stream_table(columns, _row_pages(workflow, name, columns, runs)):
+                click.echo(line)
         return
     all_columns = ["study"]
     for _, columns, _ in outputs:
         all_columns += [c for c in columns if c not in all_columns]
-    merged = []
-    for name, columns, rows in outputs:
-        for row in rows:
-            values = dict(zip(columns, row, strict=True))
-            merged.append([name, *(values.get(c) for c in all_columns[1:])])
-    click.echo(render(all_columns, merged, fmt))
+
+    def merged() -> Iterator[list[list[Any]]]:
+        for name, columns, runs in outputs:
+            for rows in _row_pages(workflow, name, columns, runs):
+                yield [[name, *(dict(zip(columns, row, strict=True)).get(c) for c in all_columns[1:])] for row in rows]
+
+    for text in stream(all_columns, merged(), fmt):
+        click.echo(text)
 
 
 @click.command()

@@ -11,7 +11,7 @@ import datetime as _dt
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -42,21 +42,61 @@ def colour_state(text: str, state: str) -> str:
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, state_column: str | None = "state") -> str:
     """An aligned text table with a bold header; states coloured."""
-    texts = [[cell(v) for v in row] for row in rows]
-    widths = [len(c) for c in columns]
-    for row in texts:
-        for i, text in enumerate(row):
-            widths[i] = min(max(widths[i], len(text)), 60)
-    lines = ["  ".join(click.style(c.ljust(w), bold=True) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    return "\n".join(stream_table(columns, [rows], state_column=state_column))
+
+
+def stream_table(
+    columns: Sequence[str], pages: Iterable[Sequence[Sequence[Any]]], *, state_column: str | None = "state"
+) -> Iterator[str]:
+    """The lines of :func:`table` for rows that come in pages, each page's as it comes.
+
+    Column widths are set by the first page (a longer value later is cut
+    with "…", as any value over 60 characters is): the first lines of a
+    long selection are printed before its last rows are read.
+    """
+    widths: list[int] | None = None
     state_index = columns.index(state_column) if state_column in columns else -1
-    for row in texts:
-        parts = []
-        for i, (text, width) in enumerate(zip(row, widths, strict=True)):
-            shown = text if len(text) <= width else text[: width - 1] + "…"
-            padded = shown.ljust(width)
-            parts.append(colour_state(padded, text) if i == state_index else padded)
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
+    for page in pages:
+        texts = [[cell(v) for v in row] for row in page]
+        if widths is None:
+            widths = [len(c) for c in columns]
+            for row in texts:
+                for i, text in enumerate(row):
+                    widths[i] = min(max(widths[i], len(text)), 60)
+            yield "  ".join(click.style(c.ljust(w), bold=True) for c, w in zip(columns, widths, strict=True)).rstrip()
+        for row in texts:
+            parts = []
+            for i, (text, width) in enumerate(zip(row, widths, strict=True)):
+                shown = text if len(text) <= width else text[: width - 1] + "…"
+                padded = shown.ljust(width)
+                parts.append(colour_state(padded, text) if i == state_index else padded)
+            yield "  ".join(parts).rstrip()
+
+
+def stream(columns: Sequence[str], pages: Iterable[Sequence[Sequence[Any]]], fmt: str) -> Iterator[str]:
+    """The text of :func:`render` (``json`` or ``csv``) for rows that come in pages, as they come."""
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        yield out.getvalue().rstrip("\n")
+        for page in pages:
+            out.seek(0)
+            out.truncate()
+            for row in page:
+                writer.writerow([cell(v) for v in row])
+            if page:
+                yield out.getvalue().rstrip("\n")
+        return
+    # JSON: the list render() prints, one object at a time (each held back
+    # until the next shows whether it needs its comma).
+    held: str | None = None
+    for page in pages:
+        for row in page:
+            text = " " + json.dumps({c: jsonable(v) for c, v in zip(columns, row, strict=True)}, indent=1).replace("\n", "\n ")
+            yield "[" if held is None else held + ","
+            held = text
+    yield "[]" if held is None else held + "\n]"
 
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:

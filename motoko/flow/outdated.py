@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,25 @@ def runs_of(workflow: Session, run_name: str | None) -> Iterator[tuple[str, Run]
         tree = study.runs if run_name is None else study.by_run_name.get(run_name)
         for run in tree.values() if tree is not None else ():
             yield name, run
+
+
+def run_name_size(workflow: Session, run_name: str, limit: int) -> int:
+    """How many runs ``run_name`` holds over the workflow's studies, counted up to ``limit + 1``.
+
+    Counting stops past ``limit``: the keys of the run-name index are walked
+    bucket by bucket, never the runs, so asking costs ``limit`` ids at most.
+    """
+    total = 0
+    for name in workflow.schemas:
+        db = workflow.db_for(name)
+        if name not in db.studies():
+            continue
+        tree = db.study(name).by_run_name.get(run_name)
+        if tree is not None:
+            total += sum(1 for _ in islice(tree.keys(), limit + 1 - total))
+        if total > limit:
+            break
+    return total
 
 
 def provenance(runs: Iterable[tuple[str, Run]]) -> tuple[nx.DiGraph, dict[Key, Run]]:

@@ -6,9 +6,14 @@ all started at the lowest id (or at random points, which pile up) met each
 other on every claim. Here each launcher claims from *its own part* of the
 CREATED ids: the live launchers serving a study are ranked by id, and the
 launcher ranked ``i`` of ``n`` starts at ``i/n`` of the id range, taking ids
-downward from the top of its part (then from the parts above). Parts change as launchers come and go, and a
-launcher that emptied its part moves on into the next one: work is stolen,
-never left waiting.
+downward from the top of its part. Parts change as launchers come and go (a
+launcher re-ranks as soon as the set of launcher records changes), and a
+launcher that emptied its part steals from the *bottom* of another part,
+chosen at random among those with runs left: the owner eats its part from the
+top, so owner and thief meet only at its last runs, and thieves spread over
+the parts instead of all queueing behind the same next run (which is what
+made the last runs of a study conflict on almost every claim). Work is
+stolen, never left waiting.
 
 A pilot (a launcher inside a SLURM allocation) also has a deadline: it claims
 only runs whose expected duration (``walltime``) fits in the time it has left,
@@ -18,17 +23,23 @@ minus a margin, and claims nothing once that time is too short.
 from __future__ import annotations
 
 import datetime as _dt
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain
+from itertools import islice
 from typing import Any
 
+from motoko.study.prefetch import jobs_by_id, prefetch
 from motoko.study.walltime import run_walltime
 
 #: Runs looked at, per wanted run, before a walltime-limited claim gives up
 #: (runs too long for a pilot are skipped; the scan stays bounded).
 SCAN_PER_RUN = 50
+#: Claimed runs are drawn at random among this many per wanted run, at the end of a part.
+SPREAD = 16
+#: Seconds after a change of the ranking during which launchers may disagree on it.
+SETTLE = 2.0
 #: Seconds between re-ranking the live launchers (their records change on heartbeats only).
 SHARE_REFRESH = 0.5
 
@@ -67,12 +78,20 @@ class Shares:
         self.alive_for = alive_for
         self._share = Share()
         self._read_at = -SHARE_REFRESH
+        self._serial: Any = None
+        self._changed_at = time.monotonic()
 
     def current(self, records: Any) -> Share:
         """This launcher's share, given the database's launcher records (an OOBTree)."""
-        if time.monotonic() - self._read_at < SHARE_REFRESH:
+        # A launcher arriving or leaving changes the tree of records (its
+        # serial, while the records fit in the tree's one bucket; beyond,
+        # every SHARE_REFRESH): re-rank at once, or parts disagree and
+        # launchers collide.
+        serial = getattr(records, "_p_serial", None)
+        if time.monotonic() - self._read_at < SHARE_REFRESH and serial == self._serial:
             return self._share
         self._read_at = time.monotonic()
+        self._serial = serial
         horizon = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=self.alive_for)
         live = sorted(
             key for key, record in records.items()
@@ -80,8 +99,16 @@ class Shares:
         )
         if self.launcher_id not in live:
             live = sorted([*live, self.launcher_id])
-        self._share = Share(live.index(self.launcher_id), len(live))
+        share = Share(live.index(self.launcher_id), len(live))
+        if share != self._share:
+            self._changed_at = time.monotonic()
+        self._share = share
         return self._share
+
+    @property
+    def settled(self) -> bool:
+        """Whether the ranking has not changed for :data:`SETTLE` s (every launcher agrees by then)."""
+        return time.monotonic() - self._changed_at >= SETTLE
 
 
 def _aware(stamp: Any) -> _dt.datetime:
@@ -129,14 +156,23 @@ def fits_within(deadline: Deadline | None, study_walltime: float | None, per_run
 
 
 def pick(
-    created: Any, want: int, share: Share, fits: Callable[[Any], bool] | None = None, ceiling: int | None = None
+    created: Any,
+    want: int,
+    share: Share,
+    fits: Callable[[Any], bool] | None = None,
+    ceiling: int | None = None,
+    chooser: random.Random | None = None,
+    settled: bool = False,
+    steal: bool = True,
 ) -> list[int]:
     """Up to ``want`` ids of CREATED runs, from this launcher's own part first.
 
     Within its part a launcher takes the *highest* ids first: removing a
     bucket's first key conflicts with any concurrent change to that bucket
     (see :mod:`motoko.study.run_index`), so launchers eat their parts from the
-    top down and meet such keys only when a bucket empties.
+    top down and meet such keys only when a bucket empties. Once its part is
+    empty it takes from the *lowest* ids of the other parts, visited in an
+    order drawn by ``chooser``, so that two thieves rarely pick the same part.
 
     Args:
         created: The study's CREATED runs (an IOBTree run id → run).
@@ -147,21 +183,89 @@ def pick(
             CREATED id to it, so that they stay put while launchers eat them
             from the top (cut up to the highest CREATED id, every part moved
             down each time the top launcher claimed, into its neighbour's).
+        chooser: Draws the order in which other parts are stolen from, and
+            the runs taken (None: the parts above, then those below, each
+            from its bottom; runs in order).
+        settled: Whether every launcher agrees on the shares by now: a
+            launcher then eats its own part strictly from the top (drawing
+            there only helps while launchers disagree on their parts).
+        steal: Whether to take from other parts once this one is empty (a
+            launcher only topping up its queue does not: at a study's end its
+            claims would crowd the last runs that idle launchers take).
     """
     if want <= 0 or not created:
         return []
     low, high = created.minKey(), created.maxKey()
     if ceiling is not None and ceiling > high:
         high = ceiling
-    top = share.next().start(low, high) if share.index + 1 < share.count else high + 1
-    picked: list[int] = []
+    count = max(1, share.count)
+    bounds = [Share(j, count).start(low, high) for j in range(count)] + [high + 1]
+    others = [j for j in (*range(share.index + 1, count), *range(share.index)) if steal and bounds[j] < bounds[j + 1]]
+    if chooser is not None:
+        chooser.shuffle(others)
     limit = want if fits is None else want * SCAN_PER_RUN
-    for scanned, rid in enumerate(chain(_down(created, top - 1, low), _down(created, high, top))):
+    index = share.index
+    own = _down(created, bounds[index + 1] - 1, bounds[index])
+    picked = _draw(own, created, want, limit, fits, None if settled else chooser, span=bounds[index + 1] - bounds[index])
+    for j in others:
+        if len(picked) >= want:
+            break
+        stolen = iter(created.keys(bounds[j], bounds[j + 1] - 1))
+        span = bounds[j + 1] - bounds[j]
+        picked += _draw(stolen, created, want - len(picked), limit, fits, chooser, span=span, last_first=True)
+    return picked
+
+
+def _draw(
+    ids: Iterator[int], created: Any, want: int, limit: int,
+    fits: Callable[[Any], bool] | None, chooser: random.Random | None, span: int, last_first: bool = False,
+) -> list[int]:
+    """Up to ``want`` of ``ids`` that fit, drawn at random among the first few.
+
+    Launchers whose views of the shares disagree for a moment (one just
+    started) start at the same end of the same part: drawn among the first
+    :data:`SPREAD` ids per wanted run, they rarely pick the same run. With
+    ``last_first`` the first id is drawn last: it starts another launcher's
+    part from the bottom, often its bucket's first key, whose removal changes
+    the tree and conflicts with every launcher's commit of that moment.
+    The draw spans at most a quarter of the part (``span`` ids wide), so
+    that a small part is still eaten from its end, not from its first keys.
+    Without a ``chooser`` the first ids are taken in order.
+    """
+    if chooser is None:
+        return _take(ids, created, want, limit, fits)
+    pool = list(islice(ids, max(want, min(SPREAD * want, span // 4))))
+    first = pool[:1] if last_first and len(pool) > want else []
+    pool = pool[len(first):]
+    chooser.shuffle(pool)
+    picked = _take(iter([*pool, *first]), created, want, limit, fits)
+    if len(picked) < want:  # the pool did not fit enough: go on past it
+        picked += _take(ids, created, want - len(picked), limit - len(pool) - len(first), fits)
+    return picked
+
+
+def _take(ids: Iterator[int], created: Any, want: int, limit: int, fits: Callable[[Any], bool] | None) -> list[int]:
+    """The first ``want`` of ``ids`` that fit, looking at ``limit`` ids at most."""
+    picked: list[int] = []
+    for scanned, rid in enumerate(ids):
         if len(picked) >= want or scanned >= limit:
             break
         if fits is None or fits(created[rid]):
             picked.append(rid)
     return picked
+
+
+def fetch_claimed(created: Any, jobs: Any, ids: list[int]) -> list[Any]:
+    """The runs ``ids`` of a study's CREATED index, with their jobs, loaded in two batches.
+
+    A claim reads each run and its job (parameters for staging): loaded one
+    by one, that was two server round trips per run inside the claiming
+    transaction, the longest part of a launcher's cycle.
+    """
+    runs = [created[rid] for rid in ids]
+    prefetch(runs)
+    jobs_by_id(jobs, (run.job_id for run in runs))
+    return runs
 
 
 def _down(tree: Any, start: int, stop: int) -> Iterator[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from motoko.errors import MotokoError
-from motoko.launch.claiming import Deadline, Shares, fits_within, pick
+from motoko.launch.claiming import Deadline, Shares, fetch_claimed, fits_within, pick
 from motoko.launch.recording import Recording
 from motoko.study.database import Study
 from motoko.study.records import Run, now
@@ -44,17 +44,20 @@ class Claims(Recording):
     _queue: list[Claimed]
     _deadline: Deadline | None
     _shares: Shares
+    _chooser: random.Random
     _claimed_total: int
 
-    def _claim_room(self) -> int:
+    def _claim_room(self, topping_up: bool = False) -> int:
         if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
         room = self.executor.free_slots() - len(self._queue)
-        if room <= 0:
-            return 0
         ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
-        room += ahead
+        # Topping up only below half the queue keeps claims batched (each one
+        # rewrites a bucket of the CREATED index).
+        if room <= 0 and not (topping_up and 2 * len(self._queue) < ahead):
+            return 0
+        room = max(room, 0) + ahead
         room -= len(self._queue)
         if opts.max_runs is not None:
             room = min(room, opts.max_runs - self._claimed_total)
@@ -67,7 +70,7 @@ class Claims(Recording):
                     return True
         return False
 
-    def _claim(self, want: int) -> list[Claimed]:
+    def _claim(self, want: int, steal: bool = True) -> list[Claimed]:
         claimed: list[Claimed] = []
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies
@@ -82,8 +85,12 @@ class Claims(Recording):
                 continue
             schema = self.studies[name]
             fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value):
-                claimed.append(self._claim_one(study, created[rid]))
+            ids = pick(
+                created, want - len(claimed), share, fits, ceiling=study.run_counter.value,
+                chooser=self._chooser, settled=self._shares.settled, steal=steal,
+            )
+            for run in fetch_claimed(created, study.jobs, ids):
+                claimed.append(self._claim_one(study, run))
             if len(claimed) >= want:
                 break
         return claimed

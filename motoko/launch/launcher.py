@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import sys
 import time
 import uuid
@@ -103,6 +104,7 @@ class Launcher(Claims):
         self.channel = RunChannel(self.id)
         self._adoption = Adoption(executor, self.id, self._wake_up)
         self._shares = Shares(self.id, self.options.lost_after)
+        self._chooser = random.Random(self.id)  # which other launcher's part to steal from
         self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
         self._hungry = True  # room for claims: only then do others' commits wake us
 
@@ -240,13 +242,18 @@ class Launcher(Claims):
     def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
         """Settle, heartbeat and claim in one transaction; return new claims."""
         started = list(self._started)
-        want = self._claim_room()
+        writes = self.channel.pending()
+        # A cycle that commits anyway tops up a queue of claimed runs run low,
+        # so a slot that frees never waits for a claim's commit (one commit per run).
+        want = self._claim_room(topping_up=bool(outcomes or started or writes))
+        # Only a launcher with an idle slot takes from other launchers' parts:
+        # busy ones topping up would crowd the last runs of a study.
+        steal = self.executor.free_slots() > len(self._queue)
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = (
             time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
         )
         submitted = list(self.executor.submitted)
-        writes = self.channel.pending()
 
         def change() -> list[Claimed]:
             if self._record is None:
@@ -262,7 +269,7 @@ class Launcher(Claims):
                 self._detect_lost()
             if outcomes and self._record is not None:
                 self._record.executed = self.report.executed + len(outcomes)
-            return self._claim(want) if want > 0 else []
+            return self._claim(want, steal) if want > 0 else []
 
         try:
             # Only a commit by someone else needs a server round trip to be

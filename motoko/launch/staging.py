@@ -474,7 +474,8 @@ def _write_atomic(target: Path, data: bytes, mode: int) -> None:
     The temporary file is created exclusively and without following symlinks,
     and rename replaces a path rather than writing through it.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():  # a config file in a subfolder (the run directory itself exists)
+        target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(temporary, flags, 0o600)

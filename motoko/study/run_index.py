@@ -12,19 +12,44 @@ other launcher's commit of that moment, and retried its whole cycle.
 bucket (no parent, no separator): changes to different run ids never
 conflict; two changes to the same run id still do (a run moved twice at
 once is a real conflict, caught on the run itself as well). Larger trees
-keep BTrees' own rules.
+keep BTrees' own rules for the tree, but their buckets are
+:class:`RunBucket`, which merge key by key too: BTrees refuses a merge in
+which both sides removed keys at a bucket's end, or either removed its first
+key, so the launchers emptying the CREATED index of a big study conflicted
+on most claims. A bucket merge is refused only when it could break the tree
+around it: a bucket emptied or split (its ``next`` changed), or a merged
+first key below one the parent may have been given.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from BTrees.IOBTree import IOBTree
+from BTrees.IOBTree import IOBTree, IOBucket
 from ZODB.POSException import ConflictError
 
 from motoko.study.values import same
 
 _MISSING = object()
+
+
+class RunBucket(IOBucket):
+    """A bucket of a :class:`RunIndex`: concurrent changes to different runs merge."""
+
+    def _p_resolveConflict(self, old: Any, committed: Any, new: Any) -> Any:  # noqa: N802
+        states = [_bucket(state) for state in (old, committed, new)]
+        if any(state is None for state in states):
+            raise ConflictError("a run index bucket changed shape in two places at once")
+        (before, before_next), (theirs, their_next), (ours, our_next) = (s for s in states if s is not None)
+        if not (_same_ref(their_next, before_next) and _same_ref(our_next, before_next)):
+            raise ConflictError("a run index bucket was split or unlinked while another process changed it")
+        if not theirs or not ours:
+            raise ConflictError("a run index bucket was emptied while another process changed it")
+        merged = _merge(before, theirs, ours)
+        if not merged or not _separator_kept(before, theirs, ours, merged):
+            raise ConflictError("a run index bucket lost its first key while another process changed it")
+        items = _items(merged)
+        return (items,) if before_next is None else (items, before_next)
 
 
 class RunIndex(IOBTree):
@@ -38,31 +63,74 @@ class RunIndex(IOBTree):
     """
 
     max_leaf_size = 500
+    _bucket_type = RunBucket
 
     def _p_resolveConflict(self, old: Any, committed: Any, new: Any) -> Any:
         states = [_inline(state) for state in (old, committed, new)]
         if any(state is None for state in states):
             return super()._p_resolveConflict(old, committed, new)
         before, theirs, ours = (state for state in states if state is not None)
-        merged = dict(before)
-        for key in set(before) | set(theirs) | set(ours):
-            was, their, our = (s.get(key, _MISSING) for s in (before, theirs, ours))
-            if same(their, was):
-                value = our
-            elif same(our, was) or same(our, their):
-                value = their
-            else:
-                raise ConflictError(f"run {key} changed in two places of a run index at once")
-            if value is _MISSING:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+        merged = _merge(before, theirs, ours)
         if not merged:
             return None
-        items: list[Any] = []
-        for key in sorted(merged):
-            items += [key, merged[key]]
-        return (((tuple(items),),),)
+        return (((_items(merged),),),)
+
+
+def _merge(before: dict[int, Any], theirs: dict[int, Any], ours: dict[int, Any]) -> dict[int, Any]:
+    """Both sides' changes to the runs of an index, or ConflictError if both changed one run."""
+    merged = dict(before)
+    for key in set(before) | set(theirs) | set(ours):
+        was, their, our = (s.get(key, _MISSING) for s in (before, theirs, ours))
+        if same(their, was):
+            value = our
+        elif same(our, was) or same(our, their):
+            value = their
+        else:
+            raise ConflictError(f"run {key} changed in two places of a run index at once")
+        if value is _MISSING:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _separator_kept(before: dict[int, Any], theirs: dict[int, Any], ours: dict[int, Any], merged: dict[int, Any]) -> bool:
+    """Whether no key of ``merged`` comes before a separator either side gave the parent.
+
+    A side that removed the bucket's first key may have raised the parent's
+    separator to its own new first key; keys the other side added below it
+    would then be out of the tree's reach.
+    """
+    first = min(before) if before else None
+    return all(first is None or first in side or min(merged) >= min(side) for side in (theirs, ours))
+
+
+def _items(merged: dict[int, Any]) -> tuple[Any, ...]:
+    """A bucket's state: keys and values, interleaved, in key order."""
+    items: list[Any] = []
+    for key in sorted(merged):
+        items += [key, merged[key]]
+    return tuple(items)
+
+
+def _bucket(state: Any) -> tuple[dict[int, Any], Any] | None:
+    """A bucket state's items and next bucket; None for a state of another shape."""
+    if state is None:
+        return {}, None
+    if not isinstance(state, tuple) or not 1 <= len(state) <= 2 or not isinstance(state[0], tuple):
+        return None
+    items = state[0]
+    return dict(zip(items[::2], items[1::2], strict=True)), (state[1] if len(state) == 2 else None)
+
+
+def _same_ref(a: Any, b: Any) -> bool:
+    """Whether two references (to a next bucket) are the same; different ones refuse ``==``."""
+    if a is None or b is None:
+        return a is b
+    try:
+        return bool(a == b)
+    except ValueError:  # ZODB's references to different objects refuse to compare
+        return False
 
 
 def _inline(state: Any) -> dict[int, Any] | None:
@@ -77,5 +145,3 @@ def _inline(state: Any) -> dict[int, Any] | None:
     if not isinstance(items, tuple):
         return None
     return dict(zip(items[::2], items[1::2], strict=True))
-
-

@@ -93,6 +93,10 @@ class StudyStatus:
         return sum(n for s, n in self.counts.items() if s == CREATED or s in ACTIVE)
 
 
+#: Runs of a resumed run name beyond which ``motoko status`` does not look for outdated ones.
+OUTDATED_CHECK_LIMIT = 10_000
+
+
 @dataclass
 class Status:
     """What ``motoko status`` shows, at one moment."""
@@ -177,10 +181,21 @@ def collect_status(
     # Outdated runs of the run names `motoko run` resumes: this reads every
     # run of those run names (their fingerprints), unlike the counts above.
     # (Imported here: `motoko` commands that only format states start faster.)
-    from motoko.flow.outdated import current_run_names, find_outdated
+    from motoko.flow.outdated import current_run_names, find_outdated, run_name_size
 
-    run_names = sorted(set(current_run_names(workflow.directory).values()))
-    reports = [r for r in (find_outdated(workflow, name) for name in run_names) if r or r.kept]
+    reports = []
+    for run_name in sorted(set(current_run_names(workflow.directory).values())):
+        # Reading every run costs ~40 µs each: a big run name is left to
+        # `motoko run --dry-run`, and status stays well under a second.
+        if run_name_size(workflow, run_name, OUTDATED_CHECK_LIMIT) > OUTDATED_CHECK_LIMIT:
+            notes.append(
+                f"outdated runs of {run_name} not checked: it holds more than {OUTDATED_CHECK_LIMIT:,} runs"
+                " (`motoko run FILE --dry-run` checks them)"
+            )
+            continue
+        report = find_outdated(workflow, run_name)
+        if report or report.kept:
+            reports.append(report)
     waiting = unserved(pairs, within=workflow.config.lost_after)
     return Status(
         rows, active[:running], failed[:failures], more_running=max(0, in_flight - running),
