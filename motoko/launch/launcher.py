@@ -69,6 +69,12 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 BATCH_WINDOW = 0.003
 #: Seconds a launcher waits for runs it just started to end before marking them RUNNING.
 START_WINDOW = 0.05
+#: Runs a local launcher serving alone claims beyond its free slots (see ``claim_ahead``).
+ALONE_AHEAD = 16
+#: Seconds, and outcomes, a launcher with claimed runs still to start holds outcomes
+#: back at most, so that one commit settles many short runs.
+HOLD_WINDOW = 0.1
+HOLD_OUTCOMES = 32
 
 
 @dataclass
@@ -183,6 +189,7 @@ class Launcher:
         self._shares = Shares(self.id, self.options.lost_after)
         self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
         self._hungry = True  # room for claims: only then do others' commits wake us
+        self._claimed_all = False  # the last cycle claimed all it wanted: more may wait
 
     # -- public ------------------------------------------------------------
 
@@ -267,7 +274,7 @@ class Launcher:
             await self._handle_cancels()
             if self._should_exit():
                 break
-            if claimed or (outcomes and not self._unsettled):
+            if (claimed and self._claimed_all) or (outcomes and not self._unsettled):
                 continue
             if self._started:
                 # Runs just started: give them a moment to end, so that marking
@@ -279,12 +286,21 @@ class Launcher:
             await self._sleep()
 
     async def _gather_outcomes(self) -> None:
-        """Under a stream of short runs, let a few outcomes pile up per commit.
+        """Under a stream of short runs, let outcomes pile up per commit.
 
         Only when more claimed runs wait and others execute (throughput):
-        a lone run's settlement (latency) is never delayed.
+        a lone run's settlement (latency) is never delayed. While the queue
+        holds more than one round of runs, the free slots are refilled from
+        it without a commit, and outcomes are held back (up to
+        :data:`HOLD_WINDOW` s or :data:`HOLD_OUTCOMES`); then the commit
+        settles them and claims the next batch before the queue runs dry.
         """
-        if not self._queue or not self.executor.running or self.executor.outcomes.qsize() > 1:
+        if not self._queue or not self.executor.running:
+            return
+        if len(self._queue) > self.executor.max_parallel:
+            await self._hold_outcomes()
+            return
+        if self.executor.outcomes.qsize() > 1:
             return
         deadline = asyncio.get_running_loop().time() + BATCH_WINDOW
         while self.executor.outcomes.qsize() < len(self.executor.running) + 1:
@@ -292,6 +308,22 @@ class Launcher:
             if left <= 0:
                 return
             await asyncio.sleep(min(left, 0.0005))
+            await self._start_queued()
+
+    async def _hold_outcomes(self) -> None:
+        """Start queued runs as slots free, holding outcomes back (see :meth:`_gather_outcomes`)."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_WINDOW
+        while len(self._queue) > self.executor.max_parallel and not self._stopping and not self._changed:
+            if self.executor.outcomes.qsize() >= HOLD_OUTCOMES or not self.executor.running:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
             await self._start_queued()
 
     async def _sleep(self) -> None:
@@ -379,9 +411,9 @@ class Launcher:
             # Only a commit by someone else needs a server round trip to be
             # seen; after our own commit the connection is already current.
             external, self._external = self._external, False
-            claimed = self.db.transact(
-                change, what="record run states", fresh=external, on_conflict=self._conflicted
-            )
+            if external:
+                self.db.catch_up()  # a round trip only for other processes' commits
+            claimed = self.db.transact(change, what="record run states", on_conflict=self._conflicted)
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
@@ -403,6 +435,9 @@ class Launcher:
         self._queue.extend(claimed)
         self._claimed_total += len(claimed)
         self._hungry = self._claim_room() > 0
+        # Fewer than wanted: nothing more is claimable until a commit wakes us, so
+        # the runs just started may end first and share their RUNNING mark's commit.
+        self._claimed_all = len(claimed) >= want
         return claimed
 
     def _conflicted(self) -> None:
@@ -414,15 +449,34 @@ class Launcher:
         if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
-        room = self.executor.free_slots() - len(self._queue)
-        if room <= 0:
-            return 0
-        ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
-        room += ahead
-        room -= len(self._queue)
+        ahead = self._default_ahead() if opts.claim_ahead is None else opts.claim_ahead
+        slots = self.executor.max_parallel
+        if ahead > slots:
+            # A deep queue is refilled before it runs dry, so that no slot waits
+            # for a claim's commit: at most max_parallel + ahead runs owned.
+            if len(self._queue) > slots:
+                return 0
+            room = slots + ahead - len(self.executor.running) - len(self._queue)
+        else:
+            room = self.executor.free_slots() - len(self._queue)
+            if room <= 0:
+                return 0
+            room += ahead - len(self._queue)
         if opts.max_runs is not None:
             room = min(room, opts.max_runs - self._claimed_total)
         return max(0, room)
+
+    def _default_ahead(self) -> int:
+        """``max_parallel``; :data:`ALONE_AHEAD` for a local launcher alone on its database.
+
+        Alone, a deeper queue means fewer commits per run and is unfair to
+        nobody; a pilot claims only what fits its remaining time.
+        """
+        base = self.executor.max_parallel
+        if not self.executor.shares_host or self._deadline is not None:
+            return base
+        alone = self._shares.current(self.db.launchers()).count == 1
+        return max(base, ALONE_AHEAD) if alone else base
 
     def _lost_check_interval(self) -> float:
         return max(0.2, min(self.options.lost_after, *(s.lost_after or self.options.lost_after for s in self.studies.values())) / 4)

@@ -52,17 +52,17 @@ class LocalExecutor(Executor):
         """Start the run's process; its outcome is queued when it exits."""
         key = launch.key
         attempts.write_fence(launch.run_dir, launch.attempt)
-        with open(launch.run_dir / "stdout", "wb") as out, open(launch.run_dir / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                attempts.recorded(launch.attempt, launch.command),
-                cwd=launch.run_dir,
-                env=launch.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-                close_fds=True,
-            )
+        # The run's shell creates its stdout and stderr files: not this thread.
+        proc = subprocess.Popen(
+            attempts.recorded(launch.attempt, launch.command, output=True),
+            cwd=launch.run_dir,
+            env=launch.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
         self._procs[key] = proc
         self._launches[key] = launch
         self.running[key] = str(proc.pid)
