@@ -97,16 +97,16 @@ def test_a_run_that_ends_at_once_is_marked_running_and_settled_in_one_commit(wor
     config, db = make_study(workdir, "launcher: {poll: 30}\n", launch="#!/bin/bash\nexit 0\n")
     observer = StudyDB(db.address)
     try:
-        (rid,) = create_runs(db, x=1)
-        oid = db.run("s", rid)._p_oid
         commits: list[frozenset[bytes] | None] = []
         observer.feed.subscribe(commits.append)
+        (rid,) = create_runs(db, x=1)
+        oid = db.run("s", rid)._p_oid
         report = serve(config, once=True)
         assert report.finished == 1
         run = run_of(observer, rid)  # a round trip: every notice before it has arrived
         assert run.state == FINISHED and run.started is not None and run.started <= run.finished
         touching = [oids for oids in commits if oids and oid in oids]
-        assert len(touching) == 2  # the claim, then RUNNING and FINISHED together
+        assert len(touching) == 3  # the insert, the claim, then RUNNING and FINISHED together
     finally:
         observer.close()
         db.close()

@@ -29,9 +29,11 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +90,8 @@ class LauncherOptions:
             (a study's bd.yaml ``lost_after`` wins).
         cancel_grace: Seconds between TERM and KILL when cancelling.
         claim_ahead: Runs claimed beyond the free slots, to batch claims
-            (default: as many as ``max_parallel``). More means fewer
+            (default: as many as ``max_parallel``; :data:`ALONE_AHEAD` for a
+            local launcher alone on its database). More means fewer
             transactions per run but an unfair share when several
             launchers serve the same study.
         poll: Safety-net poll interval when nothing wakes the launcher.
@@ -215,7 +218,11 @@ class Launcher:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        unsubscribe = self.db.feed.subscribe(self._on_change(loop))
+        # Cycles commit from a thread of their own (see _starting_meanwhile); its
+        # commits are the launcher's own, not news to wake it.
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="motoko-commit")
+        committer = await loop.run_in_executor(self._committer, threading.get_ident)
+        unsubscribe = self.db.feed.subscribe(self._on_change(loop), thread=committer)
         await self.executor.start()
         if self.executor.shares_host:
             await self.channel.start(self._wake)
@@ -224,6 +231,7 @@ class Launcher:
                 await self._loop()
         finally:
             unsubscribe()
+            self._committer.shutdown(wait=True)
             await self.channel.close()
             await self._adoption.close()
             await self.executor.close()
@@ -269,7 +277,14 @@ class Launcher:
             await self._start_queued()
             await self._gather_outcomes()
             outcomes = self._drain_outcomes()
-            claimed = self._cycle(outcomes)
+            if self._started and not outcomes and not self._must_commit():
+                # Runs just started and nothing else to record: give them a
+                # moment to end, so that marking them RUNNING and settling a
+                # short one share one commit (every commit wakes every client).
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), START_WINDOW)
+                outcomes = self._drain_outcomes()
+            claimed = await self._cycle(outcomes)
             await self._start_queued()
             await self._handle_cancels()
             if self._should_exit():
@@ -284,6 +299,10 @@ class Launcher:
                     await asyncio.wait_for(self._wake.wait(), START_WINDOW)
                 continue
             await self._sleep()
+
+    def _must_commit(self) -> bool:
+        """Whether a cycle now has more to do than mark runs RUNNING (claims, writes, others' changes)."""
+        return self._external or self._claimed_all or self._stopping or bool(self.channel.pending() or self.executor.submitted)
 
     async def _gather_outcomes(self) -> None:
         """Under a stream of short runs, let outcomes pile up per commit.
@@ -380,7 +399,7 @@ class Launcher:
 
     # -- one transaction per cycle ----------------------------------------------
 
-    def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
+    async def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
         """Settle, heartbeat and claim in one transaction; return new claims."""
         started = list(self._started)
         want = self._claim_room()
@@ -411,9 +430,16 @@ class Launcher:
             # Only a commit by someone else needs a server round trip to be
             # seen; after our own commit the connection is already current.
             external, self._external = self._external, False
-            if external:
-                self.db.catch_up()  # a round trip only for other processes' commits
-            claimed = self.db.transact(change, what="record run states", on_conflict=self._conflicted)
+
+            def commit() -> list[Claimed]:
+                if external:
+                    self.db.catch_up()  # a round trip only for other processes' commits
+                return self.db.transact(change, what="record run states", on_conflict=self._conflicted)
+
+            if check_lost:  # adoption's verdicts change on this loop: it waits meanwhile
+                claimed = self._committer.submit(commit).result()
+            else:
+                claimed = await self._starting_meanwhile(commit)
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
@@ -439,6 +465,29 @@ class Launcher:
         # the runs just started may end first and share their RUNNING mark's commit.
         self._claimed_all = len(claimed) >= want
         return claimed
+
+    async def _starting_meanwhile(self, commit: Callable[[], list[Claimed]]) -> list[Claimed]:
+        """Run ``commit`` in a thread; meanwhile start claimed runs as slots free.
+
+        A commit waits on the server, long on a loaded machine, and runs
+        already claimed need none to start. The thread alone uses the
+        database connection meanwhile: this loop only starts processes and
+        hears of exits (whatever woke it wakes the next cycle too).
+        """
+        assert self._wake is not None
+        work = asyncio.get_running_loop().run_in_executor(self._committer, commit)
+        woke = self._wake.is_set()
+        while not work.done():
+            self._wake.clear()
+            woken = asyncio.ensure_future(self._wake.wait())
+            either: set[asyncio.Future[Any]] = {work, woken}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            woke = woke or self._wake.is_set()
+            await self._start_queued()
+        if woke:
+            self._wake.set()
+        return work.result()
 
     def _conflicted(self) -> None:
         """Count a conflict retry (shown by ``motoko launcher status``), heart-beat if due."""

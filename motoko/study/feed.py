@@ -55,11 +55,16 @@ class ChangeFeed:
         #: Commits of this process published in-process (see the module's docstring).
         self.local_commits = 0
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Add a listener; return a function that removes it."""
+    def subscribe(self, listener: Listener, *, thread: int | None = None) -> Callable[[], None]:
+        """Add a listener; return a function that removes it.
+
+        ``thread``: the thread whose commits the listener is not told of
+        in-process (default: the calling thread), for a subscriber that
+        commits from a thread of its own (a launcher's committer).
+        """
         with self._lock:
             self._listeners.append(listener)
-            self._threads[id(listener)] = threading.get_ident()
+            self._threads[id(listener)] = threading.get_ident() if thread is None else thread
 
         def unsubscribe() -> None:
             with self._lock:
