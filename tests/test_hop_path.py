@@ -152,3 +152,21 @@ def test_a_local_runs_shell_writes_its_output_files(workdir, fails):
     if fails:
         assert run.error.splitlines() == ["exit code 3", "err"]
     db.close()
+
+
+
+def test_a_run_whose_process_cannot_start_fails_with_the_reason_and_the_launcher_goes_on(workdir):
+    # Values each short enough for a variable, too long together for an environment
+    # (Linux: 2 MiB of arguments and environment): the kernel refuses to start it.
+    fields = [f"t{i}" for i in range(24)]
+    job = "{x: int, " + ", ".join(f"{name}: str" for name in fields) + "}"
+    config, db = make_study(workdir, "", job=job, launch="#!/bin/bash\nexit 0\n")
+    (huge,) = create_runs(db, x=1, **{name: "y" * 120_000 for name in fields})
+    (small,) = create_runs(db, x=2, **{name: "y" for name in fields})
+    report = serve(config, once=True)
+    assert (report.executed, report.finished, report.failed) == (2, 1, 1)
+    failed = run_of(db, huge)
+    assert failed.state == "FAILED"
+    assert failed.error == "could not start: [Errno 7] Argument list too long: '/bin/sh'"
+    assert run_of(db, small).state == FINISHED
+    db.close()
