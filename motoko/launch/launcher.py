@@ -51,6 +51,7 @@ from motoko.launch.processes import stop_orphans
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
 from motoko.study.blocking import motoko_loop
 from motoko.study.database import LauncherRecord, Study, StudyDB
+from motoko.study.prefetch import prefetch
 from motoko.study.records import Run, now
 from motoko.study.schema import StudySchema
 from motoko.study.states import (
@@ -646,8 +647,11 @@ class Launcher:
                 continue
             schema = self.studies[name]
             fits = fits_within(self._deadline, schema.walltime, "walltime" in schema.run_fields)
-            for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value):
-                claimed.append(self._claim_one(study, created[rid]))
+            runs = [created[rid] for rid in pick(created, want - len(claimed), share, fits, ceiling=study.run_counter.value)]
+            prefetch(runs)  # a batch claimed: its runs and jobs asked for at once, not one round trip each
+            prefetch([run.job for run in runs])
+            for run in runs:
+                claimed.append(self._claim_one(study, run))
             if len(claimed) >= want:
                 break
         return claimed
