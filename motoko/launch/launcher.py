@@ -223,7 +223,7 @@ class Launcher:
         # commits are the launcher's own, not news to wake it.
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="motoko-commit")
         committer = await loop.run_in_executor(self._committer, threading.get_ident)
-        unsubscribe = self.db.feed.subscribe(self._on_change(loop), thread=committer)
+        unsubscribe = self.db.feed.subscribe(self._on_change(loop), threads=[committer])
         await self.executor.start()
         if self.executor.shares_host:
             await self.channel.start(self._wake)
@@ -437,8 +437,10 @@ class Launcher:
                     self.db.catch_up()  # a round trip only for other processes' commits
                 return self.db.transact(change, what="record run states", on_conflict=self._conflicted)
 
-            if check_lost:  # adoption's verdicts change on this loop: it waits meanwhile
-                claimed = self._committer.submit(commit).result()
+            if check_lost or not (self._queue or self.executor.running):
+                # Adoption's verdicts change on this loop: it waits meanwhile. With
+                # nothing to start meanwhile (a lone run: latency), no thread hop.
+                claimed = commit()
             else:
                 claimed = await self._starting_meanwhile(commit)
         except MotokoError as exc:

@@ -68,6 +68,17 @@ class LocalExecutor(Executor):
         """
         key = launch.key
         self._launches[key] = launch
+        if not self.running and not self._starting:
+            # Nothing else executes (a lone run: latency): start it here, no thread hop.
+            self.running[key] = STARTING
+            try:
+                proc = _spawn(launch)
+            except OSError as exc:
+                self._launches.pop(key, None)
+                self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {exc}"))
+                return STARTING
+            self._started_now(key, proc)
+            return str(proc.pid)
         self.running[key] = STARTING
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
@@ -86,11 +97,13 @@ class LocalExecutor(Executor):
             self._cancelled.discard(key)
             self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {error}"))
             return
-        proc = job.result()
+        self._started_now(key, job.result())  # a cancel awaiting this start signals it next
+
+    def _started_now(self, key: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
         self._procs[key] = proc
         self.running[key] = str(proc.pid)
         self._watch(key, proc)
-        self.report_started(key)  # a cancel awaiting this start signals it next
+        self.report_started(key)
 
     def _watch(self, key: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
         loop = asyncio.get_running_loop()
