@@ -287,7 +287,8 @@ def chain_once(hops: int) -> dict[str, Any]:
     invalidation, claim commit), → started (staged, process spawned), →
     finished (the process), → await resolved (settle commit, invalidation,
     the awaiting step woken), → next hop's createTask (the DAG scheduling the
-    next step).
+    next step). A short run is marked RUNNING in its settle's commit: its
+    "process" phase then reads ~0 and "stage_spawn" holds the process too.
     """
     from benchmarks.common import workflow
     from benchmarks.latency import chain_file

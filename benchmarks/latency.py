@@ -4,7 +4,9 @@
 
 Per-hop overhead = time from a step's createTask to its await resolving,
 minus the run's own process time (started → finished as the launcher saw
-it), for each of ``--hops`` dependent steps; median and p90. Also the wall
+it), for each of ``--hops`` dependent steps; median and p90. A run that ends
+within 50 ms of its start is marked RUNNING in its settle's commit, so its
+process time reads ~0 and the overhead is the whole hop. Also the wall
 time of ``motoko run workflows/pipeline.py`` on a fresh copy of the example
 (server start included), and the floor: one ZEO commit reaching another
 client (commit + invalidation), measured in the same run.

@@ -70,6 +70,7 @@ async def wait_until(
     hint_at: float | None = loop.time() + HINT_AFTER if pending is not None else None
     waiter = workflow.change_waiter()
     lost_since: float | None = None
+    fired = False
     try:
         while True:
             if not all(db.connected for db in workflow.databases):
@@ -79,7 +80,10 @@ async def wait_until(
                 await asyncio.sleep(0.1)
                 continue
             try:
-                workflow.refresh()
+                if fired:
+                    _catch_up(workflow)  # woken by a commit: no server round trip for this process's own
+                else:
+                    workflow.refresh()
                 declare_lost_while_waiting(workflow)
                 done, value = check()
             except ClientDisconnected:
@@ -118,6 +122,20 @@ def _timed_out(timeout: float | None, left: list[tuple[str, int, str]], watch: L
         error.hint = "wait longer, or check the constraints with `motoko select`"
         error.args = (str(error),)
     return error
+
+
+def _catch_up(workflow: Session) -> None:
+    """Commit the workflow's pending changes and see what the change feed told of.
+
+    After a wake-up by the feed, what woke it is already in the client: a
+    commit of this process (an embedded launcher's, in-process) needs no
+    server round trip; one of another process still gets it (see
+    ``StudyDB.catch_up``). The first check of a wait, and every check after
+    a quiet poll interval, refresh fully.
+    """
+    for db in workflow.databases:
+        db.commit()
+        db.catch_up()
 
 
 def _server_lost(workflow: Any, since: float | None, now: float) -> float:

@@ -55,14 +55,19 @@ _RECORDER = (
 )
 
 
-def recorded(attempt: int, command: Sequence[str]) -> tuple[str, ...]:
+def recorded(attempt: int, command: Sequence[str], *, output: bool = False) -> tuple[str, ...]:
     """``command`` run by a tiny ``/bin/sh`` that records its exit status in ``exit.<attempt>``.
 
     Run in the run directory. The status then survives whoever waited for
     the process (a launcher, a Dask worker) being killed: only a parent
-    learns a process's status, and the shell is that parent.
+    learns a process's status, and the shell is that parent. With
+    ``output`` the shell also creates ``stdout`` and ``stderr`` there and
+    sends the command's output to them: creating files is the slow part of
+    starting a run on some file systems, and the run's own process does it
+    instead of the launcher's one thread.
     """
-    return ("/bin/sh", "-c", _RECORDER, f"exit.{attempt}", *command)
+    script = _OUTPUT + _RECORDER if output else _RECORDER
+    return ("/bin/sh", "-c", script, f"exit.{attempt}", *command)
 
 
 def exit_file(run_dir: Path, attempt: int) -> Path:
@@ -91,6 +96,9 @@ def read_submitted(run_dir: Path, attempt: int) -> str | None:
         return submitted_file(run_dir, attempt).read_text().strip() or None
     except OSError:
         return None
+
+#: Prefix of the recorder that sends the shell's (and so the command's) output to files.
+_OUTPUT = "exec >stdout 2>stderr; "
 
 
 def write_fence(run_dir: Path, attempt: int) -> None:

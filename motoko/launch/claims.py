@@ -38,6 +38,9 @@ class Claimed:
     options: tuple[str, ...]
 
 
+#: Runs a local launcher serving alone claims beyond its free slots (see ``claim_ahead``).
+ALONE_AHEAD = 16
+
 class Claims(Recording):
     """The launcher's claims (see the module docstring)."""
 
@@ -51,17 +54,36 @@ class Claims(Recording):
         if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
-        room = self.executor.free_slots() - len(self._queue)
-        ahead = self.executor.max_parallel if opts.claim_ahead is None else opts.claim_ahead
-        # Topping up only below half the queue keeps claims batched (each one
-        # rewrites a bucket of the CREATED index).
-        if room <= 0 and not (topping_up and 2 * len(self._queue) < ahead):
-            return 0
-        room = max(room, 0) + ahead
-        room -= len(self._queue)
+        ahead = self._default_ahead() if opts.claim_ahead is None else opts.claim_ahead
+        slots = self.executor.max_parallel
+        if ahead > slots:
+            # A deep queue is refilled before it runs dry, so that no slot waits
+            # for a claim's commit: at most max_parallel + ahead runs owned.
+            if len(self._queue) > slots:
+                return 0
+            room = slots + ahead - len(self.executor.running) - len(self._queue)
+        else:
+            room = self.executor.free_slots() - len(self._queue)
+            # Topping up only below half the queue keeps claims batched (each one
+            # rewrites a bucket of the CREATED index).
+            if room <= 0 and not (topping_up and 2 * len(self._queue) < ahead):
+                return 0
+            room = max(room, 0) + ahead - len(self._queue)
         if opts.max_runs is not None:
             room = min(room, opts.max_runs - self._claimed_total)
         return max(0, room)
+
+    def _default_ahead(self) -> int:
+        """``max_parallel``; :data:`ALONE_AHEAD` for a local launcher alone on its database.
+
+        Alone, a deeper queue means fewer commits per run and is unfair to
+        nobody; a pilot claims only what fits its remaining time.
+        """
+        base = self.executor.max_parallel
+        if not self.executor.shares_host or self._deadline is not None:
+            return base
+        alone = self._shares.current(self.db.launchers()).count == 1
+        return max(base, ALONE_AHEAD) if alone else base
 
     def _claimable(self) -> bool:
         for name in self.studies:

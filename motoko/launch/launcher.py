@@ -26,9 +26,11 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,10 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 BATCH_WINDOW = 0.003
 #: Seconds a launcher waits for runs it just started to end before marking them RUNNING.
 START_WINDOW = 0.05
+#: Seconds, and outcomes, a launcher with claimed runs still to start holds outcomes
+#: back at most, so that one commit settles many short runs.
+HOLD_WINDOW = 0.1
+HOLD_OUTCOMES = 32
 
 
 class Launcher(Claims):
@@ -107,12 +113,20 @@ class Launcher(Claims):
         self._chooser = random.Random(self.id)  # which other launcher's part to steal from
         self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
         self._hungry = True  # room for claims: only then do others' commits wake us
+        self._claimed_all = False  # the last cycle claimed all it wanted: more may wait
+        self._committer: ThreadPoolExecutor | None = None
 
     # -- public ------------------------------------------------------------
 
     def _wake_up(self) -> None:
         if self._wake is not None:
             self._wake.set()
+
+    async def _own_threads(self) -> list[int]:
+        """Cycles commit from a thread of their own (see :meth:`_starting_meanwhile`):
+        its commits are the launcher's own, not news to wake it."""
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="motoko-commit")
+        return [await asyncio.get_running_loop().run_in_executor(self._committer, threading.get_ident)]
 
     async def _opening(self) -> None:
         """Start the executor (it wakes us when a run ends) and, for local runs, their channel."""
@@ -127,6 +141,8 @@ class Launcher(Claims):
             await self._loop()
 
     async def _closing(self) -> None:
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         await self.channel.close()
         await self._adoption.close()
         await self.executor.close()
@@ -160,12 +176,19 @@ class Launcher(Claims):
             await self._start_queued()
             await self._gather_outcomes()
             outcomes = self._drain_outcomes()
-            claimed = self._cycle(outcomes)
+            if self._started and not outcomes and not self._must_commit():
+                # Runs just started and nothing else to record: give them a
+                # moment to end, so that marking them RUNNING and settling a
+                # short one share one commit (every commit wakes every client).
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), START_WINDOW)
+                outcomes = self._drain_outcomes()
+            claimed = await self._cycle(outcomes)
             await self._start_queued()
             await self._handle_cancels()
             if self._should_exit():
                 break
-            if claimed or (outcomes and not self._unsettled):
+            if (claimed and self._claimed_all) or (outcomes and not self._unsettled):
                 continue
             if self._started:
                 # Runs just started: give them a moment to end, so that marking
@@ -176,13 +199,26 @@ class Launcher(Claims):
                 continue
             await self._sleep()
 
+    def _must_commit(self) -> bool:
+        """Whether a cycle now has more to do than mark runs RUNNING (claims, writes, others' changes)."""
+        return self._external or self._claimed_all or self._stopping or bool(self.channel.pending() or self.executor.submitted)
+
     async def _gather_outcomes(self) -> None:
-        """Under a stream of short runs, let a few outcomes pile up per commit.
+        """Under a stream of short runs, let outcomes pile up per commit.
 
         Only when more claimed runs wait and others execute (throughput):
-        a lone run's settlement (latency) is never delayed.
+        a lone run's settlement (latency) is never delayed. While the queue
+        holds more than one round of runs, the free slots are refilled from
+        it without a commit, and outcomes are held back (up to
+        :data:`HOLD_WINDOW` s or :data:`HOLD_OUTCOMES`); then the commit
+        settles them and claims the next batch before the queue runs dry.
         """
-        if not self._queue or not self.executor.running or self.executor.outcomes.qsize() > 1:
+        if not self._queue or not self.executor.running:
+            return
+        if len(self._queue) > self.executor.max_parallel:
+            await self._hold_outcomes()
+            return
+        if self.executor.outcomes.qsize() > 1:
             return
         deadline = asyncio.get_running_loop().time() + BATCH_WINDOW
         while self.executor.outcomes.qsize() < len(self.executor.running) + 1:
@@ -190,6 +226,22 @@ class Launcher(Claims):
             if left <= 0:
                 return
             await asyncio.sleep(min(left, 0.0005))
+            await self._start_queued()
+
+    async def _hold_outcomes(self) -> None:
+        """Start queued runs as slots free, holding outcomes back (see :meth:`_gather_outcomes`)."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_WINDOW
+        while len(self._queue) > self.executor.max_parallel and not self._stopping and not self._changed:
+            if self.executor.outcomes.qsize() >= HOLD_OUTCOMES or not self.executor.running:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
             await self._start_queued()
 
     async def _sleep(self) -> None:
@@ -239,7 +291,7 @@ class Launcher(Claims):
 
     # -- one transaction per cycle ----------------------------------------------
 
-    def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
+    async def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
         """Settle, heartbeat and claim in one transaction; return new claims."""
         started = list(self._started)
         writes = self.channel.pending()
@@ -275,9 +327,18 @@ class Launcher(Claims):
             # Only a commit by someone else needs a server round trip to be
             # seen; after our own commit the connection is already current.
             external, self._external = self._external, False
-            claimed = self.db.transact(
-                change, what="record run states", fresh=external, on_conflict=self._conflicted
-            )
+
+            def commit() -> list[Claimed]:
+                if external:
+                    self.db.catch_up()  # a round trip only for other processes' commits
+                return self.db.transact(change, what="record run states", on_conflict=self._conflicted)
+
+            if check_lost or not (self._queue or self.executor.running):
+                # Adoption's verdicts change on this loop: it waits meanwhile. With
+                # nothing to start meanwhile (a lone run: latency), no thread hop.
+                claimed = commit()
+            else:
+                claimed = await self._starting_meanwhile(commit)
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
@@ -299,7 +360,33 @@ class Launcher(Claims):
         self._queue.extend(claimed)
         self._claimed_total += len(claimed)
         self._hungry = self._claim_room() > 0
+        # Fewer than wanted: nothing more is claimable until a commit wakes us, so
+        # the runs just started may end first and share their RUNNING mark's commit.
+        self._claimed_all = len(claimed) >= want
         return claimed
+
+    async def _starting_meanwhile(self, commit: Callable[[], list[Claimed]]) -> list[Claimed]:
+        """Run ``commit`` in a thread; meanwhile start claimed runs as slots free.
+
+        A commit waits on the server, long on a loaded machine, and runs
+        already claimed need none to start. The thread alone uses the
+        database connection meanwhile: this loop only starts processes and
+        hears of exits (whatever woke it wakes the next cycle too).
+        """
+        assert self._wake is not None
+        work = asyncio.get_running_loop().run_in_executor(self._committer, commit)
+        woke = self._wake.is_set()
+        while not work.done():
+            self._wake.clear()
+            woken = asyncio.ensure_future(self._wake.wait())
+            either: set[asyncio.Future[Any]] = {work, woken}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            woke = woke or self._wake.is_set()
+            await self._start_queued()
+        if woke:
+            self._wake.set()
+        return work.result()
 
     def _lost_check_interval(self) -> float:
         return max(0.2, min(self.options.lost_after, *(s.lost_after or self.options.lost_after for s in self.studies.values())) / 4)

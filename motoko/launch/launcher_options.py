@@ -18,7 +18,9 @@ class LauncherOptions:
             (a study's bd.yaml ``lost_after`` wins).
         cancel_grace: Seconds between TERM and KILL when cancelling.
         claim_ahead: Runs claimed beyond the free slots, to batch claims
-            (default: as many as ``max_parallel``). More means fewer
+            (default: as many as ``max_parallel``;
+            :data:`~motoko.launch.claims.ALONE_AHEAD` for a local launcher
+            alone on its database). More means fewer
             transactions per run but an unfair share when several
             launchers serve the same study.
         poll: Safety-net poll interval when nothing wakes the launcher.

@@ -61,7 +61,7 @@ class Served:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        unsubscribe = self.db.feed.subscribe(self._on_change(loop))
+        unsubscribe = self.db.feed.subscribe(self._on_change(loop), threads=await self._own_threads())
         await self._opening()
         try:
             await self._serving()
@@ -80,6 +80,10 @@ class Served:
                 loop.call_soon_threadsafe(wake.set)
 
         return listener
+
+    async def _own_threads(self) -> list[int]:
+        """Threads besides this one whose commits are its own: the feed does not wake it for them."""
+        return []
 
     async def _opening(self) -> None:
         """Start what serving needs, once the feed is heard (nothing by default)."""

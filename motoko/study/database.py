@@ -85,6 +85,7 @@ class StudyDB:
     """
 
     _sibling = False  # True for a connection sharing another's client (see sibling())
+    _seen_commits = -1  # a sibling has not begun with the server yet (see catch_up())
 
     def __init__(
         self,
@@ -297,6 +298,27 @@ class StudyDB:
             except ClientDisconnected:
                 self._wait_reconnect(attempt)
         self.tm.begin()
+
+    def catch_up(self) -> bool:
+        """Begin anew, with a server round trip only if another process committed since the last one.
+
+        For a connection woken by the change feed (a launcher): when only
+        this process committed since it last began (an embedded launcher's
+        workflow, through the shared client of :meth:`sibling`), those
+        commits are already in the client, and beginning without asking the
+        server sees them; a commit of another process, or a reconnect,
+        still makes it :meth:`begin` with the round trip. A commit of
+        another process whose notice is still on its way is not seen: the
+        caller is woken again when it arrives, and a conflicting write is
+        refused at commit all the same. Pending changes are dropped, as by
+        :meth:`begin`. Returns True when it asked the server.
+        """
+        if self.feed.commits_seen != self._seen_commits:
+            self.begin()
+            return True
+        self.journal.clear()
+        self.tm.abort()  # ZODB starts the next transaction at the client's latest commit
+        return False
 
     def refresh(self) -> None:
         """See what other processes committed since the last transaction.

@@ -49,17 +49,22 @@ class ChangeFeed:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
-        self._threads: dict[int, int] = {}  # id(listener) → the thread that subscribed it
+        self._threads: dict[int, frozenset[int]] = {}  # id(listener) → threads whose commits it makes
         self._lock = threading.Lock()
         self.commits_seen = 0
         #: Commits of this process published in-process (see the module's docstring).
         self.local_commits = 0
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Add a listener; return a function that removes it."""
+    def subscribe(self, listener: Listener, *, threads: Iterable[int] = ()) -> Callable[[], None]:
+        """Add a listener; return a function that removes it.
+
+        The listener is not told in-process of the commits of the calling
+        thread, nor of those of ``threads``: a subscriber that also commits
+        from a thread of its own (a launcher's committer) names it.
+        """
         with self._lock:
             self._listeners.append(listener)
-            self._threads[id(listener)] = threading.get_ident()
+            self._threads[id(listener)] = frozenset({threading.get_ident(), *threads})
 
         def unsubscribe() -> None:
             with self._lock:
@@ -80,7 +85,7 @@ class ChangeFeed:
             return
         me = threading.get_ident()
         with self._lock:
-            listeners = [item for item in self._listeners if self._threads.get(id(item)) != me]
+            listeners = [item for item in self._listeners if me not in self._threads.get(id(item), ())]
         if not listeners:
             return
         self.local_commits += 1

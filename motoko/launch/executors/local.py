@@ -26,6 +26,7 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from motoko.launch import attempts
 from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
@@ -33,6 +34,10 @@ from motoko.launch.processes import find_run_processes
 
 #: Seconds to wait for an ended orphan's exit file to be complete.
 EXIT_FILE_GRACE = 1.0
+#: What ``running`` says of a run whose process is being started.
+STARTING = "starting"
+#: Threads starting processes at most (one per slot up to this).
+STARTERS = 4
 
 
 class LocalExecutor(Executor):
@@ -40,6 +45,9 @@ class LocalExecutor(Executor):
 
     name = "local"
     shares_host = True
+    # A run is RUNNING once its process exists: submit() returns before that
+    # (the process starts in the starter thread) and report_started() says when.
+    reports_start = True
 
     def __init__(self, max_parallel: int | None = None):
         super().__init__(max_parallel or os.cpu_count() or 1)
@@ -47,27 +55,55 @@ class LocalExecutor(Executor):
         self._launches: dict[tuple[str, int], Launch] = {}
         self._cancelled: set[tuple[str, int]] = set()
         self._adopted: dict[tuple[str, int], int] = {}  # orphans watched: run → pid
+        self._starting: dict[tuple[str, int], asyncio.Future[None]] = {}
+        # Threads start processes: writing the fence and forking wait on the
+        # kernel (long on a loaded machine), while the launcher's loop commits.
+        self._starter = ThreadPoolExecutor(min(self.max_parallel, STARTERS), thread_name_prefix="motoko-starter")
 
     async def submit(self, launch: Launch) -> str:
-        """Start the run's process; its outcome is queued when it exits."""
+        """Start the run's process (in the starter thread); its outcome is queued when it exits.
+
+        The run holds its slot at once. Its start is reported by
+        :meth:`report_started`, or a failure to start as an outcome.
+        """
         key = launch.key
-        attempts.write_fence(launch.run_dir, launch.attempt)
-        with open(launch.run_dir / "stdout", "wb") as out, open(launch.run_dir / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                attempts.recorded(launch.attempt, launch.command),
-                cwd=launch.run_dir,
-                env=launch.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-                close_fds=True,
-            )
-        self._procs[key] = proc
         self._launches[key] = launch
+        if not self.running and not self._starting:
+            # Nothing else executes (a lone run: latency): start it here, no thread hop.
+            self.running[key] = STARTING
+            try:
+                proc = _spawn(launch)
+            except OSError as exc:
+                self._launches.pop(key, None)
+                self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {exc}"))
+                return STARTING
+            self._started_now(key, proc)
+            return str(proc.pid)
+        self.running[key] = STARTING
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._starting[key] = done
+        job = loop.run_in_executor(self._starter, _spawn, launch)
+        job.add_done_callback(lambda job: self._spawned(key, job, done))
+        return STARTING
+
+    def _spawned(self, key: tuple[str, int], job: asyncio.Future[subprocess.Popen[bytes]], done: asyncio.Future[None]) -> None:
+        del self._starting[key]
+        done.set_result(None)
+        launch = self._launches[key]
+        error = job.exception()
+        if error is not None:
+            self._launches.pop(key, None)
+            self._cancelled.discard(key)
+            self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {error}"))
+            return
+        self._started_now(key, job.result())  # a cancel awaiting this start signals it next
+
+    def _started_now(self, key: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
+        self._procs[key] = proc
         self.running[key] = str(proc.pid)
         self._watch(key, proc)
-        return str(proc.pid)
+        self.report_started(key)
 
     def _watch(self, key: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
         loop = asyncio.get_running_loop()
@@ -110,6 +146,10 @@ class LocalExecutor(Executor):
 
     async def cancel(self, key: tuple[str, int], grace: float) -> None:
         """TERM the run's process group, then KILL it after ``grace`` seconds."""
+        starting = self._starting.get(key)
+        if starting is not None:
+            self._cancelled.add(key)
+            await starting
         proc = self._procs.get(key)
         pid = proc.pid if proc is not None else self._adopted.get(key)
         if pid is None:
@@ -184,12 +224,29 @@ class LocalExecutor(Executor):
         self.report(outcome)
 
     async def close(self) -> None:
-        """Nothing to release: processes are owned by the launcher's drain."""
+        """Let the starter thread go (processes are owned by the launcher's drain)."""
+        self._starter.shutdown(wait=False)
 
     def kill_all(self) -> None:
         """KILL every running process group (the launcher is going down hard)."""
         for pid in [proc.pid for proc in self._procs.values()] + list(self._adopted.values()):
             _signal_group(pid, signal.SIGKILL)
+
+
+def _spawn(launch: Launch) -> subprocess.Popen[bytes]:
+    """Open the run directory to this attempt and start its process (in the starter thread)."""
+    attempts.write_fence(launch.run_dir, launch.attempt)
+    # The run's shell creates its stdout and stderr files: not the launcher.
+    return subprocess.Popen(
+        attempts.recorded(launch.attempt, launch.command, output=True),
+        cwd=launch.run_dir,
+        env=launch.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 def _signal_group(pid: int, sig: int) -> None:
