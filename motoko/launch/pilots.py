@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Any
 from motoko.config import PilotSettings
 from motoko.errors import ConfigError, SlurmError
 from motoko.launch.claiming import Deadline, Share, fits_within, pick
+from motoko.launch.executors.slurm_cli import missing_command
 from motoko.launch.serving import LauncherReport, Served
 from motoko.study.database import StudyDB
 from motoko.study.records import CREATED
@@ -81,12 +81,12 @@ class Pilot:
 
 def require_slurm() -> None:
     """Raise a one-line error naming the SLURM command that is missing."""
-    for command in ("sbatch", "squeue", "scancel"):
-        if shutil.which(command) is None:
-            raise ConfigError(
-                f"no SLURM on this machine: {command} not found on PATH (pilots are SLURM jobs)",
-                hint="run where SLURM's client commands are (load its module), or use `executor: local`",
-            )
+    command = missing_command()
+    if command is not None:
+        raise ConfigError(
+            f"no SLURM on this machine: {command} not found on PATH (pilots are SLURM jobs)",
+            hint="run where SLURM's client commands are (load its module), or use `executor: local`",
+        )
 
 
 def check_walltimes(settings: PilotSettings, studies: Mapping[str, StudySchema]) -> None:

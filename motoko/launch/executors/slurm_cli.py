@@ -45,14 +45,23 @@ _FIXES = {
 }
 
 
+#: The SLURM client commands motoko calls.
+COMMANDS = ("sbatch", "squeue", "scancel")
+
+
+def missing_command() -> str | None:
+    """The first SLURM client command not on PATH (None: all are there)."""
+    return next((command for command in COMMANDS if shutil.which(command) is None), None)
+
+
 def _require_commands() -> None:
     """Refuse to build a SLURM executor where SLURM's client commands are missing."""
-    for command in ("sbatch", "squeue", "scancel"):
-        if shutil.which(command) is None:
-            raise ConfigError(
-                f"{command} not found: the slurm executor needs the SLURM client commands on PATH",
-                hint="install SLURM (or load its module), or use `executor: local`",
-            )
+    command = missing_command()
+    if command is not None:
+        raise ConfigError(
+            f"{command} not found: the slurm executor needs the SLURM client commands on PATH",
+            hint="install SLURM (or load its module), or use `executor: local`",
+        )
 
 
 @dataclass
