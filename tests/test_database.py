@@ -435,3 +435,15 @@ def test_range_queries_on_job_fields_are_exact_at_the_bounds(db):
     }
     for query, expected in cases.items():
         assert sorted(r.job.x for r in db.select("demo", query)) == expected, query
+
+
+def test_a_sibling_connection_waits_for_a_lost_server_as_long_as_its_parent(address, monkeypatch):
+    """MOTOKO_SERVER_WAIT holds for an embedded launcher's connection too (it used to wait 120 s)."""
+    monkeypatch.setenv("MOTOKO_SERVER_WAIT", "3")
+    parent = StudyDB(address)
+    sibling = parent.sibling()
+    try:
+        assert parent.reconnect_timeout == sibling.reconnect_timeout == 3
+    finally:
+        sibling.close()
+        parent.close()

@@ -188,6 +188,7 @@ class StudyDB:
         """
         other = object.__new__(StudyDB)
         other.address, other.feed, other.db = self.address, self.feed, self.db
+        other.reconnect_timeout = self.reconnect_timeout  # MOTOKO_SERVER_WAIT holds for it too
         other.tm = transaction.TransactionManager()
         other.conn = other.db.open(transaction_manager=other.tm)
         other.journal = Journal(other)
