@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from motoko.errors import MotokoError
+from motoko.errors import MotokoError, ServerError
 from motoko.launch.adoption import Adoption, record_submitted
 from motoko.launch.cancelling import stop_cooperatively
 from motoko.launch.channel import RunChannel
@@ -114,6 +114,7 @@ class Launcher(Claims):
         self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
         self._hungry = True  # room for claims: only then do others' commits wake us
         self._claimed_all = False  # the last cycle claimed all it wanted: more may wait
+        self._server_gone = False  # stopping, and the server lost for longer than it waits
         self._committer: ThreadPoolExecutor | None = None
 
     # -- public ------------------------------------------------------------
@@ -146,7 +147,8 @@ class Launcher(Claims):
         await self.channel.close()
         await self._adoption.close()
         await self.executor.close()
-        self._unregister()
+        if not self._server_gone:  # else its record stays silent: others see it as dead
+            self._unregister()
 
     # -- the loop ------------------------------------------------------------
 
@@ -257,7 +259,7 @@ class Launcher(Claims):
     def _should_exit(self) -> bool:
         busy = bool(self._owned) or self._adoption.busy
         if self._stopping:
-            return not busy
+            return not busy or self._server_gone
         opts = self.options
         if opts.max_runs is not None and self.report.executed >= opts.max_runs and not busy:
             return True
@@ -342,6 +344,12 @@ class Launcher(Claims):
         except MotokoError as exc:
             # Nothing was recorded: outcomes and starts stay queued for the next cycle.
             log.error("launcher cycle failed: %s", exc)
+            if self._stopping and isinstance(exc, ServerError) and self._owned:
+                # Asked to stop and its server gone for good: waiting would only
+                # repeat this. Its runs stay on record as they are, to be adopted
+                # or settled from their exit status by the next launcher.
+                log.warning("leaving %d run(s) to the next launcher: the server is gone", len(self._owned))
+                self._server_gone = True
             return []
         self._started = self._started[len(started) :]
         self.channel.committed(writes)
