@@ -30,10 +30,12 @@ WIND_DOWN = 45
 
 
 def _start_run(workdir: Path, server_wait: float = SERVER_WAIT) -> subprocess.Popen[str]:
-    doit = """
+    doit = f"""
     import time
     from motoko import current_run
     run, job = current_run()
+    with open({str(workdir / "executions.log")!r}, "a") as log:
+        log.write(f"{{run.id}}\\n")
     time.sleep(8)
     """
     write_study(workdir, "s", "{x: int}", doit)
@@ -99,6 +101,26 @@ def test_ctrl_c_ends_run_while_its_server_is_gone(workdir):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "motoko: interrupted"
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_runs_left_by_a_launcher_stopped_without_its_server_are_settled_once_later(workdir):
+    """Ctrl-C while the server is gone: the runs, left on record, finish once; motoko run again adopts them."""
+    proc = _start_run(workdir)
+    _kill_server(workdir)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGINT)
+    _finish(proc, WIND_DOWN)
+    again = motoko("run", "wf.py", cwd=workdir, timeout=120)  # starts the server again
+    assert again.returncode == 0, again.stderr
+    assert "first: 2" in again.stdout
+    db = StudyDB(default_address(workdir))
+    try:
+        runs = list(db.study("s").runs.values())
+        assert [(r.state, r.attempt) for r in runs] == [("FINISHED", 1), ("FINISHED", 1)]
+    finally:
+        db.close()
+    assert sorted((workdir / "executions.log").read_text().split()) == ["1", "2"]  # each executed once
 
 
 @pytest.mark.slow
