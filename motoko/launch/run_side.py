@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from motoko.errors import ChannelError, MotokoError, RunSuperseded, RunWriteRefused
 from motoko.launch.messages import MAX_MESSAGE, check_progress, decode, encode
+from motoko.study.job_fields import JobFields
 
 if TYPE_CHECKING:
     import pandas
@@ -188,38 +189,12 @@ class LauncherLink:
         return "motoko: " + "; ".join(parts) if parts else None
 
 
-class ChannelJob:
+class ChannelJob(JobFields):
     """The run's job as handed over by the launcher: ``job.x``, ``job['x']``, ``job.id``."""
 
     def __init__(self, values: dict[str, Any]):
         self.id = values.get("id")
         self.params = {k: v for k, v in values.items() if k != "id"}
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "params":
-            raise AttributeError(name)
-        if name in self.params:
-            return self.params[name]
-        raise AttributeError(f"job has no field {name!r} (fields: {', '.join(self.params)})")
-
-    def __getitem__(self, name: str) -> Any:
-        if name == "id":
-            return self.id
-        return self.params[name]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """Return a field's value, or ``default`` when the job has no such field."""
-        try:
-            return self[name]
-        except KeyError:
-            return default
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return ``{"id": ..., **params}``."""
-        return {"id": self.id, **self.params}
-
-    def __repr__(self) -> str:
-        return f"<Job {self.id} " + ", ".join(f"{k}={v!r}" for k, v in self.params.items()) + ">"
 
 
 class ChannelRun:

@@ -33,6 +33,7 @@ from motoko.study.columns import record as record_column
 from motoko.study.display import run_html
 from motoko.study.downloads import RunDownloads
 from motoko.study.fields import BUILTIN_RUN_FIELDS
+from motoko.study.job_fields import JobFields
 from motoko.study.journal import (
     ABSENT,
     DELETE,
@@ -87,11 +88,12 @@ class Study(Protocol):
     def ids_in_state(self, state: str) -> Any: ...
 
 
-class Job(persistent.Persistent):
+class Job(persistent.Persistent, JobFields):
     """One point of a study's parameter space.
 
-    Job parameters are read as attributes (``job.x``) or items (``job['x']``);
-    they are fixed once the job exists, because runs and dedupe depend on them.
+    Job parameters are read as attributes (``job.x``) or items (``job['x']``)
+    (see :class:`~motoko.study.job_fields.JobFields`); they are fixed once the
+    job exists, because runs and dedupe depend on them.
 
     Attributes:
         id: Unique id within the study.
@@ -101,37 +103,6 @@ class Job(persistent.Persistent):
     def __init__(self, id: int, params: dict[str, Any]):
         self.id = id
         self.params = dict(params)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "params":
-            raise AttributeError(name)
-        params = self.params
-        if name in params:
-            return params[name]
-        raise AttributeError(f"job has no field {name!r} (fields: {', '.join(params)})")
-
-    def __getitem__(self, name: str) -> Any:
-        if name == "id":
-            return self.id
-        try:
-            return self.params[name]
-        except KeyError:
-            raise KeyError(name) from None
-
-    def get(self, name: str, default: Any = None) -> Any:
-        """Return a field's value, or ``default`` when the job has no such field."""
-        try:
-            return self[name]
-        except KeyError:
-            return default
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return ``{"id": ..., **params}``."""
-        return {"id": self.id, **self.params}
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"<Job {self.id} {fields}>"
 
 
 class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
