@@ -447,3 +447,12 @@ def test_a_sibling_connection_waits_for_a_lost_server_as_long_as_its_parent(addr
     finally:
         sibling.close()
         parent.close()
+
+
+def test_a_process_waits_for_its_server_no_longer_than_motoko_server_wait(monkeypatch):
+    """ZEO's own 10 s wait per call is capped by MOTOKO_SERVER_WAIT (Ctrl-C with a lost server: 20 s -> 12 s)."""
+    port = _free_port()
+    monkeypatch.setenv("MOTOKO_SERVER_WAIT", "1")
+    with pytest.raises(ServerError) as refused:
+        StudyDB(f"zeo://127.0.0.1:{port}")
+    assert f"cannot reach the database server at zeo://127.0.0.1:{port} within 1 s" in str(refused.value)

@@ -98,6 +98,9 @@ class StudyDB:
     ):
         self.address = with_user_tls(address if isinstance(address, Address) else parse_address(address))
         self.reconnect_timeout = server_wait(self.reconnect_timeout)
+        # ZEO blocks every storage call this long while disconnected: never longer
+        # than MOTOKO_SERVER_WAIT says a process may wait for its server.
+        wait_timeout = min(wait_timeout, self.reconnect_timeout)
         self.feed = ChangeFeed()
         if ssl is None and self.address.tls is not None:
             ssl = client_context(self.address.tls)
