@@ -67,23 +67,37 @@ class Handoff:
         self._lock = threading.Lock()
         self._ready: list[Claimed] = []  # committed, not yet in the launcher's queue
         self._attempt: list[Claimed] = []  # claimed in the committing thread's current attempt
+        self._stamps: dict[tuple[str, int], Any] = {}  # their claims' ``launched`` stamps
+        self._doubtful: dict[tuple[str, int], Any] = {}  # claimed in attempts that did not land, or might have
         self._thread: int | None = None  # the thread whose commit carries ``_attempt``
         self._covers = False  # that commit holds nothing new for the launcher but its claims
         self._stale = False  # absorbed runs the launcher's connection has not seen committed
         #: Wakes the launcher's loop from any thread (set once it serves; None: not serving).
         self.wake: Callable[[], None] | None = None
 
-    def begin(self) -> None:
-        """An attempt of the insert starts claiming in this thread (drops an earlier attempt's claims)."""
-        with self._lock:
-            self._attempt = []
-            self._thread = threading.get_ident()
-            self._covers = False
+    def begin(self) -> dict[tuple[str, int], Any]:
+        """An attempt of the insert starts claiming in this thread (drops an earlier attempt's claims).
 
-    def claimed(self, item: Claimed) -> None:
-        """One run claimed in the current attempt."""
+        Returns the claims of this insert's earlier attempts (run → its
+        claim's ``launched`` stamp): after a conflict none landed, but after
+        the server was lost during the commit one may have (see
+        :meth:`InsertClaim.__call__`).
+        """
+        me = threading.get_ident()
+        with self._lock:
+            if self._thread != me:
+                self._doubtful = {}
+            self._doubtful.update(self._stamps)
+            self._attempt, self._stamps = [], {}
+            self._thread = me
+            self._covers = False
+            return dict(self._doubtful)
+
+    def claimed(self, item: Claimed, stamp: Any) -> None:
+        """One run claimed in the current attempt, ``stamp`` its ``launched`` time."""
         with self._lock:
             self._attempt.append(item)
+            self._stamps[(item.study, item.run_id)] = stamp
 
     def covers(self, covers: bool) -> None:
         """Whether the attempt's commit holds nothing new for the launcher besides its claims."""
@@ -106,7 +120,7 @@ class Handoff:
             if self._thread != threading.get_ident():
                 return None
             self._ready.extend(self._attempt)
-            self._attempt = []
+            self._attempt, self._stamps, self._doubtful = [], {}, {}
             self._thread = None
             return self._covers
 
@@ -116,6 +130,7 @@ class Handoff:
             if self._thread != threading.get_ident():
                 return
             left, self._attempt, self._thread = self._attempt, [], None
+            self._stamps, self._doubtful = {}, {}
             self._ready.extend(left)
         if left and self.wake is not None:
             self.wake()
@@ -124,7 +139,7 @@ class Handoff:
         """The insert failed: nothing of its attempt was committed by it."""
         with self._lock:
             if self._thread == threading.get_ident():
-                self._attempt, self._thread = [], None
+                self._attempt, self._stamps, self._doubtful, self._thread = [], {}, {}, None
 
     def absorb(self, owned: dict[tuple[str, int], bytes]) -> list[Claimed]:
         """The launcher's loop takes the handed-over runs: they join ``owned``; returns them to queue."""
@@ -160,26 +175,29 @@ class InsertClaim:
     def __call__(self, study: Study, runs: Sequence[Run]) -> None:
         """Claim, in the running transaction, what the launcher would take and start now."""
         handoff, launcher = self.handoff, self.launcher
-        handoff.begin()
-        # Runs of this insert LAUNCHED by the launcher and not handed to it: an
-        # earlier attempt's commit landed, its notice lost with the server.
-        known = set(launcher._owned) | {(c.study, c.run_id) for c in launcher._queue}
-        for run in runs:
-            if run.state == LAUNCHED and run.launcher == launcher.id and (study.name, run.id) not in known:
-                handoff.claimed(launcher._claim_one(study, run))
+        for (name, rid), stamp in handoff.begin().items():
+            # An earlier attempt's claim found on record as made (its very
+            # ``launched`` stamp): that commit landed, its notice lost with
+            # the server. Nobody else can hand this run over: this attempt does.
+            run = study.runs.get(rid) if name == study.name else None
+            if run is not None and run.state == LAUNCHED and run.launcher == launcher.id and run.launched == stamp:
+                self._claim(study, run)
         room = _room(launcher) - handoff.pending()
         created = study.ids_in_state(CREATED)
         records = self.db.conn.root().get("motoko_launchers")
         if room > 0 and created and records is not None and launcher.id in records:
             share = Shares(launcher.id, launcher.options.lost_after).current(records)
             for rid in pick(created, room, share, ceiling=study.run_counter.value, steal=False):
-                run = created[rid]
-                if run._p_oid is None:  # new in this transaction: its oid now, as the commit would give it
-                    self.db.conn.add(run)
-                handoff.claimed(launcher._claim_one(study, run))
+                self._claim(study, created[rid])
         # Runs left CREATED (or pending changes committed along) are news to the
         # launcher: its cycle claims them as before.
         handoff.covers(self.covers and not any(run.state == CREATED for run in runs))
+
+    def _claim(self, study: Study, run: Run) -> None:
+        if run._p_oid is None:  # new in this transaction: its oid now, as the commit would give it
+            self.db.conn.add(run)
+        item = self.launcher._claim_one(study, run)
+        self.handoff.claimed(item, run.launched)
 
     def finish(self) -> None:
         """The insert returned: hand over what its commit's notice did not (see the module doc)."""
