@@ -30,14 +30,24 @@ claimed here: the runs of its own part of the study (its share among live
 launchers; see :mod:`motoko.launch.claiming`), no more than its free
 slots; never by a launcher that is stopping, not local (SLURM, Dask,
 pilots: their runs wait in queues where a claim buys nothing), bounded by
-``max_runs`` or ``once``, or not registered yet. Everything else is left
+``max_runs``, ``once`` or ``idle_exit`` (it may leave meanwhile), or not
+registered yet. Everything else is left
 CREATED for the launcher's own cycle, as before.
 
 If the workflow's process dies (kill -9) right after the commit, its runs
-are LAUNCHED by a launcher that stopped heart-beating, with no process and
-no exit status: the next launcher's lost-run detection finds them, and its
-executor, asked first, cannot account for them, so they are LOST and
-re-run if the study allows (``tests/test_insert_claims.py``).
+are LAUNCHED by a launcher that stopped heart-beating. The next launcher's
+lost-run detection finds them and asks its executor first: a run that never
+started (no attempt fence) is requeued and runs once more, one that did is
+adopted or settled from its recorded exit status; either way it executes
+once (``tests/test_insert_claims.py``, kill -9 with real processes). The
+claims go to the launcher only once their commit landed: a commit that meets
+a conflict hands nothing over, and the retry claims again on fresh data. If
+the server is lost during the commit itself, the retry cannot know whether
+the earlier attempt landed: it finds that attempt's claims on record by
+their own ``launched`` stamps and hands them over then (a stamp is unique to
+one claim, so it never takes a run another claim made). If the insert fails
+for good (the server gone), claims that did land stay on record as a dead
+launcher's would, for the next launcher to settle.
 """
 
 from __future__ import annotations
@@ -85,9 +95,10 @@ class Handoff:
         """
         me = threading.get_ident()
         with self._lock:
-            if self._thread != me:
+            if self._thread == me:  # a retry: the last attempt neither landed nor was dropped
+                self._doubtful.update(self._stamps)
+            else:
                 self._doubtful = {}
-            self._doubtful.update(self._stamps)
             self._attempt, self._stamps = [], {}
             self._thread = me
             self._covers = False
@@ -213,8 +224,8 @@ def _room(launcher: Launcher) -> int:
     opts = launcher.options
     if launcher._stopping or launcher.handoff.wake is None or launcher.executor.name != "local":
         return 0
-    if launcher._deadline is not None or opts.max_runs is not None or opts.once:
-        return 0
+    if launcher._deadline is not None or opts.max_runs is not None or opts.once or opts.idle_exit is not None:
+        return 0  # a launcher that may leave on its own could leave with runs claimed for it
     return launcher.executor.free_slots() - len(launcher._queue)
 
 
