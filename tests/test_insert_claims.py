@@ -26,6 +26,7 @@ from motoko.flow.runner import cancel_unfinished
 from motoko.flow.workflow import Workflow
 from motoko.launch import launcher as launcher_module
 from motoko.launch.claiming import Share
+from motoko.launch.insert_claims import insert_claim
 from motoko.launch.service import EmbeddedLauncher
 from motoko.study.container import LauncherRecord
 from motoko.study.database import StudyDB
@@ -206,3 +207,41 @@ def test_runs_claimed_in_the_insert_of_a_workflow_killed_at_once_run_once_when_i
         db.close()
     wait_until(lambda: done.exists(), 10, "the run's work")
     assert done.read_text().split() == ["1", "2"]  # each executed once: started before the kill, or re-run after
+
+
+@pytest.mark.parametrize("bound", [{"max_runs": 5}, {"once": True}, {"idle_exit": 60.0}])
+def test_a_launcher_that_may_leave_on_its_own_claims_nothing_in_the_insert(workdir, bound):
+    write_study(workdir, "s", "{x: int}", "pass\n", launch="#!/bin/bash\nexit 0\n")
+    write_config(workdir, ["s"], QUIET)
+    workflow = Workflow(workdir, run_name="hop")
+    db = workflow.main_db
+    embedded = EmbeddedLauncher(workflow.config, databases={str(db.address): db}, **bound).start()
+    watch_for(workflow).embedded = embedded
+    try:
+        (launcher,) = embedded.launchers
+        wait_until(lambda: db.abort() or launcher.id in db.launchers(), 30, "the launcher's record")
+        assert insert_claim(embedded.launchers, db, "s") is None
+        (rid,) = workflow.s.createTask(x=1).ids
+        db.abort()
+        run = db.study("s").runs[rid]
+        # Left CREATED by the insert: the launcher's own cycle claims it (or already did).
+        assert len(db.db.storage.history(run._p_oid, size=10)) >= 2 or run.state == CREATED
+    finally:
+        embedded.stop()
+        workflow.close()
+
+
+def test_an_idle_embedded_launcher_claims_in_the_insert_once_it_serves(workdir):
+    write_study(workdir, "s", "{x: int}", "pass\n", launch="#!/bin/bash\nexit 0\n")
+    write_config(workdir, ["s"], QUIET)
+    workflow = Workflow(workdir, run_name="hop")
+    db = workflow.main_db
+    embedded = EmbeddedLauncher(workflow.config, databases={str(db.address): db}).start()
+    try:
+        (launcher,) = embedded.launchers
+        wait_until(lambda: db.abort() or launcher.id in db.launchers(), 30, "the launcher's record")
+        assert insert_claim(embedded.launchers, db, "s") is not None
+        assert insert_claim(embedded.launchers, db, "other") is None  # a study it does not serve
+    finally:
+        embedded.stop()
+        workflow.close()
