@@ -166,7 +166,7 @@ async def run_steps(
                     workflow.refresh()
             raise
         current_event.reset(token)
-        workflow.refresh()
+        workflow.catch_up()  # commits the step's changes; no round trip for this process's own commits
         results[name] = result
         if on_step:
             on_step(name, "done")

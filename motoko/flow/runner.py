@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,12 +222,18 @@ async def _main(
         if wf_file.steps:
             graph = build_graph(wf_file.steps, str(wf_file.path))
             run_name = workflow.run_name or ""
+            # Recording a step costs ~1 ms of file writes: in a thread of its
+            # own, off the path from a step's end to the next step's createTask.
+            recorder = ThreadPoolExecutor(1, thread_name_prefix="motoko-steps")
 
             def on_step(name: str, what: str) -> None:
                 if what == "done":  # a step without runs then shows as done, not PENDING
-                    record_done(workflow.directory, run_name, name)
+                    recorder.submit(record_done, workflow.directory, run_name, name).add_done_callback(_recorded)
 
-            return await run_steps(graph, workflow, params, on_step)
+            try:
+                return await run_steps(graph, workflow, params, on_step)
+            finally:
+                recorder.shutdown(wait=True)  # every record written before run_file returns
         assert wf_file.main is not None
         await run_orchestrator_async(workflow.action_loop, wf_file.main, params)
         return {}
@@ -235,6 +242,13 @@ async def _main(
             monitor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await monitor_task
+
+
+def _recorded(done: Future[None]) -> None:
+    """Say so when a step could not be recorded (it then reads PENDING in graphs)."""
+    error = done.exception()
+    if error is not None:
+        log.warning("could not record a step as done: %s", error)
 
 
 def cancel_unfinished(workflow: Workflow) -> int:

@@ -41,6 +41,7 @@ from motoko.launch.channel import RunChannel
 from motoko.launch.claiming import Deadline, Shares
 from motoko.launch.claims import Claimed, Claims
 from motoko.launch.executors.base import Executor, Launch, Outcome
+from motoko.launch.insert_claims import Handoff
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.processes import stop_orphans
@@ -116,6 +117,8 @@ class Launcher(Claims):
         self._claimed_all = False  # the last cycle claimed all it wanted: more may wait
         self._server_gone = False  # stopping, and the server lost for longer than it waits
         self._committer: ThreadPoolExecutor | None = None
+        #: Runs its workflow claimed for it in their insert (see motoko.launch.insert_claims).
+        self.handoff = Handoff()
 
     # -- public ------------------------------------------------------------
 
@@ -142,6 +145,7 @@ class Launcher(Claims):
             await self._loop()
 
     async def _closing(self) -> None:
+        self.handoff.wake = None  # no more claims made for it
         if self._committer is not None:
             self._committer.shutdown(wait=True)
         await self.channel.close()
@@ -156,17 +160,23 @@ class Launcher(Claims):
         wake = self._wake
         assert wake is not None
 
+        def wake_up() -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
         def listener(oids: frozenset[bytes] | None) -> None:
-            self._external = True
+            landed = self.handoff.commit_landed()  # None: not a commit claiming runs for us
+            if not landed:  # a commit that holds only runs claimed for us needs no claiming cycle
+                self._external = True
             if oids:
                 self._changed |= oids
             # A launcher with no room cannot take new work: only a change to
             # one of its own runs (a stop request) is worth waking up for.
-            if not self._hungry and oids is not None and oids.isdisjoint(self._owned.values()):
+            if landed is None and not self._hungry and oids is not None and oids.isdisjoint(self._owned.values()):
                 return
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(wake.set)
+            wake_up()
 
+        self.handoff.wake = wake_up
         return listener
 
     async def _loop(self) -> None:
@@ -182,6 +192,8 @@ class Launcher(Claims):
                 # Runs just started and nothing else to record: give them a
                 # moment to end, so that marking them RUNNING and settling a
                 # short one share one commit (every commit wakes every client).
+                if self.executor.outcomes.empty():
+                    self._wake.clear()  # set by the starts just drained: wait for an end
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), START_WINDOW)
                 outcomes = self._drain_outcomes()
@@ -328,7 +340,7 @@ class Launcher(Claims):
         try:
             # Only a commit by someone else needs a server round trip to be
             # seen; after our own commit the connection is already current.
-            external, self._external = self._external, False
+            external, self._external = self._external or self.handoff.take_stale(), False
 
             def commit() -> list[Claimed]:
                 if external:
@@ -414,6 +426,10 @@ class Launcher(Claims):
     # -- starting and cancelling ----------------------------------------------------
 
     async def _start_queued(self) -> None:
+        handed = self.handoff.absorb(self._owned)
+        if handed:
+            self._queue.extend(handed)
+            self._claimed_total += len(handed)
         while self._queue and self.executor.free_slots() > 0:
             item = self._queue.pop(0)
             try:

@@ -454,6 +454,7 @@ class StudyDB:
         *,
         run_name: str | None = None,
         extra: dict[str, Any] | None = None,
+        within: Callable[[Study, list[Run]], None] | None = None,
     ) -> list[tuple[Run, Job]]:
         """Insert one run per parameter point, in one transaction.
 
@@ -461,6 +462,8 @@ class StudyDB:
         :func:`motoko.study.space.expand` and ``StudySchema.coerce_run``).
         Existing jobs and runs are reused (see :meth:`Study.add_run`), so the
         call is idempotent. Cost is O(N log N) in the number of runs.
+        ``within`` is called with the study and the runs inside the same
+        transaction, again on each retry (an embedded launcher claims there).
         """
 
         def change() -> list[tuple[Run, Job]]:
@@ -470,6 +473,8 @@ class StudyDB:
                 job = study.add_job(params)
                 run, _ = study.add_run(job, dict(run_params or {}), run_name, dict(extra or {}))
                 out.append((run, job))
+            if within is not None:
+                within(study, [run for run, _ in out])
             return out
 
         return self.transact(change, what=f"insert runs into {study_name!r}")
