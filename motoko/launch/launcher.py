@@ -43,6 +43,7 @@ from motoko.launch.claims import Claimed, Claims
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
+from motoko.launch.pacing import Pacing
 from motoko.launch.processes import stop_orphans
 from motoko.launch.serving import LauncherReport
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
@@ -111,6 +112,7 @@ class Launcher(Claims):
         self._adoption = Adoption(executor, self.id, self._wake_up)
         self._shares = Shares(self.id, self.options.lost_after)
         self._chooser = random.Random(self.id)  # which other launcher's part to steal from
+        self._pacing = Pacing(executor.max_parallel)  # how long runs take: how far ahead to claim
         self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
         self._hungry = True  # room for claims: only then do others' commits wake us
         self._claimed_all = False  # the last cycle claimed all it wanted: more may wait
@@ -235,7 +237,8 @@ class Launcher(Claims):
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HOLD_WINDOW
-        while len(self._queue) > self.executor.max_parallel and not self._stopping and not self._changed:
+        # Others' commits (many launchers) do not end the hold: only a change to our own runs (a stop request).
+        while len(self._queue) > self.executor.max_parallel and not self._stopping and self._changed.isdisjoint(self._owned.values()):
             if self.executor.outcomes.qsize() >= HOLD_OUTCOMES or not self.executor.running:
                 return
             left = deadline - loop.time()
@@ -287,7 +290,9 @@ class Launcher(Claims):
         self._started.extend(self.executor.started)
         self.executor.started.clear()
         while not queue.empty():
-            self._unsettled.append(queue.get_nowait())
+            outcome = queue.get_nowait()
+            self._pacing.ended(outcome.key, outcome.succeeded, outcome.ended)
+            self._unsettled.append(outcome)
         # A run's last writes, still in its channel, are recorded before or with its outcome.
         return self._unsettled[: self.channel.settleable(self._unsettled)]
 
@@ -427,6 +432,7 @@ class Launcher(Claims):
                 if self._wake is not None:
                     self._wake.set()
                 continue
+            self._pacing.started((item.study, item.run_id))
             if not self.executor.reports_start:
                 self._started.append((item.study, item.run_id))
 
