@@ -107,7 +107,7 @@ class Claims(Recording):
                     return True
         return False
 
-    def _claim(self, want: int, steal: bool = True) -> list[Claimed]:
+    def _claim(self, want: int, steal: bool | int = True) -> list[Claimed]:
         claimed: list[Claimed] = []
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies

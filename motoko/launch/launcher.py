@@ -305,9 +305,10 @@ class Launcher(Claims):
         # A cycle that commits anyway tops up a queue of claimed runs run low,
         # so a slot that frees never waits for a claim's commit (one commit per run).
         want = self._claim_room(topping_up=bool(outcomes or started or writes))
-        # Only a launcher with an idle slot takes from other launchers' parts:
-        # busy ones topping up would crowd the last runs of a study.
-        steal = self.executor.free_slots() > len(self._queue)
+        # Only a launcher with an idle slot takes from other launchers' parts, and
+        # only for its idle slots: busy ones topping up (or claiming ahead) would
+        # crowd the last runs of a study.
+        steal = max(0, self.executor.free_slots() - len(self._queue))
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = (
             time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
