@@ -193,3 +193,20 @@ def test_runs_a_killed_launcher_held_claimed_and_unstarted_are_executed_once_by_
     assert all(run.state == FINISHED for run in runs.values())
     # The claimed, never started runs were found never to have run and queued again.
     assert all(runs[rid].attempt == 2 for rid in held), {rid: runs[rid].attempt for rid in held}
+
+
+def test_a_pilot_claims_ahead_once_its_runs_are_known_to_be_short(workdir: Path):
+    # A pilot (a launcher with a deadline) alone on its database does not claim
+    # the lone launcher's 16 ahead blindly: its claims must fit its time left.
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 1}\n")
+    create_runs(db, x=list(range(100)))
+    launcher: Any = build_launcher(config, executor="local", max_parallel=2, walltime_end=time.time() + 600)
+    try:
+        assert launcher._deadline is not None and launcher._default_ahead() == 0, "durations unknown"
+        for rid in range(MIN_SAMPLES):
+            launcher._pacing.started(("s", -rid))
+            launcher._pacing.ended(("s", -rid), succeeded=True, at=time.monotonic() + 0.01)
+        assert launcher._default_ahead() == MAX_AHEAD
+        assert launcher._claim_room() == 2 + MAX_AHEAD, "its free slots and the queue ahead"
+    finally:
+        launcher.db.close()
