@@ -31,6 +31,7 @@ def test_an_emptied_part_takes_from_the_bottom_of_the_parts_above_then_below():
     assert pick(created, 10, Share(0, 2)) == [3, 2, 1, 90, 95]
     assert pick(_created([]), 3, Share()) == [] and pick(created, 0, Share()) == []
     assert pick(created, 5, Share(1, 2), steal=False) == [95, 90], "a launcher only topping up keeps to its part"
+    assert pick(created, 5, Share(1, 2), steal=1) == [95, 90, 1], "claiming ahead, it steals for its idle slots only"
 
 
 def test_thieves_spread_over_the_other_parts_and_spare_a_parts_first_run():

@@ -163,7 +163,7 @@ def pick(
     ceiling: int | None = None,
     chooser: random.Random | None = None,
     settled: bool = False,
-    steal: bool = True,
+    steal: bool | int = True,
 ) -> list[int]:
     """Up to ``want`` ids of CREATED runs, from this launcher's own part first.
 
@@ -191,7 +191,10 @@ def pick(
             there only helps while launchers disagree on their parts).
         steal: Whether to take from other parts once this one is empty (a
             launcher only topping up its queue does not: at a study's end its
-            claims would crowd the last runs that idle launchers take).
+            claims would crowd the last runs that idle launchers take), or
+            how many at most: a launcher claiming ahead (see
+            :mod:`motoko.launch.pacing`) takes from others only what its idle
+            slots start now, its queue comes from its own part alone.
     """
     if want <= 0 or not created:
         return []
@@ -200,19 +203,21 @@ def pick(
         high = ceiling
     count = max(1, share.count)
     bounds = [Share(j, count).start(low, high) for j in range(count)] + [high + 1]
-    others = [j for j in (*range(share.index + 1, count), *range(share.index)) if steal and bounds[j] < bounds[j + 1]]
+    room = want if steal is True else min(want, int(steal))  # runs it may take from other parts
+    others = [j for j in (*range(share.index + 1, count), *range(share.index)) if room > 0 and bounds[j] < bounds[j + 1]]
     if chooser is not None:
         chooser.shuffle(others)
     limit = want if fits is None else want * SCAN_PER_RUN
     index = share.index
     own = _down(created, bounds[index + 1] - 1, bounds[index])
     picked = _draw(own, created, want, limit, fits, None if settled else chooser, span=bounds[index + 1] - bounds[index])
+    goal = min(want, len(picked) + room)
     for j in others:
-        if len(picked) >= want:
+        if len(picked) >= goal:
             break
         stolen = iter(created.keys(bounds[j], bounds[j + 1] - 1))
         span = bounds[j + 1] - bounds[j]
-        picked += _draw(stolen, created, want - len(picked), limit, fits, chooser, span=span, last_first=True)
+        picked += _draw(stolen, created, goal - len(picked), limit, fits, chooser, span=span, last_first=True)
     return picked
 
 

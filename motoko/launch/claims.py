@@ -17,6 +17,7 @@ from typing import Any
 
 from motoko.errors import MotokoError
 from motoko.launch.claiming import Deadline, Shares, fetch_claimed, fits_within, pick
+from motoko.launch.pacing import Pacing, fair_ahead
 from motoko.launch.recording import Recording
 from motoko.study.database import Study
 from motoko.study.records import Run, now
@@ -49,6 +50,7 @@ class Claims(Recording):
     _shares: Shares
     _chooser: random.Random
     _claimed_total: int
+    _pacing: Pacing
 
     def _claim_room(self, topping_up: bool = False) -> int:
         if self._stopping or (self._deadline is not None and self._deadline.closed()):
@@ -74,16 +76,29 @@ class Claims(Recording):
         return max(0, room)
 
     def _default_ahead(self) -> int:
-        """``max_parallel``; :data:`ALONE_AHEAD` for a local launcher alone on its database.
+        """:data:`ALONE_AHEAD` for a local launcher alone on its database; else paced.
 
         Alone, a deeper queue means fewer commits per run and is unfair to
-        nobody; a pilot claims only what fits its remaining time.
+        nobody. Among others (and in a pilot, whose claims must fit its
+        remaining time), a launcher claims ahead only what its slots execute
+        in a moment, and only a fair part of what is left (see
+        :mod:`motoko.launch.pacing`). Runs on a scheduler queue there, not here.
         """
         base = self.executor.max_parallel
-        if not self.executor.shares_host or self._deadline is not None:
+        if not self.executor.shares_host:
             return base
-        alone = self._shares.current(self.db.launchers()).count == 1
-        return max(base, ALONE_AHEAD) if alone else base
+        launchers = self._shares.current(self.db.launchers()).count
+        if launchers == 1 and self._deadline is None:
+            return max(base, ALONE_AHEAD)
+        waiting: list[str] = []
+        remaining = 0
+        for name in self.studies:
+            with contextlib.suppress(MotokoError):
+                count = self.db.study(name).count(CREATED)  # a counter: O(1)
+                if count:
+                    waiting.append(name)
+                    remaining += count
+        return fair_ahead(self._pacing.ahead(waiting), remaining, launchers)
 
     def _claimable(self) -> bool:
         for name in self.studies:
@@ -92,7 +107,7 @@ class Claims(Recording):
                     return True
         return False
 
-    def _claim(self, want: int, steal: bool = True) -> list[Claimed]:
+    def _claim(self, want: int, steal: bool | int = True) -> list[Claimed]:
         claimed: list[Claimed] = []
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies

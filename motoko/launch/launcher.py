@@ -44,6 +44,7 @@ from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.insert_claims import Handoff
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
+from motoko.launch.pacing import Pacing
 from motoko.launch.processes import stop_orphans
 from motoko.launch.serving import LauncherReport
 from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
@@ -112,6 +113,7 @@ class Launcher(Claims):
         self._adoption = Adoption(executor, self.id, self._wake_up)
         self._shares = Shares(self.id, self.options.lost_after)
         self._chooser = random.Random(self.id)  # which other launcher's part to steal from
+        self._pacing = Pacing(executor.max_parallel)  # how long runs take: how far ahead to claim
         self._deadline = Deadline(self.options.walltime_end, self.options.walltime_margin) if self.options.walltime_end else None
         self._hungry = True  # room for claims: only then do others' commits wake us
         self._claimed_all = False  # the last cycle claimed all it wanted: more may wait
@@ -247,7 +249,8 @@ class Launcher(Claims):
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HOLD_WINDOW
-        while len(self._queue) > self.executor.max_parallel and not self._stopping and not self._changed:
+        # Others' commits (many launchers) do not end the hold: only a change to our own runs (a stop request).
+        while len(self._queue) > self.executor.max_parallel and not self._stopping and self._changed.isdisjoint(self._owned.values()):
             if self.executor.outcomes.qsize() >= HOLD_OUTCOMES or not self.executor.running:
                 return
             left = deadline - loop.time()
@@ -299,7 +302,9 @@ class Launcher(Claims):
         self._started.extend(self.executor.started)
         self.executor.started.clear()
         while not queue.empty():
-            self._unsettled.append(queue.get_nowait())
+            outcome = queue.get_nowait()
+            self._pacing.ended(outcome.key, outcome.succeeded, outcome.ended)
+            self._unsettled.append(outcome)
         # A run's last writes, still in its channel, are recorded before or with its outcome.
         return self._unsettled[: self.channel.settleable(self._unsettled)]
 
@@ -312,9 +317,10 @@ class Launcher(Claims):
         # A cycle that commits anyway tops up a queue of claimed runs run low,
         # so a slot that frees never waits for a claim's commit (one commit per run).
         want = self._claim_room(topping_up=bool(outcomes or started or writes))
-        # Only a launcher with an idle slot takes from other launchers' parts:
-        # busy ones topping up would crowd the last runs of a study.
-        steal = self.executor.free_slots() > len(self._queue)
+        # Only a launcher with an idle slot takes from other launchers' parts, and
+        # only for its idle slots: busy ones topping up (or claiming ahead) would
+        # crowd the last runs of a study.
+        steal = max(0, self.executor.free_slots() - len(self._queue))
         beat = bool(self._owned) and time.monotonic() - self._last_heartbeat >= self.options.heartbeat
         check_lost = (
             time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
@@ -443,6 +449,7 @@ class Launcher(Claims):
                 if self._wake is not None:
                     self._wake.set()
                 continue
+            self._pacing.started((item.study, item.run_id))
             if not self.executor.reports_start:
                 self._started.append((item.study, item.run_id))
 

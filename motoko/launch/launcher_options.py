@@ -18,11 +18,12 @@ class LauncherOptions:
             (a study's bd.yaml ``lost_after`` wins).
         cancel_grace: Seconds between TERM and KILL when cancelling.
         claim_ahead: Runs claimed beyond the free slots, to batch claims
-            (default: as many as ``max_parallel``;
-            :data:`~motoko.launch.claims.ALONE_AHEAD` for a local launcher
-            alone on its database). More means fewer
-            transactions per run but an unfair share when several
-            launchers serve the same study.
+            (default: :data:`~motoko.launch.claims.ALONE_AHEAD` for a local
+            launcher alone on its database; among others and in a pilot,
+            paced by its runs' durations (:mod:`motoko.launch.pacing`);
+            ``max_parallel`` on a scheduler). Set, it overrides all of
+            these: more means fewer transactions per run but an unfair
+            share when several launchers serve the same study.
         poll: Safety-net poll interval when nothing wakes the launcher.
         once: Execute what is claimable now, then exit when it is done.
         max_runs: Exit after executing this many runs.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,8 @@ class Outcome:
         lost: True when the executor lost track of it (node died, job vanished).
         reason: Human-readable explanation for failures and losses.
         stderr_tail: The last lines of the run's stderr.
+        ended: When the execution was found ended (``time.monotonic()``):
+            how long runs take is learned from it (see :mod:`motoko.launch.pacing`).
     """
 
     study: str
@@ -79,6 +82,7 @@ class Outcome:
     reason: str | None = None
     stderr_tail: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    ended: float = field(default_factory=time.monotonic)
 
     @property
     def key(self) -> tuple[str, int]:
