@@ -178,7 +178,10 @@ def pilot_script(settings: PilotSettings, address: Address, workflow_dir: Path, 
         ]
     paths = [p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p]
     lines.append(f"export PYTHONPATH={q(os.pathsep.join(paths))}")
-    lines.append(f"end=$(( $(date +%s) + {int(settings.time)} - 2 ))")
+    # When SLURM started the pilot, in its log: how long it queued is the
+    # first thing to ask of a slow pilot (bash >= 5 needs no fork for it).
+    lines.append('echo "motoko: pilot job $SLURM_JOB_ID started at ${EPOCHREALTIME:-$(date +%s.%N)} on $SLURMD_NODENAME"')
+    lines.append(f"end=$(( ${{EPOCHSECONDS:-$(date +%s)}} + {int(settings.time)} - 2 ))")
     command = [
         sys.executable, "-m", "motoko.cli.main", "-C", str(workflow_dir), "launcher", "start",
         "--db", str(address), "--executor", "local", "--idle-exit", f"{settings.idle_exit:g}",
