@@ -1,6 +1,6 @@
 """Pilots against job arrays on the same SLURM, in the same run; prints JSON.
 
-    python -m benchmarks.pilots [--runs 300] [--bundle-size 50] [--max 2] [--cores 4]
+    python -m benchmarks.pilots [--runs 300] [--bundle-size 50] [--max 1] [--cores 8]
                                 [--configs 2x4,1x8,...] [--claim-ahead N]
 
 Two studies of trivial runs (``launch.sh`` appends the run id to a file and
@@ -273,8 +273,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--bundle-size", type=int, default=50)
-    parser.add_argument("--max", type=int, default=2, help="pilots at once")
-    parser.add_argument("--cores", type=int, default=4, help="runs per pilot at once")
+    parser.add_argument("--max", type=int, default=1, help="pilots at once (one per node, all its CPUs: what sites do)")
+    parser.add_argument("--cores", type=int, default=8, help="runs per pilot at once (the test node advertises 8 CPUs)")
     parser.add_argument("--claim-ahead", type=int, default=None, help="launcher claim_ahead (default: motoko's)")
     parser.add_argument("--configs", help="pilot configurations MAXxCORES[+AHEAD], comma-separated (e.g. 2x4,1x8+32)")
     parser.add_argument("--no-arrays", action="store_true", help="pilots only (no speedup is reported)")
