@@ -8,6 +8,7 @@ over TCP with TLS and the certificates made by `motoko server start --listen`
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -215,3 +216,35 @@ def test_motoko_run_with_executor_pilot(pilot_wf):  # type: ignore[no-untyped-de
     assert sorted(_executions(pilot_wf), key=int) == [str(i) for i in range(1, 7)]
     _wait(lambda: _active(name) == [], 30, "the pilot leaving after idle_exit")
     assert [job for job, _ in _queue(name)], "the runs went through a pilot job"
+
+
+def test_the_manager_asks_squeue_at_most_every_poll_while_its_pilots_commit(pilot_wf, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """Every commit of a pilot wakes the manager; squeue is asked only when it matters.
+
+    ``squeue`` on PATH is a script that notes each call and runs the real one.
+    """
+    real = subprocess.run(["bash", "-c", "command -v squeue"], capture_output=True, text=True, check=True).stdout.strip()
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    calls = tmp_path / "squeue-calls"
+    (shims / "squeue").write_text(f'#!/bin/bash\necho "$EPOCHREALTIME" >> {calls}\nexec {real} "$@"\n')
+    (shims / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    pilot_wf["configure"]("max: 1, cores: 2, time: '00:05:00', idle_exit: 2", sleep=0.02)
+    (pilot_wf["root"] / "motoko.yaml").write_text(
+        (pilot_wf["root"] / "motoko.yaml").read_text().replace("poll: 0.5", "poll: 1.5"))
+    address = _start_server(pilot_wf)
+    root, name = pilot_wf["root"], pilot_wf["name"]
+    _create(address, root, 80)
+    started = time.monotonic()
+    result = motoko("launcher", "start", "--once", cwd=root, timeout=180)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert sorted(_executions(pilot_wf), key=int) == [str(i) for i in range(1, 81)], "each run executed exactly once"
+    asked = len(calls.read_text().split())
+    # One call per poll (1.5 s), plus the first look and one per pilot submitted or leaving;
+    # asked at every commit, it was called dozens of times for 80 runs.
+    assert asked <= elapsed / 1.5 + 4, f"squeue asked {asked} times in {elapsed:.1f} s"
+    assert _active(name) == [], "no pilot is left in the queue after idle_exit"
+    logs = list((root / ".motoko" / "pilots").glob("pilot-*.out"))
+    assert logs and "started at" in logs[0].read_text(), "the pilot's log says when SLURM started it"

@@ -42,6 +42,7 @@ from motoko.launch.claiming import Deadline, Shares
 from motoko.launch.claims import Claimed, Claims
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.insert_claims import Handoff
+from motoko.launch.interpreters import shebang_command
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.pacing import Pacing
@@ -515,8 +516,9 @@ def _command(exec_path: Path) -> tuple[str, ...]:
         head = exec_path.read_bytes()[:256]
     except OSError:
         head = b""
-    if head.startswith(b"#!"):
-        return (str(exec_path),)
+    by_interpreter = shebang_command(exec_path, head)
+    if by_interpreter is not None:
+        return by_interpreter
     kind = file_kind(exec_path.name, head.decode("utf-8", errors="replace"))
     if kind == "python":
         return (sys.executable, str(exec_path))

@@ -178,7 +178,10 @@ def pilot_script(settings: PilotSettings, address: Address, workflow_dir: Path, 
         ]
     paths = [p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p]
     lines.append(f"export PYTHONPATH={q(os.pathsep.join(paths))}")
-    lines.append(f"end=$(( $(date +%s) + {int(settings.time)} - 2 ))")
+    # When SLURM started the pilot, in its log: how long it queued is the
+    # first thing to ask of a slow pilot (bash >= 5 needs no fork for it).
+    lines.append('echo "motoko: pilot job $SLURM_JOB_ID started at ${EPOCHREALTIME:-$(date +%s.%N)} on $SLURMD_NODENAME"')
+    lines.append(f"end=$(( ${{EPOCHSECONDS:-$(date +%s)}} + {int(settings.time)} - 2 ))")
     command = [
         sys.executable, "-m", "motoko.cli.main", "-C", str(workflow_dir), "launcher", "start",
         "--db", str(address), "--executor", "local", "--idle-exit", f"{settings.idle_exit:g}",
@@ -276,6 +279,8 @@ class PilotManager(Served):
         self.study = study
         self.report = LauncherReport()
         self.submitted: list[str] = []
+        self._active: list[Pilot] = []  # as squeue last said, plus pilots submitted since
+        self._listed_at = -math.inf  # when squeue last said it (time.monotonic())
         self._stopping = False
         self._wake: asyncio.Event | None = None
 
@@ -299,21 +304,30 @@ class PilotManager(Served):
                 await asyncio.wait_for(wake.wait(), self.poll)
 
     def _step(self) -> tuple[int, int]:
-        """One look at the database and the queue; submit what is missing.
+        """One look at the database (and the queue when it matters); submit what is missing.
+
+        Every commit wakes the manager, and its pilots commit many times a
+        second: asking squeue each time kept a core busy with squeue and
+        slurmctld while the pilots worked. The queue is asked at most every
+        ``poll`` seconds, unless runs wait that the pilots known to be out
+        cannot hold (then at once: a pilot is submitted the moment runs wait).
 
         Returns (runs waiting, pilots queued or running).
         """
         waiting = self._waiting()
-        pilots = list_pilots(self.settings, self.address, self.db)
-        active = [p for p in pilots if p.active]
-        self.report.executed = sum(p.runs_done for p in pilots if p.job_id in self.submitted)
-        wanted = min(self.settings.max, math.ceil(waiting / self.settings.cores)) - len(active)
-        if wanted > 0 and not self._stopping:
-            ids = submit_pilots(wanted, self.settings, self.address, self.workflow_dir, self.log_dir, self.study)
+        wanted = min(self.settings.max, math.ceil(waiting / self.settings.cores))
+        if len(self._active) < wanted or time.monotonic() - self._listed_at >= self.poll:
+            pilots = list_pilots(self.settings, self.address, self.db)
+            self._listed_at = time.monotonic()
+            self._active = [p for p in pilots if p.active]
+            self.report.executed = sum(p.runs_done for p in pilots if p.job_id in self.submitted)
+        missing = wanted - len(self._active)
+        if missing > 0 and not self._stopping:
+            ids = submit_pilots(missing, self.settings, self.address, self.workflow_dir, self.log_dir, self.study)
             self.submitted += ids
+            self._active += [Pilot(job_id, "PENDING", "", None) for job_id in ids]
             log.info("submitted %d pilot(s): %s (%d run(s) waiting)", len(ids), ", ".join(ids), waiting)
-            return waiting, len(active) + len(ids)
-        return waiting, len(active)
+        return waiting, len(self._active)
 
     def _waiting(self) -> int:
         """CREATED runs of the served studies that a new pilot could hold.
