@@ -461,13 +461,7 @@ class StudyDB:
         """
 
         def change() -> list[tuple[Run, Job]]:
-            study = self.study(study_name)
-            out = []
-            for params in points:
-                job = study.add_job(params)
-                run, _ = study.add_run(job, dict(run_params or {}), run_name, dict(extra or {}))
-                out.append((run, job))
-            return out
+            return self.study(study_name).add_runs(points, dict(run_params or {}), run_name, dict(extra or {}))
 
         return self.transact(change, what=f"insert runs into {study_name!r}")
 

@@ -42,6 +42,7 @@ from motoko.study.journal import (
     commit_with_retries,
     journal_of,
 )
+from motoko.study.outdated_counts import TRACKED, key_before, recount
 
 # Quantity is stored in databases written before it moved to quantities.py: their
 # pickles name it motoko.study.records.Quantity, which must keep loading.
@@ -194,6 +195,11 @@ class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in MOTOKO_ATTRIBUTES or name[0] == "_":
+            if name in TRACKED:  # what makes a run outdated: its study's counts follow
+                before = key_before(self._study, self)
+                _persistent_setattr(self, name, value)
+                recount(self._study, self, before)
+                return
             _persistent_setattr(self, name, value)
             return
         before = self._before(name)
@@ -203,7 +209,10 @@ class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
 
     def __delattr__(self, name: str) -> None:
         if name in MOTOKO_ATTRIBUTES or name[0] == "_":
+            before = key_before(self._study, self) if name in TRACKED else None
             super().__delattr__(name)
+            if name in TRACKED:
+                recount(self._study, self, before)
             return
         before = self._before(name)
         super().__delattr__(name)
