@@ -289,7 +289,7 @@ def _newest_first(study: Study, states: list[str] | None, run_name: str | None, 
         else:
             tree = study.runs if run_name is None else study.by_run_name.get(run_name)
             trees = [tree] if tree is not None else []
-        return sorted({rid for tree in trees for rid in _highest_ids(tree, last)}, reverse=True)[:last]
+        return sorted({rid for tree in trees for rid in newest_ids(tree, last)}, reverse=True)[:last]
     candidates: set[int] | None = None
     if states is not None:
         candidates = {rid for name in states for rid in study.ids_in_state(name)}
@@ -301,8 +301,8 @@ def _newest_first(study: Study, states: list[str] | None, run_name: str | None, 
     return sorted(candidates, reverse=True)
 
 
-def _highest_ids(tree: Any, n: int) -> list[int]:
-    """The ``n`` highest keys of a BTree of run ids, read from its end."""
+def newest_ids(tree: Any, n: int) -> list[int]:
+    """The ``n`` highest keys of a BTree of run ids (the newest runs), highest first, read from its end."""
     found: list[int] = []
     key = None
     while len(found) < n:
