@@ -454,6 +454,12 @@ def test_tm_runs_lists_newest_first_and_stays_a_mapping(wfdir):
         assert a.calc.runs(run_name="").ids == [3, 2, 1]  # "" is the workflow's own run name
         assert a.calc.runs(state="CREATED", run_name="a").ids == [3, 1]
         assert a.calc.runs(state="FINISHED").ids == []
+        # with `last`, only the end of an index is read: same answers, gaps included
+        assert a.calc.runs(state="CREATED", last=10).ids == [5, 4, 3, 1]
+        assert a.calc.runs(run_name="b", last=1).ids == [5]
+        assert a.calc.runs(run_name="nobody", last=2).ids == []
+        assert a.calc.runs(state="FINISHED", last=2).ids == []
+        assert a.calc.runs(state="CREATED", run_name="a", last=1).ids == [3]
         assert a.calc.runs(last=1).run.job.x == 2.0
         assert a.calc.runs[3].id == 3 and sorted(a.calc.runs) == [1, 2, 3, 4, 5] and len(a.calc.runs) == 5
         with pytest.raises(UnknownNameError) as bad:

@@ -226,8 +226,8 @@ def test_motoko_yaml_resume_rerun_and_status_marks_outdated_runs(ex):
     assert json.loads(motoko("status", "--format", "json", cwd=ex).stdout)["outdated"] == []
 
 
-def test_status_leaves_a_run_name_too_big_to_read_to_the_dry_run(ex, monkeypatch):
-    from motoko.flow.outdated import run_name_size
+def test_status_counts_the_outdated_runs_of_a_run_name_too_big_to_read(ex, monkeypatch):
+    from motoko.flow.outdated import OutdatedCount, run_name_size
     from motoko.views import status as status_view
 
     ten_times_mult(ex)
@@ -236,9 +236,45 @@ def test_status_leaves_a_run_name_too_big_to_read_to_the_dry_run(ex, monkeypatch
         assert size >= 8 and run_name_size(workflow, "pipeline", 3) == 4, "counting stops past the limit"
         assert [r.total for r in status_view.collect_status(workflow).outdated] == [8]
         monkeypatch.setattr(status_view, "OUTDATED_CHECK_LIMIT", size - 1)
+        before = last_transaction(ex)
+        status = status_view.collect_status(workflow)
+        assert last_transaction(ex) == before, "reading wrote nothing"
+    # counted, not read: mult's 4 runs whose doIt.py changed; their descendants are not counted
+    assert [(type(r), r.total, r.direct) for r in status.outdated] == [(OutdatedCount, 4, {"mult": 4})]
+    assert status.outdated[0].summary() == (
+        "4 finished run(s) of pipeline are outdated: files of studies/mult changed (4 of mult; runs "
+        "descending from them not counted: `motoko run FILE --dry-run` lists them)"
+    )
+    assert not any("not checked" in note for note in status.notes)
+    assert status_view.to_json(status)["outdated"][0]["total"] == 4
+
+
+def test_status_of_studies_made_before_the_counts_leaves_a_big_run_name_to_the_dry_run(ex, monkeypatch):
+    from motoko.views import status as status_view
+
+    ten_times_mult(ex)
+    with Workflow(ex, run_name="pipeline") as workflow:
+        for name in ("mult", "add", "norm"):  # as stored by a motoko without the counts
+            db = workflow.db_for(name)
+            db.transact(lambda db=db, name=name: delattr(db.study(name), "outdated_counts"))
+        assert [r.total for r in status_view.collect_status(workflow).outdated] == [8], "small: read whole"
+        monkeypatch.setattr(status_view, "OUTDATED_CHECK_LIMIT", 3)
         status = status_view.collect_status(workflow)
     assert status.outdated == []
-    assert f"outdated runs of pipeline not checked: it holds more than {size - 1:,} runs" in " ".join(status.notes)
+    assert "outdated runs of pipeline not checked: it holds more than 3 runs" in " ".join(status.notes)
+
+
+def test_status_reads_no_run_when_the_counts_say_nothing_is_outdated(ex, monkeypatch):
+    from motoko.flow import outdated
+    from motoko.views import status as status_view
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("status read the runs although the counts said nothing is outdated")
+
+    monkeypatch.setattr(outdated, "find_outdated", must_not_read)
+    with Workflow(ex, run_name="pipeline") as workflow:
+        status = status_view.collect_status(workflow)
+    assert status.outdated == [] and not any("not checked" in note for note in status.notes)
 
 
 def test_on_a_terminal_motoko_run_lists_the_outdated_runs_and_asks(ex):

@@ -37,7 +37,8 @@ import networkx as nx
 from motoko.errors import OutdatedRunsError
 from motoko.flow.session import Session
 from motoko.study.fingerprint import changed_files, study_fingerprint
-from motoko.study.records import ACTIVE, CREATED, FAILURE, Run
+from motoko.study.outdated_counts import counts_of, holds_result
+from motoko.study.records import Run
 
 #: The choices for outdated runs (motoko.yaml ``resume: {outdated: ...}``).
 POLICIES = ("ask", "rerun", "keep")
@@ -47,8 +48,7 @@ Key = tuple[str, int]
 
 def is_done(run: Run) -> bool:
     """True for a run holding a result: FINISHED or a user state (FORWARDED...)."""
-    state = run.state
-    return state != CREATED and state not in ACTIVE and state not in FAILURE
+    return holds_result(run.state)
 
 
 @dataclass
@@ -104,6 +104,16 @@ class OutdatedReport:
             )
         return text + ")"
 
+    def kept_counts(self) -> dict[str, int]:
+        """Study → how many of its runs were reused although outdated."""
+        return {study: len(ids) for study, ids in self.kept.items()}
+
+    def kept_runs(self) -> Iterator[Key]:
+        """Every run reused although outdated, as ``(study, id)``."""
+        for study, ids in self.kept.items():
+            for rid in ids:
+                yield study, rid
+
     def lines(self) -> list[str]:
         """Several lines for a terminal: files, then each study's outdated runs."""
         out = [f"{name} changed" for name in self.files()]
@@ -111,6 +121,87 @@ class OutdatedReport:
             for study, ids in group.items():
                 out.append(f"  {study}: {len(ids)} run(s) {title}: {_ids(ids)}")
         return out
+
+
+@dataclass
+class OutdatedCount:
+    """How many runs of one run name are outdated, from the studies' counters: no run is read.
+
+    What ``motoko status`` shows for a run name too big to read
+    (:mod:`motoko.study.outdated_counts`). It counts the runs whose own
+    study files changed; the runs descending from them are not counted
+    (that needs every run's parents: ``motoko run FILE --dry-run``).
+
+    Attributes:
+        run_name: The run name counted.
+        direct: Study → how many of its runs are outdated.
+        kept: Study → how many were reused although outdated (``--keep-outdated``).
+        folders: Study → its folder, as the user sees it.
+    """
+
+    run_name: str
+    direct: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
+    folders: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """How many runs are outdated (not counting their descendants)."""
+        return sum(self.direct.values())
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def runs(self) -> Iterator[Key]:
+        """No run is known by id: the counts do not say which."""
+        return iter(())
+
+    def files(self) -> list[str]:
+        """The folders of the studies whose files changed (which files, the runs would tell)."""
+        return [self.folders.get(study, study) for study in self.direct]
+
+    def kept_counts(self) -> dict[str, int]:
+        """Study → how many of its runs were reused although outdated."""
+        return dict(self.kept)
+
+    def kept_runs(self) -> Iterator[Key]:
+        """No run is known by id: the counts do not say which."""
+        return iter(())
+
+    def summary(self) -> str:
+        """One line: how many runs are outdated, per study."""
+        where = ", ".join(f"{n} of {study}" for study, n in self.direct.items())
+        return (
+            f"{self.total} finished run(s) of {self.run_name} are outdated: files of {', '.join(self.files())} "
+            f"changed ({where}; runs descending from them not counted: `motoko run FILE --dry-run` lists them)"
+        )
+
+
+def count_outdated(workflow: Session, run_name: str) -> OutdatedCount | None:
+    """Count ``run_name``'s outdated runs from its studies' counters; reads no run.
+
+    Returns None when a study of the workflow keeps no counters (created by
+    an older motoko) or holds a fingerprint without a digest: then only
+    reading the runs (:func:`find_outdated`) can tell.
+    """
+    found = OutdatedCount(run_name)
+    for name, schema in workflow.schemas.items():
+        db = workflow.db_for(name)
+        if name not in db.studies():
+            continue
+        study = db.study(name)
+        if study.outdated_counts is None:
+            return None
+        current = (study_fingerprint(schema) or {}).get("digest")
+        for digest, kept_for, runs in counts_of(study, run_name):
+            if not digest:
+                return None
+            if current is None or digest == current:
+                continue
+            group = found.kept if kept_for == current else found.direct
+            group[name] = group.get(name, 0) + runs
+    found.folders = {name: relative_folder(workflow, name) for name in found.direct}
+    return found
 
 
 def _ids(ids: list[int], limit: int = 12) -> str:
@@ -296,4 +387,4 @@ def settle_outdated(workflow: Session, policy: str | None, ask: Callable[[Outdat
     return report
 
 
-__all__ = ["POLICIES", "OutdatedReport", "current_run_names", "find_outdated", "is_done", "keep", "mark_pending", "provenance", "runs_of", "settle_outdated"]
+__all__ = ["POLICIES", "OutdatedCount", "OutdatedReport", "count_outdated", "current_run_names", "find_outdated", "is_done", "keep", "mark_pending", "provenance", "runs_of", "settle_outdated"]

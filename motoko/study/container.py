@@ -37,6 +37,9 @@ from BTrees.OOBTree import OOBTree, OOTreeSet
 from motoko.errors import TransitionError
 from motoko.study.columns import check as check_columns
 from motoko.study.columns import forget, record
+from motoko.study.outdated_counts import check as check_outdated_counts
+from motoko.study.outdated_counts import key_before, new_counts, prepare, recount
+from motoko.study.prefetch import prefetch_buckets
 from motoko.study.records import MOTOKO_ATTRIBUTES, Job, Run, now
 from motoko.study.retry import scaled_options
 from motoko.study.run_index import RunIndex
@@ -115,9 +118,9 @@ def canonical(values: Mapping[str, Any]) -> str:
     return json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def run_key(job_id: int, run_params: Mapping[str, Any], run_name: str | None) -> str:
-    """The dedupe key of a run: its job, run parameters and run name."""
-    return f"{job_id}\x00{canonical(run_params)}\x00{run_name or ''}"
+def run_key(job_id: int, run_params: Mapping[str, Any], run_name: str | None, params_key: str | None = None) -> str:
+    """The dedupe key of a run: its job, run parameters (``params_key``: their canonical text) and run name."""
+    return f"{job_id}\x00{canonical(run_params) if params_key is None else params_key}\x00{run_name or ''}"
 
 
 def _indexable(value: Any) -> bool:
@@ -128,6 +131,10 @@ def _indexable(value: Any) -> bool:
 
 class Study(persistent.Persistent):
     """A study's jobs, runs and indexes; the one place where run states change."""
+
+    #: (run name, digest, kept for) → Length: see motoko.study.outdated_counts.
+    #: None in studies created before it existed (their outdated check reads the runs).
+    outdated_counts: OOBTree | None = None
 
     def __init__(self, schema: StudySchema):
         self.name = schema.name
@@ -151,6 +158,7 @@ class Study(persistent.Persistent):
         self.job_values: OOBTree = OOBTree()  # field → OOTreeSet((value, job id))
         # run attribute → IOBTree(page → ColumnPage): see motoko.study.columns.
         self.columns: OOBTree = OOBTree()
+        self.outdated_counts = new_counts()
         self.job_counter = Counter()
         self.run_counter = Counter()
 
@@ -174,7 +182,9 @@ class Study(persistent.Persistent):
 
     def add_job(self, params: dict[str, Any]) -> Job:
         """Return the job with these (coerced) parameters, creating it if new."""
-        key = canonical(params)
+        return self._add_job(params, canonical(params))
+
+    def _add_job(self, params: dict[str, Any], key: str) -> Job:
         jid = self.job_keys.get(key)
         if jid is not None:
             job: Job = self.jobs[jid]
@@ -206,6 +216,7 @@ class Study(persistent.Persistent):
         rid = self.run_counter.take()
         run = Run(self, rid, job.id, {**run_params, "run_name": run_name, **extra})
         run._key = key
+        prepare(self, run)
         self.runs[rid] = run
         self.run_keys[key] = rid
         _add(self.by_state, CREATED, run)
@@ -214,6 +225,24 @@ class Study(persistent.Persistent):
             _add(self.by_run_name, run_name, run)
         self.job_runs[job.id] = (*self.job_runs.get(job.id, ()), rid)
         return run, True
+
+    def add_runs(
+        self, points: Sequence[dict[str, Any]], run_params: dict[str, Any], run_name: str | None, extra: dict[str, Any]
+    ) -> list[tuple[Run, Job]]:
+        """:meth:`add_job` and :meth:`add_run` for many points, with the dedupe indexes fetched in batches.
+
+        A job's dedupe key (its canonical parameters) lands anywhere in
+        ``job_keys``: in a big study, each new job of an insert reads another
+        bucket, one server round trip each once they left the cache. The
+        buckets that the keys fall in are requested at once first, then
+        those of ``run_keys``. Same ids and results as one point at a time.
+        """
+        keys = [canonical(params) for params in points]
+        prefetch_buckets(self.job_keys, keys=sorted(set(keys)))
+        jobs = [self._add_job(params, key) for params, key in zip(points, keys, strict=True)]
+        params_key = canonical(run_params)
+        prefetch_buckets(self.run_keys, keys=sorted({run_key(job.id, run_params, run_name, params_key) for job in jobs}))
+        return [(self.add_run(job, dict(run_params), run_name, dict(extra))[0], job) for job in jobs]
 
     def existing_run(self, params: dict[str, Any], run_params: dict[str, Any], run_name: str | None) -> Run | None:
         """The run :meth:`add_job` and :meth:`add_run` would return, or None; writes nothing."""
@@ -354,6 +383,7 @@ class Study(persistent.Persistent):
     def delete(self, run: Run) -> None:
         """Remove a run and its index entries (its job stays, for dedupe)."""
         rid = run.id
+        recount(self, _Gone(run), key_before(self, run))
         for index, key in ((self.by_state, run._state), (self.by_run_name, run.run_name)):
             runs = index.get(key) if key is not None else None
             if runs is not None and runs.pop(rid, None) is not None and index is self.by_state:
@@ -415,10 +445,12 @@ class Study(persistent.Persistent):
         The one place a stored state is written; callers check the transition.
         """
         old = run._state
+        before = key_before(self, run)
         _move(self.by_state, old, new, run)
         self._count(old, -1)
         self._count(new, 1)
         run._state = new
+        recount(self, run, before)
 
     def _count(self, state: str, delta: int) -> None:
         """Keep the counter of ``state`` exact (only the state-changing methods call it)."""
@@ -455,7 +487,18 @@ class Study(persistent.Persistent):
             if self.count(state) != indexed:
                 problems.append(f"state {state} counts {self.count(state)} runs but its index holds {indexed}")
         problems += check_columns(self.columns, self.runs, MOTOKO_ATTRIBUTES)
+        problems += check_outdated_counts(self)
         return problems
+
+
+class _Gone:
+    """A deleted run as the outdated counts see it: counted nowhere."""
+
+    _state = CREATED
+    run_name = None
+
+    def __init__(self, run: Run):
+        self.id = run.id
 
 
 def _add(index: OOBTree, key: Any, run: Run) -> None:

@@ -468,11 +468,7 @@ class StudyDB:
 
         def change() -> list[tuple[Run, Job]]:
             study = self.study(study_name)
-            out = []
-            for params in points:
-                job = study.add_job(params)
-                run, _ = study.add_run(job, dict(run_params or {}), run_name, dict(extra or {}))
-                out.append((run, job))
+            out = study.add_runs(points, dict(run_params or {}), run_name, dict(extra or {}))
             if within is not None:
                 within(study, [run for run, _ in out])
             return out

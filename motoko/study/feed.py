@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ZEO.ClientStorage import ClientStorage
+from motoko.study.batched_storage import BatchedClientStorage
 
 #: Passed to listeners when everything may have changed (cache dropped on reconnect).
 EVERYTHING: frozenset[bytes] = frozenset()
@@ -199,8 +199,10 @@ class AsyncWaiter(_Waiter):
         return True
 
 
-class FeedStorage(ClientStorage):
+class FeedStorage(BatchedClientStorage):
     """A ZEO ClientStorage that also reports invalidations to a ChangeFeed.
+
+    Stores travel in batches (see :mod:`motoko.study.batched_storage`).
 
     Attributes:
         connected_at: When the connection to the server was last made (UTC).

@@ -43,6 +43,7 @@ from motoko.study.journal import (
     commit_with_retries,
     journal_of,
 )
+from motoko.study.outdated_counts import TRACKED, key_before, recount
 
 # Quantity is stored in databases written before it moved to quantities.py: their
 # pickles name it motoko.study.records.Quantity, which must keep loading.
@@ -165,6 +166,11 @@ class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in MOTOKO_ATTRIBUTES or name[0] == "_":
+            if name in TRACKED:  # what makes a run outdated: its study's counts follow
+                before = key_before(self._study, self)
+                _persistent_setattr(self, name, value)
+                recount(self._study, self, before)
+                return
             _persistent_setattr(self, name, value)
             return
         before = self._before(name)
@@ -174,7 +180,10 @@ class Run(persistent.Persistent, RunDownloads, RunFiles, RunQuantities):
 
     def __delattr__(self, name: str) -> None:
         if name in MOTOKO_ATTRIBUTES or name[0] == "_":
+            before = key_before(self._study, self) if name in TRACKED else None
             super().__delattr__(name)
+            if name in TRACKED:
+                recount(self._study, self, before)
             return
         before = self._before(name)
         super().__delattr__(name)

@@ -17,13 +17,17 @@ from typing import Any
 
 from ZODB.POSException import ConflictError
 
+from motoko.study.outdated_counts import TRACKED
 from motoko.study.values import same
 
 # Attributes that two concurrent transactions may never both change, even to
 # the same value, nor one of them each: a claim is exclusive, so two launchers
 # writing LAUNCHED must conflict for one of them, and so must a launcher
-# adopting a run and a workflow declaring it LOST.
-EXCLUSIVE = frozenset({"_state", "launcher", "attempt", "history"})
+# adopting a run and a workflow declaring it LOST. What decides whether a run
+# may be outdated (motoko.study.outdated_counts.TRACKED) is exclusive with
+# them: each side counted the run from its own view, and a merge of both
+# would leave the study's outdated counts off by one.
+EXCLUSIVE = frozenset({"_state", "launcher", "attempt", "history", *TRACKED})
 
 _MISSING = object()
 

@@ -23,7 +23,7 @@ from motoko.study.states import ACTIVE, CREATED, STATES
 from motoko.study.unserved import unserved
 
 if TYPE_CHECKING:
-    from motoko.flow.outdated import OutdatedReport
+    from motoko.flow.outdated import OutdatedCount, OutdatedReport
 
 #: States reported as failures, newest first.
 FAILURE_STATES = ("FAILED", "LOST")
@@ -93,7 +93,8 @@ class StudyStatus:
         return sum(n for s, n in self.counts.items() if s == CREATED or s in ACTIVE)
 
 
-#: Runs of a resumed run name beyond which ``motoko status`` does not look for outdated ones.
+#: Runs of a resumed run name beyond which ``motoko status`` does not read them to find outdated
+#: ones: it counts them (motoko.study.outdated_counts), or, in a study without counts, leaves a note.
 OUTDATED_CHECK_LIMIT = 10_000
 
 
@@ -109,7 +110,7 @@ class Status:
     #: What launchers want the user to know (sbatch refusing jobs for now),
     #: and runs whose launcher went silent.
     notes: list[str] = field(default_factory=list)
-    outdated: list[OutdatedReport] = field(default_factory=list)
+    outdated: list[OutdatedReport | OutdatedCount] = field(default_factory=list)
     #: "3 runs waiting, no launcher alive: `motoko launcher start`", or None.
     unserved: str | None = None
 
@@ -178,16 +179,38 @@ def collect_status(
     oldest = _dt.datetime.min.replace(tzinfo=_dt.timezone.utc)
     active.sort(key=lambda r: (r.state != "RUNNING", -(r.progress or 0.0), r.study, r.id))
     failed.sort(key=lambda r: r.finished or oldest, reverse=True)
-    # Outdated runs of the run names `motoko run` resumes: this reads every
-    # run of those run names (their fingerprints), unlike the counts above.
-    # (Imported here: `motoko` commands that only format states start faster.)
-    from motoko.flow.outdated import current_run_names, find_outdated, run_name_size
+    reports, more_notes = outdated_reports(workflow)
+    notes += more_notes
+    waiting = unserved(pairs, within=workflow.config.lost_after)
+    return Status(
+        rows, active[:running], failed[:failures], more_running=max(0, in_flight - running),
+        notes=sorted(set(notes)), outdated=reports, unserved=str(waiting) if waiting else None,
+    )
 
-    reports = []
+
+def outdated_reports(workflow: Any) -> tuple[list[OutdatedReport | OutdatedCount], list[str]]:
+    """The outdated runs of the run names `motoko run` resumes, and notes on those not checked.
+
+    The studies' counters answer first, reading no run: nothing outdated
+    nor kept ends it there. Otherwise a run name of up to
+    :data:`OUTDATED_CHECK_LIMIT` runs is read whole (which runs, which files,
+    their descendants); a bigger one is shown by its counts, or, in a study
+    made before counts existed, left to ``motoko run --dry-run`` with a note.
+    """
+    # (Imported here: `motoko` commands that only format states start faster.)
+    from motoko.flow.outdated import count_outdated, current_run_names, find_outdated, run_name_size
+
+    reports: list[OutdatedReport | OutdatedCount] = []
+    notes: list[str] = []
     for run_name in sorted(set(current_run_names(workflow.directory).values())):
-        # Reading every run costs ~40 µs each: a big run name is left to
-        # `motoko run --dry-run`, and status stays well under a second.
+        counted = count_outdated(workflow, run_name)
+        if counted is not None and not counted and not counted.kept:
+            continue
+        # Reading every run costs ~40 µs each: status stays well under a second.
         if run_name_size(workflow, run_name, OUTDATED_CHECK_LIMIT) > OUTDATED_CHECK_LIMIT:
+            if counted is not None:
+                reports.append(counted)
+                continue
             notes.append(
                 f"outdated runs of {run_name} not checked: it holds more than {OUTDATED_CHECK_LIMIT:,} runs"
                 " (`motoko run FILE --dry-run` checks them)"
@@ -196,11 +219,7 @@ def collect_status(
         report = find_outdated(workflow, run_name)
         if report or report.kept:
             reports.append(report)
-    waiting = unserved(pairs, within=workflow.config.lost_after)
-    return Status(
-        rows, active[:running], failed[:failures], more_running=max(0, in_flight - running),
-        notes=sorted(set(notes)), outdated=reports, unserved=str(waiting) if waiting else None,
-    )
+    return reports, notes
 
 
 def run_note(workflow: Any, run: Run) -> str | None:
@@ -332,9 +351,10 @@ def render_text(status: Status, *, title: str | None = None) -> str:
         for report in status.outdated:
             if report:
                 lines.append("  " + click.style(report.summary(), fg="yellow"))
-            kept = sum(len(ids) for ids in report.kept.values())
+            kept_counts = report.kept_counts()
+            kept = sum(kept_counts.values())
             if kept:
-                studies = ", ".join(f"{len(ids)} of {study}" for study, ids in report.kept.items())
+                studies = ", ".join(f"{n} of {study}" for study, n in kept_counts.items())
                 lines.append(f"  {kept} run(s) of {report.run_name} reused although outdated (--keep-outdated): {studies}")
     if status.failures:
         lines += ["", click.style("latest failures", bold=True)]
@@ -371,7 +391,8 @@ def to_json(status: Status) -> dict[str, Any]:
             {
                 "run_name": r.run_name, "total": r.total, "files": r.files(), "summary": r.summary() if r else "",
                 "runs": [f"{study}.{rid}" for study, rid in r.runs()],
-                "kept": [f"{study}.{rid}" for study, ids in r.kept.items() for rid in ids],
+                "kept": [f"{study}.{rid}" for study, rid in r.kept_runs()],
+                "kept_total": sum(r.kept_counts().values()),
             }
             for r in status.outdated
         ],

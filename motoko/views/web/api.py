@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from motoko.errors import MotokoError, UnknownNameError
+from motoko.flow.task_manager import newest_ids
+from motoko.study.prefetch import jobs_by_id, prefetch
 from motoko.study.query import Where
 from motoko.study.records import Run
 from motoko.study.run_files import inside, last_lines
@@ -56,17 +58,28 @@ def runs_table(workflow: Any, study: str, constraints: str = "", *, limit: int =
     """
     name = _study(workflow, study)
     db = workflow.db_for(name)
-    runs = db.select(name, constraints.strip() or None)
+    if constraints.strip():
+        runs = db.select(name, constraints.strip())
+        total = len(runs)
+        page = list(reversed(runs))[offset: offset + limit]
+    else:
+        # Every run: the page is read from the end of the runs tree and the
+        # total from the per-state counters, not the whole study (1M runs).
+        records = db.study(name)
+        total = sum(records.counts().values())
+        page = [records.runs[rid] for rid in newest_ids(records.runs, offset + limit)[offset:]]
+        prefetch(page)
+    jobs = jobs_by_id(db.study(name).jobs, (run.job_id for run in page))
     job_fields = list(workflow.task_managers[name].schema.job_fields)
     columns = ["id", "state", *job_fields, "progress", "machine_name", "run_name", "started", "finished", "error"]
-    page = list(reversed(runs))[offset: offset + limit]
     rows = []
     for run in page:
-        params = run.job.params
+        job = jobs.get(run.job_id)
+        params = job.params if job is not None else {}
         row = [run.id, run.state, *(params.get(f) for f in job_fields), run.progress, run.machine_name,
                run.run_name, run.started or run.launched, run.finished, error_line(run.error)]
         rows.append(jsonable(row))
-    return {"study": name, "columns": columns, "job_fields": job_fields, "rows": rows, "total": len(runs),
+    return {"study": name, "columns": columns, "job_fields": job_fields, "rows": rows, "total": total,
             "offset": offset, "limit": limit}
 
 

@@ -1,0 +1,119 @@
+"""A ZEO client storage that sends a transaction's objects in batches.
+
+ZEO's ``ClientStorage.store`` hands every stored object to its network
+thread on its own (``loop.call_soon_threadsafe``: a write to the loop's
+wake-up socket and a thread switch per object), and asks the server for new
+object ids 100 at a time, waiting for each answer. A transaction inserting
+10,000 runs stores ~24,000 objects and needs ~240 new-id round trips: in a
+profile of inserting 30,000 runs, 29 % of the time went to those wake-ups
+and 8 % to waiting for ids.
+
+:class:`BatchedClientStorage` changes only how the same messages travel:
+
+* stores are queued per transaction and handed to the network thread
+  :data:`STORE_BATCH` at a time (ZEO's own ``async_iter``, which storeBlob
+  uses), in order. Every other message to the server (vote, a conflict
+  check, a blob, any call) first sends what is queued, so the server sees
+  exactly the sequence ZEO would have sent;
+* new ids are asked for ahead: when a batch of 100 is taken, the next
+  batches are already requested (more while a process keeps asking, up to
+  :data:`OID_AHEAD`), so a large insert stops waiting for them. Ids asked
+  for and never used are harmless (ZODB's ids only need to be unique).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+from ZEO.ClientStorage import ClientStorage
+
+#: Stores handed to the network thread at once.
+STORE_BATCH = 200
+#: At most this many ``new_oids`` requests (100 ids each) in flight ahead of use.
+OID_AHEAD = 8
+
+
+class BatchedClientStorage(ClientStorage):  # type: ignore[misc]
+    """``ClientStorage`` with batched stores and ids asked for ahead (see the module doc)."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        self._store_lock = threading.RLock()
+        self._queued: dict[int, list[tuple[str, tuple[Any, ...]]]] = {}  # id(txn) → storea messages
+        self._oid_lock = threading.Lock()
+        self._oid_requests: deque[Any] = deque()  # futures of new_oids, oldest first
+        self._oid_ahead = 0
+        super().__init__(*args, **kw)
+        # Every message but a store first sends the queued stores (in order).
+        # (set by ClientStorage.__init__; read through vars() for the type checker)
+        call, send, send_iter = (vars(self)[name] for name in ("_call", "_async", "_async_iter"))
+        self._raw_async_iter = send_iter
+
+        def flushed_call(*args: Any, **kw: Any) -> Any:
+            self._send_queued()
+            return call(*args, **kw)
+
+        def flushed_async(*args: Any) -> Any:
+            self._send_queued()
+            return send(*args)
+
+        def flushed_async_iter(it: Any) -> Any:
+            self._send_queued()
+            return send_iter(it)
+
+        self._call, self._async, self._async_iter = flushed_call, flushed_async, flushed_async_iter
+
+    def store(self, oid: bytes, serial: bytes, data: bytes, version: str, txn: Any) -> None:
+        """Storage API: queue the object's store; it travels with the next batch."""
+        assert not version
+        tbuf = self._check_trans(txn, "store")
+        with self._store_lock:
+            queued = self._queued.setdefault(id(txn), [])
+            queued.append(("storea", (oid, serial, data, id(txn))))
+            full = len(queued) >= STORE_BATCH
+        tbuf.store(oid, data)
+        if full:
+            self._send_queued()
+
+    def _send_queued(self) -> None:
+        """Hand every queued store to the network thread, oldest first."""
+        if not self._queued:
+            return
+        with self._store_lock:
+            batches, self._queued = list(self._queued.values()), {}
+            for batch in batches:
+                self._raw_async_iter(iter(batch))
+
+    def tpc_abort(self, txn: Any, *args: Any, **kw: Any) -> Any:
+        """Storage API: abort; stores not sent yet are dropped (the server drops the rest)."""
+        with self._store_lock:
+            self._queued.pop(id(txn), None)
+        return super().tpc_abort(txn, *args, **kw)
+
+    def new_oid(self) -> bytes:
+        """Storage API: a new object id, from batches asked for ahead of need."""
+        if self._is_read_only:
+            return bytes(super().new_oid())  # raises ReadOnlyError
+        with self._oid_lock:
+            while not self._oids:
+                self._refill_oids()
+            return bytes(self._oids.pop())
+
+    def _refill_oids(self) -> None:
+        """Take the oldest batch asked for (or ask now), and ask for more ahead."""
+        ids = None
+        while self._oid_requests and ids is None:
+            try:
+                ids = self._oid_requests.popleft().result()
+            except Exception:  # noqa: BLE001 (lost connection: ask again below, as ZEO would)
+                self._oid_requests.clear()
+        if ids is None:
+            ids = self._call("new_oids")
+        self._oids[:0] = reversed(ids)
+        # A process that keeps asking gets more ahead each time; one that
+        # needed a batch once asks for one more.
+        self._oid_ahead = min(OID_AHEAD, self._oid_ahead + 1)
+        self._send_queued()
+        while len(self._oid_requests) < self._oid_ahead:
+            self._oid_requests.append(self._server.call("new_oids", wait=False))
