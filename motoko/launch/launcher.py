@@ -41,7 +41,7 @@ from motoko.launch.channel import RunChannel
 from motoko.launch.claiming import Deadline, Shares
 from motoko.launch.claims import Claimed, Claims
 from motoko.launch.executors.base import Executor, Launch, Outcome
-from motoko.launch.insert_claims import Handoff
+from motoko.launch.handoff import Handoff
 from motoko.launch.interpreters import shebang_command
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
