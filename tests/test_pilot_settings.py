@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from conftest import error_lines, motoko, write_config, write_study
+from test_executor_slurm import slurm  # noqa: F401 (the session's SLURM)
 
 from motoko.config import load_config
 from motoko.errors import ConfigError
+from motoko.launch.pilots import _partition
 from motoko.study.walltime import format_duration, parse_duration
 
 
@@ -68,6 +70,32 @@ def test_pilot_time_shorter_than_a_studys_walltime_names_both(workdir: Path):
     submit = motoko("pilots", "submit", cwd=workdir)
     assert submit.returncode == 2 and "is too short for study s's walltime" in submit.stderr
     _nothing_submitted(name)
+
+
+def test_pilots_bigger_than_any_node_are_refused_before_anything_is_submitted(workdir: Path, slurm: str):  # noqa: F811
+    """SLURM would leave such a pilot PENDING (PartitionConfig) for ever: one line names both sizes."""
+    cpus = max(int(c.rstrip("+")) for c in subprocess.run(
+        ["sinfo", "--noheader", "--format=%c"], capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.split())
+    name = _workflow(workdir, f"cores: {cpus + 1}")
+    for command in (["launcher", "start", "--once"], ["pilots", "submit"]):
+        result = motoko(*command, cwd=workdir)
+        assert result.returncode == 2, (command, result.stderr)
+        assert error_lines(result.stderr) == [
+            f"motoko: error: pilots cores {cpus + 1} (motoko.yaml launcher.pilots.cores) is more than any node of "
+            f"the default partition has ({cpus} CPUs): such a pilot would wait in the queue for ever "
+            f"(set launcher.pilots.cores to {cpus} or fewer, or name a partition of bigger nodes)"
+        ], result.stderr
+    _nothing_submitted(name)
+
+
+@pytest.mark.parametrize(
+    ("options", "partition"),
+    [([], None), (["--partition=short"], "short"), (["--qos=x", "--partition", "long"], "long"),
+     (["-p", "gpu"], "gpu"), (["-pdebug"], "debug"), (["--partition"], None)],
+)
+def test_the_pilots_partition_is_read_from_their_sbatch_options(options: list[str], partition: str | None):
+    assert _partition(options) == partition
 
 
 def test_no_slurm_on_the_machine_names_what_is_missing(workdir: Path, tmp_path: Path):

@@ -66,11 +66,12 @@ def pilots_list(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def pilots_submit(ctx: click.Context, count: int, study: str | None) -> None:
     """Submit pilots now, whatever is waiting (they leave after idle_exit)."""
-    from motoko.launch.pilots import check_walltimes, pilot_logs, submit_pilots
+    from motoko.launch.pilots import check_node_size, check_walltimes, pilot_logs, submit_pilots
     from motoko.launch.service import served_studies
 
     config, settings, address = _context(ctx, study, start=True)
     check_walltimes(settings, served_studies(config, study, address))
+    check_node_size(settings)
     ids = submit_pilots(count, settings, address, config.directory, pilot_logs(config.directory), study)
     click.echo(f"submitted {len(ids)} pilot(s): {', '.join(ids)}")
 

@@ -104,6 +104,45 @@ def check_walltimes(settings: PilotSettings, studies: Mapping[str, StudySchema])
             )
 
 
+def _partition(options: Sequence[str]) -> str | None:
+    """The partition named in sbatch options (``--partition=P``, ``--partition P``, ``-p P``, ``-pP``)."""
+    for i, option in enumerate(options):
+        if option.startswith("--partition="):
+            return option.split("=", 1)[1]
+        if option in ("--partition", "-p") and i + 1 < len(options):
+            return options[i + 1]
+        if option.startswith("-p") and len(option) > 2 and not option.startswith("--"):
+            return option[2:]
+    return None
+
+
+def check_node_size(settings: PilotSettings) -> None:
+    """Refuse pilots asking more CPUs than any node of their partition has.
+
+    SLURM accepts such a job and leaves it PENDING for ever (reason
+    ``PartitionConfig``): the manager would wait on a pilot that never
+    starts. When ``sinfo`` cannot tell (it fails, or the partition is
+    unknown to it), nothing is refused here: sbatch has the last word.
+
+    Raises:
+        ConfigError: naming the pilots' ``cores`` and the largest node's CPUs.
+    """
+    partition = _partition(settings.slurm_options)
+    command = ["sinfo", "--noheader", "--format=%c", *(["--partition", partition] if partition else [])]
+    try:
+        text = _slurm(command)
+    except (SlurmError, OSError, subprocess.SubprocessError):
+        return
+    sizes = [int(digits) for line in text.split() if (digits := line.rstrip("+").strip()).isdigit()]
+    if sizes and settings.cores > max(sizes):
+        where = f"partition {partition}" if partition else "the default partition"
+        raise ConfigError(
+            f"pilots cores {settings.cores} (motoko.yaml launcher.pilots.cores) is more than any node of "
+            f"{where} has ({max(sizes)} CPUs): such a pilot would wait in the queue for ever",
+            hint=f"set launcher.pilots.cores to {max(sizes)} or fewer, or name a partition of bigger nodes",
+        )
+
+
 def tag(address: Address | str) -> str:
     """The SLURM comment naming a database: how pilots of one workflow are told apart."""
     return "motoko:" + hashlib.sha1(str(address).encode()).hexdigest()[:12]
@@ -265,6 +304,7 @@ class PilotManager(Served):
     ):
         require_slurm()
         check_walltimes(settings, studies)
+        check_node_size(settings)
         if not address.is_tcp:
             log.warning("pilots reach the database at %s, a unix socket: only pilots on this host can", address)
         self.db = db
