@@ -404,13 +404,16 @@ def stage(
     files.append((json.dumps(dict(run_json), indent=1, default=str).encode("utf-8"), 0o644))
     names.append(RUN_JSON)
     try:
-        # Private, like the database: parameters, logs and results are the user's alone.
-        run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        run_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(run_dir, 0o700)
-        targets = [_destination(run_dir, name) for name in names]
-        for target, (data, mode) in zip(targets, files, strict=True):
-            _write_atomic(target, data, mode)
+        if _new_directory(run_dir):
+            # Nothing else is in it, and nothing runs there before this returns.
+            targets = [run_dir.joinpath(*PurePosixPath(name).parts) for name in names]
+            for target, (data, mode) in zip(targets, files, strict=True):
+                _write_new(run_dir, target, data, mode)
+        else:
+            os.chmod(run_dir, 0o700)
+            targets = [_destination(run_dir, name) for name in names]
+            for target, (data, mode) in zip(targets, files, strict=True):
+                _write_atomic(target, data, mode)
     except OSError as exc:
         raise StagingError(
             f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}",
@@ -466,6 +469,47 @@ def _destination(run_dir: Path, name: str) -> Path:
             hint="remove the symlink from the run directory",
         )
     return target
+
+
+def _new_directory(run_dir: Path) -> bool:
+    """Create the run directory (its parents too, if missing); True when this call created it.
+
+    Private, like the database: parameters, logs and results are the user's alone.
+    """
+    try:
+        os.mkdir(run_dir, 0o700)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.mkdir(run_dir, 0o700)
+        except FileExistsError:
+            return False
+    os.chmod(run_dir, 0o700)  # mkdir's mode went through the umask
+    return True
+
+
+def _write_new(run_dir: Path, target: Path, data: bytes, mode: int) -> None:
+    """Write a file into a run directory that this staging created: in place, no rename.
+
+    Why: a temporary file and a rename per file are what make restaging an
+    existing directory safe (a process of an earlier attempt may be reading
+    the old file); a directory created a moment ago has no reader. A crash
+    halfway leaves a partial file in a run that never started, and its next
+    staging (the directory exists then) replaces the file whole. A name
+    already there (the same file listed twice) is replaced as usual.
+    """
+    if target.parent != run_dir:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        _write_atomic(_destination(run_dir, str(target.relative_to(run_dir))), data, mode)
+        return
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        os.fchmod(handle.fileno(), mode)
 
 
 def _write_atomic(target: Path, data: bytes, mode: int) -> None:
