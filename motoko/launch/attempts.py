@@ -32,11 +32,11 @@ treats it as not there yet.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+from motoko.launch.links import link_shared
 
 #: The fence: the attempt this run directory belongs to now.
 FENCE_FILE = ".motoko-attempt"
@@ -123,44 +123,12 @@ def fence_source(run_dir: Path, attempt: int) -> Path:
 def _link_fence(run_dir: Path, attempt: int) -> bool:
     """Make the fence a hard link to the run tree's :func:`fence_source`; False if that cannot be done.
 
-    Why: creating a file costs an inode, and on some file systems (this
-    project's test machines' ``/tmp``) that is 0.5-2 ms of kernel time,
-    the largest cost of starting a short run; a link costs microseconds.
-    Safe because nothing writes a fence in place: :func:`write_fence` and
-    :func:`revoke` replace the directory entry (a rename), so the shared
-    file keeps its content. A source this process did not write or check
-    is read first; one holding the wrong text, or too many links, is
-    replaced by a new file.
+    Why: a new file costs an inode, slow on some file systems; a link does
+    not (see :mod:`motoko.launch.links`). Safe because nothing writes a
+    fence in place: :func:`write_fence` and :func:`revoke` rename a new
+    directory entry over it, and the shared file keeps its content.
     """
-    source = fence_source(run_dir, attempt)
-    target = run_dir / FENCE_FILE
-    text = f"{attempt}\n"
-    for _ in range(2):
-        try:
-            if _checked_sources.get(source) != text and source.read_text() != text:
-                raise FileNotFoundError(source)
-            _checked_sources[source] = text
-            try:
-                os.link(source, target)
-            except FileExistsError:  # a fence of an earlier attempt: link beside it, then replace it
-                beside = target.with_name(f".{FENCE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
-                beside.unlink(missing_ok=True)
-                os.link(source, beside)
-                os.replace(beside, target)
-            return True
-        except OSError as exc:
-            if not isinstance(exc, FileNotFoundError) and exc.errno != errno.EMLINK:
-                return False  # no hard links here (some file systems): write the fence whole
-            _checked_sources.pop(source, None)
-            try:
-                _write(source, text)
-            except OSError:
-                return False
-    return False
-
-
-#: Fence sources this process wrote or read back: path → their text.
-_checked_sources: dict[Path, str] = {}
+    return link_shared(fence_source(run_dir, attempt), f"{attempt}\n".encode(), 0o644, run_dir / FENCE_FILE, replace=True)
 
 
 def revoke(run_dir: Path, attempt: int) -> bool:

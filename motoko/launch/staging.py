@@ -39,6 +39,7 @@ text forms, :class:`UnsafeValueError`), :mod:`~motoko.launch.shell_lexer` and
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -49,6 +50,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from motoko.errors import StagingError, did_you_mean
+from motoko.launch.links import link_shared
 from motoko.launch.markers import (
     MARKER_PREFIX,
     MARKER_RE,
@@ -303,6 +305,7 @@ class _Template:
     content: str | bytes
     kind: str
     mode: int
+    data: bytes = b""
 
 
 class TemplateCache:
@@ -356,7 +359,7 @@ class TemplateCache:
             kind = file_kind(Path(path).name, content)
         except UnicodeDecodeError:
             content, kind = data, "binary"
-        entry = _Template(key, content, kind, stat.S_IMODE(st.st_mode))
+        entry = _Template(key, content, kind, stat.S_IMODE(st.st_mode), data)
         self._entries[path] = entry
         return entry
 
@@ -400,14 +403,18 @@ def stage(
     """
     cache = cache if cache is not None else TemplateCache()
     names = list(dict.fromkeys([exec_file, *config_files]))
-    files = [_prepare(study_folder, name, name == exec_file, values, cache) for name in names]
+    prepared = [_prepare(study_folder, name, name == exec_file, values, cache) for name in names]
+    unchanged = prepared[0][2]  # the exec file is its template's bytes: shareable
+    files = [(data, mode) for data, mode, _ in prepared]
     files.append((json.dumps(dict(run_json), indent=1, default=str).encode("utf-8"), 0o644))
     names.append(RUN_JSON)
     try:
         if _new_directory(run_dir):
             # Nothing else is in it, and nothing runs there before this returns.
             targets = [run_dir.joinpath(*PurePosixPath(name).parts) for name in names]
-            for target, (data, mode) in zip(targets, files, strict=True):
+            if not (unchanged and _link_exec(run_dir, targets[0], files[0][0])):
+                _write_new(run_dir, targets[0], *files[0])
+            for target, (data, mode) in zip(targets[1:], files[1:], strict=True):
                 _write_new(run_dir, target, data, mode)
         else:
             os.chmod(run_dir, 0o700)
@@ -425,8 +432,8 @@ def stage(
 
 def _prepare(
     study_folder: Path, name: str, is_exec: bool, values: Mapping[str, Any], cache: TemplateCache
-) -> tuple[bytes, int]:
-    """Read and render one study file: ``(bytes to write, mode)``."""
+) -> tuple[bytes, int, bool]:
+    """Read and render one study file: ``(bytes to write, mode, whether no marker changed them)``."""
     what = "exec_file" if is_exec else "config file"
     if PurePosixPath(name).as_posix() == RUN_JSON:
         raise StagingError(
@@ -449,10 +456,12 @@ def _prepare(
         ) from exc
     mode = 0o755 if is_exec else (entry.mode | 0o600)
     if isinstance(entry.content, bytes):
-        return entry.content, mode
+        return entry.content, mode, True
     rendered = render(entry.content, entry.kind, values, source=name)
+    if rendered is entry.content:
+        return entry.data, mode, True
     try:
-        return rendered.encode("utf-8"), mode
+        return rendered.encode("utf-8"), mode, False
     except UnicodeEncodeError as exc:
         raise StagingError(
             f"{what} {name!r} cannot be written as UTF-8 after rendering ({exc.reason})",
@@ -469,6 +478,30 @@ def _destination(run_dir: Path, name: str) -> Path:
             hint="remove the symlink from the run directory",
         )
     return target
+
+
+#: The mode of an exec file that no marker changed: every run links one shared,
+#: read-only copy (see :func:`_link_exec`).
+_SHARED_MODE = 0o555
+
+
+def _link_exec(run_dir: Path, target: Path, data: bytes) -> bool:
+    """Link the run's exec file to a shared copy beside the run directories; False if that cannot be done.
+
+    Why: every run of a study whose exec file holds no marker gets the same
+    bytes, and a link costs no inode (see :mod:`motoko.launch.links`). The
+    copy is named by its content and read-only: an exec file edited in
+    place through one run's link would show in its siblings, so the shared
+    copy is checked before each link and replaced when it changed.
+    Never having been open for writing in this process since it was
+    written whole, the linked file also cannot be "Text file busy" when
+    executed.
+    """
+    source = run_dir.parent / f".motoko-exec.{hashlib.sha256(data).hexdigest()[:24]}"
+    try:
+        return link_shared(source, data, _SHARED_MODE, target, replace=False)
+    except FileExistsError:
+        return False
 
 
 def _new_directory(run_dir: Path) -> bool:
