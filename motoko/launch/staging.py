@@ -39,7 +39,6 @@ text forms, :class:`UnsafeValueError`), :mod:`~motoko.launch.shell_lexer` and
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -50,7 +49,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from motoko.errors import StagingError, did_you_mean
-from motoko.launch.links import link_shared
 from motoko.launch.markers import (
     MARKER_PREFIX,
     MARKER_RE,
@@ -61,15 +59,18 @@ from motoko.launch.markers import (
     line_of,
 )
 from motoko.launch.python_template import Untokenizable, python_replacement, python_spots
+from motoko.launch.run_dirs import RUN_JSON, StagedRun, safe_join
 from motoko.launch.shell_lexer import Heredoc, ShellLexer
 from motoko.launch.shell_template import check_heredoc, shell_replacement
 
 __all__ = [
     "KINDS",
     "MARKER_PREFIX",
+    "StagedRun",
     "TemplateCache",
     "UnsafeValueError",
     "file_kind",
+    "plan_stage",
     "render",
     "run_environment",
     "safe_join",
@@ -77,7 +78,6 @@ __all__ = [
 ]
 
 KINDS = ("shell", "python", "other")
-RUN_JSON = "run.json"
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_NAMES = ("sh", "bash", "zsh", "dash", "ksh")
@@ -260,40 +260,6 @@ _REFUSAL_HINTS = {
 # --------------------------------------------------------------------------- paths
 
 
-def safe_join(base: Path, name: str, *, what: str) -> Path:
-    """Return ``base / name`` for a name from configuration, refusing anything that leaves ``base``.
-
-    Refused: empty names, NUL bytes, absolute paths, any ``..`` component, and
-    names whose resolved path (symlinks followed) is not strictly inside
-    ``base``. ``base`` itself need not exist yet.
-
-    Raises:
-        StagingError: Naming ``what`` (e.g. "exec_file") and the value.
-    """
-
-    def refuse(why: str) -> StagingError:
-        return StagingError(
-            f"{what} {name!r} {why}", hint="use a relative path to a file inside " + str(base)
-        )
-
-    if not isinstance(name, str) or not name.strip():
-        raise refuse("is empty")
-    if "\0" in name:
-        raise refuse("contains a NUL byte")
-    path = PurePosixPath(name)
-    if path.is_absolute():
-        raise refuse("is an absolute path")
-    if ".." in path.parts:
-        raise refuse("contains a '..' component")
-    if not path.parts:
-        raise refuse("names the folder itself, not a file")
-    root = Path(base).resolve()
-    target = (root / path).resolve()
-    if target == root or not target.is_relative_to(root):
-        raise refuse(f"resolves to {str(target)!r}, outside {str(root)!r} (through a symlink)")
-    return Path(base).joinpath(*path.parts)
-
-
 # --------------------------------------------------------------------------- template cache
 
 
@@ -401,33 +367,35 @@ def stage(
         StagingError: A missing file, a path leaving the study folder or the
             run directory, a symlink in the way, or an unsafe value.
     """
+    return plan_stage(run_dir, study_folder, exec_file, config_files, values, run_json, cache=cache).write()
+
+
+def plan_stage(
+    run_dir: Path,
+    study_folder: Path,
+    exec_file: str,
+    config_files: Sequence[str],
+    values: Mapping[str, Any],
+    run_json: Mapping[str, Any],
+    *,
+    cache: TemplateCache | None = None,
+) -> StagedRun:
+    """Render and check what :func:`stage` writes, writing nothing (same arguments).
+
+    Why apart: a launcher checks a run here, in its loop, and has the files
+    written (:meth:`StagedRun.write`) by the thread that starts the run's
+    process, where waiting on the file system holds nobody up.
+
+    Raises:
+        StagingError: A missing file, a path leaving the study folder, or an unsafe value.
+    """
     cache = cache if cache is not None else TemplateCache()
     names = list(dict.fromkeys([exec_file, *config_files]))
     prepared = [_prepare(study_folder, name, name == exec_file, values, cache) for name in names]
-    unchanged = prepared[0][2]  # the exec file is its template's bytes: shareable
     files = [(data, mode) for data, mode, _ in prepared]
     files.append((json.dumps(dict(run_json), indent=1, default=str).encode("utf-8"), 0o644))
     names.append(RUN_JSON)
-    try:
-        if _new_directory(run_dir):
-            # Nothing else is in it, and nothing runs there before this returns.
-            targets = [run_dir.joinpath(*PurePosixPath(name).parts) for name in names]
-            if not (unchanged and _link_exec(run_dir, targets[0], files[0][0])):
-                _write_new(run_dir, targets[0], *files[0])
-            for target, (data, mode) in zip(targets[1:], files[1:], strict=True):
-                _write_new(run_dir, target, data, mode)
-        else:
-            os.chmod(run_dir, 0o700)
-            targets = [_destination(run_dir, name) for name in names]
-            for target, (data, mode) in zip(targets, files, strict=True):
-                _write_atomic(target, data, mode)
-    except OSError as exc:
-        raise StagingError(
-            f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}",
-            where=exc.filename and str(exc.filename),
-            hint="check the directory's permissions and free space",
-        ) from exc
-    return targets[0]
+    return StagedRun(Path(run_dir), names, files, prepared[0][2])
 
 
 def _prepare(
@@ -467,103 +435,6 @@ def _prepare(
             f"{what} {name!r} cannot be written as UTF-8 after rendering ({exc.reason})",
             hint="a value contains an unpaired surrogate; fix the value",
         ) from None
-
-
-def _destination(run_dir: Path, name: str) -> Path:
-    """Return where ``name`` goes in the run directory, refusing symlinks in the way."""
-    target = safe_join(run_dir, name, what="destination")
-    if target.is_symlink():
-        raise StagingError(
-            f"destination {str(target)!r} is a symlink; refusing to write through it",
-            hint="remove the symlink from the run directory",
-        )
-    return target
-
-
-#: The mode of an exec file that no marker changed: every run links one shared,
-#: read-only copy (see :func:`_link_exec`).
-_SHARED_MODE = 0o555
-
-
-def _link_exec(run_dir: Path, target: Path, data: bytes) -> bool:
-    """Link the run's exec file to a shared copy beside the run directories; False if that cannot be done.
-
-    Why: every run of a study whose exec file holds no marker gets the same
-    bytes, and a link costs no inode (see :mod:`motoko.launch.links`). The
-    copy is named by its content and read-only: an exec file edited in
-    place through one run's link would show in its siblings, so the shared
-    copy is checked before each link and replaced when it changed.
-    Never having been open for writing in this process since it was
-    written whole, the linked file also cannot be "Text file busy" when
-    executed.
-    """
-    source = run_dir.parent / f".motoko-exec.{hashlib.sha256(data).hexdigest()[:24]}"
-    try:
-        return link_shared(source, data, _SHARED_MODE, target, replace=False)
-    except FileExistsError:
-        return False
-
-
-def _new_directory(run_dir: Path) -> bool:
-    """Create the run directory (its parents too, if missing); True when this call created it.
-
-    Private, like the database: parameters, logs and results are the user's alone.
-    """
-    try:
-        os.mkdir(run_dir, 0o700)
-    except FileExistsError:
-        return False
-    except FileNotFoundError:
-        run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            os.mkdir(run_dir, 0o700)
-        except FileExistsError:
-            return False
-    os.chmod(run_dir, 0o700)  # mkdir's mode went through the umask
-    return True
-
-
-def _write_new(run_dir: Path, target: Path, data: bytes, mode: int) -> None:
-    """Write a file into a run directory that this staging created: in place, no rename.
-
-    Why: a temporary file and a rename per file are what make restaging an
-    existing directory safe (a process of an earlier attempt may be reading
-    the old file); a directory created a moment ago has no reader. A crash
-    halfway leaves a partial file in a run that never started, and its next
-    staging (the directory exists then) replaces the file whole. A name
-    already there (the same file listed twice) is replaced as usual.
-    """
-    if target.parent != run_dir:
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:
-        _write_atomic(_destination(run_dir, str(target.relative_to(run_dir))), data, mode)
-        return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        os.fchmod(handle.fileno(), mode)
-
-
-def _write_atomic(target: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new temporary file beside ``target``, then rename it over ``target``.
-
-    The temporary file is created exclusively and without following symlinks,
-    and rename replaces a path rather than writing through it.
-    """
-    if not target.parent.is_dir():  # a config file in a subfolder (the run directory itself exists)
-        target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(temporary, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), mode)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- environment
