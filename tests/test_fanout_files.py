@@ -16,9 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
-from launch_support import create_runs, kill_launcher, make_study, run_of, serve, start_launcher, wait_until
+from launch_support import (
+    create_runs,
+    kill_launcher,
+    make_study,
+    run_of,
+    serve,
+    start_launcher,
+    wait_until,
+)
 
-from motoko.config import load_config
 from motoko.launch import attempts
 from motoko.launch.staging import TemplateCache, stage
 from motoko.study.records import FAILED, FINISHED
