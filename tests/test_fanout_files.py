@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from launch_support import (
 )
 
 from motoko.launch import attempts
+from motoko.launch.run_dirs import shebang_command
 from motoko.launch.staging import TemplateCache, stage
 from motoko.study.records import FAILED, FINISHED
 
@@ -192,4 +194,49 @@ def test_a_fan_out_whose_launcher_is_killed_runs_every_run_exactly_once(workdir)
     assert sorted(int(x) for x in done.read_text().split()) == sorted(ids)  # each run's work once
     runs = [run_of(db, rid) for rid in ids]
     assert all(r.state == FINISHED for r in runs), [(r.id, r.state, r.error) for r in runs if r.state != FINISHED]
+    db.close()
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_an_exec_file_still_open_for_writing_runs_through_its_interpreter(tmp_path):
+    """What a process forked by another thread while a run directory is written holds: a writer."""
+    study = _study(tmp_path, {"launch.sh": f'#!/bin/sh -eu\necho "$0 {M}" > out\n'})
+    run_dir = tmp_path / "run"
+    exec_path = stage(run_dir, study, "launch.sh", [], {"x": 5}, {})
+    command = shebang_command(exec_path.read_bytes()[:256], exec_path)
+    assert command == ("/bin/sh", "-eu", str(exec_path))
+    writer = os.open(exec_path, os.O_WRONLY)
+    try:
+        with pytest.raises(OSError, match="Text file busy"):  # executing the file itself
+            subprocess.run([str(exec_path)], cwd=run_dir, check=False, timeout=30)
+        assert subprocess.run(command, cwd=run_dir, timeout=30).returncode == 0
+    finally:
+        os.close(writer)
+    assert (run_dir / "out").read_text() == f"{exec_path} 5\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "command"),
+    [
+        (b"#! /usr/bin/env  python3 \nprint()\n", ("/usr/bin/env", "python3", "/r/x")),
+        (b"#!/bin/bash\n", ("/bin/bash", "/r/x")),
+        (b"#!python3\n", None),  # not a path: the kernel decides
+        (b"#!/bin/bash", None),  # no end of line within the head
+        (b"echo hi\n", None),
+    ],
+)
+def test_a_shebang_gives_the_kernels_command(head, command):
+    assert shebang_command(head, Path("/r/x")) == command
+
+
+def test_a_launcher_runs_a_rendered_script_through_its_shebang(workdir):
+    config, db = make_study(workdir, "", launch=f'#!/usr/bin/env bash\necho "$0" {M} > zero\n')
+    ids = create_runs(db, x=[1, 2, 3])
+    report = serve(config, once=True, max_parallel=2)
+    assert report.finished == 3
+    for rid, x in zip(ids, [1, 2, 3], strict=True):
+        run_dir = Path(run_of(db, rid).run_path)
+        assert (run_dir / "zero").read_text() == f"{run_dir / 'launch.sh'} {x}\n"
     db.close()

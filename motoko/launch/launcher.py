@@ -44,6 +44,7 @@ from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.processes import stop_orphans
+from motoko.launch.run_dirs import shebang_command
 from motoko.launch.serving import LauncherReport
 from motoko.launch.staging import TemplateCache, file_kind, plan_stage, run_environment
 from motoko.study.blocking import motoko_loop
@@ -493,7 +494,7 @@ class Launcher(Claims):
 def _command(exec_path: Path, head: bytes) -> tuple[str, ...]:
     """How to execute a staged exec file (whose first bytes are ``head``): its shebang, else by kind."""
     if head.startswith(b"#!"):
-        return (str(exec_path),)
+        return shebang_command(head, exec_path) or (str(exec_path),)
     kind = file_kind(exec_path.name, head.decode("utf-8", errors="replace"))
     if kind == "python":
         return (sys.executable, str(exec_path))

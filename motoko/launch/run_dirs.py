@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from motoko.errors import StagingError
 from motoko.launch.links import link_shared
 
-__all__ = ["RUN_JSON", "StagedRun", "safe_join"]
+__all__ = ["RUN_JSON", "StagedRun", "safe_join", "shebang_command"]
 
 RUN_JSON = "run.json"
 
@@ -212,3 +213,32 @@ def _write_atomic(target: Path, data: bytes, mode: int) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+_SHEBANG_RE = re.compile(rb"[ \t]*([^ \t]+)[ \t]*(.*?)[ \t]*\Z")
+
+
+def shebang_command(head: bytes, exec_path: Path) -> tuple[str, ...] | None:
+    """The command the kernel would build from the file's ``#!`` line: interpreter, its argument, the file.
+
+    Why not execute the file itself: executing a file that was open for
+    writing fails with "Text file busy" while any process still holds a
+    writer's descriptor, and a process that another thread forks at the
+    moment a run directory is written holds a copy of it until it executes
+    its own command. An interpreter only reads the file. The argument
+    vector is the one the kernel gives the interpreter (the rest of the
+    line after the interpreter is one argument), so ``$0`` and ``ps`` are
+    the same.
+
+    Returns:
+        None when ``head`` has no ``#!`` line, or one whose interpreter is
+        not a path or that does not end within ``head``: the kernel then
+        decides, as before.
+    """
+    if not head.startswith(b"#!") or b"\n" not in head:
+        return None
+    match = _SHEBANG_RE.match(head[2:].split(b"\n", 1)[0])
+    if match is None or b"/" not in match.group(1):
+        return None
+    interpreter, argument = os.fsdecode(match.group(1)), os.fsdecode(match.group(2))
+    return (interpreter, argument, str(exec_path)) if argument else (interpreter, str(exec_path))
