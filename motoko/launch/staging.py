@@ -347,9 +347,13 @@ def stage(
 
     Idempotent: staging again rewrites the same files with the same content
     (other files in the directory are left alone). Everything is rendered and
-    checked before anything is written, so a refusal writes nothing; each file
-    is written to a temporary name then renamed, so a crash never leaves half
-    a file (power loss is not covered: no fsync, for speed).
+    checked before anything is written, so a refusal writes nothing. In an
+    existing directory each file is written to a temporary name then renamed,
+    so a crash never leaves half a file where a process may read it; a
+    directory this call creates is written in place, and an exec file no
+    marker changed is linked to a shared copy (see
+    :class:`~motoko.launch.run_dirs.StagedRun`). No fsync, for speed: power
+    loss is not covered.
 
     Args:
         run_dir: The run's directory; created with its parents if missing.
