@@ -10,6 +10,7 @@ recovery with a launcher killed by SIGKILL mid fan-out.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -133,6 +134,32 @@ def test_where_no_fence_source_can_be_made_the_fence_is_written_whole(tmp_path):
     attempts.fence_source(run_dir, 1).mkdir()  # something else holds the name
     attempts.write_fence(run_dir, 1)
     assert attempts.fence(run_dir) == "1" and (run_dir / attempts.FENCE_FILE).stat().st_nlink == 1
+
+
+@pytest.mark.slow
+def test_a_fence_source_at_the_file_systems_link_limit_is_replaced_by_a_new_one(tmp_path):
+    run_dir = tmp_path / "run-1"
+    run_dir.mkdir()
+    source = attempts.fence_source(run_dir, 1)
+    source.write_text("1\n")
+    links = tmp_path / "links"
+    links.mkdir()
+    made = 0
+    try:
+        while True:  # ext4 allows 65,000 links to a file; a link costs microseconds
+            os.link(source, links / str(made))
+            made += 1
+    except OSError as exc:
+        if exc.errno != errno.EMLINK:
+            raise
+    full = source.stat().st_ino
+    try:
+        attempts.write_fence(run_dir, 1)
+        assert attempts.fence(run_dir) == "1"
+        assert (run_dir / attempts.FENCE_FILE).stat().st_ino == source.stat().st_ino != full
+    finally:
+        for index in range(made):
+            (links / str(index)).unlink()
 
 
 # ----------------------------------------------------------------------------- launchers
