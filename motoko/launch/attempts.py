@@ -36,6 +36,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from motoko.launch.links import link_shared
+
 #: The fence: the attempt this run directory belongs to now.
 FENCE_FILE = ".motoko-attempt"
 #: What a launcher writes into the fence to give an attempt up (``revoked <N>``).
@@ -109,7 +111,24 @@ def write_fence(run_dir: Path, attempt: int) -> None:
     """
     for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt), submitted_file(run_dir, attempt)):
         path.unlink(missing_ok=True)
-    _write(run_dir / FENCE_FILE, f"{attempt}\n")
+    if not _link_fence(run_dir, attempt):
+        _write(run_dir / FENCE_FILE, f"{attempt}\n")
+
+
+def fence_source(run_dir: Path, attempt: int) -> Path:
+    """The file beside the run directories whose hard links are their fences at ``attempt``."""
+    return run_dir.parent / f"{FENCE_FILE}.{attempt}"
+
+
+def _link_fence(run_dir: Path, attempt: int) -> bool:
+    """Make the fence a hard link to the run tree's :func:`fence_source`; False if that cannot be done.
+
+    Why: a new file costs an inode, slow on some file systems; a link does
+    not (see :mod:`motoko.launch.links`). Safe because nothing writes a
+    fence in place: :func:`write_fence` and :func:`revoke` rename a new
+    directory entry over it, and the shared file keeps its content.
+    """
+    return link_shared(fence_source(run_dir, attempt), f"{attempt}\n".encode(), 0o644, run_dir / FENCE_FILE, replace=True)
 
 
 def revoke(run_dir: Path, attempt: int) -> bool:

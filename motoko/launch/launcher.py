@@ -42,13 +42,13 @@ from motoko.launch.claiming import Deadline, Shares
 from motoko.launch.claims import Claimed, Claims
 from motoko.launch.executors.base import Executor, Launch, Outcome
 from motoko.launch.handoff import Handoff
-from motoko.launch.interpreters import shebang_command
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.messages import ENV_CHANNEL
 from motoko.launch.pacing import Pacing
 from motoko.launch.processes import stop_orphans
+from motoko.launch.run_dirs import shebang_command
 from motoko.launch.serving import LauncherReport
-from motoko.launch.staging import TemplateCache, file_kind, run_environment, stage
+from motoko.launch.staging import TemplateCache, file_kind, plan_stage, run_environment
 from motoko.study.blocking import motoko_loop
 from motoko.study.database import StudyDB
 from motoko.study.schema import StudySchema
@@ -458,12 +458,16 @@ class Launcher(Claims):
         schema = self.studies[item.study]
         run_dir = Path(item.run_json["run"]["run_path"])
         folder = schema.folder or Path.cwd()
-        exec_path = stage(
+        staged = plan_stage(
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
+        if not self.executor.stages:
+            staged.write()
         env = run_environment(item.values, self._base_env(item, run_dir))
         attempt = int(item.run_json["run"]["attempt"])
-        return Launch(item.study, item.run_id, run_dir, _command(exec_path), env, item.nproc, item.options, attempt)
+        command = _command(staged.exec_path, staged.exec_head)
+        write = staged.write if self.executor.stages else None
+        return Launch(item.study, item.run_id, run_dir, command, env, item.nproc, item.options, attempt, write)
 
     def _base_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
         env = dict(os.environ)
@@ -510,15 +514,10 @@ class Launcher(Claims):
                     self._wake.set()
 
 
-def _command(exec_path: Path) -> tuple[str, ...]:
-    """How to execute a staged exec file: its shebang, else by kind."""
-    try:
-        head = exec_path.read_bytes()[:256]
-    except OSError:
-        head = b""
-    by_interpreter = shebang_command(exec_path, head)
-    if by_interpreter is not None:
-        return by_interpreter
+def _command(exec_path: Path, head: bytes) -> tuple[str, ...]:
+    """How to execute a staged exec file (whose first bytes are ``head``): its shebang, else by kind."""
+    if head.startswith(b"#!"):
+        return shebang_command(head, exec_path) or (str(exec_path),)
     kind = file_kind(exec_path.name, head.decode("utf-8", errors="replace"))
     if kind == "python":
         return (sys.executable, str(exec_path))

@@ -59,15 +59,18 @@ from motoko.launch.markers import (
     line_of,
 )
 from motoko.launch.python_template import Untokenizable, python_replacement, python_spots
+from motoko.launch.run_dirs import RUN_JSON, StagedRun, safe_join
 from motoko.launch.shell_lexer import Heredoc, ShellLexer
 from motoko.launch.shell_template import check_heredoc, shell_replacement
 
 __all__ = [
     "KINDS",
     "MARKER_PREFIX",
+    "StagedRun",
     "TemplateCache",
     "UnsafeValueError",
     "file_kind",
+    "plan_stage",
     "render",
     "run_environment",
     "safe_join",
@@ -75,7 +78,6 @@ __all__ = [
 ]
 
 KINDS = ("shell", "python", "other")
-RUN_JSON = "run.json"
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_NAMES = ("sh", "bash", "zsh", "dash", "ksh")
@@ -258,40 +260,6 @@ _REFUSAL_HINTS = {
 # --------------------------------------------------------------------------- paths
 
 
-def safe_join(base: Path, name: str, *, what: str) -> Path:
-    """Return ``base / name`` for a name from configuration, refusing anything that leaves ``base``.
-
-    Refused: empty names, NUL bytes, absolute paths, any ``..`` component, and
-    names whose resolved path (symlinks followed) is not strictly inside
-    ``base``. ``base`` itself need not exist yet.
-
-    Raises:
-        StagingError: Naming ``what`` (e.g. "exec_file") and the value.
-    """
-
-    def refuse(why: str) -> StagingError:
-        return StagingError(
-            f"{what} {name!r} {why}", hint="use a relative path to a file inside " + str(base)
-        )
-
-    if not isinstance(name, str) or not name.strip():
-        raise refuse("is empty")
-    if "\0" in name:
-        raise refuse("contains a NUL byte")
-    path = PurePosixPath(name)
-    if path.is_absolute():
-        raise refuse("is an absolute path")
-    if ".." in path.parts:
-        raise refuse("contains a '..' component")
-    if not path.parts:
-        raise refuse("names the folder itself, not a file")
-    root = Path(base).resolve()
-    target = (root / path).resolve()
-    if target == root or not target.is_relative_to(root):
-        raise refuse(f"resolves to {str(target)!r}, outside {str(root)!r} (through a symlink)")
-    return Path(base).joinpath(*path.parts)
-
-
 # --------------------------------------------------------------------------- template cache
 
 
@@ -303,6 +271,7 @@ class _Template:
     content: str | bytes
     kind: str
     mode: int
+    data: bytes = b""
 
 
 class TemplateCache:
@@ -356,7 +325,7 @@ class TemplateCache:
             kind = file_kind(Path(path).name, content)
         except UnicodeDecodeError:
             content, kind = data, "binary"
-        entry = _Template(key, content, kind, stat.S_IMODE(st.st_mode))
+        entry = _Template(key, content, kind, stat.S_IMODE(st.st_mode), data)
         self._entries[path] = entry
         return entry
 
@@ -378,9 +347,13 @@ def stage(
 
     Idempotent: staging again rewrites the same files with the same content
     (other files in the directory are left alone). Everything is rendered and
-    checked before anything is written, so a refusal writes nothing; each file
-    is written to a temporary name then renamed, so a crash never leaves half
-    a file (power loss is not covered: no fsync, for speed).
+    checked before anything is written, so a refusal writes nothing. In an
+    existing directory each file is written to a temporary name then renamed,
+    so a crash never leaves half a file where a process may read it; a
+    directory this call creates is written in place, and an exec file no
+    marker changed is linked to a shared copy (see
+    :class:`~motoko.launch.run_dirs.StagedRun`). No fsync, for speed: power
+    loss is not covered.
 
     Args:
         run_dir: The run's directory; created with its parents if missing.
@@ -398,32 +371,41 @@ def stage(
         StagingError: A missing file, a path leaving the study folder or the
             run directory, a symlink in the way, or an unsafe value.
     """
+    return plan_stage(run_dir, study_folder, exec_file, config_files, values, run_json, cache=cache).write()
+
+
+def plan_stage(
+    run_dir: Path,
+    study_folder: Path,
+    exec_file: str,
+    config_files: Sequence[str],
+    values: Mapping[str, Any],
+    run_json: Mapping[str, Any],
+    *,
+    cache: TemplateCache | None = None,
+) -> StagedRun:
+    """Render and check what :func:`stage` writes, writing nothing (same arguments).
+
+    Why apart: a launcher checks a run here, in its loop, and has the files
+    written (:meth:`StagedRun.write`) by the thread that starts the run's
+    process, where waiting on the file system holds nobody up.
+
+    Raises:
+        StagingError: A missing file, a path leaving the study folder, or an unsafe value.
+    """
     cache = cache if cache is not None else TemplateCache()
     names = list(dict.fromkeys([exec_file, *config_files]))
-    files = [_prepare(study_folder, name, name == exec_file, values, cache) for name in names]
+    prepared = [_prepare(study_folder, name, name == exec_file, values, cache) for name in names]
+    files = [(data, mode) for data, mode, _ in prepared]
     files.append((json.dumps(dict(run_json), indent=1, default=str).encode("utf-8"), 0o644))
     names.append(RUN_JSON)
-    try:
-        # Private, like the database: parameters, logs and results are the user's alone.
-        run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        run_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(run_dir, 0o700)
-        targets = [_destination(run_dir, name) for name in names]
-        for target, (data, mode) in zip(targets, files, strict=True):
-            _write_atomic(target, data, mode)
-    except OSError as exc:
-        raise StagingError(
-            f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}",
-            where=exc.filename and str(exc.filename),
-            hint="check the directory's permissions and free space",
-        ) from exc
-    return targets[0]
+    return StagedRun(Path(run_dir), names, files, prepared[0][2])
 
 
 def _prepare(
     study_folder: Path, name: str, is_exec: bool, values: Mapping[str, Any], cache: TemplateCache
-) -> tuple[bytes, int]:
-    """Read and render one study file: ``(bytes to write, mode)``."""
+) -> tuple[bytes, int, bool]:
+    """Read and render one study file: ``(bytes to write, mode, whether no marker changed them)``."""
     what = "exec_file" if is_exec else "config file"
     if PurePosixPath(name).as_posix() == RUN_JSON:
         raise StagingError(
@@ -446,47 +428,17 @@ def _prepare(
         ) from exc
     mode = 0o755 if is_exec else (entry.mode | 0o600)
     if isinstance(entry.content, bytes):
-        return entry.content, mode
+        return entry.content, mode, True
     rendered = render(entry.content, entry.kind, values, source=name)
+    if rendered is entry.content:
+        return entry.data, mode, True
     try:
-        return rendered.encode("utf-8"), mode
+        return rendered.encode("utf-8"), mode, False
     except UnicodeEncodeError as exc:
         raise StagingError(
             f"{what} {name!r} cannot be written as UTF-8 after rendering ({exc.reason})",
             hint="a value contains an unpaired surrogate; fix the value",
         ) from None
-
-
-def _destination(run_dir: Path, name: str) -> Path:
-    """Return where ``name`` goes in the run directory, refusing symlinks in the way."""
-    target = safe_join(run_dir, name, what="destination")
-    if target.is_symlink():
-        raise StagingError(
-            f"destination {str(target)!r} is a symlink; refusing to write through it",
-            hint="remove the symlink from the run directory",
-        )
-    return target
-
-
-def _write_atomic(target: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new temporary file beside ``target``, then rename it over ``target``.
-
-    The temporary file is created exclusively and without following symlinks,
-    and rename replaces a path rather than writing through it.
-    """
-    if not target.parent.is_dir():  # a config file in a subfolder (the run directory itself exists)
-        target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(temporary, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), mode)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- environment

@@ -15,6 +15,7 @@ import abc
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class Launch:
     nproc: int = 1
     options: tuple[str, ...] = ()
     attempt: int = 1
+    #: Writes the run directory, when the executor does it before starting the
+    #: process (:attr:`Executor.stages`); None: it is written already.
+    stage: Callable[[], object] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -183,6 +187,10 @@ class Executor(abc.ABC):
     #: :meth:`report_started` when it really starts, so that the run stays
     #: LAUNCHED, not RUNNING, while it waits in the queue.
     reports_start = False
+    #: True: the executor writes a run's directory (``Launch.stage``) in the
+    #: thread that starts its process, so that the launcher's loop does not
+    #: wait on the file system.
+    stages = False
     #: True when runs execute on the launcher's own host, so that they can
     #: reach its run channel (a unix socket) instead of the database.
     shares_host = False

@@ -28,6 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from motoko.errors import StagingError
 from motoko.launch import attempts
 from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
 from motoko.launch.processes import find_run_processes
@@ -48,6 +49,8 @@ class LocalExecutor(Executor):
     # A run is RUNNING once its process exists: submit() returns before that
     # (the process starts in the starter thread) and report_started() says when.
     reports_start = True
+    # The run directory is written in the starter thread too (Launch.stage).
+    stages = True
 
     def __init__(self, max_parallel: int | None = None):
         super().__init__(max_parallel or os.cpu_count() or 1)
@@ -73,7 +76,7 @@ class LocalExecutor(Executor):
             self.running[key] = STARTING
             try:
                 proc = _spawn(launch)
-            except OSError as exc:
+            except (OSError, StagingError) as exc:
                 self._launches.pop(key, None)
                 self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {exc}"))
                 return STARTING
@@ -234,7 +237,9 @@ class LocalExecutor(Executor):
 
 
 def _spawn(launch: Launch) -> subprocess.Popen[bytes]:
-    """Open the run directory to this attempt and start its process (in the starter thread)."""
+    """Write the run directory, open it to this attempt and start its process (in the starter thread)."""
+    if launch.stage is not None:
+        launch.stage()
     attempts.write_fence(launch.run_dir, launch.attempt)
     # The run's shell creates its stdout and stderr files: not the launcher.
     return subprocess.Popen(
