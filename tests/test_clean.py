@@ -88,6 +88,22 @@ def test_the_dry_run_lists_the_directories_it_would_delete(example: Path):
     assert (tree / "run-1").is_dir() and (tree / "run-2").is_dir()
 
 
+def test_the_files_runs_shared_go_with_the_last_run_linking_them(example: Path):
+    """Exec files and fences are hard links to shared files beside the runs: clean leaves none behind."""
+    assert motoko("run", "workflows/pipeline.py", cwd=example).returncode == 0
+    tree = example / "studies" / "add" / "BD-add-runs"
+    shared = sorted(p.name for p in tree.iterdir() if p.name.startswith(".motoko-"))
+    assert any(name.startswith(".motoko-attempt.") for name in shared), shared
+    assert any(name.startswith(".motoko-exec.") for name in shared), shared
+    one = motoko("clean", "--study", "add", "--delete", "--yes", "id = 1", cwd=example)
+    assert one.returncode == 0, one.stderr
+    assert sorted(p.name for p in tree.iterdir() if p.name.startswith(".motoko-")) == shared  # run 2 links them
+    assert (tree / "run-2" / "launch.sh").read_bytes()  # and still reads them
+    rest = motoko("clean", "--study", "add", "--delete", "--yes", cwd=example)
+    assert rest.returncode == 0, rest.stderr
+    assert list(tree.iterdir()) == []
+
+
 def test_clean_refused_message():
     error = CleanRefused("calc", 14, Path("/elsewhere/run-14"), "it is outside this project's run directory /p/BD", 3)
     assert isinstance(error, ValueError) and error.count == 3 and error.path == Path("/elsewhere/run-14")

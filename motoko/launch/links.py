@@ -126,3 +126,32 @@ def _link_replacing(source: Path, target: Path) -> None:
 def _forget(source: Path) -> None:
     with _lock:
         _checked.pop(source, None)
+
+
+def prune_sources(tree: Path, prefixes: tuple[str, ...]) -> int:
+    """Remove the shared files under ``tree`` named ``prefix*`` that no run directory links to.
+
+    A source whose only name is its own (one link) belongs to no run any
+    more: ``motoko clean`` deleted them all. A launcher linking it at the
+    same moment finds it gone and writes a new one (see :func:`link_shared`).
+    Returns how many were removed.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(tree))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(prefixes) or entry.name.endswith(".tmp"):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_file(follow_symlinks=False) or st.st_nlink != 1:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        _forget(Path(entry.path))
+        removed += 1
+    return removed
+

@@ -22,6 +22,9 @@ from pathlib import Path, PurePosixPath
 from motoko.errors import StagingError
 from motoko.launch.links import link_shared
 
+#: The name of an exec file shared by the runs of a run tree, before its content hash.
+EXEC_SOURCE = ".motoko-exec."
+
 __all__ = ["RUN_JSON", "StagedRun", "safe_join", "shebang_command"]
 
 RUN_JSON = "run.json"
@@ -146,7 +149,7 @@ def _link_exec(run_dir: Path, target: Path, data: bytes) -> bool:
     written whole, the linked file also cannot be "Text file busy" when
     executed.
     """
-    source = run_dir.parent / f".motoko-exec.{hashlib.sha256(data).hexdigest()[:24]}"
+    source = run_dir.parent / f"{EXEC_SOURCE}{hashlib.sha256(data).hexdigest()[:24]}"
     try:
         return link_shared(source, data, _SHARED_MODE, target, replace=False)
     except FileExistsError:

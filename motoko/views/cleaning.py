@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import CleanRefused, DatabaseError
+from motoko.launch.attempts import FENCE_FILE
+from motoko.launch.links import prune_sources
+from motoko.launch.run_dirs import EXEC_SOURCE
 from motoko.study.records import ACTIVE
 
 if TYPE_CHECKING:
@@ -121,5 +124,9 @@ def delete_runs(workflow: Workflow, plan: list[StudyClean]) -> int:
         db.transact(change, what=f"delete runs of {entry.study}")
         for path in entry.directories:
             shutil.rmtree(path, ignore_errors=True)
+        # The exec files and fences the deleted runs shared (hard links; see
+        # motoko.launch.links) go with the last run linking them.
+        for tree in {path.parent for path in entry.directories}:
+            prune_sources(tree, (EXEC_SOURCE, FENCE_FILE + "."))
         total += len(entry.ids)
     return total
