@@ -21,7 +21,7 @@ from conftest import write_study
 from launch_support import create_runs, make_study, wait_until
 
 from motoko.config import load_config
-from motoko.launch.pacing import MAX_AHEAD, MIN_SAMPLES, Pacing, fair_ahead
+from motoko.launch.pacing import MAX_AHEAD, MIN_SAMPLES, ROUNDS_AHEAD, Pacing, fair_ahead
 from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
 from motoko.study.records import FINISHED, LAUNCHED, RUNNING
@@ -52,7 +52,8 @@ def test_pacing_claims_ahead_what_the_slots_execute_in_a_moment_and_nothing_whil
     for rid in range(MIN_SAMPLES):
         quick.started(("s", rid))
         quick.ended(("s", rid), succeeded=True, at=time.monotonic() + 0.001)
-    assert quick.ahead(["s"]) == MAX_AHEAD
+    assert quick.ahead(["s"]) == quick.most == ROUNDS_AHEAD * 8, "8 slots: four rounds of them"
+    assert Pacing(slots=2).most == MAX_AHEAD
     assert fair_ahead(16, 300, 3) == 16 and fair_ahead(16, 5, 3) == 1 and fair_ahead(16, 2, 3) == 0
 
 
