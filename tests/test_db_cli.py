@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from conftest import motoko
 
@@ -64,3 +66,14 @@ def test_server_start_status_stop(example):
     assert status.returncode == 0 and "running at zeo://" in status.stdout and "(pid " in status.stdout
     assert motoko("server", "stop", cwd=example).stdout.strip() == "server stopped"
     assert motoko("server", "stop", cwd=example).stdout.strip() == "server was not running"
+
+
+def test_reading_commands_do_not_import_the_graph_library():
+    """networkx (~70 ms) is imported where a graph is built: select, status and info never build one."""
+    code = (
+        "import sys\nimport motoko.cli.main, motoko.cli.db_commands, motoko.views.status\n"
+        "import motoko.flow.workflow, motoko.flow.outdated, motoko.flow.rerun\n"
+        "print('networkx' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "False\n", "")

@@ -25,14 +25,16 @@ import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 from ZEO.Exceptions import ClientDisconnected
 
 from motoko.errors import MotokoError, WorkflowError, did_you_mean
 from motoko.flow.context import current_event
 from motoko.study.blocking import motoko_loop
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 _MARK = "__motoko_step__"
 _RESERVED = ("workflow",)
@@ -90,6 +92,7 @@ def build_graph(steps: Mapping[str, Step], source: str = "workflow") -> nx.DiGra
         WorkflowError: for an unknown dependency (with a suggestion) or a cycle
             (naming the steps in it).
     """
+    import networkx as nx  # ~70 ms: imported where a graph is built, not by every CLI command
     graph = nx.DiGraph()
     for s in steps.values():
         graph.add_node(s.name, step=s)
@@ -173,6 +176,7 @@ async def run_steps(
         return result
 
     # The steps share this loop: a synchronous wait in one would stall them all.
+    import networkx as nx  # ~70 ms: imported where a graph is built, not by every CLI command
     with motoko_loop():
         for name in nx.topological_sort(graph):
             tasks[name] = asyncio.ensure_future(run_one(name))
@@ -203,6 +207,7 @@ def _arguments(s: Step, graph: nx.DiGraph, workflow: Any, params: Mapping[str, A
 
 def describe(graph: nx.DiGraph, fmt: str = "text") -> str:
     """Render the step graph as text, Mermaid or DOT."""
+    import networkx as nx  # ~70 ms: imported where a graph is built, not by every CLI command
     order = list(nx.topological_sort(graph))
     if fmt == "mermaid":
         lines = ["graph TD"]

@@ -30,15 +30,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from motoko.errors import OutdatedRunsError
 from motoko.flow.session import Session
 from motoko.study.fingerprint import changed_files, study_fingerprint
 from motoko.study.outdated_counts import counts_of, holds_result
 from motoko.study.records import Run
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 #: The choices for outdated runs (motoko.yaml ``resume: {outdated: ...}``).
 POLICIES = ("ask", "rerun", "keep")
@@ -262,6 +263,7 @@ def run_name_size(workflow: Session, run_name: str, limit: int) -> int:
 
 def provenance(runs: Iterable[tuple[str, Run]]) -> tuple[nx.DiGraph, dict[Key, Run]]:
     """The parent → child graph of ``runs`` (edges only between the given runs)."""
+    import networkx as nx  # ~70 ms: imported where a graph is built, not by every CLI command
     graph = nx.DiGraph()
     found: dict[Key, Run] = {}
     for name, run in runs:
@@ -299,6 +301,7 @@ def find_outdated(workflow: Session, run_name: str | None = None) -> OutdatedRep
             report.reasons[key] = f"{', '.join(f'{folder}/{name}' for name in changed)} changed"
     for key in sorted(direct):
         report.direct.setdefault(key[0], []).append(key[1])
+    import networkx as nx  # ~70 ms: imported where a graph is built, not by every CLI command
     below: set[Key] = set()
     for key in direct:
         for child in nx.descendants(graph, key):

@@ -26,8 +26,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from motoko.errors import RerunUndoError
 from motoko.flow.outdated import Key, is_done, provenance, runs_of
 from motoko.flow.session import Session
@@ -192,6 +190,7 @@ def plan_rerun(workflow: Session, constraints: Sequence[str], studies: Sequence[
         return plan
     graph, runs = provenance(runs_of(workflow, None))
     chosen = set(matched)
+    import networkx as nx  # ~70 ms: imported where a graph is built, not by every CLI command
     below: set[Key] = set()
     for key in matched:
         below |= {child for child in nx.descendants(graph, key) if child in runs and is_done(runs[child])}
