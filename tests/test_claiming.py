@@ -34,6 +34,31 @@ def test_an_emptied_part_takes_from_the_bottom_of_the_parts_above_then_below():
     assert pick(created, 5, Share(1, 2), steal=1) == [95, 90, 1], "claiming ahead, it steals for its idle slots only"
 
 
+def test_a_thief_leaves_its_owner_the_runs_it_executes_in_a_moment_anyway():
+    # Parts: [60, 80) holds 60-69, its owner eats them from the top; [80, 100] is empty.
+    created = _created(range(60, 70))
+    assert pick(created, 3, Share(1, 2), ceiling=100, leave=4) == [60, 61, 62], "from the bottom, below the owner's last 4"
+    assert pick(created, 9, Share(1, 2), ceiling=100, leave=4) == [60, 61, 62, 63, 64, 65]
+    assert pick(created, 3, Share(1, 2), ceiling=100, leave=10) == [], "nothing beyond what the owner ends at once"
+    assert pick(created, 3, Share(1, 2), ceiling=100) == [60, 61, 62], "leave=0 (durations unknown): as before"
+
+
+def test_the_runs_left_to_an_owner_follow_the_learned_durations():
+    from motoko.launch.pacing import LEAVE_MAX, MIN_SAMPLES, Pacing
+
+    pacing = Pacing(slots=1)
+    assert pacing.leave("s") == 0, "unknown durations: steal as before"
+    for rid in range(MIN_SAMPLES):
+        pacing.started(("s", rid))
+        pacing.ended(("s", rid), succeeded=True, at=time.monotonic() + 0.02)
+    assert 8 <= pacing.leave("s") <= 10, "0.2 s of 20 ms runs"
+    for rid in range(100, 100 + 2 * MIN_SAMPLES):
+        pacing.started(("long", rid))
+        pacing.ended(("long", rid), succeeded=True, at=time.monotonic() + 5.0)
+    assert pacing.leave("long") == 0, "long runs: a slow owner's runs are taken"
+    assert pacing.leave("s") <= LEAVE_MAX
+
+
 def test_thieves_spread_over_the_other_parts_and_spare_a_parts_first_run():
     created = _created(range(1, 401))
     for rid in range(300, 401):  # the top part of 4 is empty: its launcher steals

@@ -164,6 +164,7 @@ def pick(
     chooser: random.Random | None = None,
     settled: bool = False,
     steal: bool | int = True,
+    leave: int = 0,
 ) -> list[int]:
     """Up to ``want`` ids of CREATED runs, from this launcher's own part first.
 
@@ -195,6 +196,9 @@ def pick(
             how many at most: a launcher claiming ahead (see
             :mod:`motoko.launch.pacing`) takes from others only what its idle
             slots start now, its queue comes from its own part alone.
+        leave: Runs at the top of another part that a thief leaves to its
+            owner (see :meth:`motoko.launch.pacing.Pacing.leave`): it steals
+            only from the bottom of parts holding more.
     """
     if want <= 0 or not created:
         return []
@@ -217,6 +221,12 @@ def pick(
             break
         stolen = iter(created.keys(bounds[j], bounds[j + 1] - 1))
         span = bounds[j + 1] - bounds[j]
+        if leave > 0:  # only what lies below the owner's last runs
+            bottom = list(islice(stolen, leave + goal - len(picked)))
+            stolen = iter(bottom[: max(0, len(bottom) - leave)])
+            span = min(span, len(bottom) - leave)
+            if span <= 0:
+                continue
         picked += _draw(stolen, created, goal - len(picked), limit, fits, chooser, span=span, last_first=True)
     return picked
 

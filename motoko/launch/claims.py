@@ -125,6 +125,7 @@ class Claims(Recording):
             ids = pick(
                 created, want - len(claimed), share, fits, ceiling=study.run_counter.value,
                 chooser=self._chooser, settled=self._shares.settled, steal=steal,
+                leave=self._pacing.leave(name),
             )
             for run in fetch_claimed(created, study.jobs, ids):
                 claimed.append(self._claim_one(study, run))

@@ -33,6 +33,8 @@ QUEUE_BUDGET = 0.2
 MAX_AHEAD = 16
 #: ...or this many rounds of its slots, for a launcher with many (a pilot on a whole node).
 ROUNDS_AHEAD = 4
+#: Runs at the end of another launcher's part that a thief leaves to it, at most.
+LEAVE_MAX = 32
 #: Ended runs of a study, per study, whose median is its typical duration.
 SAMPLES = 16
 #: Ended runs of a study before its duration counts as known.
@@ -95,6 +97,24 @@ class Pacing:
         if longest == 0.0:
             return self.most
         return min(self.most, int(self.budget * self.slots / longest))
+
+    def leave(self, study: str) -> int:
+        """Runs of another launcher's part that a launcher stealing from it leaves to its owner.
+
+        Why: at a study's end, launchers whose parts are empty used to steal
+        the last runs of the others, meeting their owners on the same runs
+        and buckets (most conflict retries left at 16 launchers came then).
+        The runs an owner executes within :data:`QUEUE_BUDGET` anyway (with
+        one slot, as far as this launcher knows) gain nothing by moving: a
+        thief takes only what lies beyond them. Unknown or long durations
+        leave nothing: a slow owner's runs are taken as before.
+        """
+        typical = self.typical(study)
+        if typical is None:
+            return 0
+        if typical == 0.0:
+            return LEAVE_MAX
+        return min(LEAVE_MAX, int(self.budget / typical))
 
     @property
     def most(self) -> int:
