@@ -41,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emit
+from benchmarks.common import cache_bytecode, emit
 from benchmarks.executors import ensure_slurm
 
 TRIVIAL = '#!/bin/bash\necho "$MOTOKO_RUN_ID" >> "$COUNT_DIR/$MOTOKO_STUDY"\n'
@@ -237,24 +237,6 @@ def scenario(root: Path, address: str, study: str, executor: str, n: int, name: 
     return result
 
 
-def _cache_bytecode(prefix: Path) -> str:
-    """Compile motoko's modules once, as installing the package does: pilots then load bytecode.
-
-    Why: with PYTHONDONTWRITEBYTECODE set (as in this project's sessions)
-    and motoko not installed as a package, every pilot would compile ~100
-    modules before it connects (~0.3 s of CPU). The cache lives in the
-    benchmark's temporary directory (PYTHONPYCACHEPREFIX, inherited by the
-    pilots through sbatch --export=ALL); nothing is written to the source tree.
-    """
-    import motoko
-
-    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(motoko.__file__).parent)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return "cached (as an installed package)"
-
-
 def _configs(text: str | None, args: argparse.Namespace) -> list[tuple[int, int, int | None]]:
     """``MAXxCORES[+AHEAD]`` items → (max, cores, claim_ahead)."""
     if not text:
@@ -298,7 +280,7 @@ def main() -> None:
         root.mkdir()
         os.environ["MOTOKO_HOME"] = str(Path(tmp) / "home")
         os.environ["COUNT_DIR"] = str(Path(tmp))
-        bytecode = "compiled at each start" if args.compile_on_start else _cache_bytecode(Path(tmp) / "pycache")
+        bytecode = "compiled at each start" if args.compile_on_start else cache_bytecode(Path(tmp) / "pycache")
         make_workflow(root, name, args, studies)
         port = _port()
         started = subprocess.run(
