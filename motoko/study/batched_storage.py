@@ -19,6 +19,10 @@ and 8 % to waiting for ids.
   batches are already requested (more while a process keeps asking, up to
   :data:`OID_AHEAD`), so a large insert stops waiting for them. Ids asked
   for and never used are harmless (ZODB's ids only need to be unique).
+
+It reaches into ``ClientStorage``'s message methods (``_call``, ``_async``,
+``_async_iter``) as ZEO 6 defines them; ``pyproject.toml`` keeps ZEO below 7
+so that a release changing them cannot reach users unnoticed.
 """
 
 from __future__ import annotations
