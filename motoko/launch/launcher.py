@@ -461,12 +461,13 @@ class Launcher(Claims):
         staged = plan_stage(
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
-        if not self.executor.stages:
+        # An executor that stages in its starter thread writes the directory there.
+        write = staged.write if self.executor.stages else None
+        if write is None:
             staged.write()
         env = run_environment(item.values, self._base_env(item, run_dir))
         attempt = int(item.run_json["run"]["attempt"])
         command = _command(staged.exec_path, staged.exec_head)
-        write = staged.write if self.executor.stages else None
         return Launch(item.study, item.run_id, run_dir, command, env, item.nproc, item.options, attempt, write)
 
     def _base_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
