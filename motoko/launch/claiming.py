@@ -93,6 +93,7 @@ class Shares:
         self._read_at = time.monotonic()
         self._serial = serial
         horizon = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=self.alive_for)
+        prefetch(list(records.values()), least=2)  # others' heartbeats: one round trip, not one each
         live = sorted(
             key for key, record in records.items()
             if record.stopped is None and _aware(record.heartbeat) >= horizon

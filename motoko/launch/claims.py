@@ -112,9 +112,6 @@ class Claims(Recording):
         names = list(self.studies)
         random.shuffle(names)  # fairness between studies
         share = self._shares.current(self.db.launchers())
-        record = self._record
-        if record is not None and record.conflicts != self.report.claims_conflicts:
-            record.conflicts = self.report.claims_conflicts
         for name in names:
             study = self.db.study(name)
             created = study.ids_in_state(CREATED)

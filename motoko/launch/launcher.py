@@ -62,7 +62,7 @@ BATCH_WINDOW = 0.003
 START_WINDOW = 0.05
 #: Seconds, and outcomes, a launcher with claimed runs still to start holds outcomes
 #: back at most, so that one commit settles many short runs.
-HOLD_WINDOW = 0.1
+HOLD_WINDOW = 0.3
 HOLD_OUTCOMES = 32
 
 
@@ -103,6 +103,8 @@ class Launcher(Claims):
         self._cancelling: set[tuple[str, int]] = set()  # asked to stop, given cancel_grace
         self._wake: asyncio.Event | None = None
         self._changed: set[bytes] = set()
+        #: The arrival counters of the studies served (None: some study has none yet).
+        self._arrivals: frozenset[bytes] | None = None
         self._external = True  # someone else committed since our last cycle
         self._last_heartbeat = 0.0
         self._last_lost_check = 0.0
@@ -173,10 +175,16 @@ class Launcher(Claims):
                 self._external = True
             if oids:
                 self._changed |= oids
-            # A launcher with no room cannot take new work: only a change to
-            # one of its own runs (a stop request) is worth waking up for.
-            if landed is None and not self._hungry and oids is not None and oids.isdisjoint(self._owned.values()):
-                return
+            if landed is None and oids is not None and oids.isdisjoint(self._owned.values()):
+                # A launcher with no room cannot take new work: only a change to
+                # one of its own runs (a stop request) is worth waking up for.
+                if not self._hungry:
+                    return
+                # One that found less than it wanted can only be fed by runs
+                # arriving (inserted, queued again): others' claims and
+                # settlements, most commits among many launchers, leave it be.
+                if not self._claimed_all and self._arrivals is not None and oids.isdisjoint(self._arrivals):
+                    return
             wake_up()
 
         self.handoff.wake = wake_up
@@ -317,7 +325,8 @@ class Launcher(Claims):
         writes = self.channel.pending()
         # A cycle that commits anyway tops up a queue of claimed runs run low,
         # so a slot that frees never waits for a claim's commit (one commit per run).
-        want = self._claim_room(topping_up=bool(outcomes or started or writes))
+        topping_up = bool(outcomes or started or writes)
+        want = self._claim_room(topping_up=topping_up)
         # Only a launcher with an idle slot takes from other launchers' parts, and
         # only for its idle slots: busy ones topping up (or claiming ahead) would
         # crowd the last runs of a study.
@@ -327,8 +336,10 @@ class Launcher(Claims):
             time.monotonic() - self._last_lost_check >= self._lost_check_interval() or self._adoption.has_verdicts
         )
         submitted = list(self.executor.submitted)
+        wanted = [want]  # what the committed transaction wanted (it may retry)
 
         def change() -> list[Claimed]:
+            self._prefetch_state_records()
             if self._record is None:
                 self._register()
             record_submitted(self.db, self.id, submitted)
@@ -340,9 +351,20 @@ class Launcher(Claims):
                 self._heartbeat()
             if check_lost:
                 self._detect_lost()
-            if outcomes and self._record is not None:
+            if want > 0:
+                # Again on what this transaction sees: a launcher not woken by
+                # others' commits (see _on_change) decided ``want`` on an older
+                # view, e.g. alone before others registered (and claimed deep).
+                room = min(want, self._claim_room(topping_up=topping_up))
+            else:
+                room = 0
+            wanted[0] = room
+            if outcomes and self._record is not None and (beat or self._settles_all(outcomes)):
+                # With the heartbeat, or once idle: every other launcher re-reads
+                # this record to rank itself, and a write per cycle made each
+                # of them load it again (executed is exact again at stop).
                 self._record.executed = self.report.executed + len(outcomes)
-            return self._claim(want, steal) if want > 0 else []
+            return self._claim(room, steal) if room > 0 else []
 
         try:
             # Only a commit by someone else needs a server round trip to be
@@ -389,7 +411,7 @@ class Launcher(Claims):
         self._hungry = self._claim_room() > 0
         # Fewer than wanted: nothing more is claimable until a commit wakes us, so
         # the runs just started may end first and share their RUNNING mark's commit.
-        self._claimed_all = len(claimed) >= want
+        self._claimed_all = len(claimed) >= wanted[0]
         return claimed
 
     async def _starting_meanwhile(self, commit: Callable[[], list[Claimed]]) -> list[Claimed]:

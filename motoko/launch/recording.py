@@ -13,14 +13,17 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from typing import Any
 
 from ZODB.POSException import ConflictError
 
+from motoko.errors import MotokoError
 from motoko.launch.adoption import Adoption
 from motoko.launch.executors.base import Executor, Outcome
 from motoko.launch.launcher_options import LauncherOptions
 from motoko.launch.serving import Served
 from motoko.study.database import LauncherRecord, Study
+from motoko.study.prefetch import prefetch
 from motoko.study.records import Run, now
 from motoko.study.schema import StudySchema
 from motoko.study.states import (
@@ -44,6 +47,7 @@ class Recording(Served):
     _owned: dict[tuple[str, int], bytes]
     _adoption: Adoption
     _last_heartbeat: float
+    _arrivals: frozenset[bytes] | None
 
     def _unregister(self) -> None:
         def change() -> None:
@@ -121,11 +125,43 @@ class Recording(Served):
         record: LauncherRecord | None = self.db.launchers().get(self.id)
         return record
 
+    def _settles_all(self, outcomes: list[Outcome]) -> bool:
+        """Whether ``outcomes`` end every run this launcher owns (it is idle after them)."""
+        ending = {outcome.key for outcome in outcomes}
+        return all(key in ending for key in self._owned)
+
+    def _prefetch_state_records(self) -> None:
+        """Ask at once for the counters and state indexes this cycle rewrites that others changed.
+
+        Each launcher's commit rewrites them: with eight launchers, a
+        cycle loaded about seven of them one round trip at a time. The
+        studies' arrival counters are noted on the way (see ``_on_change``).
+        """
+        records: list[Any] = []
+        arrivals: set[bytes] | None = set()
+        for name in self.studies:
+            try:
+                study = self.db.study(name)
+            except MotokoError:
+                arrivals = None  # not created yet: every commit may bring its runs
+                continue
+            records += study.state_records()
+            counter = study.arrivals
+            if counter is None or counter._p_oid is None:
+                arrivals = None
+            elif arrivals is not None:
+                arrivals.add(counter._p_oid)
+        self._arrivals = None if arrivals is None else frozenset(arrivals)
+        prefetch(records, least=2)
+
     def _heartbeat(self) -> None:
         stamp = now()
         record = self._record
         if record is not None:
             record.heartbeat = stamp
+            # Counted with the heartbeat only: others re-read every record that changes.
+            if record.conflicts != self.report.claims_conflicts:
+                record.conflicts = self.report.claims_conflicts
         for key in self._owned:
             _, run = self._run_of(key)
             if run is not None and run.state in ACTIVE and run.launcher == self.id:

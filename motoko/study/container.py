@@ -132,6 +132,10 @@ def _indexable(value: Any) -> bool:
 class Study(persistent.Persistent):
     """A study's jobs, runs and indexes; the one place where run states change."""
 
+    #: Runs that became CREATED, ever (inserted or queued again): it only grows.
+    #: A launcher that found nothing to claim wakes only for a commit that
+    #: changes it. None in studies created before it existed (every commit wakes).
+    arrivals: Length | None = None
     #: (run name, digest, kept for) → Length: see motoko.study.outdated_counts.
     #: None in studies created before it existed (their outdated check reads the runs).
     outdated_counts: OOBTree | None = None
@@ -151,6 +155,7 @@ class Study(persistent.Persistent):
         # state → Length: runs per state without walking the index. Lengths
         # merge concurrent changes (they add up), so counting never conflicts.
         self.state_counts: OOBTree = _state_counts()
+        self.arrivals = Length()
         # Indexes keyed per job keep their values inline (tuples in buckets)
         # rather than one persistent set per key: a cold range query then
         # loads a few buckets instead of one object per matching value.
@@ -439,6 +444,16 @@ class Study(persistent.Persistent):
         length = self.state_counts.get(state)
         return int(length()) if length is not None else 0
 
+    def state_records(self) -> list[Any]:
+        """The small objects every change of a run's state rewrites: per-state counters and index roots.
+
+        Why: among several launchers each one's commit rewrites these, so
+        every other launcher finds them stale at its next cycle and would
+        load them one round trip at a time; a cycle asks for them all at
+        once first (see :func:`motoko.study.prefetch.prefetch`).
+        """
+        return [*self.state_counts.values(), *self.by_state.values()]
+
     def _set_state(self, run: Run, new: str) -> None:
         """Store ``new`` as the run's state, its index entry and the counts with it.
 
@@ -459,6 +474,8 @@ class Study(persistent.Persistent):
             # A user state seen for the first time (motoko's own exist from the start).
             length = self.state_counts[state] = Length()
         length.change(delta)
+        if state == CREATED and delta > 0 and self.arrivals is not None:
+            self.arrivals.change(delta)
 
     def runs_of_jobs(self, job_ids: Iterable[int]) -> IITreeSet:
         """Return the ids of every run of the given jobs."""

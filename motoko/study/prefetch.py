@@ -20,10 +20,15 @@ from typing import Any
 _MIN_BATCH = 8
 
 
-def prefetch(objects: Sequence[Any]) -> None:
-    """Request every ghost among ``objects`` (persistent objects of one connection)."""
-    ghosts = [o for o in objects if o._p_changed is None and o._p_oid is not None and o._p_jar is not None]
-    if len(ghosts) >= _MIN_BATCH:
+def prefetch(objects: Sequence[Any], least: int = _MIN_BATCH) -> None:
+    """Request every ghost among ``objects`` (persistent objects of one connection).
+
+    Args:
+        objects: The objects a read or write is about to touch.
+        least: Fewer ghosts than this are left to plain loads.
+    """
+    ghosts = [o for o in objects if getattr(o, "_p_jar", None) is not None and o._p_changed is None and o._p_oid is not None]
+    if ghosts and len(ghosts) >= least:
         ghosts[0]._p_jar.prefetch([o._p_oid for o in ghosts])
 
 
