@@ -211,3 +211,38 @@ def test_a_pilot_claims_ahead_once_its_runs_are_known_to_be_short(workdir: Path)
         assert launcher._claim_room() == 2 + MAX_AHEAD, "its free slots and the queue ahead"
     finally:
         launcher.db.close()
+
+
+def test_a_launcher_with_nothing_to_claim_sleeps_through_others_commits_and_wakes_for_new_runs(workdir: Path):
+    """A dry launcher wakes for runs arriving (inserted, queued again), not for every commit.
+
+    Among many launchers most commits are others' claims and settlements:
+    each woke every launcher with a free slot for a cycle that found nothing.
+    Its poll is 60 s here, so only a wake-up explains a prompt execution.
+    """
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 60}\nlost_after: 30\n", launch=COUNTING)
+    (proc,) = _start(workdir, 1, "-j", "1")
+    try:
+        wait_until(lambda: _live(db) == 1, 60, "a live launcher")
+        (first,) = create_runs(db, x=[0])
+        wait_until(lambda: (db.abort(), db.study("s").count(FINISHED) == 1)[1], 20, "the first run, inserted, executed")
+        run = db.study("s").runs[first]
+        for i in range(100):  # commits that bring no run: the launcher sleeps through them
+            run.note = i
+            db.tm.commit()
+        (second,) = create_runs(db, x=[1])
+        wait_until(lambda: (db.abort(), db.study("s").count(FINISHED) == 2)[1], 20, "the second run, inserted, executed")
+        db.study("s").requeue(db.study("s").runs[second], "again")
+        db.tm.commit()
+        wait_until(lambda: (db.abort(), db.study("s").runs[second].attempt == 2 and db.study("s").runs[second].state == FINISHED)[1],
+                   20, "the requeued run executed again")
+    finally:
+        proc.terminate()
+        errors = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, errors
+    db.abort()
+    (record,) = [r for r in db.launchers().values() if "s" in r.studies]
+    assert record.executed == 3
+    assert (workdir / "executions").read_text().split() == [str(first), str(second), str(second)]
+    # About a handful of cycles per run; woken by each of the 100 commits it ran over 100.
+    assert 0 < record.cycles < 40, record.cycles

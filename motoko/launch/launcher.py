@@ -321,6 +321,7 @@ class Launcher(Claims):
 
     async def _cycle(self, outcomes: list[Outcome]) -> list[Claimed]:
         """Settle, heartbeat and claim in one transaction; return new claims."""
+        self.report.cycles += 1
         started = list(self._started)
         writes = self.channel.pending()
         # A cycle that commits anyway tops up a queue of claimed runs run low,

@@ -56,6 +56,7 @@ class Recording(Served):
                 record.stopped = now()
                 record.executed = self.report.executed
                 record.conflicts = self.report.claims_conflicts
+                record.cycles = self.report.cycles
 
         with contextlib.suppress(Exception):
             self.db.transact(change, what="record the launcher's stop", fresh=True)
@@ -162,6 +163,7 @@ class Recording(Served):
             # Counted with the heartbeat only: others re-read every record that changes.
             if record.conflicts != self.report.claims_conflicts:
                 record.conflicts = self.report.claims_conflicts
+            record.cycles = self.report.cycles
         for key in self._owned:
             _, run = self._run_of(key)
             if run is not None and run.state in ACTIVE and run.launcher == self.id:

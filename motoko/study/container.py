@@ -103,6 +103,8 @@ class LauncherRecord(persistent.Persistent):
     executed = 0
     #: Cycles it retried after a conflict with another launcher.
     conflicts = 0
+    #: Cycles it ran (woken by runs arriving or ending, a poll...): written with heartbeats and at stop.
+    cycles = 0
     #: The SLURM job id when the launcher is a pilot.
     pilot_job: str | None = None
     #: When a pilot's allocation ends (seconds since the epoch).
