@@ -352,13 +352,10 @@ class Launcher(Claims):
                 self._heartbeat()
             if check_lost:
                 self._detect_lost()
-            if want > 0:
-                # Again on what this transaction sees: a launcher not woken by
-                # others' commits (see _on_change) decided ``want`` on an older
-                # view, e.g. alone before others registered (and claimed deep).
-                room = min(want, self._claim_room(topping_up=topping_up))
-            else:
-                room = 0
+            # Again on what this transaction sees: a launcher not woken by
+            # others' commits (see _on_change) decided ``want`` on an older
+            # view, e.g. alone before others registered (and claimed deep).
+            room = min(want, self._claim_room(topping_up=topping_up)) if want > 0 else 0
             wanted[0] = room
             if outcomes and self._record is not None and (beat or self._settles_all(outcomes)):
                 # With the heartbeat, or once idle: every other launcher re-reads
