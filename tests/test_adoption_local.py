@@ -69,8 +69,8 @@ def test_a_run_that_ended_after_its_launcher_died_is_settled_from_its_exit_file(
         wait_until(lambda: run_of(db, rid).state == RUNNING, 30, "the run to start")
     finally:
         kill_launcher(first)
-    run_dir = Path(run_of(db, rid).run_path)
-    wait_until(lambda: attempts.read_exit(run_dir, 1) is not None, 30, "the orphan to end")
+    run_dir, launcher = Path(run_of(db, rid).run_path), run_of(db, rid).launcher
+    wait_until(lambda: attempts.recorded_status(run_dir, rid, 1, launcher) is not None, 30, "the orphan to end")
     report = serve(load_config(workdir), idle_exit=4)
     run = run_of(db, rid)
     assert (run.state, run.attempt, run.exit_code) == (FAILED, 1, 5)  # its real outcome, not LOST and retried

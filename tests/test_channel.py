@@ -16,6 +16,7 @@ from launch_support import Background, create_runs, make_study, run_of
 
 from motoko.config import load_config
 from motoko.errors import ChannelError, RunWriteRefused
+from motoko.launch import attempts
 from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
 from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST, RUNNING
@@ -352,13 +353,15 @@ def test_a_run_outlives_its_killed_launcher_and_saves_its_writes_itself(workdir)
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
         (Path(run.run_path) / "go").touch()
-        exit_file = Path(run.run_path) / f"exit.{run.attempt}"
-        while not exit_file.exists():  # written by the run's recorder once the run ended
+        def status() -> int | None:  # recorded by the run's shell once the run ended
+            return attempts.recorded_status(Path(run.run_path), rid, run.attempt, run.launcher)
+
+        while status() is None:
             assert time.monotonic() < deadline + 30, "the run did not end"
             time.sleep(0.05)
         out, err = files(db, rid)
         assert out == "should stop: True\n"
-        assert exit_file.read_text().strip() == "0" and "not saved" not in err, err
+        assert status() == 0 and "not saved" not in err, err
         run = run_of(db, rid)
         assert run.y == 1 and run.get("z") == 2 and run.list_quantities() == ["q"]
     finally:

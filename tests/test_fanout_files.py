@@ -165,6 +165,37 @@ def test_a_fence_source_at_the_file_systems_link_limit_is_replaced_by_a_new_one(
 # ----------------------------------------------------------------------------- launchers
 
 
+def test_a_runs_shell_appends_its_exit_status_to_its_launchers_log_and_a_torn_line_is_no_status(tmp_path):
+    tree = tmp_path / "BD-s-runs"
+    dirs = [tree / f"run-{rid}" for rid in (1, 2, 3)]
+    for d in dirs:
+        d.mkdir(parents=True)
+    for rid, (d, code) in enumerate(zip(dirs, (0, 3, 0), strict=True), start=1):
+        command = attempts.logged(rid, 1, ["/bin/sh", "-c", f"echo out; exit {code}"], "vm:1:abc", d)
+        assert subprocess.run(command, cwd=d, check=False).returncode == code
+    log = attempts.exit_log(dirs[0], "vm:1:abc")
+    assert log.read_text() == "\n1 1 0 2\n\n2 1 3 6\n\n3 1 0 4\n" and not (dirs[0] / "exit.1").exists()
+    assert (dirs[0] / "stdout").read_text() == "out\n"
+    assert [attempts.recorded_status(d, rid, 1, "vm:1:abc") for rid, d in enumerate(dirs, start=1)] == [0, 3, 0]
+    assert attempts.read_logged_exit(dirs[0], 1, 2, "vm:1:abc") is None, "another attempt recorded nothing"
+    assert attempts.read_logged_exit(dirs[0], 1, 1, "vm:9:other") is None, "another launcher's log"
+    with log.open("a") as f:
+        f.write("\n4 1 13")  # torn (it could be 137 cut short): no status, and the next line still reads
+    assert attempts.read_logged_exit(tree / "run-4", 4, 1, "vm:1:abc") is None
+    with log.open("a") as f:
+        f.write("\n6 1 10 1")  # "6 1 10 17" cut before its sum's last digit
+    assert attempts.read_logged_exit(tree / "run-6", 6, 1, "vm:1:abc") is None
+    # A killed command: the status says so (128 + signal), as exit.<N> did.
+    (tree / "run-5").mkdir()
+    killed = attempts.logged(5, 1, ["/bin/sh", "-c", "kill -9 $$"], "vm:1:abc", tree / "run-5")
+    subprocess.run(killed, cwd=tree / "run-5", check=False)
+    assert attempts.read_logged_exit(tree / "run-5", 5, 1, "vm:1:abc") == 137
+    # Only the logs of launchers still needed survive a clean.
+    attempts.exit_log(dirs[0], "vm:2:gone").write_text("9 1 0\n")
+    assert attempts.prune_exit_logs(tree, {"vm:1:abc"}) == 1
+    assert sorted(p.name for p in tree.glob(".motoko-exits.*")) == [".motoko-exits.vm:1:abc"]
+
+
 def test_a_fan_out_links_its_runs_exec_file_and_fence_and_executes_each_run_once(workdir):
     done = workdir / "done"
     config, db = make_study(workdir, "", launch=f'#!/bin/bash\necho "$MOTOKO_RUN_ID" >> {done}\n')
@@ -175,8 +206,11 @@ def test_a_fan_out_links_its_runs_exec_file_and_fence_and_executes_each_run_once
     dirs = [Path(run_of(db, rid).run_path) for rid in ids]
     assert len({(d / "launch.sh").stat().st_ino for d in dirs}) == 1
     assert len({(d / attempts.FENCE_FILE).stat().st_ino for d in dirs}) == 1
-    for d in dirs:
-        assert attempts.fence(d) == "1" and attempts.read_exit(d, 1) == 0
+    launcher = run_of(db, ids[0]).launcher
+    for rid, d in zip(ids, dirs, strict=True):
+        # The status is a line of the launcher's exit log: no exit.1 (an inode) per run.
+        assert attempts.fence(d) == "1" and attempts.read_logged_exit(d, rid, 1, launcher) == 0
+        assert not (d / "exit.1").exists()
         assert (d / "stdout").exists() and (d / "stderr").exists() and (d / "run.json").exists()
     db.close()
 

@@ -176,11 +176,11 @@ def test_runs_ls_lists_the_run_directory(done_dir, capsys):
     assert code == 0
     assert lines[0] == f"{done_dir}/studies/calc/BD-calc-runs/run-1:"
     assert lines[1].split() == ["name", "size", "modified"]
-    names = ["doIt.py", "exit.1", "launch.sh", "run.json", "stderr", "stdout"]  # exit.1: see motoko.launch.attempts
+    names = ["doIt.py", "launch.sh", "run.json", "stderr", "stdout"]  # no exit.1: see motoko.launch.attempts
     assert [line.split()[0] for line in lines[2:]] == [".motoko-attempt", *names]
     assert lines[-1].split()[:3] == ["stdout", "35", "B"]  # "line 1\n" ... "line 5\n"
     _, js, _ = run_cli(capsys, "-C", str(done_dir), "runs", "ls", "calc.1", "--format", "json")
-    assert {k: v for k, v in json.loads(js)[5].items() if k != "modified"} == {"name": "stderr", "size": 0}
+    assert {k: v for k, v in json.loads(js)[4].items() if k != "modified"} == {"name": "stderr", "size": 0}
     assert run_cli(capsys, "-C", str(done_dir), "runs", "ls", "calc.3") == (0, "run calc.3 has no files yet (it is CREATED)\n", "")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from motoko.errors import CleanRefused, DatabaseError
-from motoko.launch.attempts import FENCE_FILE
+from motoko.launch.attempts import FENCE_FILE, prune_exit_logs
 from motoko.launch.links import prune_sources
 from motoko.launch.run_dirs import EXEC_SOURCE
 from motoko.study.records import ACTIVE
@@ -106,6 +106,16 @@ def refuse_outside(plan: list[StudyClean]) -> None:
         raise CleanRefused(study, rid, path, why, len(outside))
 
 
+def _launchers_needed(db: Any, name: str) -> set[str]:
+    """Launchers whose exit logs may still settle a run: the live ones, and those active runs name."""
+    db.abort()
+    needed = {key for key, record in db.launchers().items() if record.stopped is None}
+    study = db.study(name)
+    for state in ACTIVE:
+        needed |= {str(run.launcher) for run in study.ids_in_state(state).values() if run.launcher}
+    return needed
+
+
 def delete_runs(workflow: Workflow, plan: list[StudyClean]) -> int:
     """Delete the planned runs (one transaction per study), then their directories; return the count.
 
@@ -125,8 +135,11 @@ def delete_runs(workflow: Workflow, plan: list[StudyClean]) -> int:
         for path in entry.directories:
             shutil.rmtree(path, ignore_errors=True)
         # The exec files and fences the deleted runs shared (hard links; see
-        # motoko.launch.links) go with the last run linking them.
+        # motoko.launch.links) go with the last run linking them; the exit
+        # logs of launchers that no live launcher or active run needs, too.
+        keep = _launchers_needed(db, entry.study)
         for tree in {path.parent for path in entry.directories}:
             prune_sources(tree, (EXEC_SOURCE, FENCE_FILE + "."))
+            prune_exit_logs(tree, keep)
         total += len(entry.ids)
     return total

@@ -8,13 +8,14 @@ are missing (old kernels, other systems) a waiting thread does the same job.
 
 A run's process outlives a launcher killed with SIGKILL (it has its own
 session), and only a parent learns a process's exit status. So the command
-runs under a tiny ``/bin/sh`` that records its status in ``exit.<attempt>``
-(see :mod:`motoko.launch.attempts`). The launcher that finds the run silent
-asks :meth:`inspect`: a run that recorded its exit status is settled from
-it; a process still running, found on this host by its environment markers
-(even when its pid was never recorded), is *adopted*: watched through a
-pidfd to its end, then settled from its exit file. Only a run with neither
-is LOST, and retried if allowed.
+runs under a tiny ``/bin/sh`` that records its status: a line appended to
+its launcher's exit log beside the run directories (a new ``exit.<attempt>``
+file per run cost an inode; see :mod:`motoko.launch.attempts`). The launcher
+that finds the run silent asks :meth:`inspect`: a run that recorded its exit
+status is settled from it; a process still running, found on this host by
+its environment markers (even when its pid was never recorded), is
+*adopted*: watched through a pidfd to its end, then settled from the status
+it recorded. Only a run with neither is LOST, and retried if allowed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ EXIT_FILE_GRACE = 1.0
 STARTING = "starting"
 #: Threads starting processes at most (one per slot up to this).
 STARTERS = 4
+#: The environment variable naming a run's launcher (whose exit log the run appends to).
+LAUNCHER_ENV = "MOTOKO_LAUNCHER"
 
 
 class LocalExecutor(Executor):
@@ -170,7 +173,7 @@ class LocalExecutor(Executor):
         if attempts.fence(orphan.run_dir) != str(orphan.attempt):
             # The fence is written before the process starts: this attempt never did.
             return Verdict(False, f"attempt {orphan.attempt} never started", never_ran=True)
-        if attempts.read_exit(orphan.run_dir, orphan.attempt) is not None:
+        if attempts.recorded_status(orphan.run_dir, orphan.run_id, orphan.attempt, orphan.launcher) is not None:
             return Verdict(True, f"attempt {orphan.attempt} recorded its exit status")
         pids = await asyncio.to_thread(
             find_run_processes, orphan.study, orphan.run_id, orphan.launcher, orphan.attempt
@@ -178,13 +181,13 @@ class LocalExecutor(Executor):
         if pids:
             return Verdict(True, f"its process {pids[0]} still runs")
         await asyncio.sleep(EXIT_FILE_GRACE)  # it may have ended while we looked
-        if attempts.read_exit(orphan.run_dir, orphan.attempt) is not None:
+        if attempts.recorded_status(orphan.run_dir, orphan.run_id, orphan.attempt, orphan.launcher) is not None:
             return Verdict(True, f"attempt {orphan.attempt} recorded its exit status")
         return Verdict(False, "no process of it runs on this host and it recorded no exit status")
 
     def adopt(self, orphan: Orphan) -> None:
         """Watch a dead launcher's process (a pidfd) to its end; settle it from its exit file."""
-        launch = Launch(orphan.study, orphan.run_id, orphan.run_dir, (), {}, attempt=orphan.attempt)
+        launch = Launch(orphan.study, orphan.run_id, orphan.run_dir, (), {LAUNCHER_ENV: orphan.launcher}, attempt=orphan.attempt)
         key = launch.key
         self._launches[key] = launch
         pids = find_run_processes(orphan.study, orphan.run_id, orphan.launcher, orphan.attempt)
@@ -213,7 +216,7 @@ class LocalExecutor(Executor):
     def _finish_orphan(self, key: tuple[str, int]) -> None:
         launch = self._launches.pop(key)
         self._adopted.pop(key, None)
-        code = attempts.read_exit(launch.run_dir, launch.attempt)
+        code = attempts.recorded_status(launch.run_dir, launch.run_id, launch.attempt, launch.env.get(LAUNCHER_ENV))
         cancelled = key in self._cancelled
         self._cancelled.discard(key)
         outcome = Outcome(launch.study, launch.run_id, exit_code=code, cancelled=cancelled)
@@ -242,8 +245,14 @@ def _spawn(launch: Launch) -> subprocess.Popen[bytes]:
         launch.stage()
     attempts.write_fence(launch.run_dir, launch.attempt)
     # The run's shell creates its stdout and stderr files: not the launcher.
+    # It appends its exit status to its launcher's exit log (no exit.<N>).
+    launcher = launch.env.get(LAUNCHER_ENV)
+    command = (
+        attempts.logged(launch.run_id, launch.attempt, launch.command, launcher, launch.run_dir)
+        if launcher else attempts.recorded(launch.attempt, launch.command, output=True)
+    )
     return subprocess.Popen(
-        attempts.recorded(launch.attempt, launch.command, output=True),
+        command,
         cwd=launch.run_dir,
         env=launch.env,
         stdin=subprocess.DEVNULL,
