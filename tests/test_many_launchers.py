@@ -42,10 +42,13 @@ def test_many_launcher_processes_share_the_runs_once_each_and_show_their_conflic
         status = None
         while time.monotonic() < deadline:
             db.abort()
-            if db.study("s").count(FINISHED) == len(ids):
-                break
-            if status is None and db.study("s").count(FINISHED) > 30:
+            finished = db.study("s").count(FINISHED)
+            # Asked while the launchers live (idle, they stay 15 s): all 120
+            # runs may end between two looks.
+            if status is None and finished > 30:
                 status = motoko("launcher", "status", cwd=workdir)
+            if finished == len(ids):
+                break
             time.sleep(0.2)
         outputs = [p.communicate(timeout=60)[1] for p in procs]
     finally:
