@@ -98,6 +98,15 @@ def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
     }
 
 
+def _ratios(rounds: list[dict[str, dict[str, Any]]], rate: str) -> list[float]:
+    """Each round's 8x1 ``rate`` over its own 1x8 ``rate`` (rounds that have both)."""
+    return [
+        round(r["8x1"][rate] / r["1x8"][rate], 2)
+        for r in rounds
+        if "1x8" in r and "8x1" in r and r["1x8"][rate] and r["8x1"][rate]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1500)
@@ -121,19 +130,11 @@ def main() -> None:
     # This machine's speed drifts by up to 2x within a minute: each round's
     # 8x1 is compared with its own 1x8, measured seconds apart, and the
     # median of those ratios is reported (with all of them).
-    ratios = [
-        round(r["8x1"]["runs_per_s"] / r["1x8"]["runs_per_s"], 2)
-        for r in rounds
-        if "1x8" in r and "8x1" in r and r["1x8"]["runs_per_s"] and r["8x1"]["runs_per_s"]
-    ]
+    ratios = _ratios(rounds, "runs_per_s")
     if ratios:
         out["ratios_8x1_over_1x8"] = ratios
         out["ratio_8x1_over_1x8"] = statistics.median(ratios)
-    serving = [
-        round(r["8x1"]["serving_runs_per_s"] / r["1x8"]["serving_runs_per_s"], 2)
-        for r in rounds
-        if "1x8" in r and "8x1" in r and r["1x8"]["serving_runs_per_s"] and r["8x1"]["serving_runs_per_s"]
-    ]
+    serving = _ratios(rounds, "serving_runs_per_s")
     if serving:
         # Not the target's measure: the same ratio once all 8 launcher
         # processes have started (8 Python start-ups share 2 cores here).
