@@ -8,15 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from launch_support import Background, create_runs, make_study, run_of
+from launch_support import Background, create_runs, make_study, run_of, serve
 
 from motoko.config import load_config
 from motoko.errors import ChannelError, RunWriteRefused
 from motoko.launch import attempts
+from motoko.launch.channel import CHANNEL_PREFIX, sweep_stale_channels
 from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
 from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST, RUNNING
@@ -364,6 +366,10 @@ def test_a_run_outlives_its_killed_launcher_and_saves_its_writes_itself(workdir)
         assert status() == 0 and "not saved" not in err, err
         run = run_of(db, rid)
         assert run.y == 1 and run.get("z") == 2 and run.list_quantities() == ["q"]
+        stale = list(Path(tempfile.gettempdir()).glob(f"{CHANNEL_PREFIX}{launcher.pid}-*"))
+        assert len(stale) == 1, "a launcher killed -9 cannot remove its channel directory"
+        serve(cfg, once=True)  # the next launcher removes it as it starts its own channel
+        assert not stale[0].exists()
     finally:
         if launcher.poll() is None:
             launcher.kill()
@@ -448,3 +454,34 @@ def test_a_run_may_still_fail_itself_through_the_channel(workdir, state):
     run = run_of(db, rid)
     assert (run.state, run.error, run.exit_code) == (state, "bad input", 0)
     assert files(db, rid) == ("", "")
+
+
+def test_only_channel_directories_of_gone_launchers_are_swept(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        def channel(pid: object, listening: bool = False) -> tuple[Path, socket.socket | None]:
+            directory = tmp_path / f"{CHANNEL_PREFIX}{pid}-x{len(list(tmp_path.iterdir()))}"
+            directory.mkdir(mode=0o700)
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(directory / "runs.sock"))  # the socket file stays when closed: refused
+            if listening:
+                server.listen()
+                return directory, server
+            server.close()
+            return directory, None
+
+        gone, _ = channel(dead.pid)
+        running, _ = channel(alive.pid)
+        elsewhere, server = channel(dead.pid, listening=True)  # e.g. a reused pid in another namespace
+        older = tmp_path / f"{CHANNEL_PREFIX}abcd1234"  # named before launchers put their pid in it
+        older.mkdir()
+        assert sweep_stale_channels(str(tmp_path)) == 1
+        assert not gone.exists() and running.exists() and elsewhere.exists() and older.exists()
+        assert server is not None
+        server.close()
+        assert sweep_stale_channels(str(tmp_path)) == 1 and not elsewhere.exists()
+    finally:
+        alive.kill()
+        alive.wait()

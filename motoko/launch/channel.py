@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Uncommitted writes of one run after which the launcher stops reading it.
 MAX_QUEUED = 1000
+#: Channel directories in the temp directory: this, the launcher's pid, a dash, random letters.
+CHANNEL_PREFIX = "motoko-channel-"
 #: Seconds a write waits for the launcher's next commit at most (more writes join it).
 FLUSH_DELAY = 0.05
 #: Refusals told to one run; past that they are only counted (a run that never reads).
@@ -151,7 +154,10 @@ class RunChannel:
     async def start(self, wake: asyncio.Event) -> None:
         """Serve the channel; ``wake`` is set whenever writes want a commit."""
         self._wake = wake
-        self._directory = tempfile.mkdtemp(prefix="motoko-channel-")  # 0700, ours alone
+        sweep_stale_channels(tempfile.gettempdir())
+        # 0700, ours alone; named by our pid, so that a later launcher can
+        # remove it if we are killed (see sweep_stale_channels).
+        self._directory = tempfile.mkdtemp(prefix=f"{CHANNEL_PREFIX}{os.getpid()}-")
         path = os.path.join(self._directory, "runs.sock")
         self._server = await asyncio.start_unix_server(self._serve, path, limit=MAX_MESSAGE)
         os.chmod(path, 0o600)
@@ -375,6 +381,61 @@ class RunChannel:
         with contextlib.suppress(ConnectionError, RuntimeError, MotokoError):
             if not writer.is_closing():
                 writer.write(encode({"op": "error", "message": text}))
+
+
+def sweep_stale_channels(root: str) -> int:
+    """Remove the channel directories under ``root`` of this user's launchers that are gone.
+
+    Why: a launcher killed with SIGKILL cannot remove its channel directory,
+    and they piled up in the temp directory (449 after a day of tests here).
+    A directory is removed only when its launcher's pid is not alive *and*
+    its socket refuses connections: a reused pid, or a launcher in another
+    pid namespace sharing the temp directory, keeps its channel. Directories
+    named without a pid (older launchers) are left alone. Returns how many
+    were removed.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    uid = os.getuid()
+    for entry in entries:
+        if not entry.name.startswith(CHANNEL_PREFIX):
+            continue
+        pid_text = entry.name[len(CHANNEL_PREFIX):].split("-", 1)[0]
+        try:
+            pid = int(pid_text)
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+        except (ValueError, OSError):
+            continue
+        if pid == os.getpid() or _alive(pid) or _listening(os.path.join(entry.path, "runs.sock")):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _listening(path: str) -> bool:
+    """Whether a unix socket at ``path`` accepts connections (False when refused or missing)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _describe(message: dict[str, Any]) -> str:
