@@ -92,12 +92,18 @@ def test_the_files_runs_shared_go_with_the_last_run_linking_them(example: Path):
     """Exec files and fences are hard links to shared files beside the runs: clean leaves none behind."""
     assert motoko("run", "workflows/pipeline.py", cwd=example).returncode == 0
     tree = example / "studies" / "add" / "BD-add-runs"
-    shared = sorted(p.name for p in tree.iterdir() if p.name.startswith(".motoko-"))
+
+    def linked() -> list[str]:
+        return sorted(p.name for p in tree.iterdir() if p.name.startswith(".motoko-") and not p.name.startswith(".motoko-exits."))
+
+    shared = linked()
     assert any(name.startswith(".motoko-attempt.") for name in shared), shared
     assert any(name.startswith(".motoko-exec.") for name in shared), shared
+    assert len(list(tree.glob(".motoko-exits.*"))) == 1, "the exit log of `motoko run`'s launcher"
     one = motoko("clean", "--study", "add", "--delete", "--yes", "id = 1", cwd=example)
     assert one.returncode == 0, one.stderr
-    assert sorted(p.name for p in tree.iterdir() if p.name.startswith(".motoko-")) == shared  # run 2 links them
+    assert linked() == shared  # run 2 links them
+    assert list(tree.glob(".motoko-exits.*")) == [], "its launcher stopped and no run is active: its log goes"
     assert (tree / "run-2" / "launch.sh").read_bytes()  # and still reads them
     rest = motoko("clean", "--study", "add", "--delete", "--yes", cwd=example)
     assert rest.returncode == 0, rest.stderr

@@ -28,8 +28,17 @@ def prefetch(objects: Sequence[Any], least: int = _MIN_BATCH) -> None:
         least: Fewer ghosts than this are left to plain loads.
     """
     ghosts = [o for o in objects if getattr(o, "_p_jar", None) is not None and o._p_changed is None and o._p_oid is not None]
-    if ghosts and len(ghosts) >= least:
-        ghosts[0]._p_jar.prefetch([o._p_oid for o in ghosts])
+    if not ghosts or len(ghosts) < least:
+        return
+    jar = ghosts[0]._p_jar
+    is_connected = getattr(jar.db().storage, "is_connected", None)
+    if is_connected is not None and not is_connected():
+        # ZEO's prefetch is fire-and-forget: without a server its task fails
+        # and asyncio logs "exception was never retrieved" on the user's
+        # terminal. The loads themselves then wait for the server, or fail
+        # with the one error that says so.
+        return
+    jar.prefetch([o._p_oid for o in ghosts])
 
 
 def prefetch_buckets(tree: Any, keys: Sequence[Any] | None = None, low: Any = None, high: Any = None) -> None:
