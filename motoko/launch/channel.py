@@ -51,6 +51,7 @@ from motoko.launch.messages import (
     encode,
 )
 from motoko.study.database import StudyDB
+from motoko.study.server import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -410,21 +411,11 @@ def sweep_stale_channels(root: str) -> int:
                 continue
         except (ValueError, OSError):
             continue
-        if pid == os.getpid() or _alive(pid) or _listening(os.path.join(entry.path, "runs.sock")):
+        if pid == os.getpid() or pid_alive(pid) or _listening(os.path.join(entry.path, "runs.sock")):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _listening(path: str) -> bool:
