@@ -94,16 +94,20 @@ def test_the_files_runs_shared_go_with_the_last_run_linking_them(example: Path):
     tree = example / "studies" / "add" / "BD-add-runs"
 
     def linked() -> list[str]:
-        return sorted(p.name for p in tree.iterdir() if p.name.startswith(".motoko-") and not p.name.startswith(".motoko-exits."))
+        return sorted(p.name for p in tree.iterdir() if p.name.startswith((".motoko-attempt.", ".motoko-exec.")))
 
     shared = linked()
     assert any(name.startswith(".motoko-attempt.") for name in shared), shared
     assert any(name.startswith(".motoko-exec.") for name in shared), shared
-    assert len(list(tree.glob(".motoko-exits.*"))) == 1, "the exit log of `motoko run`'s launcher"
+    (log,) = tree.glob(".motoko-exits.*")  # the exit log of `motoko run`'s launcher
+    assert list(tree.glob(".motoko-spare.*")) == [], "a launcher removes its spare directories as it stops"
+    stale = tree / f".motoko-spare.{log.name.removeprefix('.motoko-exits.')}.7"
+    stale.mkdir()  # as a launcher killed -9 leaves them
     one = motoko("clean", "--study", "add", "--delete", "--yes", "id = 1", cwd=example)
     assert one.returncode == 0, one.stderr
     assert linked() == shared  # run 2 links them
     assert list(tree.glob(".motoko-exits.*")) == [], "its launcher stopped and no run is active: its log goes"
+    assert not stale.exists(), "and its spare directories"
     assert (tree / "run-2" / "launch.sh").read_bytes()  # and still reads them
     rest = motoko("clean", "--study", "add", "--delete", "--yes", cwd=example)
     assert rest.returncode == 0, rest.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -48,6 +49,7 @@ from motoko.launch.pacing import Pacing
 from motoko.launch.processes import stop_orphans
 from motoko.launch.run_dirs import shebang_command
 from motoko.launch.serving import LauncherReport
+from motoko.launch.spares import Spares
 from motoko.launch.staging import TemplateCache, file_kind, plan_stage, run_environment
 from motoko.study.blocking import motoko_loop
 from motoko.study.database import StudyDB
@@ -124,6 +126,8 @@ class Launcher(Claims):
         self._committer: ThreadPoolExecutor | None = None
         #: Runs its workflow claimed for it in their insert (see motoko.launch.insert_claims).
         self.handoff = Handoff()
+        #: Run directories made ahead, for an executor that stages in its starter threads (local runs).
+        self._spares = Spares(self.id, self.options.machine_name) if executor.stages else None
 
     # -- public ------------------------------------------------------------
 
@@ -156,6 +160,8 @@ class Launcher(Claims):
         await self.channel.close()
         await self._adoption.close()
         await self.executor.close()
+        if self._spares is not None:
+            self._spares.close()
         if not self._server_gone:  # else its record stays silent: others see it as dead
             self._unregister()
 
@@ -476,6 +482,8 @@ class Launcher(Claims):
             self._pacing.started((item.study, item.run_id))
             if not self.executor.reports_start:
                 self._started.append((item.study, item.run_id))
+        if self._spares is not None:
+            self._spares.replenish()
 
     def _prepare(self, item: Claimed) -> Launch:
         schema = self.studies[item.study]
@@ -485,7 +493,7 @@ class Launcher(Claims):
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
         # An executor that stages in its starter thread writes the directory there.
-        write = staged.write if self.executor.stages else None
+        write = functools.partial(staged.write, self._spares) if self.executor.stages else None
         if write is None:
             staged.write()
         env = run_environment(item.values, self._base_env(item, run_dir))

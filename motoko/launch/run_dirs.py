@@ -5,7 +5,8 @@
 writing is what waits on the file system: a launcher does it in the thread
 that starts the run's process, not in its loop.
 
-A run directory this staging creates is written in place (no temporary
+A run directory this staging creates (or takes from the launcher's spares,
+see :mod:`motoko.launch.spares`) is written in place (no temporary
 file, rename or symlink checks: nothing else is in it yet); an existing one
 (a retry) gets each file written beside and renamed over, so that a
 process of an earlier attempt reading a file never sees it half written.
@@ -21,6 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from motoko.errors import StagingError
 from motoko.launch.links import link_shared
+from motoko.launch.spares import FILES as SPARE_FILES
+from motoko.launch.spares import Spares
 
 #: The name of an exec file shared by the runs of a run tree, before its content hash.
 EXEC_SOURCE = ".motoko-exec."
@@ -91,8 +94,12 @@ class StagedRun:
         """The exec file's first bytes, to choose how to execute it without reading it back."""
         return self.files[0][0][:256]
 
-    def write(self) -> Path:
+    def write(self, spares: Spares | None = None) -> Path:
         """Write the run directory; return the exec file's path.
+
+        Args:
+            spares: The launcher's spare directories: a new run directory is
+                one of them renamed, its ``run.json`` written in place.
 
         Raises:
             StagingError: The directory or a file cannot be written, or a
@@ -100,13 +107,17 @@ class StagedRun:
         """
         run_dir, names, files = self.run_dir, self.names, self.files
         try:
-            if _new_directory(run_dir):
-                # Nothing else is in it, and nothing runs there before this returns.
+            spare = spares is not None and spares.take(run_dir)
+            if spare or _new_directory(run_dir):
+                # Nothing else is in it (a spare's empty files at most), and nothing runs there before this returns.
                 targets = [run_dir.joinpath(*PurePosixPath(name).parts) for name in names]
                 if not (self.exec_unchanged and _link_exec(run_dir, targets[0], files[0][0])):
                     _write_new(run_dir, targets[0], *files[0])
-                for target, (data, mode) in zip(targets[1:], files[1:], strict=True):
-                    _write_new(run_dir, target, data, mode)
+                for name, target, (data, mode) in zip(names[1:], targets[1:], files[1:], strict=True):
+                    if spare and name in SPARE_FILES:
+                        _fill(target, data, mode)
+                    else:
+                        _write_new(run_dir, target, data, mode)
             else:
                 os.chmod(run_dir, 0o700)
                 targets = [_destination(run_dir, name) for name in names]
@@ -192,6 +203,14 @@ def _write_new(run_dir: Path, target: Path, data: bytes, mode: int) -> None:
     except FileExistsError:
         _write_atomic(_destination(run_dir, str(target.relative_to(run_dir))), data, mode)
         return
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        os.fchmod(handle.fileno(), mode)
+
+
+def _fill(target: Path, data: bytes, mode: int) -> None:
+    """Write a spare's empty placeholder ``target`` in place (no new inode)."""
+    fd = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         os.fchmod(handle.fileno(), mode)

@@ -21,6 +21,7 @@ from motoko.errors import CleanRefused, DatabaseError
 from motoko.launch.attempts import FENCE_FILE, prune_exit_logs
 from motoko.launch.links import prune_sources
 from motoko.launch.run_dirs import EXEC_SOURCE
+from motoko.launch.spares import prune_spares
 from motoko.study.records import ACTIVE
 
 if TYPE_CHECKING:
@@ -136,10 +137,12 @@ def delete_runs(workflow: Workflow, plan: list[StudyClean]) -> int:
             shutil.rmtree(path, ignore_errors=True)
         # The exec files and fences the deleted runs shared (hard links; see
         # motoko.launch.links) go with the last run linking them; the exit
-        # logs of launchers that no live launcher or active run needs, too.
+        # logs of launchers that no live launcher or active run needs, and
+        # the spare directories of launchers not live (see motoko.launch.spares), too.
         keep = _launchers_needed(db, entry.study)
         for tree in {path.parent for path in entry.directories}:
             prune_sources(tree, (EXEC_SOURCE, FENCE_FILE + "."))
             prune_exit_logs(tree, keep)
+            prune_spares(tree, keep)
         total += len(entry.ids)
     return total
