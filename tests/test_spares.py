@@ -85,6 +85,28 @@ def test_the_shell_truncates_a_spares_stdout_and_the_run_writes_there(tmp_path, 
     assert (run_dir / "stdout").read_text() == "7\n"
 
 
+def test_spares_are_made_only_while_a_new_directory_costs_enough(tmp_path, spares):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for _ in range(20):
+        spares.timed(20e-6)  # a tmpfs: the spare thread would cost a hop more than it saves
+    assert not spares.worth
+    _staged(tmp_path, runs / "run-1").write(spares)
+    spares.replenish()
+    spares.flush()
+    assert spares.ready(runs) == []
+    for _ in range(20):
+        spares.timed(900e-6)  # a disk busy deleting files
+    assert spares.worth
+    _staged(tmp_path, runs / "run-2").write(spares)
+    spares.replenish()
+    spares.flush()
+    assert len(spares.ready(runs)) == 2
+    _staged(tmp_path, runs / "run-3").write(spares)  # a spare ready is taken, whatever the cost now
+    assert (runs / "run-3").stat().st_ino not in {p.stat().st_ino for p in spares.ready(runs)}
+    assert len(spares.ready(runs)) == 1
+
+
 def test_an_existing_run_directory_is_restaged_in_place_never_replaced_by_a_spare(tmp_path, spares):
     runs = tmp_path / "runs"
     run_dir = runs / "run-1"

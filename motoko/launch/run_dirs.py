@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -108,7 +109,14 @@ class StagedRun:
         run_dir, names, files = self.run_dir, self.names, self.files
         try:
             spare = spares is not None and spares.take(run_dir)
-            if spare or _new_directory(run_dir):
+            if spare:
+                created = True
+            else:
+                began = time.perf_counter()
+                created = _new_directory(run_dir)
+                if spares is not None and created:
+                    spares.timed(time.perf_counter() - began)
+            if created:
                 # Nothing else is in it (a spare's empty files at most), and nothing runs there before this returns.
                 targets = [run_dir.joinpath(*PurePosixPath(name).parts) for name in names]
                 if not (self.exec_unchanged and _link_exec(run_dir, targets[0], files[0][0])):

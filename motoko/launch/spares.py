@@ -16,6 +16,12 @@ started a run of, a few *spare* directories named after it
 the run's shell truncates ``stdout`` and ``stderr`` as it opens them. A
 thread of its own then makes the next spare, while the run executes.
 
+Spares are made only while they pay: a new directory costing less than
+:data:`WORTH` (a moving average, timed as spares or run directories are
+made) is cheap enough to make on the spot, and the spare thread would
+only compete with the run for the machine (0.3 ms per hop, measured on
+two cores with 25 µs directories).
+
 A spare never replaces anything: an existing run directory (an earlier
 attempt's, even empty) is restaged in place as before. The launcher
 removes its spares when it stops; the spares of a launcher killed on this
@@ -30,6 +36,8 @@ import itertools
 import os
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,6 +54,11 @@ FILES = {"run.json": 0o600, "stdout": 0o666, "stderr": 0o666}
 #: Spares kept ready per folder: a hop takes one; a launcher starting many
 #: runs at once makes the rest as it would have made their directories.
 DEPTH = 2
+#: Seconds a new directory must cost (moving average) for spares to be made: below, the spare
+#: thread costs a hop more than the inodes it saves (``benchmarks.compare.chain_once``).
+WORTH = 100e-6
+#: Weight of the last timing in that average.
+_RECENT = 0.2
 
 
 class Spares:
@@ -64,6 +77,7 @@ class Spares:
         self._ready: dict[Path, list[Path]] = {}
         self._pending: set[Path] = set()
         self._drawn: set[Path] = set()  # folders whose spares were asked for since the last replenish
+        self._cost: float | None = None  # a new directory's seconds, a moving average (None: not yet timed)
         self._swept: set[Path] = set()
         self._lock = threading.Lock()
         self._numbers = itertools.count()
@@ -80,7 +94,8 @@ class Spares:
         """
         folder = run_dir.parent
         with self._lock:
-            self._drawn.add(folder)
+            if self.worth:
+                self._drawn.add(folder)
             ready = self._ready.get(folder)
             spare = ready.pop() if ready else None
         if spare is None:
@@ -95,6 +110,15 @@ class Spares:
             shutil.rmtree(spare, ignore_errors=True)
             return False
         return True
+
+    @property
+    def worth(self) -> bool:
+        """True while a new directory costs :data:`WORTH` or more (or was not timed yet)."""
+        return self._cost is None or self._cost >= WORTH
+
+    def timed(self, seconds: float) -> None:
+        """Note that making a directory here took ``seconds`` (a spare, or a run directory made on the spot)."""
+        self._cost = seconds if self._cost is None else (1 - _RECENT) * self._cost + _RECENT * seconds
 
     def replenish(self) -> None:
         """Make again, in the background, the spares taken since the last call.
@@ -116,6 +140,11 @@ class Spares:
         """The spares ready in ``folder``."""
         with self._lock:
             return list(self._ready.get(folder, ()))
+
+    def flush(self) -> None:
+        """Wait until the spares being made are made."""
+        with contextlib.suppress(RuntimeError):  # closed: nothing is being made
+            self._maker.submit(lambda: None).result()
 
     def close(self) -> None:
         """Stop making spares and remove those left (the launcher stops)."""
@@ -146,7 +175,7 @@ class Spares:
                         return
                 spare = folder / f"{PREFIX}{self.owner}.{next(self._numbers)}"
                 try:
-                    _make(spare)
+                    _make(spare, self.timed)
                 except OSError:  # no folder yet, or not writable: no spares here (runs start as before)
                     return
                 with self._lock:
@@ -156,9 +185,11 @@ class Spares:
                 self._pending.discard(folder)
 
 
-def _make(spare: Path) -> None:
-    """Create one spare: a private directory with the empty :data:`FILES`."""
+def _make(spare: Path, timed: Callable[[float], None]) -> None:
+    """Create one spare: a private directory with the empty :data:`FILES`; ``timed`` gets its mkdir's seconds."""
+    began = time.perf_counter()
     os.mkdir(spare, 0o700)
+    timed(time.perf_counter() - began)
     try:
         os.chmod(spare, 0o700)  # mkdir's mode went through the umask
         for name, mode in FILES.items():
