@@ -207,40 +207,37 @@ def _owner(name: str) -> str | None:
     return owner if owner and number.isdigit() else None
 
 
+def _remove(folder: Path, gone: Callable[[str], bool]) -> int:
+    """Remove the spares in ``folder`` whose launcher id ``gone`` accepts; return how many."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        owner = _owner(name)
+        if owner is not None and gone(owner):
+            shutil.rmtree(folder / name, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def sweep(folder: Path, host: str, keep: str = "") -> int:
     """Remove the spares in ``folder`` of gone launchers of this ``host``; return how many.
 
     Gone: the pid in the launcher's id no longer exists. Spares of other
     hosts (a shared file system) and of ``keep`` are left alone.
     """
-    removed = 0
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return 0
-    for name in names:
-        owner = _owner(name)
-        if owner is None or owner == keep:
-            continue
+
+    def gone(owner: str) -> bool:
         parts = owner.split(":")
-        if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
-            continue
-        if int(parts[1]) != os.getpid() and not pid_alive(int(parts[1])):
-            shutil.rmtree(folder / name, ignore_errors=True)
-            removed += 1
-    return removed
+        if owner == keep or len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
+            return False
+        return int(parts[1]) != os.getpid() and not pid_alive(int(parts[1]))
+
+    return _remove(folder, gone)
 
 
 def prune_spares(folder: Path, keep: set[str]) -> int:
     """Remove the spares in ``folder`` of launchers not in ``keep`` (``motoko clean``); return how many."""
-    removed = 0
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return 0
-    for name in names:
-        owner = _owner(name)
-        if owner is not None and owner not in keep:
-            shutil.rmtree(folder / name, ignore_errors=True)
-            removed += 1
-    return removed
+    return _remove(folder, lambda owner: owner not in keep)
