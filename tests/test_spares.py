@@ -88,6 +88,10 @@ def test_the_shell_truncates_a_spares_stdout_and_the_run_writes_there(tmp_path, 
 def test_spares_are_made_only_while_a_new_directory_costs_enough(tmp_path, spares):
     runs = tmp_path / "runs"
     runs.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = runs / f"{PREFIX}{HOST}:{dead.pid}:eeeeee.0"
+    left.mkdir()  # a launcher killed -9 left it
     for _ in range(20):
         spares.timed(20e-6)  # a tmpfs: the spare thread would cost a hop more than it saves
     assert not spares.worth
@@ -95,6 +99,7 @@ def test_spares_are_made_only_while_a_new_directory_costs_enough(tmp_path, spare
     spares.replenish()
     spares.flush()
     assert spares.ready(runs) == []
+    assert not left.exists()  # the folder's first visit sweeps all the same
     for _ in range(20):
         spares.timed(900e-6)  # a disk busy deleting files
     assert spares.worth

@@ -94,7 +94,7 @@ class Spares:
         """
         folder = run_dir.parent
         with self._lock:
-            if self.worth:
+            if self.worth or folder not in self._swept:  # a first visit sweeps, whatever the cost
                 self._drawn.add(folder)
             ready = self._ready.get(folder)
             spare = ready.pop() if ready else None
@@ -133,8 +133,8 @@ class Spares:
             self._refill_soon(folder)
 
     def fill(self, folder: Path) -> None:
-        """Make the folder's spares now (in this thread): tests, and a launcher's first runs."""
-        self._refill(folder)
+        """Make the folder's spares now (in this thread), whatever a directory costs."""
+        self._refill(folder, always=True)
 
     def ready(self, folder: Path) -> list[Path]:
         """The spares ready in ``folder``."""
@@ -164,11 +164,13 @@ class Spares:
         with contextlib.suppress(RuntimeError):  # shut down meanwhile
             self._maker.submit(self._refill, folder)
 
-    def _refill(self, folder: Path) -> None:
+    def _refill(self, folder: Path, always: bool = False) -> None:
         try:
             if folder not in self._swept:
                 self._swept.add(folder)
                 sweep(folder, self.host, keep=self.owner)
+            if not (always or self.worth):
+                return
             while not self._closed:
                 with self._lock:
                     if len(self._ready.get(folder, ())) >= self.depth:
