@@ -211,14 +211,16 @@ def _write_new(run_dir: Path, target: Path, data: bytes, mode: int) -> None:
     except FileExistsError:
         _write_atomic(_destination(run_dir, str(target.relative_to(run_dir))), data, mode)
         return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        os.fchmod(handle.fileno(), mode)
+    _write_fd(fd, data, mode)
 
 
 def _fill(target: Path, data: bytes, mode: int) -> None:
     """Write a spare's empty placeholder ``target`` in place (no new inode)."""
-    fd = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0))
+    _write_fd(os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)), data, mode)
+
+
+def _write_fd(fd: int, data: bytes, mode: int) -> None:
+    """Write ``data`` to the open file ``fd``, set its ``mode`` and close it."""
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         os.fchmod(handle.fileno(), mode)
@@ -236,9 +238,7 @@ def _write_atomic(target: Path, data: bytes, mode: int) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(temporary, flags, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), mode)
+        _write_fd(fd, data, mode)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
