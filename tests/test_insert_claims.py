@@ -55,6 +55,27 @@ def _hops(workflow: Workflow, xs: list[int]) -> None:
     asyncio.run(flow())
 
 
+def test_a_hop_costs_the_launcher_one_cycle_its_settle(workdir, monkeypatch):
+    # The insert claims the run and the launcher starts it from the handoff:
+    # its one cycle marks it RUNNING and settles it (the window is long enough
+    # for the run to end within it on any machine). An empty cycle after each
+    # settle (its wake left set, or a loop at once after settling) held the
+    # GIL while the workflow, in the same process, went on to the next hop.
+    monkeypatch.setattr(launcher_module, "START_WINDOW", 30.0)
+    workflow, embedded = _embedded(workdir, "#!/bin/bash\nexit 0\n")
+    try:
+        _hops(workflow, [0])  # the launcher's first cycles register it and meet the server
+        (launcher,) = embedded.launchers
+        before = launcher.report.cycles
+        hops = 6
+        _hops(workflow, list(range(1, hops + 1)))
+        assert [run.state for run, _ in workflow.s.select()] == [FINISHED] * (hops + 1)
+        assert launcher.report.cycles - before <= hops + 1  # one per hop; an empty cycle each made it 2 * hops
+    finally:
+        embedded.stop()
+        workflow.close()
+
+
 def test_a_hop_costs_two_commits_the_insert_with_its_claim_then_the_settle(workdir, monkeypatch):
     # A window long enough for any machine: each run surely ends within it, so
     # RUNNING and FINISHED share one commit (tests/test_hop_path.py); before
