@@ -76,6 +76,71 @@ def test_a_hop_costs_the_launcher_one_cycle_its_settle(workdir, monkeypatch):
         workflow.close()
 
 
+def test_while_its_run_executes_the_launcher_loads_what_settling_it_reads(workdir, monkeypatch):
+    # The workflow's connection inserted and claimed the run; the launcher's
+    # own had never read it, and its settling cycle loaded it first, on the
+    # hop's path. It is loaded while the run executes (the launcher is idle).
+    monkeypatch.setattr(launcher_module, "START_WINDOW", 30.0)
+    go = workdir / "go"
+    workflow, embedded = _embedded(
+        workdir, f'#!/bin/bash\ntouch started\nwhile [ ! -e {go} ]; do sleep 0.02; done\n'
+    )
+    try:
+        go.touch()
+        _hops(workflow, [0])  # the first hop registers the launcher
+        go.unlink()
+        (launcher,) = embedded.launchers
+        runs = workflow.s.createTask(x=1)  # inserted and claimed for the launcher, now
+        (run,) = [run for run, _ in workflow.s.select("x = 1")]
+        oid = run._p_oid
+
+        def loaded() -> bool:
+            held = launcher.db.conn._cache.get(oid)  # a lookup: loads nothing
+            return held is not None and held._p_changed is not None
+
+        wait_until(lambda: (Path(run.run_path) / "started").exists(), 30, "the run to start")
+        wait_until(loaded, 10, "the launcher's connection to load the executing run")
+        go.touch()
+        asyncio.run(_awaited(runs))
+        assert [run.state for run, _ in workflow.s.select()] == [FINISHED] * 2
+    finally:
+        go.touch()
+        embedded.stop()
+        workflow.close()
+
+
+def test_a_server_lost_while_the_launcher_loads_ahead_leaves_the_settle_to_its_cycle(workdir, monkeypatch):
+    # Loading ahead is an optimisation: the server going away under it (here:
+    # the first load raising what ZEO raises then) costs nothing but the
+    # head start; the cycle settles the run as before.
+    from ZEO.Exceptions import ClientDisconnected
+
+    monkeypatch.setattr(launcher_module, "START_WINDOW", 30.0)
+    workflow, embedded = _embedded(workdir, "#!/bin/bash\nsleep 0.2\n")
+    try:
+        _hops(workflow, [0])
+        (launcher,) = embedded.launchers
+        real, failed = launcher._run_of, []
+
+        def run_of(key: Any) -> Any:
+            if not failed:  # the first read after the start: the one loading ahead
+                failed.append(sys._getframe(1).f_code.co_name)
+                raise ClientDisconnected("the server went away")
+            return real(key)
+
+        monkeypatch.setattr(launcher, "_run_of", run_of)
+        _hops(workflow, [1])
+        assert failed == ["_warm"]
+        assert [run.state for run, _ in workflow.s.select()] == [FINISHED] * 2
+    finally:
+        embedded.stop()
+        workflow.close()
+
+
+async def _awaited(runs: Any) -> Any:
+    return await runs
+
+
 def test_a_hop_costs_two_commits_the_insert_with_its_claim_then_the_settle(workdir, monkeypatch):
     # A window long enough for any machine: each run surely ends within it, so
     # RUNNING and FINISHED share one commit (tests/test_hop_path.py); before

@@ -214,6 +214,7 @@ class Launcher(Claims):
                 # short one share one commit (every commit wakes every client).
                 if self.executor.outcomes.empty():
                     self._wake.clear()  # set by the starts just drained: wait for an end
+                    self._warm(self._started)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), START_WINDOW)
                 # The end that woke it is drained now: left set, the wake made

@@ -324,6 +324,10 @@ class StudyDB:
         self.tm.abort()  # ZODB starts the next transaction at the client's latest commit
         return False
 
+    def catches_up_locally(self) -> bool:
+        """Whether :meth:`catch_up` would begin without a server round trip (no other process committed since)."""
+        return self.feed.commits_seen == self._seen_commits
+
     def refresh(self) -> None:
         """See what other processes committed since the last transaction.
 
