@@ -317,7 +317,7 @@ class StudyDB:
         refused at commit all the same. Pending changes are dropped, as by
         :meth:`begin`. Returns True when it asked the server.
         """
-        if self.feed.commits_seen != self._seen_commits:
+        if not self.catches_up_locally():
             self.begin()
             return True
         self.journal.clear()
