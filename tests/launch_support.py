@@ -91,6 +91,22 @@ def kill_launcher(proc: Any) -> None:
     proc.wait()
 
 
+def run_hosts_of(pid: int) -> list[int]:
+    """The run hosts (:mod:`motoko.launch.run_host`) that process ``pid`` started and that still run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and b"run_host" in command:
+            found.append(int(entry.name))
+    return found
+
+
 def wait_until(predicate: Any, timeout: float, what: str) -> None:
     """Poll ``predicate`` every 0.1 s until it is true; fail naming ``what`` after ``timeout`` s."""
     import time

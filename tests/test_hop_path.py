@@ -167,6 +167,6 @@ def test_a_run_whose_process_cannot_start_fails_with_the_reason_and_the_launcher
     assert (report.executed, report.finished, report.failed) == (2, 1, 1)
     failed = run_of(db, huge)
     assert failed.state == "FAILED"
-    assert failed.error == "could not start: [Errno 7] Argument list too long: '/bin/sh'"
+    assert failed.error == "could not start: [Errno 7] Argument list too long: '/bin/bash'"
     assert run_of(db, small).state == FINISHED
     db.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import motoko
-from launch_support import create_runs, make_study, serve
+from launch_support import create_runs, make_study, run_hosts_of, serve
 
 from motoko.errors import NotInRunError
 from motoko.launch.service import build_launcher
@@ -237,7 +237,7 @@ def test_launcher_cli_rejects_bad_options(workdir):
 
 
 def test_killed_launcher_leaves_a_lost_run_that_another_launcher_detects(workdir):
-    """The run's process died with its launcher and recorded no exit status: LOST, found by another launcher."""
+    """The run's process died with its launcher and its run host, and recorded no exit status: LOST, found by another launcher."""
     cfg, db = setup(workdir, launch="#!/bin/bash\necho $$ > pid\nexec sleep 60\n")
     (rid,) = create_runs(db, x=1)
     proc = subprocess.Popen(
@@ -250,7 +250,9 @@ def test_killed_launcher_leaves_a_lost_run_that_another_launcher_detects(workdir
     while not (run_dir / "pid").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     session = os.getpgid(int((run_dir / "pid").read_text()))
+    (host,) = run_hosts_of(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher
+    os.kill(host, signal.SIGKILL)  # its run host, the run's parent
     os.killpg(session, signal.SIGKILL)  # and its run's session: nothing records an exit status
     proc.wait()
     start = time.monotonic()

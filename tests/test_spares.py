@@ -7,6 +7,7 @@ its spares; one killed -9 leaves them, and the next launcher on the folder
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -23,8 +24,8 @@ from launch_support import (
     wait_until,
 )
 
-from motoko.launch import attempts
 from motoko.launch.run_dirs import RUN_JSON
+from motoko.launch.run_host import RunHost
 from motoko.launch.spares import FILES, PREFIX, Spares, prune_spares, sweep
 from motoko.launch.staging import plan_stage
 from motoko.study.records import FINISHED, RUNNING
@@ -74,15 +75,27 @@ def test_a_new_run_directory_is_a_spare_renamed_its_run_json_written_in_place(tm
     assert not [n for n in os.listdir(runs) if n.startswith(PREFIX)]
 
 
-def test_the_shell_truncates_a_spares_stdout_and_the_run_writes_there(tmp_path, spares):
+def test_the_run_host_truncates_a_spares_stdout_and_the_run_writes_there(tmp_path, spares):
     runs = tmp_path / "runs"
     runs.mkdir()
     spares.fill(runs)
     run_dir = runs / "run-1"
     _staged(tmp_path, run_dir).write(spares)
-    command = attempts.recorded(1, ("bash", str(run_dir / "launch.sh")), output=True)
-    subprocess.run(command, cwd=run_dir, check=True, timeout=30)
-    assert (run_dir / "stdout").read_text() == "7\n"
+
+    async def start() -> None:
+        ended: list[dict[str, object]] = []
+        host = RunHost(ended.append, lambda: None)
+        host.listen(asyncio.get_running_loop())
+        try:
+            host.start(1, ("bash", str(run_dir / "launch.sh")), str(run_dir), dict(os.environ), file="exit.1")
+            while not any("ended" in reply for reply in ended):
+                await asyncio.sleep(0.01)
+        finally:
+            host.close()
+            host.process.wait(10)
+
+    asyncio.run(start())
+    assert (run_dir / "stdout").read_text() == "7\n" and (run_dir / "exit.1").read_text() == "0\n"
 
 
 def test_spares_are_made_only_while_a_new_directory_costs_enough(tmp_path, spares):

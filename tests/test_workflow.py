@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config, write_study
+from launch_support import run_hosts_of
 
 from motoko import RunList, TaskSelection, Workflow
 from motoko.config import load_config
@@ -321,10 +322,13 @@ def test_a_lost_run_fails_the_await(wf, wfdir):
         asyncio.run(until_running())
         wf.refresh()
         session = int(wf.db_for("calc").run("calc", 1).executor_id)  # the run's own session
+        hosts = run_hosts_of(daemon.pid)
     finally:
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
-    # Its process dies too, recording nothing: nobody can account for it (else it is adopted).
+    # Its run host and its process die too, recording nothing: nobody can account for it (else it is adopted).
+    for host in hosts:
+        os.kill(host, signal.SIGKILL)
     os.killpg(session, signal.SIGKILL)
     # Another launcher notices the missing heartbeats (lost_after: 1) and settles it LOST.
     embedded = EmbeddedLauncher(load_config(wfdir / "motoko.yaml")).start()

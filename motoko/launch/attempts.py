@@ -27,12 +27,13 @@ the attempt, and the directory holds one *fence*:
 ``../.motoko-exits.<launcher id>``
     Where runs of the local executor record their exit status instead: a
     line ``<run id> <attempt> <status> <the sum of the three>`` appended by
-    each run's shell to its launcher's log beside the run directories. A
-    new file costs an inode, and on some file systems (this project's test
-    machine: ~0.7 ms of CPU) that was a sixth of a trivial run's cost; an
-    append costs none. Only processes of one host append to it (a local
-    launcher's runs), so each short line lands whole; one torn by a failed
-    write fails its sum and is no status.
+    the launcher's run host (:mod:`motoko.launch.run_host`) to its log
+    beside the run directories. A new file costs an inode, and on some
+    file systems (this project's test machine: ~0.7 ms of CPU) that was a
+    sixth of a trivial run's cost; an append costs none. Only one process
+    appends to it, so each short line lands whole; one torn by a failed
+    write (disk full) fails its sum and is no status, and does not hide
+    the next one.
 
 The files are small and written whole; a reader that finds one half-written
 treats it as not there yet.
@@ -66,41 +67,19 @@ _RECORDER = (
 )
 
 
-def recorded(attempt: int, command: Sequence[str], *, output: bool = False) -> tuple[str, ...]:
+def recorded(attempt: int, command: Sequence[str]) -> tuple[str, ...]:
     """``command`` run by a tiny ``/bin/sh`` that records its exit status in ``exit.<attempt>``.
 
     Run in the run directory. The status then survives whoever waited for
-    the process (a launcher, a Dask worker) being killed: only a parent
-    learns a process's status, and the shell is that parent. With
-    ``output`` the shell also creates ``stdout`` and ``stderr`` there and
-    sends the command's output to them: creating files is the slow part of
-    starting a run on some file systems, and the run's own process does it
-    instead of the launcher's one thread.
+    the process (a Dask worker) being killed: only a parent learns a
+    process's status, and the shell is that parent. (A local launcher's
+    runs have its run host as parent instead: :mod:`motoko.launch.run_host`.)
     """
-    script = _OUTPUT + _RECORDER if output else _RECORDER
-    return ("/bin/sh", "-c", script, f"exit.{attempt}", *command)
+    return ("/bin/sh", "-c", _RECORDER, f"exit.{attempt}", *command)
 
 
-#: Records a run's exit status as ``_RECORDER`` does, as a line appended to
-#: the log ``$0``: ``$1`` is the run id, ``$2`` the attempt, the rest the command.
-#: Each record sits on a line of its own, with the sum of its numbers last: a
-#: record torn by a failed write (disk full) neither reads as a status nor
-#: hides the next one.
-_LOGGER = 'r=$1 a=$2; shift 2; ' + _RECORDER.replace(
-    'echo "$c" > "$0"', 'printf \'\\n%s %s %s %s\\n\' "$r" "$a" "$c" $((r + a + c)) >> "$0"'
-)
 #: The name, beside the run directories, of a launcher's exit log (its id follows).
 EXIT_LOG = ".motoko-exits"
-
-
-def logged(run_id: int, attempt: int, command: Sequence[str], launcher: str, run_dir: Path) -> tuple[str, ...]:
-    """``command`` run by the shell of :func:`recorded` (with output), its status appended to :func:`exit_log`.
-
-    Used by the local executor, whose launcher is on the same host as every
-    shell that appends to its log (see the module docstring).
-    """
-    log = exit_log(run_dir, launcher)
-    return ("/bin/sh", "-c", _OUTPUT + _LOGGER, str(log), str(run_id), str(attempt), *command)
 
 
 def exit_log(run_dir: Path, launcher: str) -> Path:
@@ -193,9 +172,6 @@ def read_submitted(run_dir: Path, attempt: int) -> str | None:
         return None
 
 #: Prefix of the recorder that sends the shell's (and so the command's) output to files.
-_OUTPUT = "exec >stdout 2>stderr; "
-
-
 def write_fence(run_dir: Path, attempt: int) -> None:
     """Open the run directory to ``attempt`` alone (called before submitting it).
 

@@ -13,7 +13,7 @@ started a run of, a few *spare* directories named after it
 (``.motoko-spare.<launcher id>.<n>``), each holding the empty files
 :data:`FILES`. Staging a new run renames a spare to the run's directory
 (:meth:`Spares.take`), ``run.json`` is written into its placeholder, and
-the run's shell truncates ``stdout`` and ``stderr`` as it opens them. A
+the run host truncates ``stdout`` and ``stderr`` as it opens them. A
 thread of its own then makes the next spare, while the run executes.
 
 Spares are made only while they pay: a new directory costing less than
@@ -49,7 +49,7 @@ __all__ = ["FILES", "PREFIX", "Spares", "prune_spares", "sweep"]
 PREFIX = ".motoko-spare."
 #: The empty files a spare holds, with their modes (the umask applies, as to a shell's ``>``):
 #: ``run.json`` (``motoko.launch.run_dirs.RUN_JSON``, written at staging) and the files the
-#: run's shell redirects to (``motoko.launch.attempts``).
+#: run host sends the run's output to (``motoko.launch.run_host``).
 FILES = {"run.json": 0o600, "stdout": 0o666, "stderr": 0o666}
 #: Spares kept ready per folder: a hop takes one; a launcher starting many
 #: runs at once makes the rest as it would have made their directories.

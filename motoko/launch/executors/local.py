@@ -2,37 +2,43 @@
 
 Each run is its own process group (so cancelling reaches ``launch.sh``'s
 children too), with stdout and stderr written to files in its directory.
-Process exits are noticed through a pidfd registered with the event loop,
-so thousands of short runs cost no thread and no polling each; where pidfds
-are missing (old kernels, other systems) a waiting thread does the same job.
+Process exits are told by the run host (below) on a socket that the event
+loop reads, so thousands of short runs cost no thread and no polling each;
+processes that are not the host's (adopted ones) are watched through pidfds.
 
 A run's process outlives a launcher killed with SIGKILL (it has its own
-session), and only a parent learns a process's exit status. So the command
-runs under a tiny ``/bin/sh`` that records its status: a line appended to
-its launcher's exit log beside the run directories (a new ``exit.<attempt>``
-file per run cost an inode; see :mod:`motoko.launch.attempts`). The launcher
-that finds the run silent asks :meth:`inspect`: a run that recorded its exit
+session), and only a parent learns a process's exit status. So the runs are
+started by the launcher's *run host* (:mod:`motoko.launch.run_host`), a
+small process that outlives its launcher: it records each run's status, a
+line appended to its launcher's exit log beside the run directories (a new
+``exit.<attempt>`` file per run cost an inode; see
+:mod:`motoko.launch.attempts`), then tells the launcher. The launcher that
+finds the run silent asks :meth:`inspect`: a run that recorded its exit
 status is settled from it; a process still running, found on this host by
 its environment markers (even when its pid was never recorded), is
 *adopted*: watched through a pidfd to its end, then settled from the status
-it recorded. Only a run with neither is LOST, and retried if allowed.
+its host recorded. Only a run with neither is LOST, and retried if allowed.
+The same holds when the run host dies under a living launcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
-import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from motoko.errors import StagingError
 from motoko.launch import attempts
 from motoko.launch.executors.base import Executor, Launch, Orphan, Outcome, Verdict, tail
 from motoko.launch.processes import find_run_processes
+from motoko.launch.run_host import RunHost
+
+log = logging.getLogger(__name__)
 
 #: Seconds to wait for an ended orphan's exit file to be complete.
 EXIT_FILE_GRACE = 1.0
@@ -57,85 +63,120 @@ class LocalExecutor(Executor):
 
     def __init__(self, max_parallel: int | None = None):
         super().__init__(max_parallel or os.cpu_count() or 1)
-        self._procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+        self._pids: dict[tuple[str, int], int] = {}  # runs of our host: run → pid
         self._launches: dict[tuple[str, int], Launch] = {}
         self._cancelled: set[tuple[str, int]] = set()
         self._adopted: dict[tuple[str, int], int] = {}  # orphans watched: run → pid
         self._starting: dict[tuple[str, int], asyncio.Future[None]] = {}
-        # Threads start processes: writing the fence and forking wait on the
-        # kernel (long on a loaded machine), while the launcher's loop commits.
+        self._host: RunHost | None = None
+        self._tokens: dict[int, tuple[str, int]] = {}  # requests to the host: token → run
+        self._settling: set[asyncio.Task[None]] = set()
+        self._next_token = 0
+        # Threads write run directories and fences (they wait on the kernel,
+        # long on a loaded machine) while the launcher's loop commits.
         self._starter = ThreadPoolExecutor(min(self.max_parallel, STARTERS), thread_name_prefix="motoko-starter")
 
+    async def start(self) -> None:
+        """Start the run host now: the first run need not wait for it."""
+        self._ensure_host()
+
+    def _ensure_host(self) -> RunHost:
+        if self._host is None or self._host.closed:
+            self._host = RunHost(self._on_reply, self._host_gone)
+            self._host.listen(asyncio.get_running_loop())
+        return self._host
+
     async def submit(self, launch: Launch) -> str:
-        """Start the run's process (in the starter thread); its outcome is queued when it exits.
+        """Stage the run (in the starter thread) and ask the run host to start it.
 
         The run holds its slot at once. Its start is reported by
-        :meth:`report_started`, or a failure to start as an outcome.
+        :meth:`report_started` when the host says it started, or a failure
+        to start as an outcome; its end comes from the host too.
         """
         key = launch.key
         self._launches[key] = launch
-        if not self.running and not self._starting:
-            # Nothing else executes (a lone run: latency): start it here, no thread hop.
-            self.running[key] = STARTING
-            try:
-                proc = _spawn(launch)
-            except (OSError, StagingError) as exc:
-                self._launches.pop(key, None)
-                self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {exc}"))
-                return STARTING
-            self._started_now(key, proc)
-            return str(proc.pid)
         self.running[key] = STARTING
+        host = self._ensure_host()
         loop = asyncio.get_running_loop()
+        self._next_token += 1
+        token = self._next_token
+        self._tokens[token] = key
         done: asyncio.Future[None] = loop.create_future()
         self._starting[key] = done
-        job = loop.run_in_executor(self._starter, _spawn, launch)
-        job.add_done_callback(lambda job: self._spawned(key, job, done))
+        if len(self._starting) == 1 and len(self.running) == 1:
+            # Nothing else executes (a lone run: latency): stage it here, no thread hop.
+            try:
+                _request(host, token, launch)
+            except (OSError, StagingError) as exc:
+                self._not_started(key, token, str(exc))
+                return STARTING
+            host.await_start(token)
+            return self.running.get(key, STARTING)
+        job = loop.run_in_executor(self._starter, _request, host, token, launch)
+        job.add_done_callback(lambda job: self._requested(key, token, job))
         return STARTING
 
-    def _spawned(self, key: tuple[str, int], job: asyncio.Future[subprocess.Popen[bytes]], done: asyncio.Future[None]) -> None:
-        del self._starting[key]
-        done.set_result(None)
-        launch = self._launches[key]
+    def _requested(self, key: tuple[str, int], token: int, job: asyncio.Future[None]) -> None:
         error = job.exception()
-        if error is not None:
-            self._launches.pop(key, None)
-            self._cancelled.discard(key)
-            self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {error}"))
-            return
-        self._started_now(key, job.result())  # a cancel awaiting this start signals it next
+        if error is not None and token in self._tokens:
+            self._not_started(key, token, str(error))
 
-    def _started_now(self, key: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
-        self._procs[key] = proc
-        self.running[key] = str(proc.pid)
-        self._watch(key, proc)
-        self.report_started(key)
+    def _not_started(self, key: tuple[str, int], token: int, error: str) -> None:
+        self._tokens.pop(token, None)
+        starting = self._starting.pop(key, None)
+        if starting is not None:
+            starting.set_result(None)
+        launch = self._launches.pop(key)
+        self.running.pop(key, None)
+        self._cancelled.discard(key)
+        self.report(Outcome(launch.study, launch.run_id, exit_code=None, reason=f"could not start: {error}"))
 
-    def _watch(self, key: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            threading.Thread(target=self._wait_thread, args=(loop, key, proc), daemon=True).start()
-            return
+    def _on_reply(self, reply: dict[str, Any]) -> None:
+        """A line from the run host: a run started, could not start, or ended."""
+        if "started" in reply:
+            key = self._tokens[reply["started"]]
+            self._starting.pop(key).set_result(None)  # a cancel awaiting this start signals it next
+            self._pids[key] = reply["pid"]
+            self.running[key] = str(reply["pid"])
+            self.report_started(key)
+        elif "failed" in reply:
+            token = reply["failed"]
+            if token in self._tokens:
+                self._not_started(self._tokens[token], token, reply["error"])
+        elif "ended" in reply:
+            key = self._tokens.pop(reply["ended"])
+            self._finish(key, reply["status"])
+        else:
+            log.warning("%s", reply.get("error", reply))
 
-        def exited() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            self._finish(key, proc.wait())
+    def _host_gone(self) -> None:
+        """The run host died: its runs are watched as orphans and settled from what they recorded.
 
-        loop.add_reader(pidfd, exited)
-
-    def _wait_thread(
-        self, loop: asyncio.AbstractEventLoop, key: tuple[str, int], proc: subprocess.Popen[bytes]
-    ) -> None:
-        status = proc.wait()
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._finish, key, status)
+        A run it had started and that recorded no status is LOST, as after a
+        launcher's death; one it never started may be running anyway (the
+        host died after starting it), so it is looked for the same way.
+        """
+        log.warning("the run host (pid %d) is gone; watching its %d runs as orphans", self._host.pid if self._host else 0, len(self._tokens))
+        self._host = None
+        for token, key in list(self._tokens.items()):
+            del self._tokens[token]
+            starting = self._starting.pop(key, None)
+            if starting is not None:
+                starting.set_result(None)
+            launch = self._launches[key]
+            pid = self._pids.pop(key, None)
+            if pid is None:
+                pids = find_run_processes(launch.study, launch.run_id, launch.env.get(LAUNCHER_ENV, ""), launch.attempt)
+                pid = pids[0] if pids else None
+            if pid is None:
+                self.running[key] = "adopted"
+                self._finish_orphan(key)
+            else:
+                self._watch_orphan(key, pid)
 
     def _finish(self, key: tuple[str, int], status: int) -> None:
         launch = self._launches.pop(key)
-        self._procs.pop(key, None)
+        self._pids.pop(key, None)
         self.running.pop(key, None)
         cancelled = key in self._cancelled
         self._cancelled.discard(key)
@@ -156,16 +197,15 @@ class LocalExecutor(Executor):
         if starting is not None:
             self._cancelled.add(key)
             await starting
-        proc = self._procs.get(key)
-        pid = proc.pid if proc is not None else self._adopted.get(key)
+        pid = self._pids.get(key, self._adopted.get(key))
         if pid is None:
             return
         self._cancelled.add(key)
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and (key in self._procs or key in self._adopted):
+        while time.monotonic() < deadline and (key in self._pids or key in self._adopted):
             await asyncio.sleep(0.02)
-        if key in self._procs or key in self._adopted:
+        if key in self._pids or key in self._adopted:
             _signal_group(pid, signal.SIGKILL)
 
     async def inspect(self, orphan: Orphan) -> Verdict:
@@ -195,23 +235,42 @@ class LocalExecutor(Executor):
             self.running[key] = "adopted"
             self._finish_orphan(key)
             return
-        pid = pids[0]
+        self._watch_orphan(key, pids[0])
+
+    def _watch_orphan(self, key: tuple[str, int], pid: int) -> None:
+        """Watch a process that is not our child (a pidfd) to its end; settle it from its recorded status."""
         self._adopted[key] = pid
         self.running[key] = str(pid)
         self.report_started(key)
         loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(pid)
-        except OSError:  # gone already (or no pidfds): its exit file says how it ended
+        except OSError:  # gone already (or no pidfds): its exit record says how it ended
             self._finish_orphan(key)
             return
 
         def exited() -> None:
             loop.remove_reader(pidfd)
             os.close(pidfd)
-            self._finish_orphan(key)
+            settle = loop.create_task(self._settle_orphan(key))
+            self._settling.add(settle)
+            settle.add_done_callback(self._settling.discard)
 
         loop.add_reader(pidfd, exited)
+
+    async def _settle_orphan(self, key: tuple[str, int]) -> None:
+        """Settle an orphan that ended, once its status is recorded (or after a grace: then it is LOST).
+
+        Its host records the status after reaping it, that is just after
+        the pidfd says it ended.
+        """
+        launch = self._launches[key]
+        deadline = time.monotonic() + EXIT_FILE_GRACE
+        while time.monotonic() < deadline and attempts.recorded_status(
+            launch.run_dir, launch.run_id, launch.attempt, launch.env.get(LAUNCHER_ENV)
+        ) is None:
+            await asyncio.sleep(0.01)
+        self._finish_orphan(key)
 
     def _finish_orphan(self, key: tuple[str, int]) -> None:
         launch = self._launches.pop(key)
@@ -230,37 +289,30 @@ class LocalExecutor(Executor):
         self.report(outcome)
 
     async def close(self) -> None:
-        """Let the starter thread go (processes are owned by the launcher's drain)."""
+        """Let the starter thread and the run host go (processes are owned by the launcher's drain)."""
         self._starter.shutdown(wait=False)
+        if self._host is not None:
+            self._host.close()
 
     def kill_all(self) -> None:
         """KILL every running process group (the launcher is going down hard)."""
-        for pid in [proc.pid for proc in self._procs.values()] + list(self._adopted.values()):
+        for pid in [*self._pids.values(), *self._adopted.values()]:
             _signal_group(pid, signal.SIGKILL)
 
 
-def _spawn(launch: Launch) -> subprocess.Popen[bytes]:
-    """Write the run directory, open it to this attempt and start its process (in the starter thread)."""
+def _request(host: RunHost, token: int, launch: Launch) -> None:
+    """Write the run directory, open it to this attempt and ask the host to start it (in the starter thread)."""
     if launch.stage is not None:
         launch.stage()
     attempts.write_fence(launch.run_dir, launch.attempt)
-    # The run's shell creates its stdout and stderr files: not the launcher.
-    # It appends its exit status to its launcher's exit log (no exit.<N>).
     launcher = launch.env.get(LAUNCHER_ENV)
-    command = (
-        attempts.logged(launch.run_id, launch.attempt, launch.command, launcher, launch.run_dir)
-        if launcher else attempts.recorded(launch.attempt, launch.command, output=True)
+    # The host records the status in the launcher's exit log (no exit.<N>),
+    # else (no launcher: tests, tools) in exit.<N>.
+    recorded: dict[str, object] = (
+        {"log": str(attempts.exit_log(launch.run_dir, launcher)), "run": launch.run_id, "attempt": launch.attempt}
+        if launcher else {"file": attempts.exit_file(launch.run_dir, launch.attempt).name}
     )
-    return subprocess.Popen(
-        command,
-        cwd=launch.run_dir,
-        env=launch.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
+    host.start(token, launch.command, str(launch.run_dir), launch.env, **recorded)
 
 
 def _signal_group(pid: int, sig: int) -> None:
