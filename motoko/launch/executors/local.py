@@ -165,14 +165,14 @@ class LocalExecutor(Executor):
                 starting.set_result(None)
             launch = self._launches[key]
             pid = self._pids.pop(key, None)
+            started = pid is not None  # and reported so
             if pid is None:
                 pids = find_run_processes(launch.study, launch.run_id, launch.env.get(LAUNCHER_ENV, ""), launch.attempt)
                 pid = pids[0] if pids else None
             if pid is None:
-                self.running[key] = "adopted"
                 self._finish_orphan(key)
             else:
-                self._watch_orphan(key, pid)
+                self._watch_orphan(key, pid, report=not started)
 
     def _finish(self, key: tuple[str, int], status: int) -> None:
         launch = self._launches.pop(key)
@@ -237,11 +237,15 @@ class LocalExecutor(Executor):
             return
         self._watch_orphan(key, pids[0])
 
-    def _watch_orphan(self, key: tuple[str, int], pid: int) -> None:
-        """Watch a process that is not our child (a pidfd) to its end; settle it from its recorded status."""
+    def _watch_orphan(self, key: tuple[str, int], pid: int, *, report: bool = True) -> None:
+        """Watch a process that is not our child (a pidfd) to its end; settle it from its recorded status.
+
+        ``report``: say it started (an adopted run; a run of ours said so already).
+        """
         self._adopted[key] = pid
         self.running[key] = str(pid)
-        self.report_started(key)
+        if report:
+            self.report_started(key)
         loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(pid)
@@ -294,10 +298,6 @@ class LocalExecutor(Executor):
         if self._host is not None:
             self._host.close()
 
-    def kill_all(self) -> None:
-        """KILL every running process group (the launcher is going down hard)."""
-        for pid in [*self._pids.values(), *self._adopted.values()]:
-            _signal_group(pid, signal.SIGKILL)
 
 
 def _request(host: RunHost, token: int, launch: Launch) -> None:
