@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,32 @@ def machine() -> dict[str, Any]:
     }
 
 
+#: Set (to anything) in the environment, child processes included: the
+#: temporary trees of :func:`scratch` are left for the caller to delete at
+#: the end of the whole benchmark.
+KEEP_TREES = "MOTOKO_BENCH_KEEP_TREES"
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A temporary directory, deleted on exit unless :data:`KEEP_TREES` defers that.
+
+    Why defer: on this project's VM (ext4 without a journal) a new inode
+    costs more for about half a minute after many were deleted (the kernel
+    skips recently deleted inodes one buffer lookup each): 60 us against
+    30 us, up to 1.5 ms. A measure that deleted its 4,000 run files made the
+    next measure pay for them, and only a tool that makes files while timed
+    (motoko; xargs' are made before its timing starts) paid. Tools measured
+    in one benchmark therefore keep their trees until its end.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        if not os.environ.get(KEEP_TREES):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def workflow(studies: dict[str, tuple[str, str, str]], config: str = "") -> Iterator[Path]:
     """A temporary workflow directory; its server is stopped on exit.
@@ -43,8 +70,7 @@ def workflow(studies: dict[str, tuple[str, str, str]], config: str = "") -> Iter
     """
     from motoko.study.server import stop_server
 
-    with tempfile.TemporaryDirectory(prefix="motoko-bench-") as tmp:
-        root = Path(tmp)
+    with scratch("motoko-bench-") as root:
         lines = ["task_managers:"]
         for name, (job, launch, doit) in studies.items():
             folder = root / "studies" / name

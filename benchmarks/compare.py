@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine, summary
+from benchmarks.common import KEEP_TREES, machine, summary
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = Path(__file__).resolve().parent / "compare_files"
@@ -159,7 +159,8 @@ def sandbox(root: Path, name: str) -> Iterator[Path]:
         yield directory
     finally:
         reap(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+        if not os.environ.get(KEEP_TREES):  # else deleted with root, at the end
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def attempt(func: Callable[[], Any]) -> Any:
@@ -761,6 +762,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=[], choices=["pipeline", "fan_out", "hop", "db_scale"])
     args = parser.parse_args()
     plan = Plan.make(args.quick)
+    # Every tool's trees are deleted at the end, all at once: see benchmarks.common.scratch.
+    os.environ[KEEP_TREES] = "1"
     with tempfile.TemporaryDirectory(prefix="motoko-compare-") as tmp:
         result = compare(plan, args.cache, Path(tmp), set(args.only))
     table = markdown(result)

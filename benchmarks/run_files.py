@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import cache_bytecode, emit, machine
+from benchmarks.common import KEEP_TREES, cache_bytecode, emit, machine
 from benchmarks.throughput import TRIVIAL, motoko_runs, xargs_runs
 
 TMPFS = "/dev/shm"
@@ -74,7 +75,9 @@ def fan_out(where: str, runs: int, repeat: int) -> dict[str, Any]:
     clean-up (docs/performance.md).
     """
     saved = tempfile.tempdir
-    tempfile.tempdir = where
+    trees = tempfile.mkdtemp(prefix="motoko-run-files-", dir=where)
+    tempfile.tempdir = trees
+    os.environ[KEEP_TREES] = "1"  # deleted at the end: see benchmarks.common.scratch
     ours: list[float] = []
     floor: list[float] = []
     try:
@@ -86,6 +89,8 @@ def fan_out(where: str, runs: int, repeat: int) -> dict[str, Any]:
                     floor.append(xargs_runs(runs, 2)["runs_per_s"])
     finally:
         tempfile.tempdir = saved
+        del os.environ[KEEP_TREES]
+        shutil.rmtree(trees, ignore_errors=True)
     return {
         "motoko_runs_per_s": [round(v, 1) for v in ours],
         "xargs_runs_per_s": [round(v, 1) for v in floor],
@@ -105,8 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bytecode = cache_bytecode(Path(tmp))
         out: dict[str, Any] = {"benchmark": "run_files", "bytecode": bytecode, "runs": args.runs}
-        out["create_us"] = {name: {"path": where, **create_costs(where)} for name, where in places.items()}
         out["fan_out"] = {name: fan_out(where, args.runs, args.repeat) for name, where in places.items()}
+        out["create_us"] = {name: {"path": where, **create_costs(where)} for name, where in places.items()}
     out["files_per_run"] = {"new_inodes": 4, "new_inodes_at_start": 0, "renames": 1, "hard_links": 2, "appended_lines": 1}
     out["target"] = {"fan_out_ratio": 0.3}
     out["machine"] = machine()

@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emit, summary, timed, workflow
+from benchmarks.common import emit, scratch, summary, timed, workflow
 
 TRIVIAL = "#!/bin/bash\nexit 0\n"
 PYTHON_RUN = '#!/bin/bash\nexec "${MOTOKO_PYTHON:-python3}" doIt.py\n'
@@ -57,10 +55,10 @@ def xargs_runs(n: int, parallel: int, direct: bool = True) -> dict[str, Any]:
     is stated; otherwise each runs in its own directory through an
     ``sh -c 'cd ... && exec'`` wrapper (the reference of earlier figures).
     """
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch("xargs-") as tmp:
         paths = []
         for i in range(n):
-            folder = Path(tmp) / f"run-{i}"
+            folder = tmp / f"run-{i}"
             folder.mkdir()
             script = folder / "launch.sh"
             script.write_text(TRIVIAL)
