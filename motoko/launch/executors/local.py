@@ -29,7 +29,7 @@ import logging
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from motoko.errors import StagingError
@@ -112,13 +112,19 @@ class LocalExecutor(Executor):
                 return STARTING
             host.await_start(token)
             return self.running.get(key, STARTING)
-        job = loop.run_in_executor(self._starter, _request, host, token, launch)
-        job.add_done_callback(lambda job: self._requested(key, token, job))
+        job = self._starter.submit(_request, host, token, launch)
+
+        def requested(job: Future[None]) -> None:  # in the starter thread
+            error = job.exception()
+            if error is not None:  # else the host's reply wakes the loop: no wake-up of its own
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for it
+                    loop.call_soon_threadsafe(self._request_failed, key, token, error)
+
+        job.add_done_callback(requested)
         return STARTING
 
-    def _requested(self, key: tuple[str, int], token: int, job: asyncio.Future[None]) -> None:
-        error = job.exception()
-        if error is not None and token in self._tokens:
+    def _request_failed(self, key: tuple[str, int], token: int, error: BaseException) -> None:
+        if token in self._tokens:  # else the host's loss settled it already
             self._not_started(key, token, str(error))
 
     def _not_started(self, key: tuple[str, int], token: int, error: str) -> None:
