@@ -485,3 +485,28 @@ def test_only_channel_directories_of_gone_launchers_are_swept(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_run_waiting_at_exit_for_its_writes_commit_ends_the_launchers_hold(workdir, monkeypatch):
+    """A launcher with claimed runs to start holds outcomes back to settle many per commit.
+
+    Each Python run waits at exit until its last writes are committed. The
+    hold ignored that: every run's exit waited the hold out (0.3 s), and
+    Python runs through the channel ran at 0.13 of bare ones. With a hold
+    of 10 minutes, the runs below end only if a run waiting ends the hold.
+    """
+    import motoko.launch.launcher as launcher_module
+
+    monkeypatch.setattr(launcher_module, "HOLD_WINDOW", 600.0)
+    doit = """
+    from motoko import current_run
+    run, job = current_run()
+    run.push_quantity(2.0 * job.x, step=0, name="double")
+    """
+    _, db = make_study(workdir, FAST, doit=doit)
+    ids = create_runs(db, x=list(range(8)))  # a queue deeper than the 2 slots: the launcher holds
+    report = Background(load_config(workdir), once=True, max_parallel=2).join(60)
+    assert (report.executed, report.finished) == (8, 8)
+    for rid in ids:
+        run = run_of(db, rid)
+        assert run.state == FINISHED and list(run.get_quantity("double")["double"]) == [2.0 * run.job["x"]]

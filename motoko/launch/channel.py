@@ -230,6 +230,16 @@ class RunChannel:
         """The writes received and not yet committed, in order (a snapshot)."""
         return list(self._pending)
 
+    def awaited(self) -> bool:
+        """Whether a run waits for the launcher's next commit.
+
+        A run that asked for its writes to be committed (``run.commit()``, and
+        every run at exit), or one slowed down for writing too much, blocks
+        until then: the launcher holding its commit back to settle more
+        outcomes at once would hold the run (and its slot) as long.
+        """
+        return any(write.message["op"] == "flush" or write.peer.queued >= self.max_queued for write in self._pending)
+
     def apply(self, db: StudyDB, writes: list[Write]) -> None:
         """Apply ``writes`` inside the caller's transaction (safe to call again after a conflict)."""
         self._refusals = []
