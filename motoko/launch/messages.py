@@ -28,7 +28,6 @@ import math
 from typing import Any
 
 from motoko.errors import RunWriteRefused
-from motoko.study.fields import field_type
 from motoko.study.states import FAILED, FINISHED, LAUNCHED, RUNNING
 
 #: The environment variable naming the launcher's channel (a unix socket).
@@ -153,6 +152,10 @@ def apply_write(run: Any, message: dict[str, Any], field_types: dict[str, str]) 
     if op == "set":
         name, value = message["name"], message.get("value")
         if name in field_types:
+            # Here, not at the top: the run side imports this module and must stay light
+            # (the field types pull dataclasses and inspect in: ~5 ms of every Python run).
+            from motoko.study.fields import field_type
+
             value = field_type(field_types[name]).coerce(value, field=name)
         setattr(run, name, value)
     elif op == "state":
