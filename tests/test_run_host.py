@@ -231,3 +231,26 @@ def test_the_control_channel_is_a_private_socket_pair():
         assert stdin.startswith("socket:")
 
     _drive(test)
+
+
+def test_a_run_host_that_fails_at_its_start_fails_the_runs_with_one_line_not_loses_them(workdir, monkeypatch):
+    """No retry loop: LOST runs are retried, and every new host would fail the same way."""
+    import sys
+
+    from launch_support import Background
+
+    from motoko.config import load_config
+    from motoko.launch import run_host
+    from motoko.study.records import FAILED
+
+    monkeypatch.setattr(run_host, "_command", lambda: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    _, db = make_study(workdir, CONFIG, extra="retries: 2\nretry_on: [LOST]\n")
+    ids = create_runs(db, x=[1, 2, 3])
+    report = Background(load_config(workdir), once=True, max_parallel=2).join(60)
+    assert report.executed == 3 and report.finished == 0
+    for rid in ids:
+        run = run_of(db, rid)
+        assert (run.state, run.attempt) == (FAILED, 1)
+        assert run.error == (
+            "could not start: the run host exited before answering (exit status 3); its error is on the launcher's stderr"
+        )

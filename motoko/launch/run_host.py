@@ -224,6 +224,8 @@ class RunHost:
         self._socket = ours
         self._loop: Any = None
         self.closed = False
+        #: Whether the host said anything yet (one that exits before did not start).
+        self.answered = False
 
     @property
     def pid(self) -> int:
@@ -285,6 +287,7 @@ class RunHost:
             self.close()
             self._on_gone()
             return
+        self.answered = True
         self._pending += data
         *lines, self._pending = self._pending.split(b"\n")
         self._replies = [json.loads(line) for line in lines]

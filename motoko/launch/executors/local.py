@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -69,6 +70,7 @@ class LocalExecutor(Executor):
         self._adopted: dict[tuple[str, int], int] = {}  # orphans watched: run → pid
         self._starting: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._host: RunHost | None = None
+        self._broken: str | None = None  # why no run host can start (one failed at its start)
         self._tokens: dict[int, tuple[str, int]] = {}  # requests to the host: token → run
         self._settling: set[asyncio.Task[None]] = set()
         self._next_token = 0
@@ -81,6 +83,9 @@ class LocalExecutor(Executor):
         self._ensure_host()
 
     def _ensure_host(self) -> RunHost:
+        """The run host, started if there is none (OSError: it cannot be, or it failed at its start)."""
+        if self._broken is not None:
+            raise OSError(self._broken)
         if self._host is None or self._host.closed:
             self._host = RunHost(self._on_reply, self._host_gone)
             self._host.listen(asyncio.get_running_loop())
@@ -94,9 +99,9 @@ class LocalExecutor(Executor):
         to start as an outcome; its end comes from the host too.
         """
         key = launch.key
+        host = self._ensure_host()  # first: a run that cannot start holds no slot
         self._launches[key] = launch
         self.running[key] = STARTING
-        host = self._ensure_host()
         loop = asyncio.get_running_loop()
         self._next_token += 1
         token = self._next_token
@@ -160,11 +165,29 @@ class LocalExecutor(Executor):
 
         A run it had started and that recorded no status is LOST, as after a
         launcher's death; one it never started may be running anyway (the
-        host died after starting it), so it is looked for the same way.
+        host died after starting it), so it is looked for the same way. A
+        host that failed at its start (an exit status before any answer)
+        started nothing: its runs, and every later one, fail to start with
+        the reason, instead of being LOST and retried without end.
         """
-        log.warning("the run host (pid %d) is gone; watching its %d runs as orphans", self._host.pid if self._host else 0, len(self._tokens))
-        self._host = None
+        host, self._host = self._host, None
+        if host is None:
+            return
+        log.warning("the run host (pid %d) is gone; watching its %d runs as orphans", host.pid, len(self._tokens))
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            host.process.wait(1.0)
+        if not host.answered and host.process.returncode is not None and host.process.returncode > 0:
+            # It failed at its start (not killed): another would fail alike, and
+            # its runs would be LOST and retried without end. Runs fail instead.
+            self._broken = (
+                f"the run host exited before answering (exit status {host.process.returncode}); "
+                "its error is on the launcher's stderr"
+            )
+            log.error("%s", self._broken)
         for token, key in list(self._tokens.items()):
+            if self._broken is not None:  # it started nothing
+                self._not_started(key, token, self._broken)
+                continue
             del self._tokens[token]
             starting = self._starting.pop(key, None)
             if starting is not None:
