@@ -171,7 +171,7 @@ def read_submitted(run_dir: Path, attempt: int) -> str | None:
     except OSError:
         return None
 
-#: Prefix of the recorder that sends the shell's (and so the command's) output to files.
+
 def write_fence(run_dir: Path, attempt: int) -> None:
     """Open the run directory to ``attempt`` alone (called before submitting it).
 

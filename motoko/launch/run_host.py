@@ -4,9 +4,8 @@ Why a process of its own: only a parent learns a process's exit status, and
 a run outlives its launcher killed with SIGKILL (it has its own session).
 An adopting launcher settles such a run from its recorded status instead of
 running it again, so something that survives the launcher must be the
-run's parent. That used to be a ``/bin/sh`` per run
-(with the format of :mod:`motoko.launch.attempts`): one more fork and exec for every
-run, about a quarter of a trivial run's CPU. One host per launcher is now
+run's parent. That used to be a ``/bin/sh`` per run: one more fork and
+exec for every run, about a quarter of a trivial run's CPU. One host per launcher is now
 the parent of all its runs.
 
 The launcher starts its host (:class:`RunHost`) in a session of its own, as
@@ -214,7 +213,6 @@ class RunHost:
         self._on_gone = on_gone
         self._lock = threading.Lock()
         self._pending = b""
-        self._replies: list[dict[str, Any]] = []  # the last ones read
         ours, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
@@ -258,19 +256,16 @@ class RunHost:
             # Reaped in a thread: the host may outlive the launcher's loop (its runs go on).
             threading.Thread(target=self.process.wait, daemon=True, name="motoko-run-host-wait").start()
 
-    def await_start(self, token: int, timeout: float = START_WAIT) -> None:
-        """Read replies here, blocking, until the host says whether ``token`` started (at most ``timeout`` s).
+    def read_until(self, done: Callable[[], bool], timeout: float = START_WAIT) -> None:
+        """Read replies here, blocking, until ``done()`` (at most ``timeout`` s).
 
-        For a lone run: its start is then reported in the launcher's same
-        cycle, not in one more (a hop's latency). Replies read meanwhile are
-        handled in order; past the timeout the loop's reader takes over.
+        For a lone run, until the host says whether it started: its start is
+        then reported in the launcher's same cycle, not in one more (a hop's
+        latency). Replies read meanwhile are handled in order; past the
+        timeout the loop's reader takes over.
         """
         deadline = time.monotonic() + timeout
-        while not self.closed:
-            for reply in self._replies:
-                if reply.get("started", reply.get("failed")) == token:
-                    self._replies = []
-                    return
+        while not self.closed and not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self._socket], [], [], remaining)[0]:
                 return
@@ -290,9 +285,8 @@ class RunHost:
         self.answered = True
         self._pending += data
         *lines, self._pending = self._pending.split(b"\n")
-        self._replies = [json.loads(line) for line in lines]
-        for reply in self._replies:
-            self._on_reply(reply)
+        for line in lines:
+            self._on_reply(json.loads(line))
 
 
 def _command() -> list[str]:

@@ -115,7 +115,7 @@ class LocalExecutor(Executor):
             except (OSError, StagingError) as exc:
                 self._not_started(key, token, str(exc))
                 return STARTING
-            host.await_start(token)
+            host.read_until(lambda: key not in self._starting)
             return self.running.get(key, STARTING)
         job = self._starter.submit(_request, host, token, launch)
 
