@@ -19,6 +19,7 @@ from motoko.config import load_config
 from motoko.errors import ChannelError, RunWriteRefused
 from motoko.launch import attempts
 from motoko.launch.channel import CHANNEL_PREFIX, sweep_stale_channels
+from motoko.launch.run_side import CONFIRM_EVERY
 from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
 from motoko.study.records import CANCELLED, FAILED, FINISHED, LOST, RUNNING
@@ -219,6 +220,30 @@ def test_a_flooding_run_is_slowed_down_and_loses_nothing(workdir):
     assert stats.peak_queued == 100 and stats.committed == stats.writes == 3000
 
 
+def test_a_long_run_keeps_a_bounded_number_of_writes_for_its_launcher(workdir):
+    """A run keeps its writes until the launcher confirms them committed (to save them itself
+    should the launcher go): a run that writes its progress at every step, and never commits,
+    asks for a commit every CONFIRM_EVERY writes rather than keep them all to its end."""
+    doit = """
+    from motoko import current_run
+    run, job = current_run()
+    kept = 0
+    for step in range(3500):
+        run.set_progress(step / 3500)
+        kept = max(kept, len(run._link.unconfirmed))
+    print(kept, len(run._link.unconfirmed))
+    """
+    _, db = make_study(workdir, FAST, doit=doit)
+    (rid,) = create_runs(db, x=1)
+    launcher = serve_once(workdir)
+    run = run_of(db, rid)
+    assert run.state == FINISHED, run.error
+    assert run.progress == 3499 / 3500
+    kept, left = (int(n) for n in files(db, rid)[0].split())
+    assert kept == CONFIRM_EVERY - 1 and left == 3500 - 3 * CONFIRM_EVERY  # asked as the 1,000th was sent
+    assert launcher.channel.stats.committed == launcher.channel.stats.writes == 3500
+
+
 def test_stop_requests_are_pushed_to_the_run(workdir):
     doit = """
     import signal, time
@@ -335,8 +360,11 @@ def test_a_run_outlives_its_killed_launcher_and_saves_its_writes_itself(workdir)
     while not os.path.exists("go"):
         time.sleep(0.01)
     run.z = 2
-    run.push_quantity(1.0, step=0, name="q")
-    print("should stop:", run.should_stop())
+    kept = 0
+    for step in range(2500):  # past CONFIRM_EVERY: saved as it goes, not all kept to the end
+        run.push_quantity(float(step), step=step, name="q")
+        kept = max(kept, len(run._link.unconfirmed))
+    print("should stop:", run.should_stop(), kept)
     """
     cfg, db = make_study(workdir, FAST, doit=doit)
     (rid,) = create_runs(db, x=1)
@@ -357,17 +385,19 @@ def test_a_run_outlives_its_killed_launcher_and_saves_its_writes_itself(workdir)
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
         (Path(run.run_path) / "go").touch()
-        def status() -> int | None:  # recorded by the run's shell once the run ended
+        def status() -> int | None:  # recorded by the run host once the run ended
             return attempts.recorded_status(Path(run.run_path), rid, run.attempt, run.launcher)
 
         while status() is None:
             assert time.monotonic() < deadline + 30, "the run did not end"
             time.sleep(0.05)
         out, err = files(db, rid)
-        assert out == "should stop: True\n"
+        told, kept = out.rsplit(" ", 1)
+        assert told == "should stop: True" and int(kept) <= CONFIRM_EVERY, out
         assert status() == 0 and "not saved" not in err, err
         run = run_of(db, rid)
         assert run.y == 1 and run.get("z") == 2 and run.list_quantities() == ["q"]
+        assert run.get_quantity("q")["q"].tolist() == [float(step) for step in range(2500)]
         stale = list(Path(tempfile.gettempdir()).glob(f"{CHANNEL_PREFIX}{launcher.pid}-*"))
         assert len(stale) == 1, "a launcher killed -9 cannot remove its channel directory"
         serve(cfg, once=True)  # the next launcher removes it as it starts its own channel

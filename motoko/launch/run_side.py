@@ -21,6 +21,8 @@ What a run can rely on:
 * If the launcher goes away, the run keeps working; its writes are kept,
   ``should_stop()`` turns True, and at exit one line on stderr says what was
   not saved.
+* A run keeps at most :data:`CONFIRM_EVERY` writes in memory for its
+  launcher's confirmation, however long it runs and however often it writes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ if TYPE_CHECKING:
 
 #: Seconds a run waits at exit for its launcher to acknowledge its last writes.
 EXIT_FLUSH_TIMEOUT = 60.0
+#: Writes a run keeps until its launcher confirms they are committed (to save
+#: them itself should the launcher go). Past that many it asks for a commit,
+#: or, its launcher gone, saves them itself: a run writing its progress every
+#: step of a week-long simulation would otherwise keep every write in memory.
+CONFIRM_EVERY = 1000
 
 
 class LauncherLink:
@@ -56,6 +63,8 @@ class LauncherLink:
         refused: Writes the launcher could not store (one line each).
         gone: True once the launcher's end closed.
         undelivered: Short descriptions of writes sent after the launcher went.
+        save_directly: Saves the kept writes through a database connection of
+            the run's own, once the launcher went (None: they cannot be).
     """
 
     def __init__(self, path: str, study: str, run_id: int, attempt: int | None):
@@ -70,6 +79,8 @@ class LauncherLink:
         #: Writes sent (or kept) since the launcher last confirmed a commit: what
         #: the run saves itself if its launcher goes before committing them.
         self.unconfirmed: list[dict[str, Any]] = []
+        self.save_directly: Callable[[LauncherLink], None] | None = None
+        self._confirm_at = CONFIRM_EVERY
         #: A write the database may refuse on commit (a state change) was sent since the last commit.
         self.unchecked = False
         self._buffer = b""
@@ -97,19 +108,39 @@ class LauncherLink:
     def send(self, message: dict[str, Any], what: str) -> None:
         """Send one write; after the launcher went, keep it as undelivered."""
         line = encode(message, what=f"run {self.name}: {what}")
+        kept = message["op"] != "flush"
         with self._lock:
-            if message["op"] != "flush":
+            if kept:
                 self.unconfirmed.append(message)
             if message["op"] == "state" or message.get("method") in ("start", "finish", "fail"):
                 self.unchecked = True
             if not self.gone:
                 try:
                     self._sock.sendall(line)  # blocks while the launcher's buffer for us is full
-                    return
                 except OSError:
                     self._lose()
-            if message["op"] != "flush":
+            if self.gone and kept:
                 self.undelivered.append(what)
+            if kept and len(self.unconfirmed) >= self._confirm_at:
+                self._confirm()
+
+    def _confirm(self) -> None:
+        """Have the kept writes committed, or saved directly, so they need keeping no more (see :data:`CONFIRM_EVERY`)."""
+        if not self.gone:
+            self.flush(commit=True, timeout=EXIT_FLUSH_TIMEOUT)
+        if self.gone and self.unconfirmed and self.save_directly is not None and not self.superseded:
+            try:
+                self.save_directly(self)
+            except Exception:  # noqa: BLE001 (kept, and tried again at exit, which says what failed)
+                pass
+            else:
+                self.unconfirmed.clear()
+                self.undelivered.clear()
+        if self.superseded:  # refused whatever becomes of them: nothing to keep
+            self.unconfirmed.clear()
+            self.undelivered.clear()
+        # Not confirmed (a launcher that could not commit in time): try again a round later.
+        self._confirm_at = len(self.unconfirmed) + CONFIRM_EVERY
 
     def poll(self) -> None:
         """Read, without waiting, whatever the launcher pushed."""
@@ -406,15 +437,16 @@ def connect(
         ChannelError: the launcher refused this process (told why in one line).
     """
     link = LauncherLink(path, study, run_id, attempt)
+    link.save_directly = save_directly
     welcome = link.welcome
     fields = dict(welcome.get("run") or {})
     fields["job"] = welcome.get("job") or {}
     handle = ChannelRun(link, fields, dict(welcome.get("fields") or {}), read_stored)
-    atexit.register(_at_exit, link, save_directly)
+    atexit.register(_at_exit, link)
     return handle, handle.job
 
 
-def _at_exit(link: LauncherLink, save_directly: Callable[[LauncherLink], None] | None) -> None:
+def _at_exit(link: LauncherLink) -> None:
     """Make sure what the run wrote is saved, or say in one line what was not.
 
     The run waits (briefly) for its launcher to commit its last writes: a
@@ -428,9 +460,9 @@ def _at_exit(link: LauncherLink, save_directly: Callable[[LauncherLink], None] |
         link.flush(commit=True, timeout=EXIT_FLUSH_TIMEOUT)
     else:
         link.poll()  # what the launcher already said (refusals, a stop, that it went)
-    if link.gone and link.unconfirmed and save_directly is not None and not link.superseded:
+    if link.gone and link.unconfirmed and link.save_directly is not None and not link.superseded:
         try:
-            save_directly(link)
+            link.save_directly(link)
             link.unconfirmed.clear()
             link.undelivered.clear()
         except MotokoError as exc:
