@@ -25,6 +25,7 @@ Measured side by side in one run:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import subprocess
@@ -74,9 +75,11 @@ print(count / (time.perf_counter() - start))
 def launch_runs(root: Path, study: str, n: int, parallel: int, *, channel: bool) -> dict[str, Any]:
     """Execute the CREATED runs of ``study`` with one local launcher; wall time and runs/s."""
     from motoko.config import load_config
+    from motoko.launch.launcher import Launcher
     from motoko.launch.service import build_launcher
 
     launcher = build_launcher(load_config(root), study=study, once=True, max_parallel=parallel)
+    assert isinstance(launcher, Launcher)  # a local executor: no pilots
     launcher.executor.shares_host = channel  # off: runs fall back to the database
     wall, report = timed(launcher.serve)
     launcher.db.close()
@@ -241,12 +244,13 @@ def echo_after_commit(repeat: int = 100) -> dict[str, Any]:
         for i in range(repeat):
             told.clear()
             start = time.perf_counter()
-            writer.transact(lambda i=i: writer.conn.root().__setitem__("echo", i))
+            writer.transact(functools.partial(writer.conn.root().__setitem__, "echo", i))
             done = time.perf_counter()
             told.wait(5)
             gaps.append((when[0] - done) * 1000)
             commits.append((done - start) * 1000)
-        writer.close(), other.close()
+        writer.close()
+        other.close()
     return {"echo_after_commit_ms": summary(gaps), "commit_ms": summary(commits)}
 
 

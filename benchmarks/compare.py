@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -310,7 +311,7 @@ def chain_once(hops: int) -> dict[str, Any]:
         wf.close()
     phases: dict[str, list[float]] = {k: [] for k in ("create", "commit_wake_claim", "stage_spawn", "process", "settle_wake", "next_step")}
     for i, (begin, end, rid) in enumerate(times):
-        created, launched, started, finished = (t.timestamp() for t in stamps[rid])
+        created, launched, started, finished = (t.timestamp() for t in stamps[rid] if t is not None)  # every hop ran
         marks = [begin + offset, created, launched, started, finished, end + offset]
         if i + 1 < len(times):
             marks.append(times[i + 1][0] + offset)
@@ -606,7 +607,7 @@ def hop_section(t: Tools) -> dict[str, Any]:
     for _ in range(t.plan.repeat):
         mine.append(attempt(lambda: ours(t.root, "ours-chain", "benchmarks.compare.chain_once", {"hops": HOPS}, 300)))
         if t.smk is not None:
-            theirs.append(attempt(lambda venv=t.smk: smk_chain(t.root, venv, HOPS, 1)["samples"][0]))
+            theirs.append(attempt(functools.partial(_one_chain, t.root, t.smk)))
     return _section({
         "motoko": attempt(lambda: median_of(mine, "per_hop_s")),
         "motoko014": t.old_tool(lambda v: old_chain(t.root, v, HOPS, t.plan.old_repeat), estimate_s=30 + 8 * HOPS * t.plan.old_repeat),
@@ -615,15 +616,27 @@ def hop_section(t: Tools) -> dict[str, Any]:
     })
 
 
+def _one_chain(root: Path, venv: Path) -> Any:
+    return smk_chain(root, venv, HOPS, 1)["samples"][0]
+
+
+def _our_db(root: Path, n: int, rep: int, kwargs: dict[str, Any]) -> Any:
+    return _db_summary([ours(root, f"ours-db-{n}", "benchmarks.db_scale.measure", kwargs, timeout=900) for _ in range(rep)])
+
+
+def _old_db_of(root: Path, n: int, rep: int, venv: Path) -> Any:
+    return old_db(root, venv, n, rep)
+
+
 def db_section(t: Tools) -> dict[str, Any]:
     section: dict[str, Any] = {"load_before": os.getloadavg(), "motoko": {}, "motoko014": {}}
     for n in t.plan.our_db_sizes:
         rep = t.plan.repeat if n <= 10_000 else t.plan.big_repeat
         kwargs = {"n": n, "chunk": max(1, n // 4)}
-        section["motoko"][str(n)] = attempt(lambda n=n, rep=rep, kwargs=kwargs: _db_summary([ours(t.root, f"ours-db-{n}", "benchmarks.db_scale.measure", kwargs, timeout=900) for _ in range(rep)]))
+        section["motoko"][str(n)] = attempt(functools.partial(_our_db, t.root, n, rep, kwargs))
     for n in t.plan.old_db_sizes:
         rep = t.plan.old_repeat if n <= 1000 else 1
-        section["motoko014"][str(n)] = t.old_tool(lambda v, n=n, rep=rep: old_db(t.root, v, n, rep), estimate_s=rep * n * 0.03)
+        section["motoko014"][str(n)] = t.old_tool(functools.partial(_old_db_of, t.root, n, rep), estimate_s=rep * n * 0.03)
     section["load_after"] = os.getloadavg()
     return section
 
@@ -633,7 +646,7 @@ def compare(plan: Plan, cache: Path, root: Path, only: set[str]) -> dict[str, An
     began = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "compare", "quick": plan.quick, "parallel": PARALLEL, "machine_start": machine()}
     result["plan"] = dict(vars(plan))
-    venvs = {name: attempt(lambda name=name: ensure_venv(cache, name)) for name in VENVS}
+    venvs = {name: attempt(functools.partial(ensure_venv, cache, name)) for name in VENVS}
     result["venvs"], result["versions"] = venvs, versions(venvs)
     paths = {name: None if "error" in info else Path(info["path"]) for name, info in venvs.items()}
     tools = Tools(root, plan, paths["motoko014"], paths["snakemake"], began)

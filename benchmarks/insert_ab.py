@@ -87,7 +87,7 @@ def main() -> None:
         order = [("baseline", args.baseline.resolve()), ("this", HERE)]
         if index % 2:
             order.reverse()
-        got = {label: _run(path, args.runs, args.chunk) for label, path in order}
+        got: dict[str, Any] = {label: _run(path, args.runs, args.chunk) for label, path in order}
         got["first"] = order[0][0]
         got["speedup"] = got["baseline"]["insert_s"] / got["this"]["insert_s"]
         got["cpu_ratio"] = (got["baseline"]["client_cpu_s"] + got["baseline"]["server_cpu_s"]) / (

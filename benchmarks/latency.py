@@ -15,6 +15,7 @@ client (commit + invalidation), measured in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def hop_overheads(hops: int) -> dict[str, Any]:
         wf = Workflow(root, run_name=outcome.run_name)
         own = {}
         for run, _ in wf.hop.select():
+            assert run.started is not None and run.finished is not None  # every hop ran
             own[run.id] = (run.finished - run.started).total_seconds()
         wf.close()
     overheads = [(end - begin) - own[rid] for begin, end, rid in times]
@@ -95,10 +97,11 @@ def commit_floor(repeat: int = 50) -> dict[str, Any]:
         for i in range(repeat):
             woke.clear()
             start = time.perf_counter()
-            a.transact(lambda i=i: a.conn.root().__setitem__("floor", i))
+            a.transact(functools.partial(a.conn.root().__setitem__, "floor", i))
             woke.wait(5)
             samples.append(time.perf_counter() - start)
-        a.close(), b.close()
+        a.close()
+        b.close()
     return summary(samples)
 
 

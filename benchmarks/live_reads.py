@@ -47,13 +47,20 @@ def main() -> None:
             db = wf.db_for("calc")
             idle = per_read(lambda: rl.run.state, args.reads)
             iterate = per_read(lambda: [r.state for r, _ in many], max(10, args.reads // 20))
-            refresh = per_read(lambda: (wf.refresh(), rl.run.state), args.reads // 4)
+            def refreshed() -> str:
+                wf.refresh()
+                return rl.run.state
+
+            refresh = per_read(refreshed, args.reads // 4)
             other = StudyDB(wf.address_of("calc"))
             samples = []
             try:
                 for i in range(args.reads // 4):
                     seen = db.feed.commits_seen
-                    other.transact(lambda i=i: setattr(other.run("calc", rl.ids[0]), "tick", i))
+                    def tick(i: int = i) -> None:
+                        other.run("calc", rl.ids[0]).tick = i
+
+                    other.transact(tick)
                     deadline = time.monotonic() + 5
                     while db.feed.commits_seen == seen and time.monotonic() < deadline:
                         time.sleep(0.0005)

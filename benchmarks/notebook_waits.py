@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import threading
 import time
@@ -48,11 +49,11 @@ def measure(wf: Any, repeat: int, hops: int, run: Callable[[Callable[[], Any]], 
         start = time.perf_counter()
         run(lambda: done.result(timeout=60))
         calls.append(time.perf_counter() - start)
-    overheads = []
+    overheads: list[float] = []
     for _ in range(hops):
         start = time.perf_counter()
         rl = wf.hop.createTask(i=1000 + len(overheads) + int(time.time() * 1000) % 10**6)
-        run(lambda rl=rl: rl.result(timeout=120))
+        run(functools.partial(rl.result, timeout=120))
         wall = time.perf_counter() - start
         own = rl.run
         process = (own.finished - own.started).total_seconds() if own.started and own.finished else 0.0

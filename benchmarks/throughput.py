@@ -3,28 +3,21 @@
     python -m benchmarks.throughput [--runs 1000] [--parallel 2] [--repeat 3]
 
 Compares, in the same run, motoko's local launcher with ``xargs -P`` running
-the same number of the same ``launch.sh`` scripts (the physical floor), and
-measures runs whose ``doIt.py`` calls ``current_run()`` and pushes a quantity,
-plus the import cost of the run-side API.
+the same number of the same ``launch.sh`` scripts (the physical floor).
+Python runs that use the run-side API, and its import cost, are measured by
+:mod:`benchmarks.channel` (against bare Python runs under the same launcher).
 """
 
 from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from typing import Any
 
 from benchmarks.common import emit, scratch, summary, timed, workflow
 
 TRIVIAL = "#!/bin/bash\nexit 0\n"
-PYTHON_RUN = '#!/bin/bash\nexec "${MOTOKO_PYTHON:-python3}" doIt.py\n'
-DOIT = """
-from motoko import current_run
-run, job = current_run()
-run.push_quantity(job.x * 2.0, step=0, name="double")
-"""
 
 
 def motoko_runs(n: int, parallel: int, launch: str, doit: str = "") -> dict[str, Any]:
@@ -70,26 +63,9 @@ def xargs_runs(n: int, parallel: int, direct: bool = True) -> dict[str, Any]:
     return {"runs": n, "wall_s": wall, "runs_per_s": n / wall, "direct": direct}
 
 
-def import_cost(repeat: int = 5) -> dict[str, Any]:
-    """Seconds to start Python and import the run-side API, minus bare Python."""
-
-    def run(code: str) -> float:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        return time.perf_counter() - start
-
-    bare = [run("pass") for _ in range(repeat)]
-    # The run-side API alone: under a local launcher a run reaches its run
-    # through the launcher's channel and never imports the database client.
-    api = [run("from motoko import current_run; import motoko.launch.runtime") for _ in range(repeat)]
-    bare_s, api_s = summary(bare)["median"], summary(api)["median"]
-    return {"python_start_s": bare_s, "with_run_api_s": api_s, "import_cost_s": api_s - bare_s}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--python-runs", type=int, default=100)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
@@ -97,7 +73,6 @@ def main() -> None:
     for _ in range(args.repeat):
         trivial.append(motoko_runs(args.runs, args.parallel, TRIVIAL))
         reference.append(xargs_runs(args.runs, args.parallel))
-    python_runs = motoko_runs(args.python_runs, args.parallel, PYTHON_RUN, DOIT)
     motoko_rate = summary([r["runs_per_s"] for r in trivial])
     xargs_rate = summary([r["runs_per_s"] for r in reference])
     emit({
@@ -105,8 +80,6 @@ def main() -> None:
         "parallel": args.parallel,
         "trivial_runs": {"motoko": motoko_rate, "xargs": xargs_rate, "samples": trivial},
         "ratio_motoko_to_xargs": motoko_rate["median"] / xargs_rate["median"],
-        "python_runs_with_quantity": python_runs,
-        "run_api_import": import_cost(),
         "targets": {"runs_per_s": 100, "ratio_to_xargs": 0.3},
     })
 
