@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from launch_support import Background, create_runs, make_study, run_of, serve
 from motoko.config import load_config
 from motoko.errors import ChannelError, RunWriteRefused
 from motoko.launch import attempts
-from motoko.launch.channel import CHANNEL_PREFIX, sweep_stale_channels
+from motoko.launch.channel import CHANNEL_PREFIX, MAX_TOLD, sweep_stale_channels
 from motoko.launch.run_side import CONFIRM_EVERY
 from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
@@ -144,6 +145,32 @@ def test_unparseable_and_oversized_messages_get_one_line_errors(workdir):
     run = run_of(db, rid)
     assert run.state == FINISHED and run.y == 7 and run.get("z") is None and run.get("_p_jar") is not None
     assert launcher.channel.stats.errors == 5
+
+
+def test_a_run_sending_garbage_in_a_loop_is_told_and_logged_a_bounded_number_of_times(workdir, caplog):
+    """Every unreadable message gets an answer until MAX_TOLD, then is only counted: a run that
+    never reads its answers cannot grow the launcher's buffers, nor flood its log."""
+    doit = """
+    from motoko import current_run
+    run, job = current_run()
+    link = run._link
+    for _ in range(5000):
+        link._sock.sendall(b"not json\\n")
+    run.y = 1
+    link.flush(commit=True)
+    print(len(link.refused), link.refused[0])
+    """
+    _, db = make_study(workdir, FAST, doit=doit)
+    (rid,) = create_runs(db, x=1)
+    with caplog.at_level(logging.WARNING, logger="motoko.launch.channel"):
+        launcher = serve_once(workdir)
+    run = run_of(db, rid)
+    assert run.state == FINISHED and run.y == 1, run.error
+    told, first = files(db, rid)[0].strip().split(" ", 1)
+    assert int(told) == MAX_TOLD and "unparseable message" in first
+    assert launcher.channel.stats.errors == 5000
+    logged = [r.getMessage() for r in caplog.records if f"run s.{rid}" in r.getMessage()]
+    assert len(logged) == MAX_TOLD + 1 and logged[-1].endswith("further errors and refusals are only counted")
 
 
 def test_values_the_schema_refuses_are_refused_at_the_call(workdir):

@@ -61,7 +61,7 @@ MAX_QUEUED = 1000
 CHANNEL_PREFIX = "motoko-channel-"
 #: Seconds a write waits for the launcher's next commit at most (more writes join it).
 FLUSH_DELAY = 0.05
-#: Refusals told to one run; past that they are only counted (a run that never reads).
+#: Errors and refusals told to one run (and logged); past that they are only counted (a run that never reads).
 MAX_TOLD = 20
 #: Seconds a run's outcome waits for its connection to be read to the end (a
 #: child process that inherited the socket may hold it open longer).
@@ -269,10 +269,7 @@ class RunChannel:
         self.stats.committed += sum(1 for write in writes if write.message["op"] != "flush")
         for peer, text in self._refusals:
             self.stats.refused += 1
-            log.warning("launcher %s: %s", self.owner, text)
-            if peer.told < MAX_TOLD:
-                peer.told += 1
-                peer.send({"op": "refused", "message": text})
+            self._tell_peer(peer, {"op": "refused", "message": text}, logged=f"launcher {self.owner}: {text}")
         for key, (peer, text) in self._superseded.items():
             self._stopping[key] = "superseded"
             peer.send({"op": "stop", "reason": "superseded", "message": text})
@@ -355,9 +352,7 @@ class RunChannel:
                 check_write(message)
             except ValueError as exc:
                 self.stats.errors += 1
-                text = f"launcher {self.owner}: run {peer.name}: {exc}"
-                log.warning("%s", text)
-                peer.send({"op": "error", "message": text})
+                self._tell_peer(peer, {"op": "error", "message": f"launcher {self.owner}: run {peer.name}: {exc}"})
                 continue
             self._queue(peer, message)
             if peer.queued >= self.max_queued:
@@ -378,6 +373,20 @@ class RunChannel:
             self._wake_now()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.flush_delay, self._wake_now)
+
+    def _tell_peer(self, peer: Peer, message: dict[str, Any], logged: str | None = None) -> None:
+        """Tell a run (and the log) of an error or a refusal; past :data:`MAX_TOLD`, only count it.
+
+        A run that never reads would otherwise have every answer buffered in
+        the launcher's memory, and one sending garbage in a loop would flood
+        the launcher's log with a line per message.
+        """
+        peer.told += 1
+        if peer.told <= MAX_TOLD:
+            log.warning("%s", logged or message["message"])
+            peer.send(message)
+        if peer.told == MAX_TOLD:
+            log.warning("launcher %s: run %s: further errors and refusals are only counted", self.owner, peer.name)
 
     def _wake_now(self) -> None:
         if self._timer is not None:
