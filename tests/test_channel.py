@@ -271,6 +271,38 @@ def test_a_long_run_keeps_a_bounded_number_of_writes_for_its_launcher(workdir):
     assert launcher.channel.stats.committed == launcher.channel.stats.writes == 3500
 
 
+def test_a_run_that_never_reads_its_answers_is_read_no_further(workdir):
+    """Each flush is acknowledged; a run sending them without reading the answers would make the
+    launcher keep every answer in memory. Past 64 KiB unread it stops reading that run, whose
+    sends then block, and goes on once the run reads."""
+    doit = """
+    from motoko import current_run
+    run, job = current_run()
+    sock = run._link._sock
+    sock.settimeout(5)
+    try:
+        sock.sendall(b'{"op": "flush", "id": 0, "commit": false}\\n' * 200_000)  # 8.4 MB
+        print("all sent")
+    except TimeoutError:
+        print("blocked")
+    sock.settimeout(1)
+    answers = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            answers += chunk
+    except TimeoutError:
+        pass
+    print(answers.count(b"ack") < 200_000)
+    """
+    _, db = make_study(workdir, FAST, doit=doit)
+    (rid,) = create_runs(db, x=1)
+    serve_once(workdir)
+    run = run_of(db, rid)
+    out, err = files(db, rid)
+    assert run.state == FINISHED, run.error
+    assert out.split() == ["blocked", "True"], out + err
+
+
 def test_stop_requests_are_pushed_to_the_run(workdir):
     doit = """
     import signal, time

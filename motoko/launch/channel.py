@@ -355,6 +355,10 @@ class RunChannel:
                 self._tell_peer(peer, {"op": "error", "message": f"launcher {self.owner}: run {peer.name}: {exc}"})
                 continue
             self._queue(peer, message)
+            if peer.writer.transport.get_write_buffer_size():
+                # Past 64 KiB of answers (acknowledgements) it has not read, a run
+                # is read no further until it reads them: they would pile up here.
+                await peer.writer.drain()
             if peer.queued >= self.max_queued:
                 peer.drained.clear()
                 self._wake_now()
