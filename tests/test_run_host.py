@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -78,6 +79,32 @@ def _drive(test: Callable[[_Driver], Awaitable[None]]) -> None:
 
     asyncio.run(main())
 
+
+def test_a_host_keeps_reading_starts_while_its_launcher_does_not_read_its_replies(tmp_path):
+    """A launcher starting thousands of runs at once reads no reply until it is done sending: a
+    host blocked on its replies would stop reading requests, and both would wait for ever. The
+    host sends only what the socket takes and keeps reading."""
+    replies: list[dict[str, Any]] = []
+    host = RunHost(replies.append, lambda: None)
+    count = 6000  # their replies, ~90 bytes each, are more than a socket's buffer
+    env = {"PADDING": "x" * 1000}  # and the requests too
+    sent = threading.Event()
+
+    def send_all() -> None:
+        for token in range(count):  # a missing directory: answered "failed", no process to start
+            host.start(token, ["true"], str(tmp_path / "missing"), env, file="exit.1")
+        sent.set()
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    try:
+        sender.start()
+        assert sent.wait(60), "the host stopped reading requests: both sides blocked"
+        host.read_until(lambda: len(replies) == count, timeout=60)
+        assert len(replies) == count and all("No such file" in reply["error"] for reply in replies)
+        assert [reply["failed"] for reply in replies] == list(range(count))
+    finally:
+        host.close()
+        host.process.wait(10)
 
 def test_a_run_s_status_is_recorded_before_its_launcher_is_told(tmp_path):
     log = tmp_path / ".motoko-exits.me"

@@ -73,9 +73,17 @@ class _Host:
 
     def __init__(self, control: socket.socket):
         self.control = control
+        self.control.setblocking(False)
         self.children: dict[int, tuple[subprocess.Popen[bytes], dict[str, Any]]] = {}
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.launcher_gone = False
+        #: Replies the launcher has not taken yet. Never a blocking send: a
+        #: launcher sending many starts at once, blocked as the host stopped
+        #: reading them while blocked on replies the launcher had no time to
+        #: read, would wait for each other for ever (thousands of slots).
+        self.outbox = bytearray()
+        self.waiting_room = False  # watching the socket for room to send the outbox
+        self.selector = selectors.DefaultSelector()
 
     def serve(self) -> None:
         wake_read, wake_write = os.pipe()
@@ -86,29 +94,33 @@ class _Host:
         signal.signal(signal.SIGCHLD, _ignore)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _ignore)  # caught, not ignored: exec gives the runs their defaults back
-        selector = selectors.DefaultSelector()
+        selector = self.selector
         selector.register(self.control, selectors.EVENT_READ, "control")
         selector.register(wake_read, selectors.EVENT_READ, "child")
         pending = b""
         while not self.launcher_gone or self.children:
-            for key, _ in selector.select():
+            for key, mask in selector.select():
                 if key.data == "child":
                     while _drained(wake_read):
                         pass
                     continue
+                if mask & selectors.EVENT_WRITE:
+                    self.flush()
+                if not mask & selectors.EVENT_READ or self.launcher_gone:
+                    continue
                 try:
                     data = self.control.recv(CHUNK)
+                except BlockingIOError:
+                    continue
                 except OSError:
                     data = b""
                 if not data:
-                    self.launcher_gone = True
-                    selector.unregister(self.control)
+                    self.leave()
                     continue
                 pending += data
                 *lines, pending = pending.split(b"\n")
                 if len(pending) > MAX_LINE:
-                    self.launcher_gone = True  # not our launcher talking: start nothing more
-                    selector.unregister(self.control)
+                    self.leave()  # not our launcher talking: start nothing more
                     pending = b""
                 for line in lines:
                     self.handle(line)
@@ -168,10 +180,29 @@ class _Host:
     def tell(self, reply: dict[str, Any]) -> None:
         if self.launcher_gone:
             return
+        self.outbox += json.dumps(reply).encode() + b"\n"
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the socket takes now; watch for room for the rest."""
         try:
-            self.control.sendall(json.dumps(reply).encode() + b"\n")
+            while self.outbox:
+                del self.outbox[: self.control.send(self.outbox)]
+        except BlockingIOError:
+            pass
         except OSError:
+            self.leave()
+            return
+        if self.waiting_room != bool(self.outbox):
+            self.waiting_room = bool(self.outbox)
+            self.selector.modify(self.control, selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0), "control")
+
+    def leave(self) -> None:
+        """The launcher is gone (or not ours): start nothing more, tell it nothing more."""
+        if not self.launcher_gone:
             self.launcher_gone = True
+            self.outbox.clear()
+            self.selector.unregister(self.control)
 
 
 def record(message: dict[str, Any], code: int) -> None:
