@@ -20,6 +20,11 @@ same run (machines here are noisy: the ratios of one run are what count):
    the same run, is one ZEO commit reaching another client.
 4. ``db_scale``: insert N runs and select from a fresh connection, ours up to
    100k (``benchmarks/db_scale.py``), BlackDynamite's API at 1k and 10k.
+5. ``channel``: what a run's writes cost (``benchmarks/channel.py``, ours
+   only): Python runs using the run-side API against bare Python runs under
+   the same launcher, the API's import above bare Python, and one writer's
+   commit rate while 200 runs execute against its rate alone, with the run
+   processes connected to the database meanwhile.
 
 Every external step has a timeout and runs in its own directory; whatever it
 leaves running is stopped by process id afterwards. A tool that fails records
@@ -81,6 +86,7 @@ class Plan:
     repeat: int = 3
     old_repeat: int = 3
     big_repeat: int = 3
+    channel: dict[str, Any] = field(default_factory=dict)  # benchmarks.channel.measured's arguments
     skipped: list[str] = field(default_factory=list)
     # --quick must end within 15 minutes venvs included: past this many seconds
     # from the start, motoko 0.1.4 steps whose estimate would overrun are skipped.
@@ -95,6 +101,7 @@ class Plan:
             plan.old_repeat = 1
             plan.big_repeat = 1
             plan.budget_s = 840
+            plan.channel = {"runs": 40, "repeat": 2, "database_concurrent": 32}
             plan.skipped = [
                 "motoko 0.1.4 fan-out at N=1000 (~25 min: its launcher runs one run at a time, "
                 "~1.4 s each under load)",
@@ -658,6 +665,8 @@ def compare(plan: Plan, cache: Path, root: Path, only: set[str]) -> dict[str, An
         result["hop"] = hop_section(tools)
     if not only or "db_scale" in only:
         result["db_scale"] = db_section(tools)
+    if not only or "channel" in only:
+        result["channel"] = _section(attempt(functools.partial(ours, root, "ours-channel", "benchmarks.channel.measured", plan.channel, 1800)))
     result["machine_end"] = machine()
     result["elapsed_s"] = time.perf_counter() - began
     return result
@@ -742,8 +751,30 @@ def markdown(result: dict[str, Any]) -> str:
             ours_db, old_db_ = db["motoko"].get(n), db["motoko014"].get(n, {"skipped": "--quick"} if result["quick"] else None)
             rows.append([f"insert {int(n):,} runs, s", _cell(ours_db, "s", "insert_s"), _cell(old_db_, "s", "insert_s"), "—", "—", _ratio(_fig(ours_db, "insert_s"), _fig(old_db_, "insert_s"), False), "—", "—"])
             rows.append([f"select state = FINISHED in {int(n):,}, cold, s", _cell(ours_db, "s", "select_state_cold_s", 3), _cell(old_db_, "s", "select_state_cold_s", 3), "—", "—", _ratio(_fig(ours_db, "select_state_cold_s"), _fig(old_db_, "select_state_cold_s"), False), "—", "—"])
+    rows += _channel_rows(result.get("channel"))
     body = "".join("| " + " | ".join(row) + " |\n" for row in rows)
     return head + body + _footer(result)
+
+
+def _channel_rows(channel: Any) -> list[list[str]]:
+    """The run channel's figures: ours only, against their references (issue 14's targets)."""
+    if not channel:
+        return []
+    if "error" in channel:
+        return [["run channel (benchmarks.channel)", "failed (see JSON)", "—", "—", "—", "—", "—", "—"]]
+    rates = channel["python_runs"]["runs_per_s"]
+    api, bare = rates["api_channel"]["median"], rates["bare"]["median"]
+    imported = channel["import"]
+    rate = channel["commit_rate"]["channel"]
+    alone = statistics.median(rate["writer_commits_per_s_alone"])
+    busy = statistics.median(rate["writer_commits_per_s_with_runs"])
+    return [
+        ["Python runs using the run-side API, runs/s", f"{api:.1f}", "—", "—", f"bare Python runs: {bare:.1f}", "—", "—", f"{api / bare:.2f} of bare runs"],
+        ["import of the run-side API above bare Python, ms", f"{1000 * imported['run_api_above_bare_s']:.1f}", "—", "—",
+         f"database client: {1000 * imported['database_client_above_bare_s']:.0f}", "—", "—", "—"],
+        [f"one writer's commits/s while {rate['concurrent_runs']} runs execute", f"{busy:.0f}", "—", "—", f"alone: {alone:.0f}", "—", "—",
+         f"{rate['ratio']:.2f} of its rate alone (median of {rate['rounds']} rounds); {rate['run_processes_connected']} run processes connected"],
+    ]
 
 
 def _footer(result: dict[str, Any]) -> str:
@@ -772,7 +803,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats of the slow tools (< 15 min)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "motoko-bench", help="where the venvs live")
-    parser.add_argument("--only", nargs="+", default=[], choices=["pipeline", "fan_out", "hop", "db_scale"])
+    parser.add_argument("--only", nargs="+", default=[], choices=["pipeline", "fan_out", "hop", "db_scale", "channel"])
     args = parser.parse_args()
     plan = Plan.make(args.quick)
     # Every tool's trees are deleted at the end, all at once: see benchmarks.common.scratch.
