@@ -57,3 +57,15 @@ def test_the_fan_out_benchmarks_run(name, args):
     result = _benchmark(name, *args)
     text = json.dumps(result)
     assert "xargs" in text and "ratio" in text
+
+
+def test_the_latency_benchmark_runs():
+    result = _benchmark("latency", "--hops", "3", "--pipeline-repeat", "1")
+    assert result["chain"]["hops"] == 3 and len(result["chain"]["overhead_s"]) > 0
+    assert {"pipeline_wall_s", "commit_to_other_client_s"} <= set(result)
+
+
+def test_the_database_scale_benchmark_runs():
+    result = _benchmark("db_scale", "--sizes", "200", "--chunk", "100")
+    (figures,) = result["results"]
+    assert figures["n"] == 200 and figures["select_state"]["matches"] > 0
