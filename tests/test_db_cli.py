@@ -9,6 +9,21 @@ import sys
 from conftest import motoko
 
 
+def test_reading_commands_do_not_import_the_launcher(example):
+    """select, status and info open a Workflow but start no launcher: its machinery (~30 ms) is not imported."""
+    assert motoko("run", "workflows/pipeline.py", cwd=example).returncode == 0
+    code = (
+        "import sys\nfrom motoko.cli.main import cli\n"
+        "for args in (['select', 'state = FINISHED'], ['status'], ['info']):\n"
+        "    try:\n        cli.main(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('motoko.launch.launcher', 'motoko.launch.service', 'motoko.flow.orchestrator') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=example, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert "mult: 4 run(s)" in done.stdout  # the commands did run
+
+
 def test_create_then_recreate_asks_before_dropping(example):
     created = motoko("create", cwd=example)
     assert created.returncode == 0

@@ -20,10 +20,10 @@ import pytest
 from conftest import motoko, write_config, write_study
 from launch_support import wait_until
 
-from motoko.flow import task_manager as task_manager_module
 from motoko.flow.launcher_watch import watch_for
 from motoko.flow.runner import cancel_unfinished
 from motoko.flow.workflow import Workflow
+from motoko.launch import insert_claims as insert_claims_module
 from motoko.launch import launcher as launcher_module
 from motoko.launch.claiming import Share
 from motoko.launch.insert_claims import insert_claim
@@ -177,7 +177,7 @@ def test_an_insert_that_meets_a_conflict_claims_again_on_fresh_data_and_never_tw
     workflow, embedded = _embedded(workdir, f'#!/bin/bash\necho "$MOTOKO_RUN_ID" >> {done}\n')
     other = StudyDB(workflow.main_db.address)
     calls: list[int] = []
-    real = task_manager_module.insert_claim
+    real = insert_claims_module.insert_claim
 
     def conflicting(launchers: Any, db: StudyDB, study: str) -> Any:
         claim = real(launchers, db, study)
@@ -198,7 +198,7 @@ def test_an_insert_that_meets_a_conflict_claims_again_on_fresh_data_and_never_tw
 
     try:
         _hops(workflow, [0])
-        monkeypatch.setattr(task_manager_module, "insert_claim", conflicting)
+        monkeypatch.setattr(insert_claims_module, "insert_claim", conflicting)
         _hops(workflow, [1])
         monkeypatch.undo()
         assert calls == [1, 1]  # claimed in the conflicting attempt, claimed again in the retry

@@ -23,7 +23,6 @@ from motoko.flow.launcher_watch import watch_for
 from motoko.flow.rerun import requeue_pending
 from motoko.flow.selection import TaskSelection
 from motoko.flow.session import Session
-from motoko.launch.insert_claims import insert_claim
 from motoko.study.database import known_states
 from motoko.study.display import runs_html
 from motoko.study.fingerprint import study_fingerprint
@@ -229,7 +228,13 @@ class TaskManager:
         """
         db = self.db
         embedded = watch_for(self.workflow).embedded
-        claim = insert_claim(embedded.launchers, db, self.name) if embedded is not None else None
+        claim = None
+        if embedded is not None:
+            # Imported only here: with an embedded launcher it is loaded already,
+            # and reading commands (select, status) start faster without it.
+            from motoko.launch.insert_claims import insert_claim
+
+            claim = insert_claim(embedded.launchers, db, self.name)
         try:
             pairs = db.insert(self.name, points, run, run_name=self.workflow.run_name, extra=extra, within=claim)
         except BaseException:

@@ -24,10 +24,8 @@ from BTrees.OOBTree import OOBTree
 
 from motoko.errors import AddressError, UnknownAttributeError, UnknownNameError
 from motoko.flow.events import ALL, Action, ActionLoop
-from motoko.flow.orchestrator import run_orchestrator
 from motoko.flow.session import Session
 from motoko.flow.task_manager import TaskManager, runs_across
-from motoko.launch.service import daemon_status, start_daemon
 from motoko.study.records import Run
 
 log = logging.getLogger(__name__)
@@ -180,6 +178,10 @@ class Workflow(Session):
 
     def execute(self, **params: Any) -> None:
         """Run the orchestrator's ``main`` and the actions (motoko 0.1.4 API)."""
+        # Imported here, like the launcher below: reading commands (select,
+        # status, info) open a Workflow too, and start faster without them.
+        from motoko.flow.orchestrator import run_orchestrator
+
         run_orchestrator(self.action_loop, params)
 
     def start_launcher_daemons(self, args: Any = None) -> None:
@@ -187,6 +189,8 @@ class Workflow(Session):
 
         Idempotent: does nothing while a daemon is already running.
         """
+        from motoko.launch.service import daemon_status, start_daemon
+
         if not daemon_status(self.config):
             start_daemon(self.config, [], study=None, executor=self.config.launcher.executor)
 
