@@ -7,6 +7,7 @@ when the test ends, so tests never share state.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import subprocess
@@ -17,6 +18,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile motoko (and the benchmarks) once, as an installed package has them.
+
+    Why: on a machine that sets ``PYTHONDONTWRITEBYTECODE`` (CI's does),
+    every motoko process a test starts (the CLI, launchers, pilots, the run
+    side) compiled the package from source again: ~0.2-0.35 s of CPU each,
+    thousands of times per session. Python still reads bytecode that
+    exists, and ``compileall`` writes it whatever that variable says. A
+    source edited later is recompiled as usual (bytecode records its
+    source's size and time); the ``__pycache__`` folders are git-ignored.
+    """
+    for package in ("motoko", "benchmarks"):
+        compileall.compile_dir(REPO / package, quiet=1)
 
 
 @pytest.fixture(scope="session", autouse=True)
