@@ -341,3 +341,22 @@ def test_an_orphaned_run_process_exits_saying_its_changes_were_dropped(workdir):
     assert line.startswith(f"motoko: run s.{rid} is now attempt 2, this process ran attempt 1: its changes are not saved")
     db.abort()
     assert db.run("s", rid).get("y") is None
+
+
+def test_the_runs_shared_environment_follows_changes_to_the_launcher_s_own(workdir, monkeypatch):
+    """A launcher builds its runs' shared environment once, not once per run, and again when
+    its process's environment changed (a workflow setting a variable between two steps)."""
+    cfg, _ = setup(workdir)
+    launcher = build_launcher(cfg, once=True)
+    try:
+        monkeypatch.setenv("MOTOKO_TEST_SHARED", "one")
+        first = launcher._shared_env()
+        assert first["MOTOKO_TEST_SHARED"] == "one" and first["MOTOKO_LAUNCHER"] == launcher.id
+        assert launcher._shared_env() is first
+        monkeypatch.setenv("MOTOKO_TEST_SHARED", "two")
+        second = launcher._shared_env()
+        assert second is not first and second["MOTOKO_TEST_SHARED"] == "two"
+        monkeypatch.delenv("MOTOKO_TEST_SHARED")
+        assert "MOTOKO_TEST_SHARED" not in launcher._shared_env()
+    finally:
+        launcher.db.close()

@@ -135,6 +135,53 @@ def test_without_a_launcher_log_the_status_goes_to_the_attempt_s_exit_file(tmp_p
     assert (tmp_path / "exit.2").read_text() == "4\n"
 
 
+def test_runs_sharing_an_environment_get_it_whole_though_it_is_sent_once(tmp_path):
+    """The shared part of the runs' environment goes to the host once per object; each run's
+    own variables, and those it changes, come with it. A shared name missing from a run's
+    environment makes the launcher send that run's environment whole."""
+    shared = {"PATH": os.environ["PATH"], "COMMON": "1", "CHANGED": "before"}
+    other = {"PATH": os.environ["PATH"], "COMMON": "2"}
+    envs = {
+        1: {**shared, "OWN": "a"},
+        2: {**shared, "CHANGED": "after", "OWN": "b"},
+        3: {"PATH": os.environ["PATH"], "OWN": "c"},  # COMMON and CHANGED missing
+        4: {**other, "OWN": "d"},
+        5: {**shared, "OWN": "e"},
+    }
+    bases = {1: shared, 2: shared, 3: shared, 4: other, 5: shared}
+    sent: list[bytes] = []
+
+    async def test(driver: _Driver) -> None:
+        driver.host._socket = _Recording(driver.host._socket, sent)
+        for rid, env in envs.items():
+            (tmp_path / str(rid)).mkdir()
+            script = "echo ${COMMON-unset} ${CHANGED-unset} $OWN"
+            driver.host.start(rid, ["/bin/sh", "-c", script], str(tmp_path / str(rid)), env, base=bases[rid], file="exit.1")
+        await driver.until(lambda: all(driver.reply("ended", rid) for rid in envs), "five ends")
+
+    _drive(test)
+    outputs = {rid: (tmp_path / str(rid) / "stdout").read_text() for rid in envs}
+    assert outputs == {1: "1 before a\n", 2: "1 after b\n", 3: "unset unset c\n", 4: "2 unset d\n", 5: "1 before e\n"}
+    shared_lines = [line for line in sent if line.startswith(b'{"shared"')]
+    assert len(shared_lines) == 3  # shared, other, shared again: once per change of object
+    whole = [line for line in sent if b'"start": 3' in line]
+    assert b'"env"' in whole[0] and b'"more"' not in whole[0]
+
+
+class _Recording:
+    """A socket whose sends are also kept."""
+
+    def __init__(self, sock: socket.socket, sent: list[bytes]) -> None:
+        self._sock, self._sent = sock, sent
+
+    def sendall(self, data: bytes) -> None:
+        self._sent.append(data)
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 def test_requests_it_cannot_read_or_start_are_answered_and_the_host_goes_on(tmp_path):
     async def test(driver: _Driver) -> None:
         with driver.host._lock:

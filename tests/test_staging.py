@@ -27,6 +27,7 @@ from motoko.launch.staging import (
     file_kind,
     render,
     run_environment,
+    run_json_text,
     safe_join,
     stage,
 )
@@ -734,8 +735,14 @@ def test_run_json_content(tmp_path: Path) -> None:
     run_json = {"id": 3, "job": {"x": [1.5, "$(touch PWNED)"]}, "when": when, "ok": True}
     stage(tmp_path / "run", study, "launch.sh", [], {}, run_json)
     text = (tmp_path / "run" / "run.json").read_text()
-    assert text == json.dumps(run_json, indent=1, default=str)
+    assert json.loads(text) == json.loads(json.dumps(run_json, default=str))
     assert json.loads(text)["when"] == "2024-01-02 03:04:05"
+    # Readable: one top-level entry per line.
+    assert text.splitlines()[1:3] == [' "id": 3,', ' "job": {"x": [1.5, "$(touch PWNED)"]},']
+
+
+def test_run_json_of_nothing_is_an_empty_object() -> None:
+    assert json.loads(run_json_text({})) == {}
 
 
 # ----------------------------------------------------------------------------- run_environment

@@ -172,14 +172,16 @@ def read_submitted(run_dir: Path, attempt: int) -> str | None:
         return None
 
 
-def write_fence(run_dir: Path, attempt: int) -> None:
+def write_fence(run_dir: Path, attempt: int, *, fresh: bool = False) -> None:
     """Open the run directory to ``attempt`` alone (called before submitting it).
 
     The attempt's own stale files (from a submission that never ran) are
     removed, so that nothing answers for this attempt but its own task.
+    ``fresh``: the caller created the directory just now, so there are none.
     """
-    for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt), submitted_file(run_dir, attempt)):
-        path.unlink(missing_ok=True)
+    if not fresh:
+        for path in (exit_file(run_dir, attempt), started_file(run_dir, attempt), submitted_file(run_dir, attempt)):
+            path.unlink(missing_ok=True)
     if not _link_fence(run_dir, attempt):
         _write(run_dir / FENCE_FILE, f"{attempt}\n")
 

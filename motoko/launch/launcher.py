@@ -128,6 +128,8 @@ class Launcher(Claims):
         self.handoff = Handoff()
         #: Run directories made ahead, for an executor that stages in its starter threads (local runs).
         self._spares = Spares(self.id, self.options.machine_name) if executor.stages else None
+        #: This process's environment as last seen (undecoded), and the runs' shared part built from it.
+        self._env_cache: tuple[Any, dict[str, str]] | None = None
 
     # -- public ------------------------------------------------------------
 
@@ -504,32 +506,51 @@ class Launcher(Claims):
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
         # An executor that stages in its starter thread writes the directory there.
-        write = functools.partial(staged.write, self._spares) if self.executor.stages else None
+        write = functools.partial(staged.write_reporting, self._spares) if self.executor.stages else None
         if write is None:
             staged.write()
-        env = run_environment(item.values, self._base_env(item, run_dir))
+        shared = self._shared_env()
+        env = run_environment(item.values, {**shared, **self._own_env(item, run_dir)})
         attempt = int(item.run_json["run"]["attempt"])
         command = _command(staged.exec_path, staged.exec_head)
-        return Launch(item.study, item.run_id, run_dir, command, env, item.nproc, item.options, attempt, write)
+        stage = None if write is None else (lambda: write()[1])
+        return Launch(item.study, item.run_id, run_dir, command, env, item.nproc, item.options, attempt, stage, shared)
 
-    def _base_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
+    def _shared_env(self) -> dict[str, str]:
+        """The environment all our runs share: ours, with the launcher's and database's names.
+
+        Built again only when this process's environment changed (a workflow
+        may set a variable between two steps): copying ``os.environ`` decodes
+        every variable, about a tenth of a trivial run's start.
+        """
+        raw = getattr(os.environ, "_data", None)  # its undecoded mapping: comparing it decodes nothing
+        cached = self._env_cache
+        if cached is not None and raw is not None and raw == cached[0]:
+            return cached[1]
         env = dict(os.environ)
         env.update(
-            MOTOKO_RUN_ID=str(item.run_id),
-            MOTOKO_ATTEMPT=str(item.run_json["run"]["attempt"]),
-            MOTOKO_JOB_ID=str(item.values["job_id"]),
-            MOTOKO_STUDY=item.study,
-            MOTOKO_RUN_DIR=str(run_dir),
             MOTOKO_DB=self.options.db_address or str(self.db.address),
             MOTOKO_WORKFLOW=self.options.workflow_file or "",
             MOTOKO_LAUNCHER=self.id,
             MOTOKO_PYTHON=sys.executable,
         )
         env.pop(ENV_CHANNEL, None)
-        types = {name: ftype.name for name, ftype in self.studies[item.study].run_fields.items()}
-        env.update(self.channel.environment((item.study, item.run_id), item.run_json, types))
         paths = [p for p in (env.get("PYTHONPATH"), _PACKAGE_ROOT) if p]
         env["PYTHONPATH"] = os.pathsep.join(paths)
+        self._env_cache = (dict(raw) if raw is not None else None, env)
+        return env
+
+    def _own_env(self, item: Claimed, run_dir: Path) -> dict[str, str]:
+        """What a run's environment holds beyond :meth:`_shared_env` (its parameters come on top)."""
+        env = {
+            "MOTOKO_RUN_ID": str(item.run_id),
+            "MOTOKO_ATTEMPT": str(item.run_json["run"]["attempt"]),
+            "MOTOKO_JOB_ID": str(item.values["job_id"]),
+            "MOTOKO_STUDY": item.study,
+            "MOTOKO_RUN_DIR": str(run_dir),
+        }
+        types = {name: ftype.name for name, ftype in self.studies[item.study].run_fields.items()}
+        env.update(self.channel.environment((item.study, item.run_id), item.run_json, types))
         return env
 
     async def _handle_cancels(self) -> None:

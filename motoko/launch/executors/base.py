@@ -15,7 +15,7 @@ import abc
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +51,13 @@ class Launch:
     options: tuple[str, ...] = ()
     attempt: int = 1
     #: Writes the run directory, when the executor does it before starting the
-    #: process (:attr:`Executor.stages`); None: it is written already.
-    stage: Callable[[], object] | None = field(default=None, compare=False)
+    #: process (:attr:`Executor.stages`), and says whether it created it
+    #: (nothing of an earlier attempt is in it then); None: it is written already.
+    stage: Callable[[], bool] | None = field(default=None, compare=False)
+    #: The part of ``env`` that all of a launcher's runs share, the very
+    #: objects: an executor may send it once and each run only what differs
+    #: (the run host does). None: no such part is known.
+    env_base: Mapping[str, str] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, int]:

@@ -331,9 +331,8 @@ class LocalExecutor(Executor):
 
 def _request(host: RunHost, token: int, launch: Launch) -> None:
     """Write the run directory, open it to this attempt and ask the host to start it (in the starter thread)."""
-    if launch.stage is not None:
-        launch.stage()
-    attempts.write_fence(launch.run_dir, launch.attempt)
+    fresh = launch.stage() if launch.stage is not None else False
+    attempts.write_fence(launch.run_dir, launch.attempt, fresh=fresh)
     launcher = launch.env.get(LAUNCHER_ENV)
     # The host records the status in the launcher's exit log (no exit.<N>),
     # else (no launcher: tests, tools) in exit.<N>.
@@ -341,7 +340,7 @@ def _request(host: RunHost, token: int, launch: Launch) -> None:
         {"log": str(attempts.exit_log(launch.run_dir, launcher)), "run": launch.run_id, "attempt": launch.attempt}
         if launcher else {"file": attempts.exit_file(launch.run_dir, launch.attempt).name}
     )
-    host.start(token, launch.command, str(launch.run_dir), launch.env, **recorded)
+    host.start(token, launch.command, str(launch.run_dir), launch.env, base=launch.env_base, **recorded)
 
 
 def _signal_group(pid: int, sig: int) -> None:
