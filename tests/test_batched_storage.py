@@ -131,28 +131,6 @@ def test_a_server_killed_during_a_large_commit_leaves_nothing_of_it(workdir, mon
     assert [v for _, v in _read(address, "before")] == [1] * n
 
 
-@pytest.mark.parametrize("limit", [batched_storage.MEMORY_LIMIT, 100])
-def test_the_memory_buffer_gives_what_zeo_s_own_buffer_gives(limit, monkeypatch):
-    """Same records, same order, resolved ones once (the last), deletions and server-resolved
-    objects included; also once past the memory limit, where the rest goes to ZEO's file."""
-    from ZEO.TransactionBuffer import TransactionBuffer
-
-    monkeypatch.setattr(batched_storage, "MEMORY_LIMIT", limit)
-    ours, theirs = batched_storage.MemoryTransactionBuffer(3), TransactionBuffer(3)
-    for buffer in (ours, theirs):
-        for i in range(20):
-            buffer.store(b"%08d" % i, b"x" * (i * 7))
-        buffer.store(b"gone0000", None)
-        buffer.resolve(b"00000004", b"resolved")
-        buffer.server_resolve(b"00000005")
-        buffer.server_resolve(b"undone00")
-    assert list(ours) == list(theirs)
-    assert (ours.count, ours.size, ours.connection_generation) == (theirs.count, theirs.size, 3)
-    assert ours.spilled == (limit == 100)
-    for buffer in (ours, theirs):
-        buffer.close()
-
-
 def test_a_conflict_resolved_by_the_client_reaches_the_cache_resolved(address):
     """A counter changed by two clients at once: the second commit's state is resolved on the
     client (a Length merges), and its cache holds the merged value, not its own."""

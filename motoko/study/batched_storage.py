@@ -15,11 +15,9 @@ and 8 % to waiting for ids.
   uses), in order. Every other message to the server (vote, a conflict
   check, a blob, any call) first sends what is queued, so the server sees
   exactly the sequence ZEO would have sent;
-* a transaction's objects are kept in memory until its end
-  (:class:`MemoryTransactionBuffer`), not pickled into a temporary file one
-  by one and read back at its end to update the client's cache (8 % of an
-  insert's time); past :data:`MEMORY_LIMIT` bytes they go to the file as
-  before;
+* a transaction's objects wait for its end in memory
+  (:class:`~motoko.study.zeo_buffers.MemoryTransactionBuffer`), not in a
+  temporary file;
 * new ids are asked for ahead: when a batch of 100 is taken, the next
   batches are already requested (more while a process keeps asking, up to
   :data:`OID_AHEAD`), so a large insert stops waiting for them. Ids asked
@@ -32,78 +30,18 @@ so that a release changing them cannot reach users unnoticed.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections import deque
 from typing import Any
 
 from ZEO.ClientStorage import ClientStorage
-from ZEO.TransactionBuffer import TransactionBuffer
-from zodbpickle.pickle import Pickler, Unpickler
+
+from motoko.study.zeo_buffers import MemoryTransactionBuffer
 
 #: Stores handed to the network thread at once.
 STORE_BATCH = 200
 #: At most this many ``new_oids`` requests (100 ids each) in flight ahead of use.
 OID_AHEAD = 8
-#: Bytes of a transaction's objects kept in memory; beyond, ZEO's temporary file takes the rest.
-MEMORY_LIMIT = 64 << 20
-
-
-class MemoryTransactionBuffer(TransactionBuffer):  # type: ignore[misc]
-    """ZEO's buffer of a transaction's stored objects, in memory up to :data:`MEMORY_LIMIT` bytes.
-
-    ZEO keeps them for the end of the transaction, when its client cache
-    takes the new states; its buffer pickles each into a temporary file
-    and reads them all back then. Same records, same order, same answers
-    (resolved objects included); only where they wait differs.
-    """
-
-    def __init__(self, connection_generation: Any):  # noqa: D107 (no file and pickler until the limit)
-        self.connection_generation = connection_generation
-        self.count = 0
-        self.size = 0
-        self.blobs: list[Any] = []
-        self.server_resolved: set[bytes] = set()
-        self.client_resolved: dict[bytes, int] = {}
-        self.exception: BaseException | None = None
-        self.records: list[tuple[bytes, bytes | None]] = []
-        self.spilled = False  # the parent's file holds the records past the memory limit
-
-    def store(self, oid: bytes, data: bytes | None) -> None:
-        """Keep one record (``data`` None: the object was deleted)."""
-        if not self.spilled and self.size > MEMORY_LIMIT:
-            self.file = tempfile.TemporaryFile(suffix=".tbuf")  # noqa: SIM115 (closed by close(), at the transaction's end)
-            self.pickler = Pickler(self.file, 1)
-            self.pickler.fast = 1  # records are bytes and None: no memo needed
-            self.spilled = True
-        if self.spilled:
-            self.pickler.dump((oid, data))
-        else:
-            self.records.append((oid, data))
-        self.count += 1
-        self.size += (len(data) if data else 0) + 31
-
-    def close(self) -> None:
-        """Drop the records (the transaction ended)."""
-        self.records = []
-        if self.spilled:
-            self.file.close()
-
-    def __iter__(self) -> Any:
-        """``(oid, data, resolved by the server)`` of each object, as ZEO's buffer gives them."""
-        memory = len(self.records)
-        if self.spilled:
-            self.file.flush()
-            self.file.seek(0)
-            unpickler = Unpickler(self.file)
-        seen = set()
-        for index in range(self.count):
-            oid, data = self.records[index] if index < memory else unpickler.load()
-            if self.client_resolved.get(oid, index) == index:  # a record resolved again later: only the last
-                seen.add(oid)
-                yield oid, data, oid in self.server_resolved
-        for oid in self.server_resolved - seen:  # resolved by the server, never stored here (undo)
-            yield oid, None, True
 
 
 class BatchedClientStorage(ClientStorage):  # type: ignore[misc]

@@ -8,6 +8,10 @@ closes once none has been connected for that long: ZEO then stops accepting,
 closes, removes its socket and pid file, and the process exits 0. The next
 command that needs the database starts it again.
 
+Each transaction's operations wait for its vote in memory
+(:class:`MemoryCommitLog`), not pickled into a temporary file made for the
+transaction and read back (see :mod:`motoko.study.zeo_buffers`).
+
 Run as ``python -m motoko.study.zeo_main [--idle-stop SECONDS] -C zeo.conf``.
 """
 
@@ -17,9 +21,14 @@ import argparse
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import ZEO.StorageServer
 from ZEO.runzeo import ZEOOptions, ZEOServer
+from ZEO.StorageServer import CommitLog
+
+from motoko.study.zeo_buffers import SpillingRecords
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +70,49 @@ class IdleStoppingServer(ZEOServer):  # type: ignore[misc]
                 return
 
 
+class MemoryCommitLog(CommitLog):  # type: ignore[misc]
+    """The server's log of a transaction's operations (ZEO's ``CommitLog``), in memory."""
+
+    def __init__(self) -> None:  # noqa: D107 (no file: see SpillingRecords)
+        self.records = SpillingRecords()
+        self.file = None  # ZEO's close() looks at it
+
+    @property
+    def stores(self) -> int:
+        return self.records.count
+
+    def size(self) -> int:
+        return self.records.size
+
+    def delete(self, oid: bytes, serial: bytes) -> None:
+        self.records.add(("_delete", (oid, serial)), 16)
+
+    def checkread(self, oid: bytes, serial: bytes) -> None:
+        self.records.add(("_checkread", (oid, serial)), 16)
+
+    def store(self, oid: bytes, serial: bytes, data: bytes) -> None:
+        self.records.add(("_store", (oid, serial, data)), 16 + (len(data) if data else 0))
+
+    def restore(self, oid: bytes, serial: bytes, data: bytes, prev_txn: bytes) -> None:
+        self.records.add(("_restore", (oid, serial, data, prev_txn)), 24 + (len(data) if data else 0))
+
+    def undo(self, transaction_id: bytes) -> None:
+        self.records.add(("_undo", (transaction_id,)), 8)
+
+    def __iter__(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        return iter(self.records)
+
+    def close(self) -> None:
+        self.records.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse ``--idle-stop`` and pass the rest to runzeo."""
     parser = argparse.ArgumentParser(prog="python -m motoko.study.zeo_main", add_help=False)
     parser.add_argument("--idle-stop", type=float, default=0.0)
     known, rest = parser.parse_known_args(argv)
+    # Each transaction's operations wait for its vote in memory, not in a temporary file (see MemoryCommitLog).
+    ZEO.StorageServer.CommitLog = MemoryCommitLog
     options = ZEOOptions()
     options.realize(rest)
     IdleStoppingServer(options, known.idle_stop).main()
