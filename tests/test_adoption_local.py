@@ -164,3 +164,36 @@ def test_an_adoption_and_a_lost_declaration_of_the_same_run_never_both_commit(wo
         assert (stored.state, stored.launcher) == (LAUNCHED, "adopter")
     finally:
         other.close()
+
+
+def test_runs_whose_directories_were_written_ahead_run_once_after_their_launcher_is_killed(workdir):
+    """A launcher writes the directories of its next queued runs before a slot frees; it opens
+    them to their attempt (the fence) only when it starts them. Killed with SIGKILL meanwhile:
+    the run executing is adopted, those written ahead never started and run once more, none
+    LOST (no retries are allowed here: a LOST run would stay LOST)."""
+    done = workdir / "done"
+    _, db = make_study(workdir, CONFIG, launch=f'#!/bin/bash\nsleep 3\necho "$MOTOKO_RUN_ID" >> {done}\n')
+    ids = create_runs(db, x=[1, 2, 3, 4])
+    first = start_launcher(workdir, "--max-parallel", "1")
+    tree = workdir / "studies" / "s" / "BD-s-runs"
+    try:
+        wait_until(lambda: any(run_of(db, r).state == RUNNING for r in ids), 30, "a run to start")
+        running = next(r for r in ids if run_of(db, r).state == RUNNING)
+        def written_ahead() -> list[int]:
+            return [r for r in ids if r != running and (tree / f"run-{r}" / "run.json").exists()]
+
+        wait_until(written_ahead, 10, "a directory written ahead")
+        ahead = written_ahead()
+        assert ahead and not any((tree / f"run-{r}" / attempts.FENCE_FILE).exists() for r in ahead)
+    finally:
+        kill_launcher(first)
+    second = start_launcher(workdir, "--idle-exit", "3", log="second.log")
+    try:
+        second.wait(90)
+    finally:
+        kill_launcher(second)
+    runs = {r: run_of(db, r) for r in ids}
+    assert {r: run.state for r, run in runs.items()} == dict.fromkeys(ids, FINISHED)
+    assert runs[running].attempt == 1 and all(runs[r].attempt == 2 for r in ahead)
+    assert all("never ran" in runs[r].history[0]["reason"] for r in ahead)
+    assert sorted(int(x) for x in done.read_text().split()) == sorted(ids)  # each run's work once

@@ -117,7 +117,7 @@ def test_a_local_launcher_alone_claims_ahead_and_executes_every_run_once(workdir
     ran = workdir / "ran"
     launch = f'#!/bin/bash\necho "$MOTOKO_RUN_ID" >> {ran}\nwhile [ ! -e {release} ]; do sleep 0.02; done\n'
     config, db = make_study(workdir, "launcher: {poll: 30}\n", launch=launch)
-    runs = 30
+    runs = 2 * ALONE_AHEAD
     create_runs(db, x=list(range(runs)))
     background = Background(config, once=True, max_parallel=1)
     try:

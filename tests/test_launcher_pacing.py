@@ -21,6 +21,7 @@ from conftest import write_study
 from launch_support import create_runs, make_study, wait_until
 
 from motoko.config import load_config
+from motoko.launch.claims import ALONE_AHEAD
 from motoko.launch.pacing import MAX_AHEAD, MIN_SAMPLES, ROUNDS_AHEAD, Pacing, fair_ahead
 from motoko.launch.service import build_launcher
 from motoko.study.database import StudyDB
@@ -246,3 +247,20 @@ def test_a_launcher_with_nothing_to_claim_sleeps_through_others_commits_and_wake
     assert (workdir / "executions").read_text().split() == [str(first), str(second), str(second)]
     # About a handful of cycles per run; woken by each of the 100 commits it ran over 100.
     assert 0 < record.cycles < 40, record.cycles
+
+
+def test_a_launcher_alone_refills_its_queue_at_half_its_depth(workdir: Path):
+    """Not when a slot's worth is left: the runs that start while the claim's commit travels
+    would empty the slots until it came back. Until the low water, outcomes are held back."""
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 1}\n")
+    launcher = build_launcher(config, executor="local", study="s", max_parallel=2)
+    try:
+        create_runs(db, x=list(range(100)))
+        launcher.db.abort()
+        fake = launcher._queue = [object()] * (2 + (ALONE_AHEAD - 2) // 2 + 1)  # type: ignore[list-item]
+        assert launcher._claim_room() == 0 and launcher._low_water == 2 + (ALONE_AHEAD - 2) // 2
+        fake.pop()
+        assert launcher._claim_room() == 2 + ALONE_AHEAD - len(fake)
+    finally:
+        launcher._queue = []
+        launcher.db.close()

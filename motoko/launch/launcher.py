@@ -98,6 +98,8 @@ class Launcher(Claims):
         self.id = f"{self.options.machine_name}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.report = LauncherReport()
         self._queue: list[Claimed] = []  # claimed, not yet started
+        self._ahead: dict[tuple[str, int], Launch] = {}  # queued runs prepared, their directories written ahead
+        self._low_water = executor.max_parallel  # see Claims
         self._owned: dict[tuple[str, int], bytes] = {}  # claimed or running → oid
         self._started: list[tuple[str, int]] = []  # started since the last cycle
         self._unsettled: list[Outcome] = []  # ended, not yet recorded
@@ -253,14 +255,15 @@ class Launcher(Claims):
 
         Only when more claimed runs wait and others execute (throughput):
         a lone run's settlement (latency) is never delayed. While the queue
-        holds more than one round of runs, the free slots are refilled from
+        holds more than its low water (see
+        :class:`~motoko.launch.claims.Claims`), the free slots are refilled from
         it without a commit, and outcomes are held back (up to
         :data:`HOLD_WINDOW` s or :data:`HOLD_OUTCOMES`); then the commit
         settles them and claims the next batch before the queue runs dry.
         """
         if not self._queue or not self.executor.running:
             return
-        if len(self._queue) > self.executor.max_parallel:
+        if len(self._queue) > self._low_water:
             await self._hold_outcomes()
             return
         if self.executor.outcomes.qsize() > 1:
@@ -279,7 +282,7 @@ class Launcher(Claims):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HOLD_WINDOW
         # Others' commits (many launchers) do not end the hold: only a change to our own runs (a stop request).
-        while len(self._queue) > self.executor.max_parallel and not self._stopping and self._changed.isdisjoint(self._owned.values()):
+        while len(self._queue) > self._low_water and not self._stopping and self._changed.isdisjoint(self._owned.values()):
             if self.executor.outcomes.qsize() >= HOLD_OUTCOMES or not self.executor.running or self.channel.awaited():
                 # A run waiting for a commit (at its exit, its last writes') ends
                 # the hold: held, Python runs using the channel took 0.3 s each.
@@ -482,7 +485,7 @@ class Launcher(Claims):
         while self._queue and self.executor.free_slots() > 0:
             item = self._queue.pop(0)
             try:
-                launch = self._prepare(item)
+                launch = self._ahead.pop((item.study, item.run_id), None) or self._prepare(item)
                 await self.executor.submit(launch)
             except (MotokoError, OSError) as exc:
                 log.warning("run %s.%s could not start: %s", item.study, item.run_id, exc)
@@ -495,8 +498,29 @@ class Launcher(Claims):
             self._pacing.started((item.study, item.run_id))
             if not self.executor.reports_start:
                 self._started.append((item.study, item.run_id))
+        self._stage_ahead()
         if self._spares is not None:
             self._spares.replenish()
+
+    def _stage_ahead(self) -> None:
+        """Prepare the runs next in the queue, one per slot, and have their directories written now.
+
+        Why: under a stream of short runs, a slot that frees otherwise
+        waits for the next run's directory to be rendered and written
+        before its process can be asked for. A run whose preparation fails
+        here is left to its start, which reports the failure.
+        """
+        if not self.executor.stages:
+            return
+        for item in self._queue[: self.executor.max_parallel]:
+            key = (item.study, item.run_id)
+            if key in self._ahead:
+                continue
+            try:
+                launch = self._prepare(item)
+            except (MotokoError, OSError):
+                continue
+            self._ahead[key] = self.executor.stage_ahead(launch)
 
     def _prepare(self, item: Claimed) -> Launch:
         schema = self.studies[item.study]
@@ -573,6 +597,7 @@ class Launcher(Claims):
                         lambda _, key=key: self._cancelling.discard(key))  # type: ignore[misc]
             else:
                 self._queue = [c for c in self._queue if (c.study, c.run_id) != key]
+                self._ahead.pop(key, None)
                 self._unsettled.append(Outcome(key[0], key[1], cancelled=True))
                 if self._wake is not None:
                     self._wake.set()

@@ -234,6 +234,13 @@ class Executor(abc.ABC):
     async def start(self) -> None:  # noqa: B027 (optional hook)
         """Prepare resources (connect to a scheduler...). Default: nothing."""
 
+    def stage_ahead(self, launch: Launch) -> Launch:
+        """Begin writing the run directory of a run that will be submitted soon; return the launch to submit.
+
+        Default: nothing ahead (the directory is written when submitted).
+        """
+        return launch
+
     @abc.abstractmethod
     async def submit(self, launch: Launch) -> str:
         """Start executing ``launch``; return an executor-specific id (pid, job id)."""

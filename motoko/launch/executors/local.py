@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -90,6 +91,22 @@ class LocalExecutor(Executor):
             self._host = RunHost(self._on_reply, self._host_gone)
             self._host.listen(asyncio.get_running_loop())
         return self._host
+
+    def stage_ahead(self, launch: Launch) -> Launch:
+        """Write the run's directory now, in a starter thread; its submit then only opens it and asks the host.
+
+        Why: a slot that frees then waits for no directory, only for the
+        fence (a link) and the host's fork. The run starts nowhere before
+        it is submitted: its fence, written then, is what opens the
+        directory to its attempt (a launcher dying meanwhile leaves a
+        directory without a fence, an attempt that never started).
+        """
+        if launch.stage is None:
+            return launch
+        staging = self._starter.submit(launch.stage)
+        # Submitted earlier to the same first-in first-out pool, it is running
+        # or done when the start's own job (or the loop, for a lone run) waits on it.
+        return dataclasses.replace(launch, stage=staging.result)
 
     async def submit(self, launch: Launch) -> str:
         """Stage the run (in the starter thread) and ask the run host to start it.
