@@ -53,6 +53,7 @@ class Claims(Recording):
 
     _queue: list[Claimed]
     _low_water: int
+    _alone: bool = False  # the last claim room was reckoned for a launcher alone on its database
     _deadline: Deadline | None
     _shares: Shares
     _chooser: random.Random
@@ -63,15 +64,18 @@ class Claims(Recording):
         if self._stopping or (self._deadline is not None and self._deadline.closed()):
             return 0
         opts = self.options
+        self._alone = False
         ahead = self._default_ahead() if opts.claim_ahead is None else opts.claim_ahead
         slots = self.executor.max_parallel
         if ahead > slots:
             # A deep queue is refilled before it runs dry, so that no slot waits
-            # for a claim's commit: at most max_parallel + ahead runs owned. It is
-            # refilled at half its depth: with only a slot's worth left, the runs
-            # started while the claim's commit travelled emptied the slots until
-            # it came back (28 % of a trivial fan-out's time, on a 2-core VM).
-            self._low_water = slots + (ahead - slots) // 2
+            # for a claim's commit: at most max_parallel + ahead runs owned. A
+            # launcher alone refills it at half its depth: with only a slot's
+            # worth left, the runs started while the claim's commit travelled
+            # emptied the slots until it came back (28 % of a trivial fan-out's
+            # time, on a 2-core VM). Among others, the other launchers' slots
+            # work meanwhile, and refilling early would double their commits.
+            self._low_water = slots + (ahead - slots) // 2 if self._alone else slots
             if len(self._queue) > self._low_water:
                 return 0
             room = slots + ahead - len(self.executor.running) - len(self._queue)
@@ -101,6 +105,7 @@ class Claims(Recording):
             return base
         launchers = self._shares.current(self.db.launchers()).count
         if launchers == 1 and self._deadline is None:
+            self._alone = True
             return max(base, ALONE_AHEAD)
         waiting: list[str] = []
         remaining = 0

@@ -35,7 +35,7 @@ QUEUE_BUDGET = 0.4
 #: Seconds of an owner's work that a thief leaves to it (see :meth:`Pacing.leave`):
 #: shorter than the queue budget, as those runs wait at a study's end.
 LEAVE_WITHIN = 0.2
-#: Runs claimed beyond the free slots at most (the lone launcher's depth)...
+#: Runs claimed beyond the free slots at most, among other launchers (alone: claims.ALONE_AHEAD)...
 MAX_AHEAD = 16
 #: ...or this many rounds of its slots, for a launcher with many (a pilot on a whole node).
 ROUNDS_AHEAD = 4
