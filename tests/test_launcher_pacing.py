@@ -257,6 +257,10 @@ def test_a_launcher_alone_refills_its_queue_at_half_its_depth(workdir: Path):
     try:
         create_runs(db, x=list(range(100)))
         launcher.db.abort()
+        # In its first cycle nobody else has registered yet, whoever starts with it: it claims paced.
+        launcher.report.cycles = 1
+        assert launcher._default_ahead() < ALONE_AHEAD and not launcher._alone
+        launcher.report.cycles = 2
         fake = launcher._queue = [object()] * (2 + (ALONE_AHEAD - 2) // 2 + 1)  # type: ignore[list-item]
         assert launcher._claim_room() == 0 and launcher._low_water == 2 + (ALONE_AHEAD - 2) // 2
         fake.pop()

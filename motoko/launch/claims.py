@@ -19,6 +19,7 @@ from motoko.errors import MotokoError
 from motoko.launch.claiming import Deadline, Shares, fetch_claimed, fits_within, pick
 from motoko.launch.pacing import Pacing, fair_ahead
 from motoko.launch.recording import Recording
+from motoko.launch.serving import LauncherReport
 from motoko.study.database import Study
 from motoko.study.records import Run, now
 from motoko.study.schema import StudySchema
@@ -59,6 +60,7 @@ class Claims(Recording):
     _chooser: random.Random
     _claimed_total: int
     _pacing: Pacing
+    report: LauncherReport
 
     def _claim_room(self, topping_up: bool = False) -> int:
         if self._stopping or (self._deadline is not None and self._deadline.closed()):
@@ -104,7 +106,10 @@ class Claims(Recording):
         if not self.executor.shares_host:
             return base
         launchers = self._shares.current(self.db.launchers()).count
-        if launchers == 1 and self._deadline is None:
+        # Alone only from its second cycle: in its first, launchers started
+        # together have not seen each other register yet, and each claimed as
+        # deep as if alone (16 launchers: 0.11-0.17 conflict retries per run).
+        if launchers == 1 and self._deadline is None and self.report.cycles > 1:
             self._alone = True
             return max(base, ALONE_AHEAD)
         waiting: list[str] = []
