@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import random
@@ -530,15 +529,17 @@ class Launcher(Claims):
             run_dir, folder, schema.exec_file, schema.config_files, item.values, item.run_json, cache=self._cache
         )
         # An executor that stages in its starter thread writes the directory there.
-        write = functools.partial(staged.write_reporting, self._spares) if self.executor.stages else None
-        if write is None:
+        def stage() -> bool:  # writes it; says whether it created the directory
+            return staged.write_reporting(self._spares)[1]
+
+        if not self.executor.stages:
             staged.write()
         shared = self._shared_env()
         env = run_environment(item.values, {**shared, **self._own_env(item, run_dir)})
         attempt = int(item.run_json["run"]["attempt"])
         command = _command(staged.exec_path, staged.exec_head)
-        stage = None if write is None else (lambda: write()[1])
-        return Launch(item.study, item.run_id, run_dir, command, env, item.nproc, item.options, attempt, stage, shared)
+        writes = stage if self.executor.stages else None
+        return Launch(item.study, item.run_id, run_dir, command, env, item.nproc, item.options, attempt, writes, shared)
 
     def _shared_env(self) -> dict[str, str]:
         """The environment all our runs share: ours, with the launcher's and database's names.

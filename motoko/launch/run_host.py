@@ -309,8 +309,8 @@ class RunHost:
             request["more"] = more
         line = json.dumps(request).encode() + b"\n"
         with self._lock:
-            if more is not None and base is not self._shared:
-                self._socket.sendall(json.dumps({"shared": dict(base or {})}).encode() + b"\n")
+            if base is not None and more is not None and base is not self._shared:
+                self._socket.sendall(json.dumps({"shared": dict(base)}).encode() + b"\n")
                 self._shared = base
             self._socket.sendall(line)
 
