@@ -177,6 +177,23 @@ def server_connections(root: Path) -> int:
     return len(inodes) - 1
 
 
+def settled_connections(root: Path, seconds: float = 0.5) -> int:
+    """The fewest :func:`server_connections` seen over ``seconds``.
+
+    A client that just exited (the writer) stays counted until the server
+    reads its end of file, which under load (CI) took longer than the
+    moment between the writer's exit and a single count: the fewest over
+    half a second leaves such closing connections out, while a run
+    process connected to the database stays counted in every reading.
+    """
+    counts = [server_connections(root)]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        counts.append(server_connections(root))
+    return min(counts)
+
+
 def writer_rate(address: str, seconds: float) -> float:
     """Commits/s of one writer process making small commits for ``seconds``."""
     done = subprocess.run([sys.executable, "-c", WRITER, address, str(seconds)], check=True, capture_output=True, text=True)
@@ -215,7 +232,7 @@ def commit_rate(concurrent: int, seconds: float, rounds: int, *, channel: bool) 
             wf.writer.createTask(x=[0])
             for index in range(rounds):
                 alone.append(writer_rate(address, seconds))
-                own = server_connections(root)
+                own = settled_connections(root)
                 waiting = build_launcher(load_config(root), study="idle", max_parallel=1)
                 assert isinstance(waiting, Launcher)  # a local executor: no pilots
                 serving = threading.Thread(target=waiting.serve)
@@ -236,7 +253,7 @@ def commit_rate(concurrent: int, seconds: float, rounds: int, *, channel: bool) 
                         time.sleep(0.1)
                     time.sleep(0.5)
                     busy.append(writer_rate(address, seconds))
-                    connected.append(server_connections(root) - own)
+                    connected.append(settled_connections(root) - own)
                 finally:
                     Path(f"{release}{index}").touch()
                     executing.join()
