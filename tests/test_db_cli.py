@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -16,12 +17,36 @@ def test_reading_commands_do_not_import_the_launcher(example):
         "import sys\nfrom motoko.cli.main import cli\n"
         "for args in (['select', 'state = FINISHED'], ['status'], ['info']):\n"
         "    try:\n        cli.main(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
-        "print(sorted(m for m in ('motoko.launch.launcher', 'motoko.launch.service', 'motoko.flow.orchestrator') if m in sys.modules))"
+        "print(sorted(m for m in ('motoko.launch.launcher', 'motoko.launch.service', 'motoko.flow.orchestrator',"
+        " 'motoko.cli.run_commands', 'motoko.cli.launcher_commands', 'motoko.cli.pilot_commands') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=example, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
     assert "mult: 4 run(s)" in done.stdout  # the commands did run
+
+
+def test_every_command_is_found_by_name_and_listed_in_help(example):
+    """Commands are imported when invoked (see COMMAND_MODULES): none may be missing from the map."""
+    from motoko.cli import main
+
+    for name, module_name in sorted(main.COMMAND_MODULES.items()):
+        module = importlib.import_module(f"motoko.cli.{module_name}")
+        assert name in {command.name for command in module.COMMANDS}, (name, module_name)
+    modules = {module_name for module_name in main.COMMAND_MODULES.values()}
+    for module_name in modules:
+        for command in importlib.import_module(f"motoko.cli.{module_name}").COMMANDS:
+            assert main.COMMAND_MODULES.get(command.name) == module_name, command.name
+    listed = motoko("--help", cwd=example).stdout
+    assert all(f"  {name} " in listed for name in main.COMMAND_MODULES), listed
+    unknown = motoko("selct", cwd=example)
+    assert unknown.returncode == 2 and "No such command 'selct'" in unknown.stderr
+    version = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom motoko.cli.main import main\ntry:\n    main(['--version'])\n"
+         "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.startswith('motoko.cli.') and m.endswith('_commands')))"],
+        cwd=example, capture_output=True, text=True, timeout=60,
+    )
+    assert version.stdout.splitlines()[-1] == "[]", version.stdout + version.stderr
 
 
 def test_create_then_recreate_asks_before_dropping(example):

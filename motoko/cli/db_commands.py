@@ -168,8 +168,8 @@ def select(ctx: click.Context, constraints: tuple[str, ...], study: str | None, 
 
 def _warn_state_typos(workflow: Any, studies: list[str], constraints: list[str]) -> None:
     """Warn (stderr) about a state no run is in that looks like a misspelt known one."""
-    if not constraints:
-        return
+    if not any("state" in constraint.lower() for constraint in constraints):
+        return  # no state named: nothing to parse again
     from motoko.study.state_names import state_typos
 
     found = state_typos((workflow.db_for(name).study(name) for name in studies), constraints)

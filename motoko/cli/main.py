@@ -5,8 +5,9 @@ Commands raise; only :func:`main` turns exceptions into output: a user error
 ``motoko: error: ...`` to stderr and exits 2; failed work (runs that failed)
 exits 1; ``--debug`` shows the traceback instead.
 
-Commands import what they use inside their functions, on purpose: ``motoko
---help``, ``motoko status`` and shell completion must not pay for ZODB,
+Only the invoked command's module is imported (:data:`COMMAND_MODULES`), and
+commands import what they use inside their functions, on purpose: ``motoko
+--version``, ``motoko select`` and ``motoko status`` must not pay for ZODB,
 pandas or the launcher machinery they never touch (the only function-level
 imports of motoko modules outside ``cli/`` are likewise for start-up time,
 optional engines, or the run side's promise to import nothing heavy).
@@ -15,6 +16,7 @@ optional engines, or the run side's promise to import nothing heavy).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -24,7 +26,6 @@ from typing import Any
 import click
 
 from motoko import __version__
-from motoko.cli.format import one_line_logs
 from motoko.errors import MotokoError
 
 
@@ -36,7 +37,39 @@ class Context:
         self.directory = directory
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: The module (under ``motoko.cli``) of each command. Only the invoked
+#: command's module is imported: ``motoko select`` does not pay for the
+#: modules of ``run``, ``launcher`` or ``ui`` (their imports, asyncio's
+#: progress display among them), nor ``--version`` for any of them. ``--help``
+#: and shell completion import them all, to show each one's summary.
+COMMAND_MODULES = {
+    **dict.fromkeys(("create", "select", "info", "server"), "db_commands"),
+    "launcher": "launcher_commands",
+    **dict.fromkeys(("run", "graph", "cancel"), "run_commands"),
+    "runs": "runs_commands",
+    **dict.fromkeys(("clean", "db"), "maintenance_commands"),
+    **dict.fromkeys(("status", "export", "import", "plot", "ui", "init", "completion"), "view_commands"),
+    "rerun": "rerun_commands",
+    "pilots": "pilot_commands",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group that imports a command's module when the command is asked for (click's lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMAND_MODULES, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMAND_MODULES.get(cmd_name)
+        if module_name is not None and cmd_name not in self.commands:
+            module = importlib.import_module(f"motoko.cli.{module_name}")
+            for command in module.COMMANDS:
+                self.commands.setdefault(command.name, command)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option(
     # exists=True: a missing directory used to fall back, silently, to the
@@ -48,6 +81,8 @@ class Context:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, directory: str | None) -> None:
     """motoko: workflows over parametric studies."""
+    from motoko.cli.format import one_line_logs  # not for --version, which exits before this
+
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
@@ -93,29 +128,6 @@ def _announcing() -> Iterator[None]:
             logger.removeHandler(handler)
             logger.setLevel(level)
             logger.propagate = propagate
-
-
-def _register() -> None:
-    from motoko.cli import (
-        db_commands,
-        launcher_commands,
-        maintenance_commands,
-        pilot_commands,
-        rerun_commands,
-        run_commands,
-        runs_commands,
-        view_commands,
-    )
-
-    for module in (
-        db_commands, launcher_commands, run_commands, runs_commands, maintenance_commands, view_commands, rerun_commands,
-        pilot_commands,
-    ):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -60,15 +60,19 @@ def state_typos(studies: Iterable[Study], constraints: Any) -> list[StateTypo]:
     (``FORWARDED``) is not flagged unless it resembles another.
     """
     studies = list(studies)
+    named = [state for study in studies for state in named_states(compile_for(study, constraints))]
+    unknown = [state for state in dict.fromkeys(named) if state not in STATES]
+    if not unknown:
+        # Only a state that is not built in can be a typo: the state index
+        # (big in a big study, ~30 ms at 100,000 runs) is not read otherwise.
+        return []
     present: set[str] = set()
-    named: list[str] = []
     for study in studies:
         present |= {state for state, runs in study.by_state.items() if runs}
-        named += named_states(compile_for(study, constraints))
     known = sorted(set(STATES) | present)
     typos = []
-    for state in dict.fromkeys(named):
-        if state in known:
+    for state in unknown:
+        if state in present:
             continue
         close = suggest(state, known) or suggest(state.upper(), known)
         if close:
