@@ -18,6 +18,9 @@ and 8 % to waiting for ids.
 * a transaction's objects wait for its end in memory
   (:class:`~motoko.study.zeo_buffers.MemoryTransactionBuffer`), not in a
   temporary file;
+* a prefetch asks for its objects :data:`~motoko.study.bulk_loads.CHUNK`
+  per message and waits for them, when the server can
+  (:mod:`motoko.study.bulk_loads`);
 * new ids are asked for ahead: when a batch of 100 is taken, the next
   batches are already requested (more while a process keeps asking, up to
   :data:`OID_AHEAD`), so a large insert stops waiting for them. Ids asked
@@ -30,13 +33,17 @@ so that a release changing them cannot reach users unnoticed.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from typing import Any
 
 from ZEO.ClientStorage import ClientStorage
 
+from motoko.study.bulk_loads import INFO_KEY, load_many
 from motoko.study.zeo_buffers import MemoryTransactionBuffer
+
+log = logging.getLogger(__name__)
 
 #: Stores handed to the network thread at once.
 STORE_BATCH = 200
@@ -53,6 +60,7 @@ class BatchedClientStorage(ClientStorage):  # type: ignore[misc]
         self._oid_lock = threading.Lock()
         self._oid_requests: deque[Any] = deque()  # futures of new_oids, oldest first
         self._oid_ahead = 0
+        self._load_many = False  # the server answers bulk loads (told when connecting)
         super().__init__(*args, **kw)
         # Every message but a store first sends the queued stores (in order).
         # (set by ClientStorage.__init__; read through vars() for the type checker)
@@ -72,6 +80,26 @@ class BatchedClientStorage(ClientStorage):  # type: ignore[misc]
             return send_iter(it)
 
         self._call, self._async, self._async_iter = flushed_call, flushed_async, flushed_async_iter
+
+    def notify_connected(self, conn: Any, info: dict[str, Any]) -> None:
+        """ZEO's hook on (re)connecting: note whether this server answers bulk loads."""
+        self._load_many = bool(info.get(INFO_KEY))
+        super().notify_connected(conn, info)
+
+    def prefetch(self, oids: Any, tid: bytes) -> None:
+        """Storage API: load ``oids`` into the cache, many per message (see :mod:`~motoko.study.bulk_loads`).
+
+        Unlike ZEO's, it returns once they are there: its callers read them
+        next, and a read of an object still on its way would ask for it again.
+        """
+        if not self._load_many:
+            super().prefetch(oids, tid)
+            return
+        server = self._server
+        try:
+            server.io_call(load_many(server.client, tuple(oids), tid))
+        except Exception:  # noqa: BLE001 (as ZEO's prefetch: the reads themselves fail, saying why)
+            log.debug("prefetch failed", exc_info=True)
 
     def store(self, oid: bytes, serial: bytes, data: bytes, version: str, txn: Any) -> None:
         """Storage API: queue the object's store; it travels with the next batch."""

@@ -10,7 +10,8 @@ command that needs the database starts it again.
 
 Each transaction's operations wait for its vote in memory
 (:class:`MemoryCommitLog`), not pickled into a temporary file made for the
-transaction and read back (see :mod:`motoko.study.zeo_buffers`).
+transaction and read back (see :mod:`motoko.study.zeo_buffers`). Clients may
+ask for many objects in one message (see :mod:`motoko.study.bulk_loads`).
 
 Run as ``python -m motoko.study.zeo_main [--idle-stop SECONDS] -C zeo.conf``.
 """
@@ -28,6 +29,7 @@ import ZEO.StorageServer
 from ZEO.runzeo import ZEOOptions, ZEOServer
 from ZEO.StorageServer import CommitLog
 
+from motoko.study.bulk_loads import BulkStorageServer
 from motoko.study.zeo_buffers import SpillingRecords
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     known, rest = parser.parse_known_args(argv)
     # Each transaction's operations wait for its vote in memory, not in a temporary file (see MemoryCommitLog).
     ZEO.StorageServer.CommitLog = MemoryCommitLog
+    # Clients may ask for many objects in one message (see motoko.study.bulk_loads);
+    # runzeo builds the server from this name.
+    ZEO.StorageServer.StorageServer = BulkStorageServer
     options = ZEOOptions()
     options.realize(rest)
     IdleStoppingServer(options, known.idle_stop).main()
