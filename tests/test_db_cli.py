@@ -43,10 +43,15 @@ def test_every_command_is_found_by_name_and_listed_in_help(example):
     assert unknown.returncode == 2 and "No such command 'selct'" in unknown.stderr
     version = subprocess.run(
         [sys.executable, "-c", "import sys\nfrom motoko.cli.main import main\ntry:\n    main(['--version'])\n"
-         "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.startswith('motoko.cli.') and m.endswith('_commands')))"],
+         "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.endswith('_commands') or m in ('motoko.study.database', 'ZODB')))"],
         cwd=example, capture_output=True, text=True, timeout=60,
     )
     assert version.stdout.splitlines()[-1] == "[]", version.stdout + version.stderr
+    # The CLI shows these loggers' records by name, without importing their modules:
+    from motoko.flow import launcher_watch
+    from motoko.study import server
+
+    assert (server.announce.name, launcher_watch.log.name) == ("motoko.study.server.started", "motoko.flow.launcher_watch")
 
 
 def test_create_then_recreate_asks_before_dropping(example):

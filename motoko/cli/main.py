@@ -111,9 +111,10 @@ def _announcing() -> Iterator[None]:
     "3 runs waiting, no launcher alive ..." (a wait with no launcher) are
     log records of their modules; the CLI shows them without a timestamp.
     """
-    from motoko.flow.launcher_watch import log as launcher_watch
-    from motoko.study.server import announce
-
+    # By name: importing their modules would load the database client for
+    # commands that never open one (--version, --help).
+    announce = logging.getLogger("motoko.study.server.started")
+    launcher_watch = logging.getLogger("motoko.flow.launcher_watch")
     handler = _Stderr()
     handler.setFormatter(logging.Formatter("motoko: %(message)s"))
     saved = [(logger, logger.level, logger.propagate) for logger in (announce, launcher_watch)]
