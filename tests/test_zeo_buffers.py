@@ -79,3 +79,45 @@ def test_records_past_the_limit_come_back_whole_and_the_file_goes(monkeypatch: p
     spill = records._file
     records.close()
     assert spill.closed and list(records) == []
+
+
+def _cached(db: Any, oid: bytes) -> bytes | None:
+    """The state ZEO's cache holds for ``oid`` as current, or None."""
+    found = db.db.storage._cache.load(oid)
+    return found[0] if found else None
+
+
+def test_a_big_transaction_s_new_objects_are_not_copied_into_zeo_s_cache(address: Any) -> None:
+    """Past CACHED_NEW new objects, a commit leaves them out of ZEO's cache; changed ones are still copied,
+    and every object reads back right, here and from another client."""
+    from persistent.mapping import PersistentMapping
+
+    from motoko.study.batched_storage import CACHED_NEW
+    from motoko.study.database import StudyDB
+
+    with StudyDB(address) as db, StudyDB(address) as other:
+        db.transact(lambda: db.conn.root().__setitem__("old", PersistentMapping({"n": 0})))
+        old = db.conn.root()["old"]
+
+        def insert() -> None:
+            old["n"] = 1  # a changed object, stored first
+            db.conn.root()["new"] = [PersistentMapping({"n": n}) for n in range(CACHED_NEW + 200)]
+
+        db.transact(insert)
+        new = db.conn.root()["new"]
+        assert _cached(db, old._p_oid) is not None  # changed: copied, as ZEO does
+        cached = sum(_cached(db, item._p_oid) is not None for item in new)
+        assert CACHED_NEW - 5 <= cached <= CACHED_NEW  # the first stored (root and list among them), not the rest
+        other.catch_up()
+        assert [item["n"] for item in other.conn.root()["new"]] == list(range(CACHED_NEW + 200))
+        assert other.conn.root()["old"]["n"] == 1
+
+
+def test_a_small_transaction_s_new_objects_are_copied_into_zeo_s_cache(address: Any) -> None:
+    from persistent.mapping import PersistentMapping
+
+    from motoko.study.database import StudyDB
+
+    with StudyDB(address) as db:
+        db.transact(lambda: db.conn.root().__setitem__("few", [PersistentMapping({"n": n}) for n in range(10)]))
+        assert all(_cached(db, item._p_oid) is not None for item in db.conn.root()["few"])

@@ -106,7 +106,7 @@ class MemoryTransactionBuffer(TransactionBuffer):  # type: ignore[misc]
         return self.records.spilled
 
     def store(self, oid: bytes, data: bytes | None) -> None:
-        """Keep one object's new state (``data`` None: the object was deleted)."""
+        """Keep one object's new state (``data`` None: deleted, or not to be cached: its cache entry is only invalidated)."""
         self.records.add((oid, data), (len(data) if data else 0) + 31)
 
     def close(self) -> None:
