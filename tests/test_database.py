@@ -70,6 +70,29 @@ def test_insert_is_idempotent_and_dedupes_jobs(db):
     assert len(db.study("demo").jobs) == 2 and len(db.study("demo").runs) == 4
 
 
+def test_an_insert_pauses_the_cycle_collector_and_restores_it_also_after_a_failure(db):
+    import gc
+
+    seen: list[bool] = []
+    schema = db.study("demo").schema
+    points = expand(schema, {"x": [1, 2], "name": "a"})
+    db.insert("demo", points, {"compiler": "gcc"}, within=lambda study, runs: seen.append(gc.isenabled()))
+    assert seen == [False] and gc.isenabled()
+
+    def refuse(study, runs):
+        raise ValueError("refused inside the insert")
+
+    with pytest.raises(ValueError, match="refused inside"):
+        db.insert("demo", expand(schema, {"x": [3], "name": "a"}), {"compiler": "gcc"}, within=refuse)
+    assert gc.isenabled()
+    gc.disable()  # a process that turned it off keeps it off
+    try:
+        db.insert("demo", expand(schema, {"x": [4], "name": "a"}), {"compiler": "gcc"})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_state_index_stays_exact_through_transitions(db):
     pairs = insert(db, n=5)
     study = db.study("demo")
