@@ -40,7 +40,7 @@ def test_every_command_is_found_by_name_and_listed_in_help(example):
     listed = motoko("--help", cwd=example).stdout
     assert all(f"  {name} " in listed for name in main.COMMAND_MODULES), listed
     unknown = motoko("selct", cwd=example)
-    assert unknown.returncode == 2 and "No such command 'selct'" in unknown.stderr
+    assert unknown.returncode == 2 and "No such command 'selct'. Did you mean 'select'?" in unknown.stderr
     version = subprocess.run(
         [sys.executable, "-c", "import sys\nfrom motoko.cli.main import main\ntry:\n    main(['--version'])\n"
          "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.endswith('_commands') or m in ('motoko.study.database', 'ZODB')))"],
