@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 
-from motoko.launch.claiming import Deadline, Share, Shares, fits_within, pick
+from motoko.launch.claiming import Deadline, Share, Shares, bucket_starts, fits_within, pick
 
 
 def _created(ids: range | list[int]) -> IOBTree:
@@ -122,3 +122,45 @@ def test_parts_stay_put_while_the_top_launcher_eats_its_part():
     # Cut up to the highest CREATED id, every part would have moved down into its neighbour's.
     assert pick(created, 3, Share(2, 4), ceiling=100) == [74, 73, 72]
     assert pick(created, 3, Share(2, 4)) == [70, 69, 68]
+
+
+def _bucket_first_keys(tree: IOBTree) -> list[int]:
+    """The first key of every bucket, walking the bucket chain (the first bucket's too)."""
+    firsts, bucket = [], tree.__getstate__()[1]
+    while bucket is not None:
+        firsts.append(bucket.minKey())
+        state = bucket.__getstate__()
+        bucket = state[1] if len(state) > 1 else None
+    return firsts
+
+
+def test_the_first_keys_of_buckets_are_known_and_removing_one_rewrites_the_tree():
+    created = _created(range(1, 1001))
+    starts = bucket_starts(created)
+    firsts = _bucket_first_keys(created)
+    assert len(firsts) > 2 and starts == frozenset(firsts[1:]), "every bucket's first key but the first bucket's"
+    separators = created.__getstate__()[0][1::2]
+    inner = next(rid for rid in range(2, 1000) if rid not in starts and rid - 1 not in starts)
+    del created[inner]
+    assert created.__getstate__()[0][1::2] == separators, "a key inside a bucket leaves the tree as it was"
+    start = sorted(starts)[0]
+    del created[start]
+    assert created.__getstate__()[0][1::2] != separators, "a bucket's first key is kept in the tree above it"
+    assert bucket_starts(_created([])) == frozenset() and bucket_starts(_created(range(5))) == frozenset()
+
+
+def test_a_bucket_first_key_is_taken_last():
+    # Taking one rewrites the tree and fails every concurrent claim of a
+    # bucket of it with a read conflict: launchers take the other keys first.
+    created = _created(range(1, 1001))
+    starts = bucket_starts(created)
+    own = pick(created, 400, Share(1, 2))  # its part is the upper half, taken from the top
+    assert len(own) == 400 and not starts & set(own)
+    whole = pick(created, 501, Share(1, 2), steal=False)  # the whole part: its first keys come last
+    held = starts & set(whole)
+    assert len(whole) > 400 and held and set(whole[len(whole) - len(held):]) == held
+    for chooser in (random.Random(1), random.Random(2)):  # a thief's draw, and a launcher's before the shares settle
+        stolen = pick(created, 20, Share(2, 3), chooser=chooser)
+        assert len(stolen) == 20 and not starts & set(stolen)
+    lone = _created([7])
+    assert pick(lone, 3, Share()) == [7], "nothing else left: it is taken"
