@@ -8,21 +8,21 @@ from motoko.workflow import event
 
 @event
 async def forward_mult(workflow, runs, **params):
-    for run, job in runs:
+    for run, _job in runs:
         workflow.add.createTask(x=run.y)
         run.state = "FORWARDED"
 
 
 @event
 async def forward_add(workflow, runs, **params):
-    for run, job in runs:
+    for run, _job in runs:
         workflow.norm.createTask(x=run.y)
         run.state = "FORWARDED"
 
 
 @event
 async def forward_norm(workflow, runs, **params):
-    for run, job in runs:
+    for run, _job in runs:
         workflow.mult.createTask(x=run.y, a=params.get("rescale", 2.0))
         run.state = "FORWARDED"
 
