@@ -164,3 +164,19 @@ def test_a_bucket_first_key_is_taken_last():
         assert len(stolen) == 20 and not starts & set(stolen)
     lone = _created([7])
     assert pick(lone, 3, Share()) == [7], "nothing else left: it is taken"
+
+
+def test_a_thief_with_one_idle_slot_leaves_a_part_bucket_first_key():
+    # A thief takes the bottom of another part, below the runs it leaves to
+    # the owner; that bottom is often the first key of a bucket. Cut to
+    # exactly the one run it takes, it took each next first key in turn.
+    created = _created(range(1, 1001))
+    bounds = [Share(j, 3).start(1, 1000) for j in range(3)] + [1001]
+    for rid in range(2, bounds[1]):  # the first part keeps one run, fewer than the thief leaves
+        del created[rid]
+    start = min(s for s in bucket_starts(created) if s > bounds[1] + 3)
+    for rid in [*range(bounds[1], start), *range(bounds[2], 1001)]:  # the second part begins at a bucket; the third is empty
+        del created[rid]
+    assert start in bucket_starts(created) and created.minKey(bounds[1]) == start
+    assert pick(created, 1, Share(2, 3), leave=2, ceiling=1000) == [start + 1]
+    assert pick(created, 2, Share(2, 3), leave=2, ceiling=1000) == [start + 1, start + 2]

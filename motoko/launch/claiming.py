@@ -226,7 +226,11 @@ def pick(
         stolen = iter(created.keys(bounds[j], bounds[j + 1] - 1))
         span = bounds[j + 1] - bounds[j]
         if leave > 0:  # only what lies below the owner's last runs
-            bottom = list(islice(stolen, leave + goal - len(picked)))
+            # One more than it takes: the part's lowest id is often its
+            # bucket's first key, which it then leaves (see _draw). Cut to
+            # exactly what it takes, a thief with one idle slot took each
+            # next first key in turn, every one rewriting the tree.
+            bottom = list(islice(stolen, leave + goal - len(picked) + 1))
             stolen = iter(bottom[: max(0, len(bottom) - leave)])
             span = min(span, len(bottom) - leave)
             if span <= 0:
