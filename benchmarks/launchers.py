@@ -16,6 +16,10 @@ Each scenario ``LxS`` inserts ``--runs`` trivial runs (``launch.sh`` is
 * conflict retries per run (each launcher counts the cycles it retried
   after a conflict, recorded in its launcher record);
 * each launcher's share of the runs (min, max);
+* ``cpu_s``: the CPU of the launcher processes and of the run hosts and
+  runs they reaped (per run: ``cpu_ms_per_run``). On a 2-core machine 8 or
+  16 launchers are bounded by it: each imports ZODB, ZEO and BTrees
+  (~0.3 s of CPU) and is a client of every commit;
 * executions: every run must be FINISHED exactly once.
 
 ``ratio_8x1_over_1x8`` compares the two ways of having 8 slots (target
@@ -27,6 +31,7 @@ over its own 1x8 rate (the two take turns at going first); ``conflicts_per_run``
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +53,7 @@ def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
         wf = Workflow(root)
         wf.bench.createTask(x=list(range(runs)))
         db = wf.db_for("bench")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         procs = [
             subprocess.Popen(
@@ -58,6 +64,10 @@ def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
         ]
         errors = [p.communicate(timeout=900)[1] for p in procs]
         wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # The launcher processes' CPU, with that of the hosts and runs they
+        # reaped: on two cores, 8 or 16 launchers are bounded by it.
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         db.abort()
         study = db.study("bench")
         finished = len(study.ids_in_state(FINISHED))
@@ -89,6 +99,8 @@ def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
         "runs_per_s": round(runs / span, 1) if span else None,
         "all_serving_after_s": round((serving - min(launched)).total_seconds(), 2) if serving and launched else None,
         "serving_runs_per_s": round(len(after) / serving_span, 1) if serving_span else None,
+        "cpu_s": round(cpu, 2),
+        "cpu_ms_per_run": round(1000 * cpu / runs, 2),
         "conflict_retries": conflicts,
         "conflicts_per_run": round(conflicts / runs, 3),
         "share_min": shares[0] if shares else 0,
@@ -154,6 +166,9 @@ def main() -> None:
         # Not the target's measure: the same ratio once all 8 launcher
         # processes have started (8 Python start-ups share 2 cores here).
         out["serving_ratios_8x1_over_1x8"] = serving
+    cpu = _ratios(rounds, "cpu_ms_per_run")
+    if cpu:
+        out["cpu_per_run_8x1_over_1x8"] = cpu
     conflicts = [r["16x1"]["conflicts_per_run"] for r in rounds if "16x1" in r]
     if conflicts:
         out["conflicts_per_run_16x1"] = conflicts

@@ -49,7 +49,8 @@ def test_the_launchers_benchmark_runs():
     for name, scenario in round_.items():
         if isinstance(scenario, dict):
             assert scenario["finished"] == scenario["attempts_total"] == 40, (name, scenario)
-    assert len(result["ratios_8x1_over_1x8"]) == 1
+            assert scenario["cpu_ms_per_run"] > 0, "the launchers' CPU is counted"
+    assert len(result["ratios_8x1_over_1x8"]) == 1 and len(result["cpu_per_run_8x1_over_1x8"]) == 1
 
 
 @pytest.mark.parametrize(("name", "args"), [("run_files", ("--runs", "30", "--repeat", "1")), ("throughput", ("--runs", "30", "--repeat", "1"))])
