@@ -53,7 +53,7 @@ def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
         wf = Workflow(root)
         wf.bench.createTask(x=list(range(runs)))
         db = wf.db_for("bench")
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         procs = [
             subprocess.Popen(
@@ -64,10 +64,10 @@ def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
         ]
         errors = [p.communicate(timeout=900)[1] for p in procs]
         wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         # The launcher processes' CPU, with that of the hosts and runs they
         # reaped: on two cores, 8 or 16 launchers are bounded by it.
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = (used.ru_utime - used_before.ru_utime) + (used.ru_stime - used_before.ru_stime)
         db.abort()
         study = db.study("bench")
         finished = len(study.ids_in_state(FINISHED))

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 from BTrees.IOBTree import IOBTree
 from BTrees.OOBTree import OOBTree
 
-from motoko.launch.claiming import Deadline, Share, Shares, bucket_starts, fits_within, pick
+from motoko.launch.claiming import Deadline, Share, Shares, fits_within, pick
+from motoko.study.run_index import bucket_starts
 
 
 def _created(ids: range | list[int]) -> IOBTree:

@@ -31,6 +31,7 @@ from itertools import islice
 from typing import Any
 
 from motoko.study.prefetch import jobs_by_id, prefetch
+from motoko.study.run_index import bucket_starts
 from motoko.study.walltime import run_walltime
 
 #: Runs looked at, per wanted run, before a walltime-limited claim gives up
@@ -239,31 +240,6 @@ def pick(
     return picked
 
 
-def bucket_starts(tree: Any) -> frozenset[int]:
-    """The first keys of a BTree's buckets, but its first bucket's (none for a tree held in one node).
-
-    Why: a BTree keeps each bucket's first key in the node above it, so
-    removing that key rewrites the node, and every launcher whose claim of
-    that moment changed one of the tree's buckets fails its commit with a
-    read conflict (BTrees check that the tree did not change under a bucket
-    they changed). At 16 launchers that was 37 % of all conflict retries,
-    thieves taking the bottom of a part one key at a time. A launcher takes
-    such keys last (see :func:`_draw`). Subtrees not loaded yet (a study of
-    a million runs) are not loaded for this: their keys are not known.
-    """
-    starts: set[int] = set()
-    nodes = [tree]
-    while nodes:
-        node = nodes.pop()
-        state = node.__getstate__()
-        if state is None or len(state) < 2:  # empty, or its one bucket held inline
-            continue
-        children = state[0]
-        starts.update(children[1::2])
-        nodes.extend(child for child in children[0::2] if isinstance(child, type(tree)) and child._p_changed is not None)
-    return frozenset(starts)
-
-
 def _draw(
     ids: Iterator[int], created: Any, want: int, limit: int,
     fits: Callable[[Any], bool] | None, chooser: random.Random | None, span: int, starts: frozenset[int] = frozenset(),
@@ -273,7 +249,8 @@ def _draw(
     Launchers whose views of the shares disagree for a moment (one just
     started) start at the same end of the same part: drawn among the first
     :data:`SPREAD` ids per wanted run, they rarely pick the same run. The
-    first keys of buckets (``starts``, see :func:`bucket_starts`) are taken
+    first keys of buckets (``starts``, see
+    :func:`~motoko.study.run_index.bucket_starts`) are taken
     only when nothing else is left to take: removing one rewrites the tree.
     The draw spans at most a quarter of the part (``span`` ids wide), so
     that a small part is still eaten from its end, not from its first keys.
