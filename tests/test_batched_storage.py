@@ -147,3 +147,61 @@ def test_a_conflict_resolved_by_the_client_reaches_the_cache_resolved(address):
         assert second.conn.root()["n"]() == 11
         with StudyDB(address) as third:
             assert third.conn.root()["n"]() == 11
+
+
+def test_a_small_commit_sends_its_begin_with_its_stores_and_makes_no_file(address, monkeypatch):
+    """tpc_begin travels in the first batch, ahead of the stores, and ZEO's file-backed buffer is not made."""
+    from ZEO.TransactionBuffer import TransactionBuffer
+
+    def no_file(*args: object, **kw: object) -> None:
+        raise AssertionError("a small commit made ZEO's buffer (a temporary file)")
+
+    with StudyDB(address) as db:
+        _fill(db, "small", 2, 1)
+        storage = db.db.storage
+        batches: list[list[tuple[str, tuple[object, ...]]]] = []
+        raw = storage._raw_async_iter
+        monkeypatch.setattr(storage, "_raw_async_iter", lambda it: raw(iter(batches.append(list(it)) or batches[-1])))
+        monkeypatch.setattr(TransactionBuffer, "__init__", no_file)
+        db.transact(lambda: db.conn.root()["small"][0].__setitem__("v", 5))
+    monkeypatch.undo()
+    assert len(batches) == 1, "begin and stores were handed to the network thread at once"
+    names = [name for name, _ in batches[0]]
+    assert names[0] == "tpc_begin" and set(names[1:]) == {"storea"} and len(names) >= 2
+    assert _read(address, "small") == [(0, 5), (1, 1)]
+
+
+def test_a_commit_failing_after_its_begin_was_sent_leaves_the_server_ready(address):
+    """More stores than a batch send the begin mid-transaction; a failure then aborts it on the server too."""
+    n = batched_storage.STORE_BATCH + 5
+    with StudyDB(address) as db:
+        _fill(db, "many", n, 1)
+
+        def change() -> None:
+            for mapping in db.conn.root()["many"].values():
+                mapping["v"] = 2  # a batch is sent before the failing object is reached
+            db.conn.root()["bad"] = PersistentMapping({"f": lambda: None})
+
+        with pytest.raises(Exception, match="pickle|lambda"):
+            db.transact(change)
+        db.abort()
+        _fill(db, "after", 2, 7)
+    assert [v for _, v in _read(address, "many")] == [1] * n
+    assert _read(address, "after") == [(0, 7), (1, 7)]
+
+
+def test_a_transaction_begun_twice_on_one_client_is_refused(address):
+    import transaction
+    from ZODB.POSException import StorageTransactionError
+
+    with StudyDB(address) as db:
+        storage = db.db.storage
+        txn = transaction.TransactionManager().begin()
+        storage.tpc_begin(txn)
+        try:
+            with pytest.raises(StorageTransactionError, match="Duplicate tpc_begin"):
+                storage.tpc_begin(txn)
+        finally:
+            storage.tpc_abort(txn)
+        _fill(db, "after", 1, 1)  # the client's commit lock was released by the abort
+    assert _read(address, "after") == [(0, 1)]

@@ -41,6 +41,7 @@ from collections import deque
 from typing import Any
 
 from ZEO.ClientStorage import ClientStorage
+from ZODB.POSException import ReadOnlyError, StorageTransactionError
 from ZODB.utils import z64
 
 from motoko.study.bulk_loads import INFO_KEY, load_many
@@ -135,13 +136,35 @@ class BatchedClientStorage(ClientStorage):  # type: ignore[misc]
                 self._raw_async_iter(iter(batch))
 
     def tpc_begin(self, txn: Any, tid: Any = None, status: str = " ") -> None:
-        """Storage API: begin a transaction, its objects kept in memory (:class:`MemoryTransactionBuffer`)."""
-        super().tpc_begin(txn, tid, status)
-        zeo_buffer = txn.data(self)
-        zeo_buffer.close()  # nothing was stored in it yet: this thread is the transaction's
-        buffer = MemoryTransactionBuffer(zeo_buffer.connection_generation)
+        """Storage API: begin a transaction; its message travels with its first stores.
+
+        As ZEO's ``tpc_begin`` does, but the transaction's objects are kept
+        in memory (:class:`MemoryTransactionBuffer`) from the start, and the
+        ``tpc_begin`` message is queued ahead of the stores instead of sent on
+        its own. Why: ZEO made a buffer with a temporary file that was closed
+        at once, and handed the message to its network thread alone (a
+        wake-up and a thread switch): together a sixth of the client's CPU
+        in a small commit. The server sees the same messages in the same
+        order (the queue is sent before any other message of this client);
+        it takes no lock at ``tpc_begin``, so sending it later changes nothing
+        it does.
+        """
+        if self._is_read_only:
+            raise ReadOnlyError()
+        if not hasattr(txn, "set_data"):  # a recovery's transaction (copyTransactionsFrom): ZEO's way
+            super().tpc_begin(txn, tid, status)
+            return
+        try:
+            if txn.data(self) is not None:
+                raise StorageTransactionError("Duplicate tpc_begin calls for same transaction")
+        except KeyError:
+            pass
+        buffer = MemoryTransactionBuffer(self._connection_generation)
         txn.set_data(self, buffer)
+        self._commit_lock.acquire()  # one transaction at a time per client, as ZEO
         self._tbuf = buffer
+        with self._store_lock:
+            self._queued[id(txn)] = [("tpc_begin", (id(txn), txn.user, txn.description, txn.extension, tid, status))]
 
     def tpc_abort(self, txn: Any, *args: Any, **kw: Any) -> Any:
         """Storage API: abort; stores not sent yet are dropped (the server drops the rest)."""
