@@ -210,6 +210,14 @@ class Launcher(Claims):
             # processes then run while this cycle's transaction travels.
             await self._start_queued()
             await self._gather_outcomes()
+            # Whatever woke the loop until now is this iteration's to handle:
+            # the starts and ends drained here, others' commits, run writes
+            # and adoption verdicts in its cycle, handed-off runs, cancels and
+            # a stop after it. Left set, a wake from a run that started and
+            # ended within _start_queued (read together with its start, as
+            # on a loaded machine) made the loop run an empty cycle after the
+            # settle. What happens from here on still wakes the next one.
+            self._wake.clear()
             outcomes = self._drain_outcomes()
             if self._started and not outcomes and not self._must_commit():
                 # Runs just started and nothing else to record: give them a
