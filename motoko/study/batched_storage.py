@@ -12,12 +12,14 @@ and 8 % to waiting for ids.
 
 * stores are queued per transaction and handed to the network thread
   :data:`STORE_BATCH` at a time (ZEO's own ``async_iter``, which storeBlob
-  uses), in order. Every other message to the server (vote, a conflict
-  check, a blob, any call) first sends what is queued, so the server sees
-  exactly the sequence ZEO would have sent;
+  uses), in order, behind the transaction's ``tpc_begin`` (a small commit's
+  begin and stores thus reach the network thread in one hand-over). Every
+  other message to the server (vote, a conflict check, a blob, any call)
+  first sends what is queued, so the server sees exactly the sequence ZEO
+  would have sent;
 * a transaction's objects wait for its end in memory
   (:class:`~motoko.study.zeo_buffers.MemoryTransactionBuffer`), not in a
-  temporary file;
+  temporary file (none is made and dropped at ``tpc_begin`` either);
 * a big transaction's new objects past :data:`CACHED_NEW` are not copied
   into ZEO's cache at its end;
 * a prefetch asks for its objects :data:`~motoko.study.bulk_loads.CHUNK`
