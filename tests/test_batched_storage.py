@@ -161,7 +161,13 @@ def test_a_small_commit_sends_its_begin_with_its_stores_and_makes_no_file(addres
         storage = db.db.storage
         batches: list[list[tuple[str, tuple[object, ...]]]] = []
         raw = storage._raw_async_iter
-        monkeypatch.setattr(storage, "_raw_async_iter", lambda it: raw(iter(batches.append(list(it)) or batches[-1])))
+
+        def recorded(messages: object) -> None:
+            batch = list(messages)  # type: ignore[call-overload]
+            batches.append(batch)
+            raw(iter(batch))
+
+        monkeypatch.setattr(storage, "_raw_async_iter", recorded)
         monkeypatch.setattr(TransactionBuffer, "__init__", no_file)
         db.transact(lambda: db.conn.root()["small"][0].__setitem__("v", 5))
     monkeypatch.undo()
@@ -205,3 +211,16 @@ def test_a_transaction_begun_twice_on_one_client_is_refused(address):
             storage.tpc_abort(txn)
         _fill(db, "after", 1, 1)  # the client's commit lock was released by the abort
     assert _read(address, "after") == [(0, 1)]
+
+
+def test_a_read_only_client_cannot_begin_a_transaction(address):
+    import transaction
+    from ZODB.POSException import ReadOnlyError
+
+    storage = batched_storage.BatchedClientStorage(address.zeo(), read_only=True, wait_timeout=10)
+    try:
+        with pytest.raises(ReadOnlyError):
+            storage.tpc_begin(transaction.TransactionManager().begin())
+        assert not storage._queued, "nothing was queued for the server"
+    finally:
+        storage.close()

@@ -223,9 +223,7 @@ class Launcher(Claims):
                 # Runs just started and nothing else to record: give them a
                 # moment to end, so that marking them RUNNING and settling a
                 # short one share one commit (every commit wakes every client).
-                if self.executor.outcomes.empty():
-                    self._wake.clear()  # set by the starts just drained: wait for an end
-                    self._warm(self._started)
+                self._warm(self._started)  # (the wake was cleared above: an end sets it)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), START_WINDOW)
                 # The end that woke it is drained now: left set, the wake made
