@@ -130,6 +130,50 @@ def test_forbidden_transition_is_refused_and_nothing_changes(db):
     assert db.study("demo").check_indexes() == []
 
 
+def test_a_run_passing_through_running_rewrites_neither_its_index_nor_its_counter(db):
+    run, other = (r for r, _ in insert(db, n=2))
+    study = db.study("demo")
+    # Another run RUNNING meanwhile: the RUNNING index and counter exist and hold it.
+    db.transact(lambda: (study.transition(run, LAUNCHED), study.transition(other, LAUNCHED), study.transition(other, RUNNING)))
+    serials = (study.by_state[RUNNING]._p_serial, study.state_counts[RUNNING]._p_serial)
+
+    def settle():
+        study.transition(run, FINISHED, through=RUNNING, executor_id="1234")
+        assert study.by_state[RUNNING]._p_changed is False and study.state_counts[RUNNING]._p_changed is False
+
+    db.transact(settle)
+    db.refresh()
+    study = db.study("demo")
+    stored = db.run("demo", run.id)
+    assert stored.state == FINISHED and stored.executor_id == "1234"
+    assert stored.launched <= stored.started == stored.finished
+    assert study.counts() == {FINISHED: 1, RUNNING: 1}
+    assert study.check_indexes() == []
+    # Not stored by the settle's commit: the same revisions as before it.
+    assert (study.by_state[RUNNING]._p_serial, study.state_counts[RUNNING]._p_serial) == serials
+
+
+def test_passing_through_a_state_checks_both_moves_and_changes_nothing_when_refused(db):
+    run = insert(db, n=1)[0][0]
+    study = db.study("demo")
+    with pytest.raises(TransitionError, match="cannot go from CREATED to RUNNING"):
+        db.transact(lambda: study.transition(run, FINISHED, through=RUNNING))
+    db.abort()
+    db.transact(lambda: study.transition(db.run("demo", run.id), LAUNCHED))
+    with pytest.raises(TransitionError, match="cannot go from RUNNING to CREATED"):
+        db.transact(lambda: study.transition(db.run("demo", run.id), CREATED, through=RUNNING))
+    db.abort()
+    stored = db.run("demo", run.id)
+    assert stored.state == LAUNCHED and stored.started is None
+    assert db.study("demo").check_indexes() == []
+    # Through the state it is in, or the one it goes to: a plain transition.
+    db.transact(lambda: study.transition(db.run("demo", run.id), RUNNING, through=RUNNING))
+    db.transact(lambda: study.transition(db.run("demo", run.id), FAILED, through=RUNNING, exit_code=1))
+    stored = db.run("demo", run.id)
+    assert stored.state == FAILED and stored.started < stored.finished
+    assert db.study("demo").counts() == {FAILED: 1}
+
+
 def test_requeue_keeps_history_and_counts_attempts(db):
     run = insert(db, n=1)[0][0]
     study = db.study("demo")

@@ -107,6 +107,11 @@ def test_a_run_that_ends_at_once_is_marked_running_and_settled_in_one_commit(wor
         assert run.state == FINISHED and run.started is not None and run.started <= run.finished
         touching = [oids for oids in commits if oids and oid in oids]
         assert len(touching) == 3  # the insert, the claim, then RUNNING and FINISHED together
+        # Through RUNNING in that one move: its index and counter are not rewritten.
+        study = observer.study("s")
+        running = [study.state_counts[RUNNING], study.by_state.get(RUNNING)]
+        assert not {record._p_oid for record in running if record is not None} & touching[-1]
+        assert study.counts() == {FINISHED: 1} and study.check_indexes() == []
     finally:
         observer.close()
         db.close()

@@ -368,6 +368,11 @@ class Launcher(Claims):
         )
         submitted = list(self.executor.submitted)
         wanted = [want]  # what the committed transaction wanted (it may retry)
+        # Started and ended since the last commit, with no write of their own
+        # in between: settled in one move through RUNNING (see Recording._settle).
+        written = {write.peer.key for write in writes}
+        ending = {outcome.key for outcome in outcomes}
+        passing = frozenset(key for key in started if key in ending and key not in written)
 
         def change() -> list[Claimed]:
             self._prefetch_state_records()
@@ -375,9 +380,9 @@ class Launcher(Claims):
                 self._register()
             record_submitted(self.db, self.id, submitted)
             self._show_note()
-            self._mark_running(started)
+            self._mark_running(started, passing)
             self.channel.apply(self.db, writes)  # before settling: a run's own final state wins
-            self._settle(outcomes)
+            self._settle(outcomes, passing)
             if beat:
                 self._heartbeat()
             if check_lost:

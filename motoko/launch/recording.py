@@ -70,8 +70,11 @@ class Recording(Served):
         study = self.db.study(key[0])
         return study, study.runs.get(key[1])
 
-    def _mark_running(self, keys: list[tuple[str, int]]) -> None:
+    def _mark_running(self, keys: list[tuple[str, int]], passing: frozenset[tuple[str, int]] = frozenset()) -> None:
+        """Mark the runs ``keys`` RUNNING, but those ``passing`` through it (settled in the same cycle)."""
         for key in keys:
+            if key in passing:
+                continue
             study, run = self._run_of(key)
             if run is not None and run.state == LAUNCHED and run.launcher == self.id:
                 # The pid (a job id for schedulers): how an orphan is found if we die.
@@ -99,12 +102,25 @@ class Recording(Served):
                 if run is not None:
                     run._p_activate()
 
-    def _settle(self, outcomes: list[Outcome]) -> None:
+    def _settle(self, outcomes: list[Outcome], passing: frozenset[tuple[str, int]] = frozenset()) -> None:
+        """Record the runs' outcomes; those ``passing`` are LAUNCHED still and go through RUNNING on the way.
+
+        Why: a short run's start and end recorded by one cycle moved it
+        LAUNCHED → RUNNING → its end, and the RUNNING index and counter
+        were written twice for nothing (see :meth:`Study.transition`).
+        """
         for outcome in outcomes:
-            study, run = self._run_of(outcome.key)
+            key = outcome.key
+            study, run = self._run_of(key)
             if run is None or run.launcher != self.id:
                 continue  # deleted, or declared lost and retried elsewhere
             run.exit_code = outcome.exit_code
+            # As _mark_running would have marked it: LAUNCHED, by us (its pid is gone with it).
+            via: dict[str, Any] = (
+                {"through": RUNNING, "executor_id": self.executor.running.get(key)}
+                if key in passing and run.state == LAUNCHED
+                else {}
+            )
             if run.state == LOST and run.launcher == self.id:
                 # Declared lost (e.g. this launcher was starved) but it came back:
                 # its real outcome wins.
@@ -113,18 +129,20 @@ class Recording(Served):
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
             if outcome.cancelled or run.stop_requested:  # stopped on request, on its own or by signal
-                study.transition(run, CANCELLED, error=(outcome.reason if outcome.cancelled else None) or "cancelled on request")
+                study.transition(run, CANCELLED, error=(outcome.reason if outcome.cancelled else None) or "cancelled on request", **via)
             elif outcome.lost:
-                study.transition(run, LOST, error=outcome.describe())
+                study.transition(run, LOST, error=outcome.describe(), **via)
             elif self._killed_with_pilot(outcome):
-                study.transition(run, LOST, error=f"its pilot (SLURM job {self.options.pilot_job}) was stopped: {outcome.describe()}")
+                study.transition(
+                    run, LOST, error=f"its pilot (SLURM job {self.options.pilot_job}) was stopped: {outcome.describe()}", **via
+                )
             elif outcome.succeeded:
-                study.transition(run, FINISHED)
+                study.transition(run, FINISHED, **via)
             else:
                 error = outcome.describe()
                 if outcome.stderr_tail:
                     error += "\n" + outcome.stderr_tail
-                study.transition(run, FAILED, error=error, failure=outcome.extra.get("failure"))
+                study.transition(run, FAILED, error=error, failure=outcome.extra.get("failure"), **via)
 
     def _killed_with_pilot(self, outcome: Outcome) -> bool:
         """A pilot's run killed by a signal while SLURM stops the pilot (scancel, time limit).

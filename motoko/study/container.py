@@ -266,13 +266,24 @@ class Study(persistent.Persistent):
 
     # -- state changes ----------------------------------------------------------
 
-    def transition(self, run: Run, new: str, **fields: Any) -> None:
+    def transition(self, run: Run, new: str, *, through: str | None = None, **fields: Any) -> None:
         """Change ``run``'s state, its timestamps and the state index, atomically.
 
         This is the only function that writes a run's stored state. User states
         (any string that is not a motoko state) may be entered from and left to
         any state. Entering a state in the study's ``retry_on`` list requeues
         the run while attempts remain (the ended attempt goes to ``history``).
+
+        Args:
+            through: A state the run passed through on its way to ``new``
+                since the last commit, e.g. RUNNING for a short run whose
+                start and end one launcher cycle records. Both moves are
+                checked and stamped as if made one after the other, but the
+                state index and the counters see only the net move. Why:
+                the two moves rewrote the RUNNING index and counter for
+                nothing, two more objects in every such commit, which every
+                other launcher then loaded again and the server merged with
+                their own commits of that moment.
 
         Raises:
             TransitionError: for a transition the life cycle does not allow,
@@ -282,24 +293,18 @@ class Study(persistent.Persistent):
         new = str(new)
         if not new:
             raise TransitionError("a run state cannot be empty", hint="use e.g. 'FINISHED'")
+        via = old if through is None or through in (old, new) else str(through)
         if new == old:
             for name, value in fields.items():
                 setattr(run, name, value)
             return
-        if not allowed(old, new):
-            hint = "use run.requeue() to run it again" if new == CREATED else None
-            raise TransitionError(
-                f"run {self.name}.{run.id} cannot go from {old} to {new}",
-                hint=hint or f"allowed from {old}: {', '.join(sorted(TRANSITIONS[old])) or 'none'}",
-            )
+        self._check(run, old, via)
+        self._check(run, via, new)
         self._set_state(run, new)
         stamp = now()
-        if new == LAUNCHED:
-            run.launched = stamp
-        elif new == RUNNING:
-            run.started = stamp
-        elif new in TERMINAL:
-            run.finished = stamp
+        if via != old:
+            _stamp(run, via, stamp)
+        _stamp(run, new, stamp)
         for name, value in fields.items():
             setattr(run, name, value)
         if new in FAILURE and new != CANCELLED and self._may_retry(run, new):
@@ -312,6 +317,16 @@ class Study(persistent.Persistent):
             added = scaled_options([*self.schema.slurm_options, *before], rule)
             self.requeue(run, f"retry after {new} ({run.failure})")
             run.slurm_options = [*before, *added]
+
+    def _check(self, run: Run, old: str, new: str) -> None:
+        """Raise TransitionError unless the life cycle lets ``run`` go from ``old`` to ``new``."""
+        if old == new or allowed(old, new):
+            return
+        hint = "use run.requeue() to run it again" if new == CREATED else None
+        raise TransitionError(
+            f"run {self.name}.{run.id} cannot go from {old} to {new}",
+            hint=hint or f"allowed from {old}: {', '.join(sorted(TRANSITIONS[old])) or 'none'}",
+        )
 
     def _may_retry(self, run: Run, state: str) -> bool:
         schema = self.schema
@@ -523,6 +538,16 @@ class _Gone:
 
     def __init__(self, run: Run):
         self.id = run.id
+
+
+def _stamp(run: Run, state: str, stamp: Any) -> None:
+    """Record when ``run`` entered ``state`` (LAUNCHED, RUNNING or a final state; others have no stamp)."""
+    if state == LAUNCHED:
+        run.launched = stamp
+    elif state == RUNNING:
+        run.started = stamp
+    elif state in TERMINAL:
+        run.finished = stamp
 
 
 def _add(index: OOBTree, key: Any, run: Run) -> None:
