@@ -174,6 +174,41 @@ def test_passing_through_a_state_checks_both_moves_and_changes_nothing_when_refu
     assert db.study("demo").counts() == {FAILED: 1}
 
 
+def test_runs_claimed_in_their_insert_leave_the_created_records_as_stored(db):
+    # An embedded launcher claims its workflow's new runs inside the insert: they
+    # pass through CREATED, whose index and counters that commit need not store.
+    insert(db, n=1)  # one run stays CREATED: its index and counter hold it
+    study = db.study("demo")
+    schema = study.schema
+
+    def records(study):
+        return [study.by_state[CREATED], study.state_counts[CREATED], study.arrivals]
+
+    serials, arrivals = [r._p_serial for r in records(study)], study.arrivals.value
+
+    def claim(count):
+        def within(study, runs):
+            for run in runs[:count]:
+                study.transition(run, LAUNCHED, launcher="embedded")
+
+        return within
+
+    db.insert("demo", expand(schema, {"x": [7, 8], "name": "b"}), {"compiler": "gcc"}, run_name="r1", within=claim(2))
+    db.refresh()
+    study = db.study("demo")
+    assert [r._p_serial for r in records(study)] == serials
+    assert study.arrivals.value == arrivals  # no other launcher is woken for runs it could not take
+    assert study.counts() == {CREATED: 1, LAUNCHED: 2} and study.check_indexes() == []
+    # One of two left CREATED: the records change as with any insert.
+    db.insert("demo", expand(schema, {"x": [9, 10], "name": "b"}), {"compiler": "gcc"}, run_name="r1", within=claim(1))
+    db.refresh()
+    study = db.study("demo")
+    assert all(r._p_serial != serial for r, serial in zip(records(study), serials, strict=True))
+    assert study.arrivals.value == arrivals + 1
+    assert study.counts() == {CREATED: 2, LAUNCHED: 3} and study.check_indexes() == []
+    assert sorted(r.id for r in db.select("demo", "state = CREATED")) == [1, 5]
+
+
 def test_requeue_keeps_history_and_counts_attempts(db):
     run = insert(db, n=1)[0][0]
     study = db.study("demo")

@@ -22,10 +22,11 @@ unique.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import persistent
@@ -33,6 +34,7 @@ from BTrees.IIBTree import IITreeSet
 from BTrees.IOBTree import IOBTree
 from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree, OOTreeSet
+from ZODB.utils import z64
 
 from motoko.errors import TransitionError
 from motoko.study.columns import check as check_columns
@@ -486,8 +488,39 @@ class Study(persistent.Persistent):
         _move(self.by_state, old, new, run)
         self._count(old, -1)
         self._count(new, 1)
+        if old == CREATED and run._p_serial == z64 and self.arrivals is not None:
+            # Claimed in the very transaction that inserts it (an embedded
+            # launcher's insert claim): no other launcher ever saw it CREATED,
+            # so none is woken for it.
+            self.arrivals.change(-1)
         run._state = new
         recount(self, run, before)
+
+    @contextlib.contextmanager
+    def net_changes(self, state: str) -> Iterator[None]:
+        """Within the block, ``state``'s index and counter and the arrivals counter are stored only if changed in the end.
+
+        Why: the runs an embedded launcher claims in the transaction that
+        inserts them pass through CREATED, whose index and counter, and the
+        arrivals counter, were then written back as they were: three of a
+        hop's insert commit's sixteen objects, which every other launcher
+        loaded again (and the arrivals counter woke them for runs they could
+        not take). Only records the transaction had not changed when the
+        block starts are watched, and only one changed and back (the same
+        state, the same run objects) is left unstored: the server already
+        holds exactly that.
+        """
+        watched: list[tuple[Any, Any]] = []
+        for kept in (self.by_state.get(state), self.state_counts.get(state), self.arrivals):
+            if kept is None or kept._p_jar is None or kept._p_serial == z64:
+                continue  # new in this transaction: stored anyway
+            kept._p_activate()
+            if kept._p_changed is False:
+                watched.append((kept, kept.__getstate__()))
+        yield
+        for kept, saved in watched:
+            if kept._p_changed and kept.__getstate__() == saved:
+                kept._p_changed = False
 
     def _count(self, state: str, delta: int) -> None:
         """Keep the counter of ``state`` exact (only the state-changing methods call it)."""

@@ -46,6 +46,7 @@ from motoko.study.planner import select_runs
 from motoko.study.records import Job, Run
 from motoko.study.schema import StudySchema
 from motoko.study.server import Address, parse_address, server_wait, with_user_tls
+from motoko.study.states import CREATED
 from motoko.study.tls import client_context, probe
 
 T = TypeVar("T")
@@ -506,8 +507,11 @@ class StudyDB:
 
         def change() -> list[tuple[Run, Job]]:
             study = self.study(study_name)
-            out = study.add_runs(points, dict(run_params or {}), run_name, dict(extra or {}))
-            if within is not None:
+            if within is None:
+                return study.add_runs(points, dict(run_params or {}), run_name, dict(extra or {}))
+            # Runs claimed by ``within`` pass through CREATED: its records are stored only if changed in the end.
+            with study.net_changes(CREATED):
+                out = study.add_runs(points, dict(run_params or {}), run_name, dict(extra or {}))
                 within(study, [run for run, _ in out])
             return out
 
