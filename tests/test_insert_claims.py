@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,50 @@ def test_a_hop_costs_two_commits_the_insert_with_its_claim_then_the_settle(workd
     finally:
         embedded.stop()
         observer.close()
+        workflow.close()
+
+
+def test_an_insert_that_handed_runs_over_lets_the_launcher_take_the_gil_once(workdir, monkeypatch):
+    # The launcher's loop, woken by the insert's commit, starts the runs
+    # while the workflow's thread sets up its wait: that thread yields once,
+    # and only after an insert that handed runs over. The loop takes nothing
+    # until the insert returned (on two cores it may otherwise take the runs
+    # first, and then nothing is left to yield for).
+    from motoko.launch.handoff import Handoff
+
+    workflow, embedded = _embedded(workdir, "#!/bin/bash\nexit 0\n")
+    yields: list[float] = []
+    real_sleep, real_absorb, real_finish = time.sleep, Handoff.absorb, insert_claims_module.InsertClaim.finish
+    returned = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        if seconds == 0 and threading.current_thread() is threading.main_thread():
+            yields.append(seconds)
+        real_sleep(seconds)
+
+    def absorb(self: Handoff, owned: dict[Any, bytes]) -> list[Any]:
+        return real_absorb(self, owned) if returned.is_set() else []
+
+    def finish(self: Any) -> None:
+        real_finish(self)
+        returned.set()
+        assert self.handoff.wake is not None
+        self.handoff.wake()  # its wake-up at the commit found nothing to take
+
+    try:
+        _hops(workflow, [0])
+        monkeypatch.setattr(Handoff, "absorb", absorb)
+        monkeypatch.setattr(insert_claims_module.InsertClaim, "finish", finish)
+        monkeypatch.setattr(time, "sleep", sleep)
+        claim = insert_claim(embedded.launchers, workflow.db_for("s"), "s")
+        assert claim is not None
+        real_finish(claim)  # an insert that claimed nothing: no yield
+        assert yields == []
+        _hops(workflow, [1])  # claimed in its insert and handed over
+        assert yields == [0]
+        assert [run.state for run, _ in workflow.s.select()] == [FINISHED, FINISHED]
+    finally:
+        embedded.stop()
         workflow.close()
 
 
