@@ -141,7 +141,9 @@ def _indexable(value: Any) -> bool:
 class Study(persistent.Persistent):
     """A study's jobs, runs and indexes; the one place where run states change."""
 
-    #: Runs that became CREATED, ever (inserted or queued again): it only grows.
+    #: Runs that became CREATED, ever (inserted or queued again), as other processes
+    #: saw them: a run claimed in the transaction that inserted it is not counted.
+    #: It only grows from one commit to the next.
     #: A launcher that found nothing to claim wakes only for a commit that
     #: changes it. None in studies created before it existed (every commit wakes).
     arrivals: Length | None = None
