@@ -115,12 +115,6 @@ class Recording(Served):
             if run is None or run.launcher != self.id:
                 continue  # deleted, or declared lost and retried elsewhere
             run.exit_code = outcome.exit_code
-            # As _mark_running would have marked it: LAUNCHED, by us (its pid is gone with it).
-            via: dict[str, Any] = (
-                {"through": RUNNING, "executor_id": self.executor.running.get(key)}
-                if key in passing and run.state == LAUNCHED
-                else {}
-            )
             if run.state == LOST and run.launcher == self.id:
                 # Declared lost (e.g. this launcher was starved) but it came back:
                 # its real outcome wins.
@@ -128,6 +122,12 @@ class Recording(Served):
                 continue
             if run.state not in ACTIVE:
                 continue  # the run set its own final or user state
+            # As _mark_running would have marked it: LAUNCHED, by us (its pid is gone with it).
+            via: dict[str, Any] = (
+                {"through": RUNNING, "executor_id": self.executor.running.get(key)}
+                if key in passing and run.state == LAUNCHED
+                else {}
+            )
             if outcome.cancelled or run.stop_requested:  # stopped on request, on its own or by signal
                 study.transition(run, CANCELLED, error=(outcome.reason if outcome.cancelled else None) or "cancelled on request", **via)
             elif outcome.lost:

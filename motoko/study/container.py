@@ -297,11 +297,11 @@ class Study(persistent.Persistent):
         new = str(new)
         if not new:
             raise TransitionError("a run state cannot be empty", hint="use e.g. 'FINISHED'")
-        via = old if through is None or through in (old, new) else str(through)
         if new == old:
             for name, value in fields.items():
                 setattr(run, name, value)
             return
+        via = old if through is None or through in (old, new) else str(through)
         self._check(run, old, via)
         self._check(run, via, new)
         self._set_state(run, new)

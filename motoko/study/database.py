@@ -507,12 +507,11 @@ class StudyDB:
 
         def change() -> list[tuple[Run, Job]]:
             study = self.study(study_name)
-            if within is None:
-                return study.add_runs(points, dict(run_params or {}), run_name, dict(extra or {}))
             # Runs claimed by ``within`` pass through CREATED: its records are stored only if changed in the end.
-            with study.net_changes(CREATED):
+            with study.net_changes(CREATED) if within is not None else contextlib.nullcontext():
                 out = study.add_runs(points, dict(run_params or {}), run_name, dict(extra or {}))
-                within(study, [run for run, _ in out])
+                if within is not None:
+                    within(study, [run for run, _ in out])
             return out
 
         with _collector_paused():
