@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from conftest import motoko, write_config, write_study
@@ -44,6 +45,7 @@ def test_two_hosts_share_one_database_over_tcp(tmp_path: Path):
     host_b = tmp_path / "host-b"
     shutil.copytree(host_a, host_b)  # the other host's own checkout of the workflow
     port = _port()
+    launchers: list[subprocess.Popen[str]] = []
     try:
         started = motoko("server", "start", "--listen", f"127.0.0.1:{port}", "--insecure", cwd=host_a)
         assert started.returncode == 0 and f"zeo://127.0.0.1:{port}" in started.stdout
@@ -56,6 +58,17 @@ def test_two_hosts_share_one_database_over_tcp(tmp_path: Path):
             )
             for name, cwd in (("host-a", host_a), ("host-b", host_b))
         ]
+        # Runs come once both launchers serve: a launcher alone claims deep
+        # (32 runs ahead), and one slow to start on a loaded CI machine found
+        # all 12 runs claimed by the other (seen in CI).
+        db = StudyDB(address)
+        deadline = time.monotonic() + 60
+        while {r.machine_name for r in db.launchers().values() if r.stopped is None} != {"host-a", "host-b"}:
+            assert time.monotonic() < deadline, "both launchers registered"
+            assert all(p.poll() is None for p in launchers), [p.communicate()[0] for p in launchers]
+            time.sleep(0.05)
+            db.abort()
+        db.close()
         result = motoko("run", "wf.py", "--no-launcher", cwd=host_a, timeout=120)
         outputs = [p.communicate(timeout=60)[0] for p in launchers]
         assert result.returncode == 0, (result.stderr, outputs)
@@ -71,6 +84,10 @@ def test_two_hosts_share_one_database_over_tcp(tmp_path: Path):
         bad = motoko("launcher", "start", "--db", "zeo://127.0.0.1:notaport", cwd=host_b)
         assert bad.returncode == 2 and "port is not a number" in bad.stderr
     finally:
+        for process in launchers:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
         stop_server(host_a)
 
 

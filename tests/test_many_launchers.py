@@ -7,6 +7,7 @@ driven in-process through its bounded modes.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import launch_support
 from conftest import motoko
 from launch_support import create_runs, make_study
 
-from motoko.study.records import CREATED, FINISHED
+from motoko.study.records import CREATED, FAILED, FINISHED, LOST
 
 COUNTING = '#!/bin/bash\necho "$MOTOKO_RUN_ID" >> "$COUNT_FILE"\n'
 
@@ -102,3 +103,62 @@ def test_a_one_slot_launcher_claims_its_next_run_while_the_current_one_executes(
     runs = sorted((launch_support.run_of(db, rid) for rid in ids), key=lambda run: run.started)
     overlapping = [later.launched < run.finished for run, later in zip(runs[1:], runs[2:], strict=False)]
     assert overlapping == [True] * (len(ids) - 2), "each next run was claimed before the running one ended"
+
+
+#: A run that SLURM's TERM reaches: it says it started, then dies of TERM.
+KILLED_BY_TERM = '#!/bin/bash\necho "$MOTOKO_RUN_ID" >> "$COUNT_FILE"\nkill -TERM $$\nsleep 30\n'
+
+
+def _pilot(workdir: Path) -> subprocess.Popen[str]:
+    """A launcher as a pilot starts it (a SLURM job id and a deadline), without SLURM."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "motoko.cli.main", "launcher", "start", "--executor", "local", "-j", "1",
+         "--idle-exit", "3", "--walltime-end", f"{time.time() + 600:.0f}"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "COUNT_FILE": str(workdir / "executions"), "SLURM_JOB_ID": "4242"},
+    )
+
+
+def _started(workdir: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not (workdir / "executions").exists():
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.005)
+
+
+def test_a_pilot_whose_run_ends_by_term_just_before_its_own_term_records_it_lost(workdir: Path):
+    # scancel signals the run and the pilot at once; the run's end was heard
+    # first and the pilot, not stopping yet, recorded it FAILED: never retried.
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 1}\n", launch=KILLED_BY_TERM)
+    pilot = _pilot(workdir)
+    try:
+        [rid] = create_runs(db, x=[1])
+        _started(workdir)
+        time.sleep(0.2)  # its end is heard well before the pilot's TERM
+        pilot.send_signal(signal.SIGTERM)
+        output = pilot.communicate(timeout=60)[0]
+    finally:
+        if pilot.poll() is None:
+            os.killpg(pilot.pid, signal.SIGKILL)
+            pilot.wait()
+    assert pilot.returncode == 0, output
+    run = launch_support.run_of(db, rid)
+    assert run.state == LOST, (run.state, run.error)
+    assert str(run.error).startswith("its pilot (SLURM job 4242) was stopped: killed by SIGTERM"), run.error
+
+
+def test_a_pilots_run_killed_by_term_while_the_pilot_goes_on_is_failed_after_a_grace(workdir: Path):
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 1}\n", launch=KILLED_BY_TERM)
+    pilot = _pilot(workdir)
+    try:
+        [rid] = create_runs(db, x=[1])
+        output = pilot.communicate(timeout=60)[0]  # it leaves after --idle-exit
+    finally:
+        if pilot.poll() is None:
+            os.killpg(pilot.pid, signal.SIGKILL)
+            pilot.wait()
+    assert pilot.returncode == 0, output
+    assert "1 failed" in output, output
+    run = launch_support.run_of(db, rid)
+    assert run.state == FAILED and str(run.error).startswith("killed by SIGTERM"), (run.state, run.error)
+    assert (workdir / "executions").read_text().split() == [str(rid)], "held, never run again"

@@ -307,6 +307,8 @@ class Launcher(Claims):
             timeout = min(timeout, self.options.heartbeat)
         if self.options.idle_exit is not None:
             timeout = min(timeout, self.options.idle_exit)
+        if self._held_until is not None:
+            timeout = min(timeout, max(0.0, self._held_until - time.monotonic()))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -345,7 +347,8 @@ class Launcher(Claims):
             self._pacing.ended(outcome.key, outcome.succeeded, outcome.ended)
             self._unsettled.append(outcome)
         # A run's last writes, still in its channel, are recorded before or with its outcome.
-        return self._unsettled[: self.channel.settleable(self._unsettled)]
+        settleable = self._unsettled[: self.channel.settleable(self._unsettled)]
+        return settleable[: self._settleable_now(settleable)]
 
     # -- one transaction per cycle ----------------------------------------------
 

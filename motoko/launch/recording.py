@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from typing import Any
 
@@ -36,6 +37,13 @@ from motoko.study.states import (
     RUNNING,
 )
 
+#: Seconds a pilot holds back the end of a run killed by TERM or KILL before
+#: recording it as FAILED: SLURM stopping the pilot signals the run and the
+#: pilot at once, and the run's end may be heard before the pilot's own TERM.
+PILOT_KILL_GRACE = 2.0
+#: The signals SLURM ends a job's processes with (scancel, time limit, node end).
+_SLURM_KILLS = frozenset({signal.SIGTERM, signal.SIGKILL})
+
 
 class Recording(Served):
     """The launcher's writes of run states and of its own record (see the module docstring)."""
@@ -48,6 +56,8 @@ class Recording(Served):
     _adoption: Adoption
     _last_heartbeat: float
     _arrivals: frozenset[bytes] | None
+    #: When a held pilot's run (see :meth:`_settleable_now`) is settled anyway.
+    _held_until: float | None = None
 
     def _unregister(self) -> None:
         def change() -> None:
@@ -155,6 +165,28 @@ class Recording(Served):
         killed = outcome.signal is not None or (code is not None and code > 128)
         return bool(self.options.pilot_job) and self._stopping and killed
 
+    def _settleable_now(self, outcomes: list[Outcome]) -> int:
+        """How many of ``outcomes`` (from the first) a pilot may settle now.
+
+        Why: SLURM stopping a pilot (``scancel``, its time limit) sends TERM
+        to the run and to the pilot at once. When the run's end was heard
+        first, the pilot was not stopping yet and recorded the run FAILED,
+        so it was never retried (seen in CI). A pilot's run killed by TERM or
+        KILL is held up to :data:`PILOT_KILL_GRACE` seconds: if the pilot's
+        own TERM comes meanwhile, it is LOST (see :meth:`_killed_with_pilot`);
+        if not, it failed. Elsewhere, and once stopping, nothing is held.
+        """
+        self._held_until = None
+        if not self.options.pilot_job or self._stopping:
+            return len(outcomes)
+        for index, outcome in enumerate(outcomes):
+            if _slurm_kill(outcome):
+                until = outcome.ended + PILOT_KILL_GRACE
+                if until > time.monotonic():
+                    self._held_until = until
+                    return index
+        return len(outcomes)
+
     def _register(self) -> None:
         record = LauncherRecord(self.id, self.options.machine_name, os.getpid(), self.executor.name, list(self.studies))
         record.pilot_job = self.options.pilot_job
@@ -239,3 +271,13 @@ class Recording(Served):
         """Adopt, or declare LOST, the active runs whose launcher stopped heart-beating."""
         lost_after = {name: schema.lost_after or self.options.lost_after for name, schema in self.studies.items()}
         self.report.lost_detected += self._adoption.judge(self.db, lost_after, observer=self.id)
+
+
+def _slurm_kill(outcome: Outcome) -> bool:
+    """Whether a run ended by a signal SLURM ends jobs with (directly, or its shell's child by it)."""
+    if outcome.cancelled or outcome.lost:
+        return False
+    if outcome.signal is not None:
+        return outcome.signal in _SLURM_KILLS
+    code = outcome.exit_code
+    return code is not None and code - 128 in _SLURM_KILLS
