@@ -174,6 +174,31 @@ def test_passing_through_a_state_checks_both_moves_and_changes_nothing_when_refu
     assert db.study("demo").counts() == {FAILED: 1}
 
 
+def test_a_claimed_run_given_back_is_created_again_as_if_never_claimed(db):
+    run, started = (r for r, _ in insert(db, n=2))
+    study = db.study("demo")
+    arrivals = study.arrivals.value
+
+    def claim(r):
+        study.transition(r, LAUNCHED, launcher="a:1:x", machine_name="a", run_path="/tmp/run", heartbeat=r.created)
+
+    db.transact(lambda: (claim(run), claim(started), study.transition(started, RUNNING)))
+    db.transact(lambda: study.give_back(db.run("demo", run.id)))
+    db.refresh()
+    study = db.study("demo")
+    stored = db.run("demo", run.id)
+    assert stored.state == CREATED and stored.attempt == 1 and stored.history == ()
+    assert (stored.launcher, stored.machine_name, stored.run_path, stored.launched, stored.heartbeat) == (None,) * 5
+    assert study.counts() == {CREATED: 1, RUNNING: 1} and study.check_indexes() == []
+    assert study.arrivals.value == arrivals + 1, "launchers waiting for runs are woken by it"
+    # Only a claim that never started is given back; a refusal changes nothing.
+    for refused, state in ((started, RUNNING), (stored, CREATED)):
+        with pytest.raises(TransitionError, match=f"is {state}: only a LAUNCHED run that never started can be given back"):
+            db.transact(lambda r=refused: study.give_back(db.run("demo", r.id)))
+        db.abort()
+    assert db.study("demo").counts() == {CREATED: 1, RUNNING: 1}
+
+
 def test_runs_claimed_in_their_insert_leave_the_created_records_as_stored(db):
     # An embedded launcher claims its workflow's new runs inside the insert: they
     # pass through CREATED, whose index and counters that commit need not store.

@@ -58,9 +58,10 @@ def test_two_hosts_share_one_database_over_tcp(tmp_path: Path):
             )
             for name, cwd in (("host-a", host_a), ("host-b", host_b))
         ]
-        # Runs come once both launchers serve: a launcher alone claims deep
-        # (32 runs ahead), and one slow to start on a loaded CI machine found
-        # all 12 runs claimed by the other (seen in CI).
+        # Runs come once both launchers serve, so that both take a share from
+        # the start. (One slow to start on a loaded CI machine found all 12
+        # runs claimed by the other, alone and claiming deep; the first now
+        # gives back its queue when another joins: test_many_launchers.py.)
         db = StudyDB(address)
         deadline = time.monotonic() + 60
         while {r.machine_name for r in db.launchers().values() if r.stopped is None} != {"host-a", "host-b"}:

@@ -162,3 +162,44 @@ def test_a_pilots_run_killed_by_term_while_the_pilot_goes_on_is_failed_after_a_g
     run = launch_support.run_of(db, rid)
     assert run.state == FAILED and str(run.error).startswith("killed by SIGTERM"), (run.state, run.error)
     assert (workdir / "executions").read_text().split() == [str(rid)], "held, never run again"
+
+
+def test_a_launcher_that_claimed_alone_gives_its_queue_back_when_another_joins(workdir: Path):
+    # Alone, a launcher claims 32 runs ahead; a second one started a moment
+    # later found them all claimed and idled (seen in CI with two hosts).
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 0.5}\n", launch=COUNTING + "sleep 0.4\n")
+    env = {**os.environ, "COUNT_FILE": str(workdir / "executions")}
+
+    def start(name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "motoko.cli.main", "launcher", "start", "--executor", "local", "-j", "1",
+             "--idle-exit", "3", "--machine-name", name],
+            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+        )
+
+    procs = [start("first")]
+    try:
+        ids = create_runs(db, x=list(range(12)))
+        deadline = time.monotonic() + 60
+        while db.study("s").count(CREATED):  # all claimed by the first, alone
+            assert time.monotonic() < deadline, "the first launcher never claimed every run"
+            time.sleep(0.05)
+            db.abort()
+        procs.append(start("second"))
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "given back to launchers that joined" in outputs[0], outputs
+    db.abort()
+    study = db.study("s")
+    assert study.counts() == {FINISHED: len(ids)} and study.check_indexes() == []
+    runs = list(study.runs.values())
+    assert all(run.attempt == 1 and run.history == () for run in runs), "a run given back is no attempt"
+    by = {name: sum(run.machine_name == name for run in runs) for name in ("first", "second")}
+    assert by["second"] >= 3, by
+    executions = (workdir / "executions").read_text().split()
+    assert sorted(executions, key=int) == [str(i) for i in ids], "every run executed exactly once"

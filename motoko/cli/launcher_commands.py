@@ -106,10 +106,12 @@ def launcher_start(
         for item in launchers:
             item.db.close()
     executed = sum(r.executed for r in reports)
+    given_back = sum(r.given_back for r in reports)
     click.echo(
         f"launcher exited: {executed} run(s) executed, {sum(r.finished for r in reports)} finished, "
         f"{sum(r.failed for r in reports)} failed, {sum(r.cancelled for r in reports)} cancelled, "
-        f"{sum(r.lost_detected for r in reports)} lost detected, {sum(r.claims_conflicts for r in reports)} conflict retries",
+        f"{sum(r.lost_detected for r in reports)} lost detected, {sum(r.claims_conflicts for r in reports)} conflict retries"
+        + (f", {given_back} given back to launchers that joined" if given_back else ""),
         err=True,
     )
 

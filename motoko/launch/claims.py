@@ -5,6 +5,14 @@ transaction (exactly once: see :mod:`motoko.launch.launcher`); how many
 runs fit and which are fair to take is decided by
 :mod:`motoko.launch.claiming`. What staging needs of a claimed run is read
 in the same transaction, so the run is not read again before it starts.
+
+A launcher alone on its database claims deep ahead (:data:`ALONE_AHEAD`
+runs beyond its slots). When other launchers join, it gives back what it
+queued beyond the fair, paced depth of a launcher among others
+(LAUNCHED → CREATED, no attempt recorded): a second host's launcher
+started a moment later found every run of a small study claimed by the
+first, and idled while the first ran them one after another (seen in CI,
+12 runs on two one-slot launchers).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ class Claims(Recording):
     _queue: list[Claimed]
     _low_water: int
     _alone: bool = False  # the last claim room was reckoned for a launcher alone on its database
+    _claimed_alone: bool = False  # its queue holds runs claimed while alone (deep): see _to_give_back
+    _ahead: dict[tuple[str, int], Any]
     _deadline: Deadline | None
     _shares: Shares
     _chooser: random.Random
@@ -121,6 +131,45 @@ class Claims(Recording):
                     waiting.append(name)
                     remaining += count
         return fair_ahead(self._pacing.ahead(waiting), remaining, launchers)
+
+    def _to_give_back(self) -> list[Claimed]:
+        """Take off the queue the runs claimed alone that a launcher among others gives back.
+
+        Only once others joined, only what lies beyond the depth of a
+        launcher among others (:meth:`_default_ahead` then), and never a
+        run whose directory is being written ahead. They leave the queue
+        now, so that the loop does not start them while the cycle's
+        transaction gives them back (:meth:`_give_back`); the launcher
+        puts those it kept after the commit back (see the cycle).
+        """
+        if not self._claimed_alone or self._stopping or self.options.claim_ahead is not None:
+            return []
+        if not self._queue:
+            self._claimed_alone = False
+            return []
+        if self._shares.current(self.db.launchers()).count <= 1:
+            return []
+        self._claimed_alone = False
+        keep = max(0, self.executor.max_parallel + self._default_ahead() - len(self.executor.running))
+        given = [item for item in self._queue[keep:] if (item.study, item.run_id) not in self._ahead]
+        if given:
+            self._queue = [item for item in self._queue if item not in given]
+        return given
+
+    def _give_back(self, items: list[Claimed]) -> list[Claimed]:
+        """Give the runs ``items`` back to CREATED (in the cycle's transaction); return those given.
+
+        A run changed meanwhile (a stop requested, deleted) stays this
+        launcher's, handled as any other queued run.
+        """
+        given: list[Claimed] = []
+        for item in items:
+            study, run = self._run_of((item.study, item.run_id))
+            if run is None or run.state != LAUNCHED or run.launcher != self.id or run.stop_requested:
+                continue
+            study.give_back(run)
+            given.append(item)
+        return given
 
     def _claimable(self) -> bool:
         for name in self.studies:

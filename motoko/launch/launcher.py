@@ -360,6 +360,8 @@ class Launcher(Claims):
         # A cycle that commits anyway tops up a queue of claimed runs run low,
         # so a slot that frees never waits for a claim's commit (one commit per run).
         topping_up = bool(outcomes or started or writes)
+        giving = self._to_give_back()  # off the queue first: the room to claim counts without them
+        given: list[Claimed] = []  # what the committed transaction gave back
         want = self._claim_room(topping_up=topping_up)
         # Only a launcher with an idle slot takes from other launchers' parts, and
         # only for its idle slots: busy ones topping up (or claiming ahead) would
@@ -386,6 +388,7 @@ class Launcher(Claims):
             self._mark_running(started, passing)
             self.channel.apply(self.db, writes)  # before settling: a run's own final state wins
             self._settle(outcomes, passing)
+            given[:] = self._give_back(giving) if giving else []
             if beat:
                 self._heartbeat()
             if check_lost:
@@ -427,6 +430,7 @@ class Launcher(Claims):
                 # or settled from their exit status by the next launcher.
                 log.warning("leaving %d run(s) to the next launcher: the server is gone", len(self._owned))
                 self._server_gone = True
+            self._queue.extend(giving)  # still ours
             return []
         self._started = self._started[len(started) :]
         self.channel.committed(writes)
@@ -440,9 +444,16 @@ class Launcher(Claims):
             stop_orphans(self._adoption.orphans)
             for key, oid in self._adoption.after_commit():
                 self._owned[key] = oid
+        if giving:
+            for item in given:
+                del self._owned[(item.study, item.run_id)]
+            self._claimed_total -= len(given)
+            self.report.given_back += len(given)
+            self._queue.extend(item for item in giving if item not in given)  # changed meanwhile: still ours
         for item in claimed:
             self._owned[(item.study, item.run_id)] = item.oid
         self._queue.extend(claimed)
+        self._claimed_alone = self._claimed_alone or bool(claimed and self._alone)
         self._claimed_total += len(claimed)
         self._hungry = self._claim_room() > 0
         # Fewer than wanted: nothing more is claimable until a commit wakes us, so

@@ -28,6 +28,8 @@ class LauncherReport:
     cancelled: int = 0
     lost_detected: int = 0
     claims_conflicts: int = 0
+    #: Runs claimed while alone and given back when other launchers joined (see motoko.launch.claims).
+    given_back: int = 0
     #: Cycles run (one transaction each, or none when nothing changed): how often it woke to work.
     cycles: int = 0
 

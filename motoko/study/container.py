@@ -338,6 +338,30 @@ class Study(persistent.Persistent):
             return False
         return state in schema.retry_on or (state == "FAILED" and (run.failure or "") in schema.retry_rules)
 
+    def give_back(self, run: Run) -> None:
+        """Return a claimed run that never started to CREATED, as if it had never been claimed.
+
+        Unlike :meth:`requeue`, no attempt is recorded: nothing ran. The
+        claim's marks (launcher, machine, run directory, launch time,
+        heartbeat) are removed, and the arrivals counter wakes the
+        launchers waiting for runs. Why: a launcher alone claims deep
+        ahead, and when others join, the runs it queued would wait behind
+        its own slots while theirs stay idle (see
+        :mod:`motoko.launch.claims`).
+
+        Raises:
+            TransitionError: the run is not LAUNCHED (it started, ended, or was never claimed).
+        """
+        if run._state != LAUNCHED:
+            raise TransitionError(
+                f"run {self.name}.{run.id} is {run._state}: only a LAUNCHED run that never started can be given back",
+                hint="a started run ends, or is cancelled with run.cancel()",
+            )
+        self._set_state(run, CREATED)
+        for name in _CLAIM_MARKS:
+            if name in run.__dict__:
+                delattr(run, name)
+
     def requeue(self, run: Run, reason: str = "requeued", *, keep_results: bool = False) -> None:
         """Put an ended run back to CREATED for another attempt, keeping history.
 
@@ -573,6 +597,10 @@ class _Gone:
 
     def __init__(self, run: Run):
         self.id = run.id
+
+
+#: What a launcher's claim writes on a run (see :meth:`Study.give_back`).
+_CLAIM_MARKS = ("launcher", "machine_name", "heartbeat", "run_path", "launched", "executor_id")
 
 
 def _stamp(run: Run, state: str, stamp: Any) -> None:
