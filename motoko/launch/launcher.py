@@ -446,7 +446,7 @@ class Launcher(Claims):
                 self._owned[key] = oid
         if giving:
             for item in given:
-                del self._owned[(item.study, item.run_id)]
+                self._owned.pop((item.study, item.run_id), None)
             self._claimed_total -= len(given)
             self.report.given_back += len(given)
             self._queue.extend(item for item in giving if item not in given)  # changed meanwhile: still ours
