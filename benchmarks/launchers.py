@@ -31,6 +31,7 @@ over its own 1x8 rate (the two take turns at going first); ``conflicts_per_run``
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import statistics
 import subprocess
@@ -105,6 +106,8 @@ def scenario(runs: int, launchers: int, slots: int) -> dict[str, Any]:
         "conflicts_per_run": round(conflicts / runs, 3),
         "share_min": shares[0] if shares else 0,
         "share_max": shares[-1] if shares else 0,
+        # Runs a launcher claimed while alone and gave back when the others joined.
+        "given_back": sum(int(m) for e in errors for m in re.findall(r"(\d+) given back", e)),
         "exit_codes": sorted({p.returncode for p in procs}),
         "stderr_tail": [e.strip().splitlines()[-1] for e in errors if e.strip()][:1],
     }
