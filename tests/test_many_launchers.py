@@ -203,3 +203,30 @@ def test_a_launcher_that_claimed_alone_gives_its_queue_back_when_another_joins(w
     assert by["second"] >= 3, by
     executions = (workdir / "executions").read_text().split()
     assert sorted(executions, key=int) == [str(i) for i in ids], "every run executed exactly once"
+
+
+def test_only_runs_still_claimed_and_not_asked_to_stop_are_given_back(workdir: Path):
+    from motoko.launch.service import build_launcher
+    from motoko.study.records import LAUNCHED
+
+    config, db = make_study(workdir, "launcher: {heartbeat: 1, poll: 1}\n")
+    ids = create_runs(db, x=[1, 2, 3])
+    launcher = build_launcher(config, executor="local")
+    try:
+        claimed = launcher.db.transact(lambda: launcher._claim(3))
+        assert sorted(item.run_id for item in claimed) == ids
+        stopped, kept, gone = (item.run_id for item in claimed)
+        # Meanwhile, another process asks one to stop and deletes another.
+        db.abort()
+        db.transact(lambda: setattr(db.run("s", stopped), "stop_requested", True))
+        db.transact(lambda: db.study("s").delete(db.run("s", gone)))
+        launcher.db.catch_up()
+        given = launcher.db.transact(lambda: launcher._give_back(claimed))
+    finally:
+        launcher.db.close()
+    assert [item.run_id for item in given] == [kept]
+    db.abort()
+    study = db.study("s")
+    assert db.run("s", kept).state == CREATED and db.run("s", kept).launcher is None
+    assert db.run("s", stopped).state == LAUNCHED, "a run asked to stop stays its launcher's, to be cancelled"
+    assert study.check_indexes() == []

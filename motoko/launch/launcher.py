@@ -430,7 +430,9 @@ class Launcher(Claims):
                 # or settled from their exit status by the next launcher.
                 log.warning("leaving %d run(s) to the next launcher: the server is gone", len(self._owned))
                 self._server_gone = True
-            self._queue.extend(giving)  # still ours
+            if giving:  # still ours: given back by a later cycle
+                self._queue.extend(giving)
+                self._claimed_alone = True
             return []
         self._started = self._started[len(started) :]
         self.channel.committed(writes)
