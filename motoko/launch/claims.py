@@ -151,9 +151,9 @@ class Claims(Recording):
             return []
         self._claimed_alone = False
         keep = max(0, self.executor.max_parallel + self._default_ahead() - len(self.executor.running))
+        staged = [item for item in self._queue[keep:] if (item.study, item.run_id) in self._ahead]
         given = [item for item in self._queue[keep:] if (item.study, item.run_id) not in self._ahead]
-        if given:
-            self._queue = [item for item in self._queue if item not in given]
+        self._queue[keep:] = staged
         return given
 
     def _give_back(self, items: list[Claimed]) -> list[Claimed]:

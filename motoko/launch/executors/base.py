@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -103,6 +104,14 @@ class Outcome:
         """True for a normal exit with status 0."""
         return self.exit_code == 0 and not self.cancelled and not self.lost
 
+    @property
+    def killed_by(self) -> int | None:
+        """The signal that ended it: its own, or a shell's (exit status 128 + N); None otherwise."""
+        if self.signal is not None:
+            return self.signal
+        code = self.exit_code
+        return code - 128 if code is not None and code > 128 else None
+
     def describe(self) -> str:
         """One line saying why the run did not succeed."""
         if self.reason:
@@ -113,14 +122,11 @@ class Outcome:
             except ValueError:
                 name = f"signal {self.signal}"
             return f"killed by {name}"
-        code = self.exit_code
-        if code is not None and 128 < code < 128 + 65:
-            try:
-                name = signal.Signals(code - 128).name
-                return f"exit code {code} (a process was killed by {name})"
-            except ValueError:
-                pass
-        return f"exit code {code}"
+        killed = self.killed_by
+        if killed is not None:
+            with contextlib.suppress(ValueError):
+                return f"exit code {self.exit_code} (a process was killed by {signal.Signals(killed).name})"
+        return f"exit code {self.exit_code}"
 
 
 @dataclass(frozen=True)
